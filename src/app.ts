@@ -1,0 +1,95 @@
+import { swaggerUI } from "@hono/swagger-ui";
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { AppEnv } from "./env";
+import { accountRoutes, registerRoutes } from "./features/accounts/accounts.routes";
+import { adminRoutes } from "./features/accounts/admin.routes";
+import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
+import { auditRoutes } from "./features/audit/audit.routes";
+import { inboxRoutes } from "./features/inboxes/inboxes.routes";
+import { systemRoutes, VERSION } from "./features/system/system.routes";
+import { requireAdmin, requireApiKey } from "./http/auth";
+import { errorResponse } from "./http/errors";
+import { limitBody, requestId, requireJsonBody } from "./http/middleware";
+import { validationHook } from "./http/validation";
+import { AppError, NotFound } from "./lib/errors";
+
+/** Paths under /v1 that do not take an API key (they have their own checks). */
+const PUBLIC_V1 = new Set(["/v1/info", "/v1/auth/register"]);
+
+/** Builds the Hono app: middleware order, route mounts, the OpenAPI document and the error mapper. */
+export function buildApp() {
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+
+  app.use("*", requestId);
+  app.use("/v1/*", limitBody, requireJsonBody);
+  app.use("/v1/admin/*", requireAdmin);
+  app.use("/v1/*", async (c, next) => {
+    const path = c.req.path;
+    if (PUBLIC_V1.has(path) || path.startsWith("/v1/admin/")) return next();
+    return requireApiKey(c, next);
+  });
+
+  app.route("/", systemRoutes);
+  app.route("/v1", registerRoutes);
+  app.route("/v1/admin", adminRoutes);
+  app.route("/v1", accountRoutes);
+  app.route("/v1", apiKeyRoutes);
+  app.route("/v1", inboxRoutes);
+  app.route("/v1", auditRoutes);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {
+    type: "http",
+    scheme: "bearer",
+    description: "An account API key: `Authorization: Bearer mb_…`",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "AdminToken", {
+    type: "http",
+    scheme: "bearer",
+    description: "The deployment's ADMIN_TOKEN secret (operators only).",
+  });
+  app.doc31("/openapi.json", (c) => ({
+    openapi: "3.1.0",
+    info: {
+      title: "mailbot API",
+      version: VERSION,
+      description:
+        "Email infrastructure for AI agents. Errors use `{ error: { code, message, request_id, details? } }`; lists are newest first with `meta.next_cursor`.",
+    },
+    servers: [{ url: new URL(c.req.url).origin }],
+  }));
+  app.get("/docs", swaggerUI({ url: "/openapi.json", title: "mailbot API" }));
+
+  const methodsByPath = () =>
+    app.routes
+      .filter((r) => r.method !== "ALL")
+      .map((r) => ({
+        method: r.method,
+        pattern: new RegExp(`^${r.path.replace(/:[^/]+/g, "[^/]+").replace(/\*/g, ".*")}$`),
+      }));
+  app.notFound((c) => {
+    const allowed = [
+      ...new Set(
+        methodsByPath()
+          .filter((r) => r.pattern.test(c.req.path))
+          .map((r) => r.method),
+      ),
+    ];
+    if (allowed.length > 0) {
+      const err = new AppError(
+        405,
+        "method_not_allowed",
+        `${c.req.method} is not allowed here. Allowed: ${allowed.join(", ")}.`,
+        undefined,
+        {
+          Allow: allowed.join(", "),
+        },
+      );
+      return errorResponse(c, err);
+    }
+    return errorResponse(c, new NotFound("Route"));
+  });
+  app.onError((err, c) => errorResponse(c, err));
+  return app;
+}
+
+export const app = buildApp();

@@ -1,0 +1,51 @@
+import type { AccountRow, ApiKeyRow } from "./db/schema";
+import type { InboxCounter } from "./durable-objects/inbox-counter";
+import type { RateLimiter } from "./durable-objects/rate-limiter";
+import type { Actor } from "./lib/context";
+
+/** Every binding, var and secret the Worker reads, in one place. */
+export interface Bindings {
+  DB: D1Database;
+  MAIL_BUCKET: R2Bucket;
+  OUTBOUND_QUEUE: Queue<unknown>;
+  WEBHOOK_QUEUE: Queue<unknown>;
+  INBOX_COUNTER: DurableObjectNamespace<InboxCounter>;
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  EMAIL: SendEmail;
+
+  ENVIRONMENT: string;
+  MAIL_DOMAIN: string;
+  REGISTRATION: string;
+  TIER_LIMITS?: string;
+  REGISTRATIONS_PER_HOUR?: string;
+  OUTBOUND_TRANSPORT?: string;
+
+  ADMIN_TOKEN?: string;
+  INBOUND_SECRET?: string;
+  DKIM_ENCRYPTION_KEY?: string;
+}
+
+/** What the authentication middleware leaves on the request context. */
+export interface AuthState {
+  account: AccountRow;
+  key: ApiKeyRow;
+  scopes: string[];
+  inboxIds: string[] | null;
+}
+
+export interface Variables {
+  requestId: string;
+  auth?: AuthState;
+  actor?: Actor;
+}
+
+export interface AppEnv {
+  Bindings: Bindings;
+  Variables: Variables;
+}
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends Bindings {}
+  }
+}

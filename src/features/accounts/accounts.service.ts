@@ -1,0 +1,226 @@
+import type { z } from "@hono/zod-openapi";
+import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import type { ApiKeyRow, InboxRow } from "../../db/schema";
+import { type AccountRow, accounts, apiKeys, inboxes } from "../../db/schema";
+import type { Bindings } from "../../env";
+import type { Page } from "../../http/pagination";
+import type { Actor, ServiceContext } from "../../lib/context";
+import { Conflict, NotFound, ValidationFailed } from "../../lib/errors";
+import { newId, randomBase32 } from "../../lib/ids";
+import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits, tierTable } from "../../lib/tiers";
+import { iso } from "../../lib/time";
+import { newKeyRow } from "../api-keys/api-keys.service";
+import { commitWithAudit } from "../audit/audit.service";
+import { newSharedInbox } from "../inboxes/inboxes.service";
+import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from "./accounts.schemas";
+
+function isUniqueViolation(err: unknown, index: string): boolean {
+  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
+  return text.includes("UNIQUE constraint failed") && text.includes(index);
+}
+
+/**
+ * Creates an account, its first full key and a sandbox inbox, with their audit entries, in one
+ * batch. The sandbox inbox is `sandbox--{short_id}@{MAIL_DOMAIN}`.
+ */
+export async function register(
+  base: { db: Db; env: Bindings; requestId: string; now: () => number; actor: Actor },
+  input: z.infer<typeof RegisterInput>,
+): Promise<{ account: AccountRow; key: string; inbox: InboxRow }> {
+  const now = base.now();
+  const email = input.email.trim().toLowerCase();
+  const account: AccountRow = {
+    id: newId("acct", now),
+    shortId: randomBase32(8),
+    name: input.name ?? null,
+    email,
+    tier: "sandbox",
+    status: "active",
+    newAccountUntil: now + NEW_ACCOUNT_PERIOD_MS,
+    createdAt: now,
+    updatedAt: now,
+    deletedAt: null,
+  };
+  const { row: keyRow, key } = await newKeyRow(account.id, { name: "default", scopes: ["full"], inboxIds: null }, now);
+  const inbox = newSharedInbox(account, base.env.MAIL_DOMAIN, { username: "sandbox" }, now);
+  const ctx: ServiceContext = { ...base, accountId: account.id };
+  try {
+    await commitWithAudit(
+      ctx,
+      [
+        ctx.db.insert(accounts).values(account),
+        ctx.db.insert(apiKeys).values(keyRow),
+        ctx.db.insert(inboxes).values(inbox),
+      ],
+      [
+        {
+          action: "account.created",
+          target: { type: "account", id: account.id },
+          metadata: { email, tier: account.tier },
+        },
+        {
+          action: "api_key.created",
+          target: { type: "api_key", id: keyRow.id },
+          metadata: { name: keyRow.name, prefix: keyRow.prefix, scopes: keyRow.scopes, inbox_ids: null },
+        },
+        {
+          action: "inbox.created",
+          target: { type: "inbox", id: inbox.id },
+          inboxId: inbox.id,
+          metadata: { address: inbox.address },
+        },
+      ],
+    );
+  } catch (err) {
+    if (isUniqueViolation(err, "accounts.email")) {
+      throw new Conflict("email_taken", "An account with this email already exists.");
+    }
+    throw err;
+  }
+  return { account, key, inbox };
+}
+
+/** The caller's account. */
+export async function getAccount(ctx: ServiceContext): Promise<AccountRow> {
+  return getAccountById(ctx.db, ctx.accountId);
+}
+
+/** Any account by id (operators, and the caller's own through `getAccount`). */
+export async function getAccountById(db: Db, accountId: string): Promise<AccountRow> {
+  const row = await db.select().from(accounts).where(eq(accounts.id, accountId)).get();
+  if (!row) throw new NotFound("Account");
+  return row;
+}
+
+/** Updates the caller's account name. */
+export async function patchAccount(ctx: ServiceContext, patch: z.infer<typeof AccountPatch>): Promise<AccountRow> {
+  const current = await getAccount(ctx);
+  const next = { ...current, name: patch.name === undefined ? current.name : patch.name, updatedAt: ctx.now() };
+  await commitWithAudit(
+    ctx,
+    [ctx.db.update(accounts).set({ name: next.name, updatedAt: next.updatedAt }).where(eq(accounts.id, ctx.accountId))],
+    [
+      {
+        action: "account.updated",
+        target: { type: "account", id: ctx.accountId },
+        metadata: { changes: Object.keys(patch) },
+      },
+    ],
+  );
+  return next;
+}
+
+/**
+ * Closes the account: every key is revoked and every inbox deactivated at once. Data and the
+ * audit log stay (the log is append-only); the email is freed for a new registration.
+ */
+export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
+  const current = await getAccount(ctx);
+  const now = ctx.now();
+  const next: AccountRow = {
+    ...current,
+    status: "deleted",
+    deletedAt: now,
+    updatedAt: now,
+    email: `${current.id}@deleted.invalid`,
+  };
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(accounts)
+        .set({ status: "deleted", deletedAt: now, updatedAt: now, email: next.email })
+        .where(eq(accounts.id, ctx.accountId)),
+      ctx.db
+        .update(apiKeys)
+        .set({ revokedAt: now })
+        .where(and(eq(apiKeys.accountId, ctx.accountId), isNull(apiKeys.revokedAt))),
+      ctx.db
+        .update(inboxes)
+        .set({ status: "disabled", disabledReason: "deactivated", updatedAt: now })
+        .where(eq(inboxes.accountId, ctx.accountId)),
+    ],
+    [{ action: "account.deleted", target: { type: "account", id: ctx.accountId }, metadata: {} }],
+  );
+  return next;
+}
+
+/** Operators: newest-first page of all accounts. */
+export async function listAllAccounts(db: Db, page: Page): Promise<AccountRow[]> {
+  const where: SQL[] = [];
+  if (page.before) where.push(lt(accounts.id, page.before));
+  return db
+    .select()
+    .from(accounts)
+    .where(and(...where))
+    .orderBy(desc(accounts.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** Operators: change tier, status or the new-account window; audited on that account. */
+export async function adminPatchAccount(
+  ctx: ServiceContext,
+  patch: z.infer<typeof AdminAccountPatch>,
+): Promise<AccountRow> {
+  const current = await getAccount(ctx);
+  if (patch.tier !== undefined && !(patch.tier in tierTable(ctx.env.TIER_LIMITS))) {
+    throw new ValidationFailed([
+      { path: "tier", message: `Unknown tier. Known: ${Object.keys(tierTable(ctx.env.TIER_LIMITS)).join(", ")}.` },
+    ]);
+  }
+  if (current.status === "deleted") throw new Conflict("account_deleted", "This account is closed.");
+  const now = ctx.now();
+  const next: AccountRow = {
+    ...current,
+    tier: patch.tier ?? current.tier,
+    status: patch.status ?? current.status,
+    newAccountUntil:
+      patch.new_account_until === undefined
+        ? current.newAccountUntil
+        : patch.new_account_until === null
+          ? now
+          : Date.parse(patch.new_account_until),
+    updatedAt: now,
+  };
+  const changes: Record<string, { from: unknown; to: unknown }> = {};
+  if (next.tier !== current.tier) changes.tier = { from: current.tier, to: next.tier };
+  if (next.status !== current.status) changes.status = { from: current.status, to: next.status };
+  if (next.newAccountUntil !== current.newAccountUntil) {
+    changes.new_account_until = { from: iso(current.newAccountUntil), to: iso(next.newAccountUntil) };
+  }
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(accounts)
+        .set({ tier: next.tier, status: next.status, newAccountUntil: next.newAccountUntil, updatedAt: now })
+        .where(eq(accounts.id, ctx.accountId)),
+    ],
+    [{ action: "account.admin_updated", target: { type: "account", id: ctx.accountId }, metadata: { changes } }],
+  );
+  return next;
+}
+
+/** Wire shape of an account, with its effective limits. */
+export function toAccountWire(row: AccountRow, env: Bindings, now = Date.now()): z.infer<typeof AccountWire> {
+  const limits = tierLimits(env.TIER_LIMITS, row.tier);
+  return {
+    id: row.id,
+    name: row.name,
+    email: row.email,
+    tier: row.tier,
+    status: row.status,
+    short_id: row.shortId,
+    created_at: iso(row.createdAt),
+    new_account_until: iso(row.newAccountUntil),
+    limits: {
+      tier: row.tier,
+      ...limits,
+      new_account_send_limit: { limit: NEW_ACCOUNT_SEND_LIMIT, window_hours: 24, active: row.newAccountUntil > now },
+    },
+  };
+}
+
+export type { ApiKeyRow };

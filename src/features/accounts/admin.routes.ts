@@ -1,0 +1,94 @@
+import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { createDb } from "../../db/client";
+import type { AppEnv } from "../../env";
+import { contextFor } from "../../http/context";
+import { jsonBody, jsonRoute } from "../../http/openapi";
+import { PageQuery, pageOf, toPage } from "../../http/pagination";
+import { validationHook } from "../../http/validation";
+import { authStats } from "../api-keys/key-auth";
+import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
+import { adminPatchAccount, getAccountById, listAllAccounts, toAccountWire } from "./accounts.service";
+
+const tags = ["Operators"];
+
+/** Operator endpoints, behind the ADMIN_TOKEN secret (mounted under /v1/admin). */
+export const adminRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { query: PageQuery },
+    method: "get",
+    path: "/accounts",
+    tags,
+    summary: "List every account",
+
+    data: AccountWire,
+    list: true,
+    security: "admin",
+  }),
+  async (c) => {
+    const query = c.req.valid("query");
+    const { items, nextCursor } = pageOf(await listAllAccounts(createDb(c.env.DB), toPage(query)), query.limit);
+    return c.json(
+      { data: items.map((a) => toAccountWire(a, c.env)), meta: { limit: query.limit, next_cursor: nextCursor } },
+      200,
+    );
+  },
+);
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { params: AccountIdParam },
+    method: "get",
+    path: "/accounts/{account_id}",
+    tags,
+    summary: "Get an account",
+
+    data: AccountWire,
+    security: "admin",
+  }),
+  async (c) => {
+    const row = await getAccountById(createDb(c.env.DB), c.req.valid("param").account_id);
+    return c.json({ data: toAccountWire(row, c.env) }, 200);
+  },
+);
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { params: AccountIdParam, body: jsonBody(AdminAccountPatch) },
+    method: "patch",
+    path: "/accounts/{account_id}",
+    tags,
+    summary: "Change an account's tier, status, or new-account window (audited on that account)",
+
+    data: AccountWire,
+    security: "admin",
+  }),
+  async (c) => {
+    const ctx = contextFor(c, c.req.valid("param").account_id);
+    const row = await adminPatchAccount(ctx, c.req.valid("json"));
+    return c.json({ data: toAccountWire(row, c.env) }, 200);
+  },
+);
+
+adminRoutes.openapi(
+  jsonRoute({
+    method: "get",
+    path: "/stats",
+    tags,
+    summary: "Counters of the isolate that answers (Argon2 verifications, key-cache hits)",
+    data: z.object({ argon2_verifications: z.number(), key_cache_hits: z.number(), isolate_started_at: z.string() }),
+    security: "admin",
+  }),
+  (c) =>
+    c.json(
+      {
+        data: {
+          argon2_verifications: authStats.argon2Verifications,
+          key_cache_hits: authStats.cacheHits,
+          isolate_started_at: new Date(authStats.startedAt).toISOString(),
+        },
+      },
+      200,
+    ),
+);

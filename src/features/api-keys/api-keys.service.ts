@@ -1,0 +1,133 @@
+import type { z } from "@hono/zod-openapi";
+import { and, desc, eq, inArray, isNull, lt, type SQL } from "drizzle-orm";
+import { type ApiKeyRow, apiKeys, inboxes } from "../../db/schema";
+import type { Page } from "../../http/pagination";
+import { hashSecret } from "../../lib/argon2";
+import type { ServiceContext } from "../../lib/context";
+import { NotFound, ValidationFailed } from "../../lib/errors";
+import { newId, randomBase62 } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { commitWithAudit } from "../audit/audit.service";
+import type { ApiKeyWire, CreateKeyInput } from "./api-keys.schemas";
+import { KEY_PREFIX_LENGTH } from "./key-auth";
+
+/** A new secret key, `mb_` + 40 base62 characters (~238 bits). */
+export function generateApiKey(): string {
+  return `mb_${randomBase62(40)}`;
+}
+
+/** Builds a key row (hashing the secret with Argon2id); the caller writes it. */
+export async function newKeyRow(
+  accountId: string,
+  input: { name: string; scopes: string[]; inboxIds: string[] | null },
+  now: number,
+): Promise<{ row: ApiKeyRow; key: string }> {
+  const key = generateApiKey();
+  const row: ApiKeyRow = {
+    id: newId("key", now),
+    accountId,
+    name: input.name,
+    prefix: key.slice(0, KEY_PREFIX_LENGTH),
+    keyHash: await hashSecret(key),
+    scopes: [...new Set(input.scopes)],
+    inboxIds: input.inboxIds,
+    createdAt: now,
+    lastUsedAt: null,
+    revokedAt: null,
+  };
+  return { row, key };
+}
+
+/** Creates a key; restricted keys may only name inboxes of this account. */
+export async function createKey(
+  ctx: ServiceContext,
+  input: z.infer<typeof CreateKeyInput>,
+): Promise<{ row: ApiKeyRow; key: string }> {
+  const inboxIds = input.inbox_ids ? [...new Set(input.inbox_ids)] : null;
+  if (inboxIds) {
+    const owned = await ctx.db
+      .select({ id: inboxes.id })
+      .from(inboxes)
+      .where(and(eq(inboxes.accountId, ctx.accountId), inArray(inboxes.id, inboxIds)))
+      .all();
+    const ownedIds = new Set(owned.map((r) => r.id));
+    const missing = inboxIds.filter((id) => !ownedIds.has(id));
+    if (missing.length > 0) {
+      throw new ValidationFailed(missing.map((id) => ({ path: "inbox_ids", message: `Unknown inbox ${id}.` })));
+    }
+  }
+  const created = await newKeyRow(ctx.accountId, { name: input.name, scopes: input.scopes, inboxIds }, ctx.now());
+  await commitWithAudit(
+    ctx,
+    [ctx.db.insert(apiKeys).values(created.row)],
+    [
+      {
+        action: "api_key.created",
+        target: { type: "api_key", id: created.row.id },
+        metadata: {
+          name: created.row.name,
+          prefix: created.row.prefix,
+          scopes: created.row.scopes,
+          inbox_ids: inboxIds,
+        },
+      },
+    ],
+  );
+  return created;
+}
+
+/** Newest-first page of the account's keys (revoked ones included, marked). */
+export async function listKeys(ctx: ServiceContext, page: Page): Promise<ApiKeyRow[]> {
+  const where: SQL[] = [eq(apiKeys.accountId, ctx.accountId)];
+  if (page.before) where.push(lt(apiKeys.id, page.before));
+  return ctx.db
+    .select()
+    .from(apiKeys)
+    .where(and(...where))
+    .orderBy(desc(apiKeys.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** Revokes a key; effective on the very next request that uses it. */
+export async function revokeKey(ctx: ServiceContext, keyId: string): Promise<ApiKeyRow> {
+  const row = await ctx.db
+    .select()
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, keyId), eq(apiKeys.accountId, ctx.accountId)))
+    .get();
+  if (!row) throw new NotFound("API key");
+  if (row.revokedAt !== null) return row;
+  const revokedAt = ctx.now();
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(apiKeys)
+        .set({ revokedAt })
+        .where(and(eq(apiKeys.id, keyId), eq(apiKeys.accountId, ctx.accountId), isNull(apiKeys.revokedAt))),
+    ],
+    [
+      {
+        action: "api_key.revoked",
+        target: { type: "api_key", id: keyId },
+        metadata: { prefix: row.prefix, name: row.name },
+      },
+    ],
+  );
+  return { ...row, revokedAt };
+}
+
+/** Wire shape of a key: never the key, never its hash. */
+export function toKeyWire(row: ApiKeyRow): z.infer<typeof ApiKeyWire> {
+  return {
+    id: row.id,
+    name: row.name,
+    prefix: row.prefix,
+    scopes: row.scopes,
+    inbox_ids: row.inboxIds ?? null,
+    created_at: iso(row.createdAt),
+    last_used_at: iso(row.lastUsedAt),
+    revoked_at: iso(row.revokedAt),
+  };
+}

@@ -1,0 +1,161 @@
+import { and, asc, desc, eq, gt, gte, inArray, lt, lte, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
+import { type AuditRow, auditLog } from "../../db/schema";
+import type { Page } from "../../http/pagination";
+import type { Actor, ServiceContext } from "../../lib/context";
+import { sha256Hex } from "../../lib/crypto";
+import { AppError } from "../../lib/errors";
+import { newId } from "../../lib/ids";
+
+/** What a change records about itself. */
+export interface AuditEntry {
+  action: string;
+  target?: { type: string; id: string } | null;
+  inboxId?: string | null;
+  metadata?: Record<string, unknown>;
+  /** Defaults to the context's account (admin actions name the account they touch). */
+  accountId?: string;
+  actor?: Actor;
+}
+
+export const GENESIS_HASH = "0".repeat(64);
+
+type Statement = BatchItem<"sqlite">;
+
+/** The hash of an entry covers every field and the previous entry's hash. */
+export async function entryHash(row: Omit<AuditRow, "hash">): Promise<string> {
+  const canonical = JSON.stringify([
+    row.id,
+    row.accountId,
+    row.seq,
+    row.action,
+    row.actorType,
+    row.actorId,
+    row.targetType,
+    row.targetId,
+    row.inboxId,
+    row.metadata,
+    row.requestId,
+    row.createdAt,
+    row.prevHash,
+  ]);
+  return sha256Hex(canonical);
+}
+
+async function head(db: Db, accountId: string): Promise<{ seq: number; hash: string }> {
+  const last = await db
+    .select({ seq: auditLog.seq, hash: auditLog.hash })
+    .from(auditLog)
+    .where(eq(auditLog.accountId, accountId))
+    .orderBy(desc(auditLog.seq))
+    .limit(1)
+    .get();
+  return last ?? { seq: 0, hash: GENESIS_HASH };
+}
+
+function isChainRace(err: unknown): boolean {
+  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
+  return /UNIQUE constraint failed: audit_log\.account_id, audit_log\.seq/.test(text);
+}
+
+/**
+ * Runs `statements` and appends the audit entries in ONE `db.batch` (one transaction), so a
+ * change and its record land together or not at all. Each entry extends the account's hash
+ * chain; two writers racing for the same position make one batch fail on the unique
+ * (account_id, seq) index, and that writer rebuilds on the new head and tries again.
+ */
+export async function commitWithAudit(
+  ctx: ServiceContext,
+  statements: Statement[],
+  entries: AuditEntry[],
+): Promise<void> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const heads = new Map<string, { seq: number; hash: string }>();
+    const inserts: Statement[] = [];
+    for (const entry of entries) {
+      const accountId = entry.accountId ?? ctx.accountId;
+      const prev = heads.get(accountId) ?? (await head(ctx.db, accountId));
+      const actor = entry.actor ?? ctx.actor;
+      const row: Omit<AuditRow, "hash"> = {
+        id: newId("aud"),
+        accountId,
+        seq: prev.seq + 1,
+        action: entry.action,
+        actorType: actor.type,
+        actorId: actor.id,
+        targetType: entry.target?.type ?? null,
+        targetId: entry.target?.id ?? null,
+        inboxId: entry.inboxId ?? null,
+        metadata: entry.metadata ?? {},
+        requestId: ctx.requestId,
+        createdAt: ctx.now(),
+        prevHash: prev.hash,
+      };
+      const hash = await entryHash(row);
+      heads.set(accountId, { seq: row.seq, hash });
+      inserts.push(ctx.db.insert(auditLog).values({ ...row, hash }));
+    }
+    const all = [...statements, ...inserts];
+    try {
+      if (all.length > 0) await ctx.db.batch(all as [Statement, ...Statement[]]);
+      return;
+    } catch (err) {
+      if (!isChainRace(err)) throw err;
+    }
+  }
+  throw new AppError(503, "busy", "The account is too busy right now; retry the request.");
+}
+
+export interface AuditFilters {
+  action?: string | undefined;
+  inboxId?: string | undefined;
+  sinceMs?: number | undefined;
+  untilMs?: number | undefined;
+}
+
+/** Newest-first page of the account's audit entries. */
+export async function listAudit(ctx: ServiceContext, filters: AuditFilters, page: Page): Promise<AuditRow[]> {
+  const where: SQL[] = [eq(auditLog.accountId, ctx.accountId)];
+  if (filters.action) where.push(eq(auditLog.action, filters.action));
+  if (filters.inboxId) where.push(eq(auditLog.inboxId, filters.inboxId));
+  // A key restricted to some inboxes sees only the entries about those inboxes.
+  if (ctx.inboxIds) where.push(inArray(auditLog.inboxId, ctx.inboxIds));
+  if (filters.sinceMs !== undefined) where.push(gte(auditLog.createdAt, filters.sinceMs));
+  if (filters.untilMs !== undefined) where.push(lte(auditLog.createdAt, filters.untilMs));
+  if (page.before) where.push(lt(auditLog.id, page.before));
+  return ctx.db
+    .select()
+    .from(auditLog)
+    .where(and(...where))
+    .orderBy(desc(auditLog.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** Re-checks the whole chain: every hash, every link, no gap in the sequence. */
+export async function verifyAudit(
+  ctx: ServiceContext,
+): Promise<{ ok: boolean; checked: number; first_broken_id: string | null }> {
+  let prevHash = GENESIS_HASH;
+  let expectedSeq = 1;
+  let checked = 0;
+  for (;;) {
+    const rows = await ctx.db
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.accountId, ctx.accountId), gt(auditLog.seq, expectedSeq - 1)))
+      .orderBy(asc(auditLog.seq))
+      .limit(500)
+      .all();
+    for (const row of rows) {
+      checked++;
+      const { hash, ...rest } = row;
+      const intact = row.seq === expectedSeq && row.prevHash === prevHash && (await entryHash(rest)) === hash;
+      if (!intact) return { ok: false, checked, first_broken_id: row.id };
+      prevHash = hash;
+      expectedSeq++;
+    }
+    if (rows.length < 500) return { ok: true, checked, first_broken_id: null };
+  }
+}

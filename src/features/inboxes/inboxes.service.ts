@@ -1,0 +1,214 @@
+import type { z } from "@hono/zod-openapi";
+import { and, count, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
+import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
+import type { Page } from "../../http/pagination";
+import type { ServiceContext } from "../../lib/context";
+import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
+import { newId } from "../../lib/ids";
+import { tierLimits } from "../../lib/tiers";
+import { iso } from "../../lib/time";
+import { commitWithAudit } from "../audit/audit.service";
+import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
+
+/** `{username}--{short_id}@{MAIL_DOMAIN}` on the shared domain. */
+export function sharedAddress(username: string, shortId: string, mailDomain: string): string {
+  return `${username}--${shortId}@${mailDomain}`.toLowerCase();
+}
+
+/** Builds (but does not write) a new inbox row on the shared domain. */
+export function newSharedInbox(
+  account: Pick<AccountRow, "id" | "shortId">,
+  mailDomain: string,
+  input: { username: string; display_name?: string | undefined; labels?: string[] | undefined },
+  now: number,
+): InboxRow {
+  return {
+    id: newId("inbox", now),
+    accountId: account.id,
+    username: input.username,
+    domain: mailDomain.toLowerCase(),
+    address: sharedAddress(input.username, account.shortId, mailDomain),
+    displayName: input.display_name ?? null,
+    status: "active",
+    disabledReason: null,
+    labels: input.labels ?? [],
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
+function isUniqueViolation(err: unknown, index: string): boolean {
+  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
+  return text.includes("UNIQUE constraint failed") && text.includes(index);
+}
+
+/** Creates an inbox on the shared domain (custom domains arrive with the domains feature). */
+export async function createInbox(
+  ctx: ServiceContext,
+  account: AccountRow,
+  input: z.infer<typeof CreateInboxInput>,
+): Promise<InboxRow> {
+  if (ctx.inboxIds) throw new Forbidden("insufficient_scope", "A key restricted to inboxes cannot create inboxes.");
+  const mailDomain = ctx.env.MAIL_DOMAIN.toLowerCase();
+  if (input.domain && input.domain !== mailDomain) {
+    throw new ValidationFailed(
+      [{ path: "domain", message: `Domain ${input.domain} is not a verified domain of this account.` }],
+      "Custom domains must be added and verified first.",
+    );
+  }
+  const limits = tierLimits(ctx.env.TIER_LIMITS, account.tier);
+  const existing = await ctx.db.select({ n: count() }).from(inboxes).where(eq(inboxes.accountId, ctx.accountId)).get();
+  if ((existing?.n ?? 0) >= limits.max_inboxes) {
+    throw new Forbidden("inbox_limit_reached", `The ${account.tier} tier allows ${limits.max_inboxes} inboxes.`, {
+      max_inboxes: limits.max_inboxes,
+    });
+  }
+  const row = newSharedInbox(account, mailDomain, input, ctx.now());
+  try {
+    await commitWithAudit(
+      ctx,
+      [ctx.db.insert(inboxes).values(row)],
+      [
+        {
+          action: "inbox.created",
+          target: { type: "inbox", id: row.id },
+          inboxId: row.id,
+          metadata: { address: row.address },
+        },
+      ],
+    );
+  } catch (err) {
+    if (isUniqueViolation(err, "inboxes.address")) {
+      throw new Conflict("address_taken", `The address ${row.address} is already taken.`, { address: row.address });
+    }
+    throw err;
+  }
+  return row;
+}
+
+function scoped(ctx: ServiceContext, ...extra: SQL[]): SQL | undefined {
+  const where = [eq(inboxes.accountId, ctx.accountId), ...extra];
+  if (ctx.inboxIds) where.push(inArray(inboxes.id, ctx.inboxIds));
+  return and(...where);
+}
+
+/** Newest-first page of the caller's inboxes (only the key's inboxes for a restricted key). */
+export async function listInboxes(ctx: ServiceContext, page: Page): Promise<InboxRow[]> {
+  return ctx.db
+    .select()
+    .from(inboxes)
+    .where(scoped(ctx, ...(page.before ? [lt(inboxes.id, page.before)] : [])))
+    .orderBy(desc(inboxes.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** One inbox of the caller; 404 for anything else, including other accounts' inboxes. */
+export async function getInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  const row = await ctx.db
+    .select()
+    .from(inboxes)
+    .where(scoped(ctx, eq(inboxes.id, inboxId)))
+    .get();
+  if (!row) throw new NotFound("Inbox");
+  return row;
+}
+
+/** Updates display name and labels. */
+export async function patchInbox(
+  ctx: ServiceContext,
+  inboxId: string,
+  patch: z.infer<typeof PatchInboxInput>,
+): Promise<InboxRow> {
+  const current = await getInbox(ctx, inboxId);
+  const next: InboxRow = {
+    ...current,
+    displayName: patch.display_name === undefined ? current.displayName : patch.display_name,
+    labels: patch.labels ?? current.labels,
+    updatedAt: ctx.now(),
+  };
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(inboxes)
+        .set({ displayName: next.displayName, labels: next.labels, updatedAt: next.updatedAt })
+        .where(scoped(ctx, eq(inboxes.id, inboxId))),
+    ],
+    [
+      {
+        action: "inbox.updated",
+        target: { type: "inbox", id: inboxId },
+        inboxId,
+        metadata: { changes: Object.keys(patch) },
+      },
+    ],
+  );
+  return next;
+}
+
+/** Soft deactivation: data stays, inbound mail is refused, sends are refused. */
+export async function deactivateInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  const current = await getInbox(ctx, inboxId);
+  if (current.status === "disabled" && current.disabledReason === "deactivated") return current;
+  const next: InboxRow = { ...current, status: "disabled", disabledReason: "deactivated", updatedAt: ctx.now() };
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(inboxes)
+        .set({ status: next.status, disabledReason: next.disabledReason, updatedAt: next.updatedAt })
+        .where(scoped(ctx, eq(inboxes.id, inboxId))),
+    ],
+    [
+      {
+        action: "inbox.deactivated",
+        target: { type: "inbox", id: inboxId },
+        inboxId,
+        metadata: { previous_status: current.status, previous_reason: current.disabledReason },
+      },
+    ],
+  );
+  return next;
+}
+
+/** Re-activates a deactivated or auto-disabled inbox. */
+export async function enableInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  const current = await getInbox(ctx, inboxId);
+  if (current.status === "active") return current;
+  const next: InboxRow = { ...current, status: "active", disabledReason: null, updatedAt: ctx.now() };
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(inboxes)
+        .set({ status: "active", disabledReason: null, updatedAt: next.updatedAt })
+        .where(scoped(ctx, eq(inboxes.id, inboxId))),
+    ],
+    [
+      {
+        action: "inbox.enabled",
+        target: { type: "inbox", id: inboxId },
+        inboxId,
+        metadata: { previous_reason: current.disabledReason },
+      },
+    ],
+  );
+  return next;
+}
+
+/** Wire shape of an inbox. */
+export function toInboxWire(row: InboxRow): z.infer<typeof InboxWire> {
+  return {
+    id: row.id,
+    username: row.username,
+    domain: row.domain,
+    address: row.address,
+    display_name: row.displayName,
+    status: row.status,
+    disabled_reason: row.disabledReason ?? null,
+    labels: row.labels,
+    created_at: iso(row.createdAt),
+    updated_at: iso(row.updatedAt),
+  };
+}

@@ -1,0 +1,154 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { createDb } from "../db/client";
+import { rateLimiter } from "../durable-objects/rate-limiter";
+import type { AppEnv, AuthState } from "../env";
+import {
+  cachedKeyId,
+  forgetVerified,
+  KEY_PREFIX_LENGTH,
+  loadKeyById,
+  touchKey,
+  verifyKey,
+} from "../features/api-keys/key-auth";
+import { safeEqual } from "../lib/crypto";
+import { AppError, Forbidden, RateLimited, Unauthorized } from "../lib/errors";
+import { tierLimits } from "../lib/tiers";
+
+/** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
+const FAILURES_PER_CLIENT = 20;
+const FAILURES_PER_PREFIX = 10;
+const FAILURE_RULE_WINDOW_MS = 60_000;
+
+export function clientAddress(c: Context<AppEnv>): string {
+  return c.req.header("CF-Connecting-IP") ?? "local";
+}
+
+function bearer(c: Context<AppEnv>): string | null {
+  const header = c.req.header("Authorization");
+  if (!header) return null;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1] ?? null;
+}
+
+async function throttleFailures(c: Context<AppEnv>, prefix: string | null, record: boolean): Promise<void> {
+  const now = Date.now();
+  const subjects: [string, number][] = [[`authfail:client:${clientAddress(c)}`, FAILURES_PER_CLIENT]];
+  if (prefix) subjects.push([`authfail:prefix:${prefix}`, FAILURES_PER_PREFIX]);
+  const decisions = await Promise.all(
+    subjects.map(([subject, limit]) =>
+      rateLimiter(c.env, subject).hit({ limit, windowMs: FAILURE_RULE_WINDOW_MS }, now, !record),
+    ),
+  );
+  const refused = decisions.find((d) => !d.allowed);
+  if (refused) {
+    throw new RateLimited(
+      "too_many_failed_attempts",
+      "Too many failed authentication attempts. Wait before trying again.",
+      refused.retryAfterMs / 1000,
+    );
+  }
+}
+
+function rateHeaders(d: { limit: number; remaining: number; resetAtMs: number }): Record<string, string> {
+  return {
+    "X-RateLimit-Limit": String(d.limit),
+    "X-RateLimit-Remaining": String(d.remaining),
+    "X-RateLimit-Reset": String(Math.ceil(d.resetAtMs / 1000)),
+  };
+}
+
+/**
+ * Bearer `mb_…` authentication, then the per-key rate limit. Unknown prefixes are refused
+ * without running Argon2, and repeated failures per client and per prefix are throttled
+ * before any hashing, so nobody can make the Worker hash in a loop.
+ */
+export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const token = bearer(c);
+  if (!token) throw new Unauthorized("Missing API key. Send Authorization: Bearer mb_…", "missing_api_key");
+  const db = createDb(c.env.DB);
+  const now = Date.now();
+  const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
+
+  const { digest, keyId } = await cachedKeyId(token, now);
+  let found = keyId ? await loadKeyById(db, keyId) : null;
+  if (keyId && !found) forgetVerified(digest);
+  if (!found) {
+    await throttleFailures(c, prefix, false);
+    const result = keyId ? ({ ok: false, reason: "revoked" } as const) : await verifyKey(db, token, digest, now);
+    if (!result.ok) {
+      await throttleFailures(c, prefix, true);
+      throw new Unauthorized("Invalid API key.", "invalid_api_key");
+    }
+    found = result;
+  }
+  const { key, account } = found;
+  if (account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
+  if (account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
+
+  const limits = tierLimits(c.env.TIER_LIMITS, account.tier);
+  const decision = await rateLimiter(c.env, `key:${key.id}`).hit(
+    { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
+    now,
+  );
+  const headers = rateHeaders(decision);
+  if (!decision.allowed) {
+    const err = new RateLimited("rate_limited", "Rate limit exceeded for this API key.", decision.retryAfterMs / 1000);
+    throw new AppError(err.status, err.code, err.message, err.details, { ...err.headers, ...headers });
+  }
+
+  const auth: AuthState = { account, key, scopes: key.scopes, inboxIds: key.inboxIds ?? null };
+  c.set("auth", auth);
+  c.set("actor", { type: "api_key", id: key.id });
+  c.executionCtx.waitUntil(touchKey(db, key, now).catch(() => undefined));
+  try {
+    await next();
+  } finally {
+    for (const [k, v] of Object.entries(headers)) c.res.headers.set(k, v);
+  }
+};
+
+/** Operator authentication with the ADMIN_TOKEN secret (constant-time compare). */
+export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const token = bearer(c);
+  const expected = c.env.ADMIN_TOKEN;
+  if (!expected) throw new Forbidden("admin_disabled", "Operator endpoints are disabled: ADMIN_TOKEN is not set.");
+  if (!token) throw new Unauthorized("Missing operator token.", "missing_api_key");
+  if (!safeEqual(token, expected)) {
+    await throttleFailures(c, null, true);
+    throw new Unauthorized("Invalid operator token.", "invalid_admin_token");
+  }
+  c.set("actor", { type: "admin", id: null });
+  await next();
+};
+
+/** True when the request carries the operator token (closed registration). */
+export function isAdminRequest(c: Context<AppEnv>): boolean {
+  const token = bearer(c);
+  return Boolean(token && c.env.ADMIN_TOKEN && safeEqual(token, c.env.ADMIN_TOKEN));
+}
+
+export type Scope = "read" | "send" | "manage" | "full";
+
+/** Throws 403 unless the key carries `full` or the scope named. */
+export function requireScope(c: Context<AppEnv>, scope: Scope): AuthState {
+  const auth = c.get("auth");
+  if (!auth) throw new Unauthorized();
+  if (!auth.scopes.includes("full") && !auth.scopes.includes(scope)) {
+    throw new Forbidden("insufficient_scope", `This API key lacks the "${scope}" scope.`, {
+      required: scope,
+      scopes: auth.scopes,
+    });
+  }
+  return auth;
+}
+
+/** Account-wide operations (keys, the account itself) need an unrestricted `full` key. */
+export function requireFullAccess(c: Context<AppEnv>): AuthState {
+  const auth = requireScope(c, "full");
+  if (auth.inboxIds !== null) {
+    throw new Forbidden("insufficient_scope", "A key restricted to inboxes cannot manage the account.", {
+      required: "full",
+    });
+  }
+  return auth;
+}

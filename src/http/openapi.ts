@@ -1,0 +1,79 @@
+import type { ResponseConfig } from "@asteasolutions/zod-to-openapi";
+import { createRoute, type RouteConfig, z } from "@hono/zod-openapi";
+import type { ZodType } from "zod";
+import { ListMeta } from "./pagination";
+
+export const ErrorEnvelope = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: "validation_error" }),
+      message: z.string(),
+      request_id: z.string().nullable().openapi({ example: "req_01jd0000000000000000000000" }),
+      details: z.unknown().optional(),
+    }),
+  })
+  .openapi("Error");
+
+const errorResponse = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorEnvelope } },
+});
+
+const COMMON_ERRORS = {
+  400: errorResponse("Bad request (malformed JSON, bad cursor)"),
+  401: errorResponse("Missing or invalid API key"),
+  403: errorResponse("Forbidden: scope, suspended account, disabled inbox"),
+  404: errorResponse("Not found (also another account's resource)"),
+  409: errorResponse("Conflict, or an Idempotency-Key reused with another body"),
+  413: errorResponse("Request body too large"),
+  422: errorResponse("Validation failed; `details` lists each bad field"),
+  429: errorResponse("Rate limited; see Retry-After"),
+  500: errorResponse("Internal error"),
+} as const;
+
+type RequestSpec = NonNullable<RouteConfig["request"]>;
+
+interface JsonRouteSpec<R extends RequestSpec> {
+  method: "get" | "post" | "patch" | "delete" | "put";
+  path: string;
+  tags: string[];
+  summary: string;
+  description?: string;
+  request?: R;
+  /** The `data` schema of a success response. */
+  data: ZodType;
+  list?: boolean;
+  status?: 200 | 201 | 202;
+  security?: "api_key" | "admin" | "none";
+}
+
+/** A required JSON request body. */
+export function jsonBody<S extends ZodType>(schema: S) {
+  return { required: true, content: { "application/json": { schema } } } as const;
+}
+
+/** createRoute with the house conventions: `{ data }` / `{ data, meta }` bodies and the error envelope. */
+export function jsonRoute<const R extends RequestSpec = Record<never, never>>(spec: JsonRouteSpec<R>) {
+  const status = spec.status ?? 200;
+  const successSchema = spec.list
+    ? z.object({ data: z.array(spec.data as z.ZodType), meta: ListMeta })
+    : z.object({ data: spec.data as z.ZodType });
+  const security = spec.security === "none" ? [] : spec.security === "admin" ? [{ AdminToken: [] }] : [{ ApiKey: [] }];
+  const responses: Record<string, ResponseConfig> = {
+    [status]: { description: "Success", content: { "application/json": { schema: successSchema } } },
+    ...COMMON_ERRORS,
+  };
+  return createRoute({
+    method: spec.method,
+    path: spec.path,
+    tags: spec.tags,
+    summary: spec.summary,
+    description: spec.description,
+    security,
+    request: (spec.request ?? {}) as R,
+    responses,
+  });
+}
+
+/** ISO-8601 timestamp on the wire. */
+export const Timestamp = z.string().openapi({ example: "2026-03-15T10:30:00.000Z" });

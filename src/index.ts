@@ -1,0 +1,39 @@
+import { app } from "./app";
+import { createDb } from "./db/client";
+import type { Bindings } from "./env";
+import { purgeExpired } from "./features/system/idempotency.service";
+
+export { InboxCounter } from "./durable-objects/inbox-counter";
+export { RateLimiter } from "./durable-objects/rate-limiter";
+
+export default {
+  fetch: app.fetch,
+
+  async email(message) {
+    // The inbound pipeline arrives with the Inbound feature; until then mail is refused with a
+    // clear reason (the sender's MTA gets a 5xx), never accepted and dropped.
+    message.setReject("mailbot: inbound mail is not enabled on this deployment yet");
+  },
+
+  async queue(batch) {
+    // No consumer is registered yet for this queue: keep the messages (retry later, then the
+    // dead-letter queue) rather than acknowledge and lose them.
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "no consumer for queue",
+        queue: batch.queue,
+        count: batch.messages.length,
+      }),
+    );
+    batch.retryAll({ delaySeconds: 300 });
+  },
+
+  async scheduled(_controller, env, ctx) {
+    ctx.waitUntil(
+      purgeExpired(createDb(env.DB), Date.now()).then((n) =>
+        console.log(JSON.stringify({ level: "info", msg: "purged expired idempotency records", count: n })),
+      ),
+    );
+  },
+} satisfies ExportedHandler<Bindings>;

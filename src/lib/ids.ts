@@ -1,0 +1,82 @@
+/**
+ * Prefixed, time-sortable ids: `<prefix>_<10 chars of ms time><16 random chars>`, Crockford
+ * base32 in lower case. Lexical order equals creation order (monotonic within an isolate), so
+ * cursors are plain `WHERE id < ?`.
+ */
+const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
+
+export type IdPrefix =
+  | "acct"
+  | "key"
+  | "inbox"
+  | "msg"
+  | "thr"
+  | "att"
+  | "whk"
+  | "evt"
+  | "dlv"
+  | "dom"
+  | "aud"
+  | "req"
+  | "idem";
+
+let lastTime = -1;
+let lastRandom: number[] = [];
+
+function encodeTime(ms: number): string {
+  let out = "";
+  let t = ms;
+  for (let i = 0; i < 10; i++) {
+    out = ALPHABET[t % 32] + out;
+    t = Math.floor(t / 32);
+  }
+  return out;
+}
+
+function randomDigits(): number[] {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b & 31);
+}
+
+/** Increments the random part so ids made in the same millisecond still sort in creation order. */
+function increment(digits: number[]): number[] {
+  const next = digits.slice();
+  for (let i = next.length - 1; i >= 0; i--) {
+    const d = next[i] ?? 0;
+    if (d < 31) {
+      next[i] = d + 1;
+      return next;
+    }
+    next[i] = 0;
+  }
+  return randomDigits();
+}
+
+/** A new id for the given resource prefix. */
+export function newId(prefix: IdPrefix, now = Date.now()): string {
+  if (now === lastTime) {
+    lastRandom = increment(lastRandom);
+  } else {
+    lastTime = now;
+    lastRandom = randomDigits();
+  }
+  return `${prefix}_${encodeTime(now)}${lastRandom.map((d) => ALPHABET[d]).join("")}`;
+}
+
+/** Random lower-case base32 string, used for account short ids. */
+export function randomBase32(length: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(length)), (b) => ALPHABET[b & 31]).join("");
+}
+
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** Uniform random base62 string (rejection sampling, no modulo bias). */
+export function randomBase62(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    for (const b of crypto.getRandomValues(new Uint8Array(length * 2))) {
+      if (b < 248 && out.length < length) out += BASE62[b % 62];
+    }
+  }
+  return out;
+}

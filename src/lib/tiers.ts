@@ -1,0 +1,44 @@
+import { z } from "zod";
+
+/** Per-tier limits. Operators may override any of them with the TIER_LIMITS var (JSON). */
+export const TierLimits = z.object({
+  requests_per_minute: z.number().int().positive(),
+  burst: z.number().int().positive(),
+  sends_per_inbox_per_day: z.number().int().positive(),
+  max_inboxes: z.number().int().positive(),
+});
+export type TierLimits = z.infer<typeof TierLimits>;
+
+export const DEFAULT_TIERS: Record<string, TierLimits> = {
+  sandbox: { requests_per_minute: 60, burst: 10, sends_per_inbox_per_day: 100, max_inboxes: 10 },
+  standard: { requests_per_minute: 600, burst: 50, sends_per_inbox_per_day: 5_000, max_inboxes: 1_000 },
+  scale: { requests_per_minute: 3_000, burst: 200, sends_per_inbox_per_day: 50_000, max_inboxes: 100_000 },
+};
+
+/** New accounts may send this many messages per rolling 24 h for their first 7 days. */
+export const NEW_ACCOUNT_SEND_LIMIT = 10;
+export const NEW_ACCOUNT_PERIOD_MS = 7 * 24 * 60 * 60 * 1000;
+
+const cache = new Map<string, Record<string, TierLimits>>();
+
+/** The effective tier table: defaults merged with the TIER_LIMITS override. */
+export function tierTable(override: string | undefined): Record<string, TierLimits> {
+  const raw = override?.trim() ?? "";
+  const hit = cache.get(raw);
+  if (hit) return hit;
+  const table: Record<string, TierLimits> = { ...DEFAULT_TIERS };
+  if (raw) {
+    const parsed = z.record(z.string(), TierLimits.partial()).parse(JSON.parse(raw));
+    for (const [name, limits] of Object.entries(parsed)) {
+      table[name] = TierLimits.parse({ ...(table[name] ?? DEFAULT_TIERS.sandbox), ...limits });
+    }
+  }
+  cache.set(raw, table);
+  return table;
+}
+
+/** Limits of one tier; unknown tiers fall back to sandbox. */
+export function tierLimits(override: string | undefined, tier: string): TierLimits {
+  const table = tierTable(override);
+  return table[tier] ?? (table.sandbox as TierLimits);
+}
