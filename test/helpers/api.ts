@@ -55,7 +55,9 @@ export async function registerAccount(label = "user") {
 /** Asserts the documented error envelope and returns its error object. */
 export function expectError(res: Call, status: number, code: string) {
   expect(res.status, res.text).toBe(status);
-  expect(res.body).toMatchObject({ error: { code, message: expect.any(String), request_id: expect.stringMatching(/^req_/) } });
+  expect(res.body).toMatchObject({
+    error: { code, message: expect.any(String), request_id: expect.stringMatching(/^req_/) },
+  });
   expect(res.headers.get("X-Request-Id")).toBe(res.body.error.request_id);
   return res.body.error;
 }

@@ -1,0 +1,283 @@
+// Latency benchmark: unauthenticated GET /health versus authenticated GET /v1/inboxes on a
+// local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
+// Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
+
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
+const N = positiveInt("BENCH_REQUESTS", 2000);
+const C = positiveInt("BENCH_CONCURRENCY", 16);
+const ROUNDS = 2;
+const WARMUP = 20;
+const KEYS = 3;
+
+const dir = mkdtempSync(join(tmpdir(), "mailbot-bench-"));
+const logPath = join(dir, "wrangler.log");
+const adminToken = randomBytes(24).toString("base64url");
+// The wrangler bin has `#!/usr/bin/env node`: put this Node (22 under `npm run`) first on PATH
+// so wrangler runs on the same one. CI=true keeps `d1 migrations apply` from prompting.
+const childEnv = {
+  ...process.env,
+  PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`,
+  CI: "true",
+  WRANGLER_SEND_METRICS: "false",
+};
+let child = null;
+
+function positiveInt(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) fail(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+function fail(message, showLog = false) {
+  console.error(`bench: ${message}`);
+  if (showLog) {
+    let log = "";
+    try {
+      log = readFileSync(logPath, "utf8");
+    } catch {}
+    console.error(`--- wrangler log (${logPath}), last 60 lines ---`);
+    console.error(log.split("\n").slice(-60).join("\n"));
+  }
+  stopWorker();
+  process.exit(1);
+}
+
+/** Stops wrangler and its workerd children: spawned detached, it leads its own process group. */
+function stopWorker() {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise((ok) => child.once("exit", ok));
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {}
+  const pid = child.pid;
+  // If SIGTERM is ignored, escalate (unref'd: the child handle keeps us alive meanwhile).
+  setTimeout(() => {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {}
+  }, 5000).unref();
+  return exited;
+}
+// fail() exits synchronously; make sure nothing of the group outlives us then.
+process.on("exit", () => {
+  if (child && child.exitCode === null && child.signalCode === null) {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {}
+  }
+});
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => fail(`interrupted (${sig})`));
+
+function freePort() {
+  return new Promise((ok, ko) => {
+    const srv = createServer().once("error", ko);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function startWorker() {
+  const persist = join(dir, "state");
+  const logFd = openSync(logPath, "a");
+  const migrate = spawnSync(WRANGLER, ["d1", "migrations", "apply", "mailbot", "--local", "--persist-to", persist], {
+    cwd: ROOT,
+    env: childEnv,
+    stdio: ["ignore", logFd, logFd],
+    timeout: 120_000,
+  });
+  if (migrate.status !== 0)
+    fail(`d1 migrations apply failed (${migrate.error?.message ?? `exit ${migrate.status}`})`, true);
+
+  const [port, inspectorPort] = [await freePort(), await freePort()];
+  // Limits high enough that the measured load is never rate limited; registration unthrottled.
+  const tierLimits = JSON.stringify({ sandbox: { requests_per_minute: 1_000_000, burst: 1_000_000 } });
+  const vars = {
+    REGISTRATION: "open",
+    ENVIRONMENT: "development",
+    ADMIN_TOKEN: adminToken,
+    REGISTRATIONS_PER_HOUR: "0",
+    TIER_LIMITS: tierLimits,
+  };
+  // wrangler splits each --var on the first ":" only, so JSON values with colons are fine.
+  const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort)];
+  args.push("--persist-to", persist, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]));
+  child = spawn(WRANGLER, args, { cwd: ROOT, env: childEnv, stdio: ["ignore", logFd, logFd], detached: true });
+  closeSync(logFd);
+  child.on("error", (err) => fail(`could not start wrangler: ${err.message}`, true));
+
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      fail(`wrangler dev exited early (${child.exitCode ?? child.signalCode})`, true);
+    }
+    try {
+      const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return base;
+    } catch {}
+    await sleep(250);
+  }
+  fail("the Worker did not answer GET /health with 200 within 60 s", true);
+}
+
+async function call(base, method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body) headers["content-type"] = "application/json";
+  const res = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: res.status, json, text };
+}
+
+async function stats(base) {
+  const r = await call(base, "GET", "/v1/admin/stats", { token: adminToken });
+  if (r.status !== 200 || !r.json?.data)
+    fail(`GET /v1/admin/stats answered ${r.status}: ${r.text.slice(0, 300)}`, true);
+  return r.json.data;
+}
+
+/**
+ * Sends n requests with c in flight at a time. Global fetch (undici) keeps connections alive,
+ * and every body is read so its connection can be reused. Only 2xx answers become samples.
+ */
+async function load(url, tokens, n, c) {
+  const samples = [];
+  const statuses = {};
+  let next = 0;
+  let errors = 0;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) {
+      const headers = tokens ? { authorization: `Bearer ${tokens[i % tokens.length]}` } : {};
+      const t0 = performance.now();
+      try {
+        const res = await fetch(url, { headers });
+        await res.arrayBuffer();
+        const ms = performance.now() - t0;
+        if (res.ok) samples.push(ms);
+        else {
+          errors++;
+          statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+        }
+      } catch (err) {
+        errors++;
+        const key = err.cause?.code ?? err.name;
+        statuses[key] = (statuses[key] ?? 0) + 1;
+      }
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(c, n) }, worker));
+  return { samples, errors, statuses, ms: performance.now() - t0 };
+}
+
+const pct = (sorted, p) => sorted[Math.floor(p * (sorted.length - 1))];
+
+function summarize(runs) {
+  const sorted = runs.flatMap((r) => r.samples).sort((a, b) => a - b);
+  const ms = runs.reduce((s, r) => s + r.ms, 0);
+  const statuses = {};
+  for (const r of runs) for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  return {
+    samples: sorted.length,
+    p50_ms: sorted.length ? pct(sorted, 0.5) : null,
+    p99_ms: sorted.length ? pct(sorted, 0.99) : null,
+    // Successful requests per second of wall time, so fast error answers cannot inflate it.
+    rps: sorted.length / (ms / 1000),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+    error_statuses: statuses,
+  };
+}
+
+const base = await startWorker();
+const keys = [];
+for (let i = 1; i <= KEYS; i++) {
+  const email = `bench-${i}-${randomBytes(6).toString("hex")}@example.com`;
+  const r = await call(base, "POST", "/v1/auth/register", { body: { email } });
+  if (r.status !== 201 || !r.json?.data?.api_key) fail(`register answered ${r.status}: ${r.text.slice(0, 300)}`, true);
+  keys.push(r.json.data.api_key);
+}
+
+const before = await stats(base);
+const endpoints = [
+  { name: "GET /health", url: `${base}/health`, tokens: null },
+  { name: "GET /v1/inboxes", url: `${base}/v1/inboxes`, tokens: keys },
+];
+for (const e of endpoints) {
+  const w = await load(e.url, e.tokens, WARMUP, C);
+  if (w.errors)
+    console.error(`bench: warning: warm-up of ${e.name} had ${w.errors} errors ${JSON.stringify(w.statuses)}`);
+}
+// Read again after warm-up, so cold-cache Argon2 work can be told apart from steady state.
+const warm = await stats(base);
+// Alternate the endpoints round by round, so slow drift (JIT, GC, SQLite cache) hits both alike.
+const runs = endpoints.map(() => []);
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [i, e] of endpoints.entries()) runs[i].push(await load(e.url, e.tokens, N, C));
+}
+const after = await stats(base);
+await stopWorker();
+
+const [health, inboxes] = runs.map(summarize);
+const ratio = (a, b) => (a != null && b ? a / b : null);
+// Counters belong to one isolate; if it was replaced mid-run, only the new one's count is known.
+const restarted = new Set([before, warm, after].map((s) => s.isolate_started_at)).size > 1;
+const delta = (a, b, field) => (restarted ? b[field] : b[field] - a[field]);
+const argon2 = delta(before, after, "argon2_verifications");
+const result = {
+  mode: "wrangler dev, local",
+  requests_per_round: N,
+  rounds: ROUNDS,
+  concurrency: C,
+  warmup_per_endpoint: WARMUP,
+  health,
+  inboxes,
+  p50_ratio: ratio(inboxes.p50_ms, health.p50_ms),
+  p99_ratio: ratio(inboxes.p99_ms, health.p99_ms),
+  argon2_verifications: argon2,
+  argon2_verifications_warmup: restarted ? null : delta(before, warm, "argon2_verifications"),
+  argon2_verifications_measured: restarted ? null : delta(warm, after, "argon2_verifications"),
+  key_cache_hits: delta(before, after, "key_cache_hits"),
+  keys: KEYS,
+  isolate_restarted: restarted,
+};
+
+const f = (x, d = 2) => (x == null ? "n/a" : x.toFixed(d));
+const line = (name, s) =>
+  `${name.padEnd(17)} p50 ${f(s.p50_ms)} ms  p99 ${f(s.p99_ms)} ms  rps ${f(s.rps, 0)}  errors ${s.errors}` +
+  (s.errors ? ` ${JSON.stringify(s.error_statuses)}` : "");
+console.log(`mailbot bench (wrangler dev, local) — ${N} requests x ${ROUNDS} rounds per endpoint, concurrency ${C}`);
+console.log(line("GET /health", health));
+console.log(line("GET /v1/inboxes", inboxes));
+console.log(`p50 ratio (inboxes/health): ${f(result.p50_ratio)}   (target <= 1.5)`);
+console.log(`p99 ratio (inboxes/health): ${f(result.p99_ratio)}`);
+console.log(
+  `Argon2 verifications during the run: ${argon2} for ${KEYS} keys (target: one per key per isolate)` +
+    (restarted
+      ? "  [isolate restarted during the run: counts cover the new isolate only]"
+      : `  [warm-up ${result.argon2_verifications_warmup}, measured ${result.argon2_verifications_measured}]`),
+);
+console.log(`Key-cache hits during the run: ${result.key_cache_hits}`);
+console.log(`BENCH_JSON ${JSON.stringify(result)}`);
+
+if (!health.samples || !inboxes.samples) fail("an endpoint had no successful request; see the errors above", true);
+rmSync(dir, { recursive: true, force: true });
