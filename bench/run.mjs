@@ -12,12 +12,12 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
-const N = positiveInt("BENCH_REQUESTS", 2000);
-const C = positiveInt("BENCH_CONCURRENCY", 16);
 const ROUNDS = 2;
 const WARMUP = 20;
 const KEYS = 3;
 
+const N = positiveInt("BENCH_REQUESTS", 2000);
+const C = positiveInt("BENCH_CONCURRENCY", 16);
 const dir = mkdtempSync(join(tmpdir(), "mailbot-bench-"));
 const logPath = join(dir, "wrangler.log");
 const adminToken = randomBytes(24).toString("base64url");
@@ -35,27 +35,26 @@ function positiveInt(name, fallback) {
   const raw = process.env[name];
   if (raw === undefined || raw === "") return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) fail(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-  return n;
+  if (Number.isInteger(n) && n > 0) return n;
+  console.error(`bench: ${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  process.exit(1);
 }
 
-function fail(message, showLog = false) {
-  console.error(`bench: ${message}`);
-  if (showLog) {
-    let log = "";
-    try {
-      log = readFileSync(logPath, "utf8");
-    } catch {}
-    console.error(`--- wrangler log (${logPath}), last 60 lines ---`);
-    console.error(log.split("\n").slice(-60).join("\n"));
+/** Aborts the run; main() prints the message (and the wrangler log if asked) and exits 1. */
+class BenchError extends Error {
+  constructor(message, showLog = false) {
+    super(message);
+    this.showLog = showLog;
   }
-  stopWorker();
-  process.exit(1);
+}
+function fail(message, showLog = false) {
+  throw new BenchError(message, showLog);
 }
 
 /** Stops wrangler and its workerd children: spawned detached, it leads its own process group. */
 function stopWorker() {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  // No pid: the spawn itself failed, so there is nothing to wait for.
+  if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   const exited = new Promise((ok) => child.once("exit", ok));
   try {
     process.kill(-child.pid, "SIGTERM");
@@ -69,7 +68,7 @@ function stopWorker() {
   }, 5000).unref();
   return exited;
 }
-// fail() exits synchronously; make sure nothing of the group outlives us then.
+// Whatever way we exit, nothing of the group may outlive us.
 process.on("exit", () => {
   if (child && child.exitCode === null && child.signalCode === null) {
     try {
@@ -77,7 +76,13 @@ process.on("exit", () => {
     } catch {}
   }
 });
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => fail(`interrupted (${sig})`));
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, async () => {
+    console.error(`bench: interrupted (${sig}); stopping wrangler (log kept in ${dir})`);
+    await stopWorker();
+    process.exit(130);
+  });
+}
 
 function freePort() {
   return new Promise((ok, ko) => {
@@ -118,11 +123,15 @@ async function startWorker() {
   args.push("--persist-to", persist, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]));
   child = spawn(WRANGLER, args, { cwd: ROOT, env: childEnv, stdio: ["ignore", logFd, logFd], detached: true });
   closeSync(logFd);
-  child.on("error", (err) => fail(`could not start wrangler: ${err.message}`, true));
+  let spawnError = null;
+  child.on("error", (err) => {
+    spawnError = err;
+  });
 
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
+    if (spawnError) fail(`could not start wrangler: ${spawnError.message}`, true);
     if (child.exitCode !== null || child.signalCode !== null) {
       fail(`wrangler dev exited early (${child.exitCode ?? child.signalCode})`, true);
     }
@@ -208,76 +217,94 @@ function summarize(runs) {
   };
 }
 
-const base = await startWorker();
-const keys = [];
-for (let i = 1; i <= KEYS; i++) {
-  const email = `bench-${i}-${randomBytes(6).toString("hex")}@example.com`;
-  const r = await call(base, "POST", "/v1/auth/register", { body: { email } });
-  if (r.status !== 201 || !r.json?.data?.api_key) fail(`register answered ${r.status}: ${r.text.slice(0, 300)}`, true);
-  keys.push(r.json.data.api_key);
+async function main() {
+  const base = await startWorker();
+  const keys = [];
+  for (let i = 1; i <= KEYS; i++) {
+    const email = `bench-${i}-${randomBytes(6).toString("hex")}@example.com`;
+    const r = await call(base, "POST", "/v1/auth/register", { body: { email } });
+    if (r.status !== 201 || !r.json?.data?.api_key)
+      fail(`register answered ${r.status}: ${r.text.slice(0, 300)}`, true);
+    keys.push(r.json.data.api_key);
+  }
+
+  const before = await stats(base);
+  const endpoints = [
+    { name: "GET /health", url: `${base}/health`, tokens: null },
+    { name: "GET /v1/inboxes", url: `${base}/v1/inboxes`, tokens: keys },
+  ];
+  for (const e of endpoints) {
+    const w = await load(e.url, e.tokens, WARMUP, C);
+    if (w.errors)
+      console.error(`bench: warning: warm-up of ${e.name} had ${w.errors} errors ${JSON.stringify(w.statuses)}`);
+  }
+  // Read again after warm-up, so cold-cache Argon2 work can be told apart from steady state.
+  const warm = await stats(base);
+  // Alternate the endpoints round by round, so slow drift (JIT, GC, SQLite cache) hits both alike.
+  const runs = endpoints.map(() => []);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, e] of endpoints.entries()) runs[i].push(await load(e.url, e.tokens, N, C));
+  }
+  const after = await stats(base);
+  await stopWorker();
+
+  const [health, inboxes] = runs.map(summarize);
+  const ratio = (a, b) => (a != null && b ? a / b : null);
+  // Counters belong to one isolate; if it was replaced mid-run, only the new one's count is known.
+  const restarted = new Set([before, warm, after].map((s) => s.isolate_started_at)).size > 1;
+  const delta = (a, b, field) => (restarted ? b[field] : b[field] - a[field]);
+  const argon2 = delta(before, after, "argon2_verifications");
+  const result = {
+    mode: "wrangler dev, local",
+    requests_per_round: N,
+    rounds: ROUNDS,
+    concurrency: C,
+    warmup_per_endpoint: WARMUP,
+    health,
+    inboxes,
+    p50_ratio: ratio(inboxes.p50_ms, health.p50_ms),
+    p99_ratio: ratio(inboxes.p99_ms, health.p99_ms),
+    argon2_verifications: argon2,
+    argon2_verifications_warmup: restarted ? null : delta(before, warm, "argon2_verifications"),
+    argon2_verifications_measured: restarted ? null : delta(warm, after, "argon2_verifications"),
+    key_cache_hits: delta(before, after, "key_cache_hits"),
+    keys: KEYS,
+    isolate_restarted: restarted,
+  };
+
+  const f = (x, d = 2) => (x == null ? "n/a" : x.toFixed(d));
+  const line = (name, s) =>
+    `${name.padEnd(17)} p50 ${f(s.p50_ms)} ms  p99 ${f(s.p99_ms)} ms  rps ${f(s.rps, 0)}  errors ${s.errors}` +
+    (s.errors ? ` ${JSON.stringify(s.error_statuses)}` : "");
+  console.log(`mailbot bench (wrangler dev, local) — ${N} requests x ${ROUNDS} rounds per endpoint, concurrency ${C}`);
+  console.log(line("GET /health", health));
+  console.log(line("GET /v1/inboxes", inboxes));
+  console.log(`p50 ratio (inboxes/health): ${f(result.p50_ratio)}   (target <= 1.5)`);
+  console.log(`p99 ratio (inboxes/health): ${f(result.p99_ratio)}`);
+  console.log(
+    `Argon2 verifications during the run: ${argon2} for ${KEYS} keys (target: one per key per isolate)` +
+      (restarted
+        ? "  [isolate restarted during the run: counts cover the new isolate only]"
+        : `  [warm-up ${result.argon2_verifications_warmup}, measured ${result.argon2_verifications_measured}]`),
+  );
+  console.log(`Key-cache hits during the run: ${result.key_cache_hits}`);
+  console.log(`BENCH_JSON ${JSON.stringify(result)}`);
+  if (!health.samples || !inboxes.samples) fail("an endpoint had no successful request; see the errors above");
 }
 
-const before = await stats(base);
-const endpoints = [
-  { name: "GET /health", url: `${base}/health`, tokens: null },
-  { name: "GET /v1/inboxes", url: `${base}/v1/inboxes`, tokens: keys },
-];
-for (const e of endpoints) {
-  const w = await load(e.url, e.tokens, WARMUP, C);
-  if (w.errors)
-    console.error(`bench: warning: warm-up of ${e.name} had ${w.errors} errors ${JSON.stringify(w.statuses)}`);
+try {
+  await main();
+  rmSync(dir, { recursive: true, force: true });
+} catch (err) {
+  console.error(`bench: ${err instanceof BenchError ? err.message : (err?.stack ?? err)}`);
+  if (err?.showLog) {
+    let log = "";
+    try {
+      log = readFileSync(logPath, "utf8");
+    } catch {}
+    console.error(`--- last 60 lines of ${logPath} ---\n${log.split("\n").slice(-60).join("\n")}`);
+  }
+  await stopWorker();
+  console.error(`bench: FAILED (temp dir with the wrangler log kept: ${dir})`);
+  process.exit(1);
 }
-// Read again after warm-up, so cold-cache Argon2 work can be told apart from steady state.
-const warm = await stats(base);
-// Alternate the endpoints round by round, so slow drift (JIT, GC, SQLite cache) hits both alike.
-const runs = endpoints.map(() => []);
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [i, e] of endpoints.entries()) runs[i].push(await load(e.url, e.tokens, N, C));
-}
-const after = await stats(base);
-await stopWorker();
-
-const [health, inboxes] = runs.map(summarize);
-const ratio = (a, b) => (a != null && b ? a / b : null);
-// Counters belong to one isolate; if it was replaced mid-run, only the new one's count is known.
-const restarted = new Set([before, warm, after].map((s) => s.isolate_started_at)).size > 1;
-const delta = (a, b, field) => (restarted ? b[field] : b[field] - a[field]);
-const argon2 = delta(before, after, "argon2_verifications");
-const result = {
-  mode: "wrangler dev, local",
-  requests_per_round: N,
-  rounds: ROUNDS,
-  concurrency: C,
-  warmup_per_endpoint: WARMUP,
-  health,
-  inboxes,
-  p50_ratio: ratio(inboxes.p50_ms, health.p50_ms),
-  p99_ratio: ratio(inboxes.p99_ms, health.p99_ms),
-  argon2_verifications: argon2,
-  argon2_verifications_warmup: restarted ? null : delta(before, warm, "argon2_verifications"),
-  argon2_verifications_measured: restarted ? null : delta(warm, after, "argon2_verifications"),
-  key_cache_hits: delta(before, after, "key_cache_hits"),
-  keys: KEYS,
-  isolate_restarted: restarted,
-};
-
-const f = (x, d = 2) => (x == null ? "n/a" : x.toFixed(d));
-const line = (name, s) =>
-  `${name.padEnd(17)} p50 ${f(s.p50_ms)} ms  p99 ${f(s.p99_ms)} ms  rps ${f(s.rps, 0)}  errors ${s.errors}` +
-  (s.errors ? ` ${JSON.stringify(s.error_statuses)}` : "");
-console.log(`mailbot bench (wrangler dev, local) — ${N} requests x ${ROUNDS} rounds per endpoint, concurrency ${C}`);
-console.log(line("GET /health", health));
-console.log(line("GET /v1/inboxes", inboxes));
-console.log(`p50 ratio (inboxes/health): ${f(result.p50_ratio)}   (target <= 1.5)`);
-console.log(`p99 ratio (inboxes/health): ${f(result.p99_ratio)}`);
-console.log(
-  `Argon2 verifications during the run: ${argon2} for ${KEYS} keys (target: one per key per isolate)` +
-    (restarted
-      ? "  [isolate restarted during the run: counts cover the new isolate only]"
-      : `  [warm-up ${result.argon2_verifications_warmup}, measured ${result.argon2_verifications_measured}]`),
-);
-console.log(`Key-cache hits during the run: ${result.key_cache_hits}`);
-console.log(`BENCH_JSON ${JSON.stringify(result)}`);
-
-if (!health.samples || !inboxes.samples) fail("an endpoint had no successful request; see the errors above", true);
-rmSync(dir, { recursive: true, force: true });
