@@ -12,6 +12,7 @@ export const requestId: MiddlewareHandler<AppEnv> = async (c, next) => {
     await next();
   } finally {
     c.res.headers.set("X-Request-Id", id);
+    c.res.headers.set("X-Content-Type-Options", "nosniff");
     // The contract names the charset explicitly; Hono's c.json leaves it out.
     if (c.res.headers.get("Content-Type") === "application/json") {
       c.res.headers.set("Content-Type", "application/json; charset=utf-8");

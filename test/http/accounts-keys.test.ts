@@ -1,5 +1,7 @@
+import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { app } from "../../src/app";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 
 async function auditActions(accountId: string): Promise<string[]> {
@@ -293,6 +295,33 @@ describe("operators: /v1/admin/accounts", () => {
       .first<{ actor_type: string; metadata: string }>();
     expect(entry?.actor_type).toBe("admin");
     expect(JSON.parse(entry?.metadata ?? "{}").changes.tier).toEqual({ from: "sandbox", to: "standard" });
+  });
+
+  it("with REGISTRATION closed, only the operator token may register", async () => {
+    const closedEnv = { ...env, REGISTRATION: "closed" };
+    const register = (headers: Record<string, string>) =>
+      app.fetch(
+        new Request("http://localhost/v1/auth/register", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", ...headers },
+          body: JSON.stringify({ email: `closed-${crypto.randomUUID()}@example.com` }),
+        }),
+        closedEnv,
+        createExecutionContext(),
+      );
+    const refused = await register({});
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("registration_closed");
+    expect((await register({ Authorization: `Bearer ${ADMIN_TOKEN}` })).status).toBe(201);
+  });
+
+  it("stats show Argon2 runs once per key per isolate, not per request", async () => {
+    const a = await registerAccount();
+    const stats = async () =>
+      (await call("GET", "/v1/admin/stats", { key: ADMIN_TOKEN })).body.data.argon2_verifications;
+    const before = await stats();
+    for (let i = 0; i < 5; i++) expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200);
+    expect((await stats()) - before).toBe(1);
   });
 
   it("closed registration needs the operator token", async () => {
