@@ -251,7 +251,13 @@ async function main() {
   const [health, inboxes] = runs.map(summarize);
   const ratio = (a, b) => (a != null && b ? a / b : null);
   // Counters belong to one isolate; if it was replaced mid-run, only the new one's count is known.
-  const restarted = new Set([before, warm, after].map((s) => s.isolate_started_at)).size > 1;
+  // isolate_started_at alone cannot tell (Date.now() is 0 at a Worker's global scope, so it reads
+  // 1970-01-01), hence the check for counters going backwards too.
+  const snaps = [before, warm, after];
+  const total = (s) => s.argon2_verifications + s.key_cache_hits;
+  const restarted =
+    new Set(snaps.map((s) => s.isolate_started_at)).size > 1 ||
+    snaps.some((s, i) => i > 0 && total(s) < total(snaps[i - 1]));
   const delta = (a, b, field) => (restarted ? b[field] : b[field] - a[field]);
   const argon2 = delta(before, after, "argon2_verifications");
   const result = {
