@@ -12,6 +12,8 @@ export interface RateRule {
 
 export interface RateDecision {
   allowed: boolean;
+  /** Why the subject is blocked outright (e.g. "revoked", "suspended"), or null. */
+  blocked: string | null;
   limit: number;
   remaining: number;
   /** When the window is entirely free again (epoch ms). */
@@ -25,12 +27,45 @@ export interface RateDecision {
  * exact sliding log of recent hits in memory: the object is single-threaded, so check and
  * record happen in one synchronous step and concurrent requests cannot overshoot. Losing the
  * log on eviction (after idle time) only forgets hits that are already old.
+ *
+ * A subject can also be blocked, durably. For an API key this object is the authority every
+ * request already asks, so revocation and suspension are written here first: a key cached as
+ * verified in any isolate is refused on its very next request, without a D1 read per request.
  */
 export class RateLimiter extends DurableObject<Bindings> {
   private hits: number[] = [];
+  private blocked: string | null;
+
+  constructor(ctx: DurableObjectState, env: Bindings) {
+    super(ctx, env);
+    this.blocked = ctx.storage.kv.get<string>("blocked") ?? null;
+  }
+
+  /** Blocks the subject for good (until `unblock`). */
+  block(reason: string): void {
+    this.ctx.storage.kv.put("blocked", reason);
+    this.blocked = reason;
+  }
+
+  /** Lifts a block, only if it was placed for `reason` (a revoked key stays revoked). */
+  unblock(reason: string): void {
+    if (this.blocked !== reason) return;
+    this.ctx.storage.kv.delete("blocked");
+    this.blocked = null;
+  }
 
   /** Records one hit if the rule allows it (or only checks, with `dryRun`). */
   hit(rule: RateRule, now: number = Date.now(), dryRun = false): RateDecision {
+    if (this.blocked !== null) {
+      return {
+        allowed: false,
+        blocked: this.blocked,
+        limit: rule.limit,
+        remaining: 0,
+        resetAtMs: now,
+        retryAfterMs: 0,
+      };
+    }
     const windowStart = now - rule.windowMs;
     while (this.hits.length > 0 && (this.hits[0] as number) <= windowStart) this.hits.shift();
 
@@ -49,6 +84,7 @@ export class RateLimiter extends DurableObject<Bindings> {
     const newest = this.hits.at(-1);
     return {
       allowed,
+      blocked: null,
       limit: rule.limit,
       remaining: Math.max(0, rule.limit - this.hits.length),
       resetAtMs: newest === undefined ? now : newest + rule.windowMs,
@@ -60,4 +96,9 @@ export class RateLimiter extends DurableObject<Bindings> {
 /** The one client that names the RateLimiter namespace. */
 export function rateLimiter(env: Bindings, subject: string) {
   return env.RATE_LIMITER.getByName(subject);
+}
+
+/** The limiter that is also the liveness authority of one API key. */
+export function keyGuard(env: Bindings, keyId: string) {
+  return rateLimiter(env, `key:${keyId}`);
 }

@@ -1,15 +1,8 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { createDb } from "../db/client";
-import { rateLimiter } from "../durable-objects/rate-limiter";
+import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter";
 import type { AppEnv, AuthState } from "../env";
-import {
-  cachedKeyId,
-  forgetVerified,
-  KEY_PREFIX_LENGTH,
-  loadKeyById,
-  touchKey,
-  verifyKey,
-} from "../features/api-keys/key-auth";
+import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
 import { AppError, Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
@@ -58,9 +51,11 @@ function rateHeaders(d: { limit: number; remaining: number; resetAtMs: number })
 }
 
 /**
- * Bearer `mb_…` authentication, then the per-key rate limit. Unknown prefixes are refused
- * without running Argon2, and repeated failures per client and per prefix are throttled
- * before any hashing, so nobody can make the Worker hash in a loop.
+ * Bearer `mb_…` authentication, then the per-key rate limit. A key verified in this isolate
+ * within the minute costs one call to its guard object (rate limit + revocation/suspension
+ * state) and no D1 read. Unknown prefixes are refused without running Argon2, and repeated
+ * failures per client and per prefix are throttled before any hashing, so nobody can make the
+ * Worker hash in a loop.
  */
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearer(c);
@@ -69,27 +64,33 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const now = Date.now();
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 
-  const { digest, keyId } = await cachedKeyId(token, now);
-  let found = keyId ? await loadKeyById(db, keyId) : null;
-  if (keyId && !found) forgetVerified(digest);
+  const { digest, hit } = await cachedKey(token, now);
+  let found = hit;
   if (!found) {
     await throttleFailures(c, prefix, false);
-    const result = keyId ? ({ ok: false, reason: "revoked" } as const) : await verifyKey(db, token, digest, now);
+    const result = await verifyKey(db, token, digest, now);
     if (!result.ok) {
       await throttleFailures(c, prefix, true);
       throw new Unauthorized("Invalid API key.", "invalid_api_key");
     }
     found = result;
+    // Fresh from D1: its account status is current. A cached row's may be stale; the guard
+    // object below carries suspension and revocation for those.
+    if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
+    if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
   }
   const { key, account } = found;
-  if (account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
-  if (account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
 
   const limits = tierLimits(c.env.TIER_LIMITS, account.tier);
-  const decision = await rateLimiter(c.env, `key:${key.id}`).hit(
+  const decision = await keyGuard(c.env, key.id).hit(
     { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
     now,
   );
+  if (decision.blocked === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
+  if (decision.blocked !== null) {
+    forgetVerified(digest);
+    throw new Unauthorized("Invalid API key.", "invalid_api_key");
+  }
   const headers = rateHeaders(decision);
   if (!decision.allowed) {
     const err = new RateLimited("rate_limited", "Rate limit exceeded for this API key.", decision.retryAfterMs / 1000);

@@ -4,6 +4,10 @@ import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 
+async function argon2Runs(): Promise<number> {
+  return (await call("GET", "/v1/admin/stats", { key: ADMIN_TOKEN })).body.data.argon2_verifications;
+}
+
 async function auditActions(accountId: string): Promise<string[]> {
   const rows = await env.DB.prepare("SELECT action FROM audit_log WHERE account_id = ? ORDER BY seq")
     .bind(accountId)
@@ -135,15 +139,36 @@ describe("authentication", () => {
     expect(await auditActions(a.account.id)).toContain("api_key.revoked");
   });
 
-  it("a suspended account's keys get 403 account_suspended", async () => {
+  it("a suspended account's keys get 403 account_suspended at once, cached or not, without re-hashing", async () => {
     const a = await registerAccount();
+    const b = await registerAccount();
+    expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200); // a.key cached, b.key not
     const patch = await call("PATCH", `/v1/admin/accounts/${a.account.id}`, {
       key: ADMIN_TOKEN,
       body: { status: "suspended" },
     });
     expect(patch.status, patch.text).toBe(200);
-    expectError(await call("GET", "/v1/inboxes", { key: a.key }), 403, "account_suspended");
+    await call("PATCH", `/v1/admin/accounts/${b.account.id}`, { key: ADMIN_TOKEN, body: { status: "suspended" } });
+    const before = await argon2Runs();
+    for (let i = 0; i < 3; i++) {
+      expectError(await call("GET", "/v1/inboxes", { key: a.key }), 403, "account_suspended");
+      expectError(await call("GET", "/v1/inboxes", { key: b.key }), 403, "account_suspended");
+    }
+    expect((await argon2Runs()) - before).toBe(1); // b.key once, then cached
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { status: "active" } });
+    await call("PATCH", `/v1/admin/accounts/${b.account.id}`, { key: ADMIN_TOKEN, body: { status: "active" } });
+    expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200);
+    expect((await call("GET", "/v1/inboxes", { key: b.key })).status).toBe(200);
+  });
+
+  it("revoking a key while its account is suspended keeps it revoked after reactivation", async () => {
+    const a = await registerAccount();
+    const extra = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "extra" } })).body.data;
+    await call("GET", "/v1/inboxes", { key: extra.key });
+    await call("DELETE", `/v1/api-keys/${extra.id}`, { key: a.key });
+    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { status: "suspended" } });
+    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { status: "active" } });
+    expectError(await call("GET", "/v1/inboxes", { key: extra.key }), 401, "invalid_api_key");
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200);
   });
 });

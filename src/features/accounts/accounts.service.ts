@@ -10,7 +10,7 @@ import { Conflict, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId, randomBase32 } from "../../lib/ids";
 import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits, tierTable } from "../../lib/tiers";
 import { iso } from "../../lib/time";
-import { newKeyRow } from "../api-keys/api-keys.service";
+import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
 import { newSharedInbox } from "../inboxes/inboxes.service";
 import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from "./accounts.schemas";
@@ -125,6 +125,7 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
     updatedAt: now,
     email: `${current.id}@deleted.invalid`,
   };
+  await setAccountKeysBlocked(ctx, "revoked", true);
   await commitWithAudit(
     ctx,
     [
@@ -190,6 +191,8 @@ export async function adminPatchAccount(
   if (next.newAccountUntil !== current.newAccountUntil) {
     changes.new_account_until = { from: iso(current.newAccountUntil), to: iso(next.newAccountUntil) };
   }
+  // Suspension reaches the keys' guard objects before D1 and is lifted after it: fail closed.
+  if (changes.status && next.status === "suspended") await setAccountKeysBlocked(ctx, "suspended", true);
   await commitWithAudit(
     ctx,
     [
@@ -200,6 +203,7 @@ export async function adminPatchAccount(
     ],
     [{ action: "account.admin_updated", target: { type: "account", id: ctx.accountId }, metadata: { changes } }],
   );
+  if (changes.status && next.status === "active") await setAccountKeysBlocked(ctx, "suspended", false);
   return next;
 }
 

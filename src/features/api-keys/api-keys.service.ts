@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, inArray, isNull, lt, type SQL } from "drizzle-orm";
 import { type ApiKeyRow, apiKeys, inboxes } from "../../db/schema";
+import { keyGuard } from "../../durable-objects/rate-limiter";
 import type { Page } from "../../http/pagination";
 import { hashSecret } from "../../lib/argon2";
 import type { ServiceContext } from "../../lib/context";
@@ -99,6 +100,9 @@ export async function revokeKey(ctx: ServiceContext, keyId: string): Promise<Api
   if (!row) throw new NotFound("API key");
   if (row.revokedAt !== null) return row;
   const revokedAt = ctx.now();
+  // The guard first: isolates that cached this key as verified refuse it from now on. If the
+  // D1 write below fails, the key stays refused (fail closed) and a retry completes the record.
+  await keyGuard(ctx.env, keyId).block("revoked");
   await commitWithAudit(
     ctx,
     [
@@ -130,4 +134,20 @@ export function toKeyWire(row: ApiKeyRow): z.infer<typeof ApiKeyWire> {
     last_used_at: iso(row.lastUsedAt),
     revoked_at: iso(row.revokedAt),
   };
+}
+
+/** Places (or lifts) a block on every live key of the account, in their guard objects. */
+export async function setAccountKeysBlocked(
+  ctx: ServiceContext,
+  reason: "revoked" | "suspended",
+  blocked: boolean,
+): Promise<void> {
+  const keys = await ctx.db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.accountId, ctx.accountId), isNull(apiKeys.revokedAt)))
+    .all();
+  await Promise.all(
+    keys.map((k) => (blocked ? keyGuard(ctx.env, k.id).block(reason) : keyGuard(ctx.env, k.id).unblock(reason))),
+  );
 }

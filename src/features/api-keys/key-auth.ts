@@ -10,45 +10,51 @@ export const KEY_PREFIX_LENGTH = 8;
 const CACHE_TTL_MS = 60_000;
 const CACHE_MAX = 10_000;
 
+export interface VerifiedKey {
+  key: ApiKeyRow;
+  account: AccountRow;
+}
+
 /**
  * Verified keys, by SHA-256 of the presented key, for one minute per isolate: Argon2id costs
  * ~100 ms of CPU, so it runs at most once per key per isolate per minute. Only positive results
- * are cached, and the key row is still read on every request, so a revoked key fails at once.
+ * are cached. Revocation and suspension do not wait for the cache to expire: they are written
+ * first to the key's guard object (durable-objects/rate-limiter.ts), which every request asks.
  */
-const verified = new Map<string, { keyId: string; expiresAtMs: number }>();
+const verified = new Map<string, VerifiedKey & { expiresAtMs: number }>();
+/** Concurrent first requests with the same key share one verification. */
+const inflight = new Map<string, Promise<KeyLookup>>();
 
 /** Per-isolate counters, reported by the operator stats endpoint and the benchmark. */
-export const authStats = { argon2Verifications: 0, cacheHits: 0, startedAt: Date.now() };
+export const authStats = { argon2Verifications: 0, cacheHits: 0, startedAt: 0 };
 
 export type KeyLookup =
-  | { ok: true; key: ApiKeyRow; account: AccountRow; argon2: boolean }
-  | { ok: false; reason: "malformed" | "unknown_prefix" | "mismatch" | "revoked" };
+  | ({ ok: true } & VerifiedKey)
+  | { ok: false; reason: "malformed" | "unknown_prefix" | "mismatch" };
 
-/** Cheap first step: is this key already verified in this isolate? Returns its id. */
-export async function cachedKeyId(token: string, now: number): Promise<{ digest: string; keyId: string | null }> {
+/** Cheap first step: is this key already verified in this isolate? */
+export async function cachedKey(token: string, now: number): Promise<{ digest: string; hit: VerifiedKey | null }> {
+  if (authStats.startedAt === 0) authStats.startedAt = now; // Date.now() is 0 at module load in workerd
   const digest = await sha256Hex(token);
   const hit = verified.get(digest);
   if (hit && hit.expiresAtMs > now) {
     authStats.cacheHits++;
-    return { digest, keyId: hit.keyId };
+    return { digest, hit };
   }
   if (hit) verified.delete(digest);
-  return { digest, keyId: null };
-}
-
-/** Loads a key (with its account) by id, refusing revoked keys. */
-export async function loadKeyById(db: Db, keyId: string): Promise<{ key: ApiKeyRow; account: AccountRow } | null> {
-  const row = await db
-    .select({ key: apiKeys, account: accounts })
-    .from(apiKeys)
-    .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
-    .where(eq(apiKeys.id, keyId))
-    .get();
-  return row && row.key.revokedAt === null ? row : null;
+  return { digest, hit: null };
 }
 
 /** Full verification: candidates by the 8-character prefix, then Argon2id on each. */
-export async function verifyKey(db: Db, token: string, digest: string, now: number): Promise<KeyLookup> {
+export function verifyKey(db: Db, token: string, digest: string, now: number): Promise<KeyLookup> {
+  const pending = inflight.get(digest);
+  if (pending) return pending;
+  const run = verifyUncached(db, token, digest, now).finally(() => inflight.delete(digest));
+  inflight.set(digest, run);
+  return run;
+}
+
+async function verifyUncached(db: Db, token: string, digest: string, now: number): Promise<KeyLookup> {
   if (!KEY_PATTERN.test(token)) return { ok: false, reason: "malformed" };
   const candidates = await db
     .select({ key: apiKeys, account: accounts })
@@ -61,14 +67,14 @@ export async function verifyKey(db: Db, token: string, digest: string, now: numb
     authStats.argon2Verifications++;
     if (await verifySecret(token, candidate.key.keyHash)) {
       if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value as string);
-      verified.set(digest, { keyId: candidate.key.id, expiresAtMs: now + CACHE_TTL_MS });
-      return { ok: true, ...candidate, argon2: true };
+      verified.set(digest, { ...candidate, expiresAtMs: now + CACHE_TTL_MS });
+      return { ok: true, ...candidate };
     }
   }
   return { ok: false, reason: "mismatch" };
 }
 
-/** Forgets a cached verification (used when a cached key turns out revoked). */
+/** Forgets a cached verification (a key found blocked). */
 export function forgetVerified(digest: string): void {
   verified.delete(digest);
 }
@@ -76,5 +82,6 @@ export function forgetVerified(digest: string): void {
 /** Records use at most once a minute per key, off the response path. */
 export async function touchKey(db: Db, key: ApiKeyRow, now: number): Promise<void> {
   if (key.lastUsedAt !== null && now - key.lastUsedAt < 60_000) return;
+  key.lastUsedAt = now; // the cached row too, so the next requests skip the write
   await db.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, key.id)).run();
 }
