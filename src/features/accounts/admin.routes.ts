@@ -80,8 +80,9 @@ adminRoutes.openapi(
     data: z.object({ argon2_verifications: z.number(), key_cache_hits: z.number(), isolate_started_at: z.string() }),
     security: "admin",
   }),
-  (c) =>
-    c.json(
+  (c) => {
+    if (authStats.startedAt === 0) authStats.startedAt = Date.now();
+    return c.json(
       {
         data: {
           argon2_verifications: authStats.argon2Verifications,
@@ -90,5 +91,6 @@ adminRoutes.openapi(
         },
       },
       200,
-    ),
+    );
+  },
 );
