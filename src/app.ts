@@ -19,6 +19,17 @@ const PUBLIC_V1 = new Set(["/v1/info", "/v1/auth/register"]);
 /** Builds the Hono app: middleware order, route mounts, the OpenAPI document and the error mapper. */
 export function buildApp() {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  let routes: { method: string; pattern: RegExp }[] | null = null;
+  /** Every method + path pattern the app serves (built on first use, after the mounts below). */
+  const routeTable = () => {
+    routes ??= app.routes
+      .filter((r) => r.method !== "ALL")
+      .map((r) => ({
+        method: r.method,
+        pattern: new RegExp(`^${r.path.replace(/:[^/]+/g, "[^/]+").replace(/\*/g, ".*")}$`),
+      }));
+    return routes;
+  };
 
   app.use("*", requestId);
   app.use("/v1/*", limitBody, requireJsonBody);
@@ -26,6 +37,8 @@ export function buildApp() {
   app.use("/v1/*", async (c, next) => {
     const path = c.req.path;
     if (PUBLIC_V1.has(path) || path.startsWith("/v1/admin/")) return next();
+    // A path no route serves is a 404 (or 405) for everyone; only real routes ask for a key.
+    if (!routeTable().some((r) => r.pattern.test(path))) return next();
     return requireApiKey(c, next);
   });
 
@@ -59,17 +72,10 @@ export function buildApp() {
   }));
   app.get("/docs", swaggerUI({ url: "/openapi.json", title: "mailbot API" }));
 
-  const methodsByPath = () =>
-    app.routes
-      .filter((r) => r.method !== "ALL")
-      .map((r) => ({
-        method: r.method,
-        pattern: new RegExp(`^${r.path.replace(/:[^/]+/g, "[^/]+").replace(/\*/g, ".*")}$`),
-      }));
   app.notFound((c) => {
     const allowed = [
       ...new Set(
-        methodsByPath()
+        routeTable()
           .filter((r) => r.pattern.test(c.req.path))
           .map((r) => r.method),
       ),

@@ -67,10 +67,11 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const { digest, hit } = await cachedKey(token, now);
   let found = hit;
   if (!found) {
-    await throttleFailures(c, prefix, false);
-    const result = await verifyKey(db, token, digest, now);
+    // Throttling guards the expensive step only: it is checked just before Argon2 runs and
+    // counts only failures that hashed, so unknown or revoked keys never lock anyone out.
+    const result = await verifyKey(db, token, digest, now, () => throttleFailures(c, prefix, false));
     if (!result.ok) {
-      await throttleFailures(c, prefix, true);
+      if (result.reason === "mismatch") await throttleFailures(c, prefix, true);
       throw new Unauthorized("Invalid API key.", "invalid_api_key");
     }
     found = result;

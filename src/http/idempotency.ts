@@ -5,6 +5,26 @@ import { complete, release, reserve } from "../features/system/idempotency.servi
 import { openText, sealText, sha256Hex } from "../lib/crypto";
 import { BadRequest, Conflict } from "../lib/errors";
 import { DAY_MS } from "../lib/time";
+import { clientAddress } from "./auth";
+
+/** Same JSON, same hash: key order and whitespace do not make a retry a different request. */
+function canonicalJson(text: string): string {
+  const sort = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(sort)
+      : v && typeof v === "object"
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, sort((v as Record<string, unknown>)[k])]),
+          )
+        : v;
+  try {
+    return JSON.stringify(sort(JSON.parse(text)));
+  } catch {
+    return text;
+  }
+}
 
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
 
@@ -23,13 +43,16 @@ export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
     throw new BadRequest("invalid_idempotency_key", "Idempotency-Key must be 1–255 visible ASCII characters.");
   }
   const db = createDb(c.env.DB);
-  const scope = c.get("auth")?.account.id ?? "public";
-  const body = await c.req.text();
+  // Scoped to the caller: the API key, the operator, or an anonymous client address. A replay
+  // can therefore never hand a response to anyone but the caller who made the first request.
+  const auth = c.get("auth");
+  const scope = auth ? `key:${auth.key.id}` : c.get("actor")?.type === "admin" ? "admin" : `public:${clientAddress(c)}`;
+  const body = canonicalJson(await c.req.text());
   const path = new URL(c.req.url).pathname;
   const now = Date.now();
   const reservation = await reserve(db, {
     lookup: await sha256Hex(`${scope}\n${key}`),
-    accountId: c.get("auth")?.account.id ?? null,
+    accountId: auth?.account.id ?? null,
     method: c.req.method,
     path,
     requestHash: await sha256Hex(`${c.req.method} ${path}\n${body}`),

@@ -14,8 +14,19 @@ export const ErrorEnvelope = z
   })
   .openapi("Error");
 
-const errorResponse = (description: string) => ({
+const header = (description: string) => ({ description, schema: { type: "string" as const } });
+const REQUEST_ID = {
+  "X-Request-Id": header("Unique id of this request (`req_…`); also in error bodies and audit entries"),
+};
+const RATE_LIMIT = {
+  "X-RateLimit-Limit": header("Requests allowed per minute for this key"),
+  "X-RateLimit-Remaining": header("Requests left in the current window"),
+  "X-RateLimit-Reset": header("Unix seconds when the window is entirely free again"),
+};
+
+const errorResponse = (description: string, headers: Record<string, ReturnType<typeof header>> = {}) => ({
   description,
+  headers: { ...REQUEST_ID, ...headers },
   content: { "application/json": { schema: ErrorEnvelope } },
 });
 
@@ -27,11 +38,19 @@ const COMMON_ERRORS = {
   409: errorResponse("Conflict, or an Idempotency-Key reused with another body"),
   413: errorResponse("Request body too large"),
   422: errorResponse("Validation failed; `details` lists each bad field"),
-  429: errorResponse("Rate limited; see Retry-After"),
+  429: errorResponse("Rate limited", { "Retry-After": header("Seconds to wait before retrying") }),
   500: errorResponse("Internal error"),
 } as const;
 
 type RequestSpec = NonNullable<RouteConfig["request"]>;
+
+const IdempotencyHeader = z.object({
+  // Documentation only: the idempotency middleware reads and checks the header itself.
+  "Idempotency-Key": z.string().optional().openapi({
+    description:
+      "Same key and body within 24 h replays the first response (`Idempotent-Replayed: true`); another body is 409 `idempotency_key_reused`. Use a random value such as a UUID.",
+  }),
+});
 
 interface JsonRouteSpec<R extends RequestSpec> {
   method: "get" | "post" | "patch" | "delete" | "put";
@@ -45,6 +64,8 @@ interface JsonRouteSpec<R extends RequestSpec> {
   list?: boolean;
   status?: 200 | 201 | 202;
   security?: "api_key" | "admin" | "none";
+  /** Creating POSTs accept an Idempotency-Key. */
+  idempotent?: boolean;
 }
 
 /** A required JSON request body. */
@@ -60,7 +81,11 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
     : z.object({ data: spec.data as z.ZodType });
   const security = spec.security === "none" ? [] : spec.security === "admin" ? [{ AdminToken: [] }] : [{ ApiKey: [] }];
   const responses: Record<string, ResponseConfig> = {
-    [status]: { description: "Success", content: { "application/json": { schema: successSchema } } },
+    [status]: {
+      description: "Success",
+      headers: spec.security === "none" || spec.security === "admin" ? REQUEST_ID : { ...REQUEST_ID, ...RATE_LIMIT },
+      content: { "application/json": { schema: successSchema } },
+    },
     ...COMMON_ERRORS,
   };
   return createRoute({
@@ -70,7 +95,7 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
     summary: spec.summary,
     description: spec.description,
     security,
-    request: (spec.request ?? {}) as R,
+    request: (spec.idempotent ? { ...spec.request, headers: IdempotencyHeader } : (spec.request ?? {})) as R,
     responses,
   });
 }

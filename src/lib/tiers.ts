@@ -28,7 +28,13 @@ export function tierTable(override: string | undefined): Record<string, TierLimi
   if (hit) return hit;
   const table: Record<string, TierLimits> = { ...DEFAULT_TIERS };
   if (raw) {
-    const parsed = z.record(z.string(), TierLimits.partial()).parse(JSON.parse(raw));
+    let parsed: Record<string, Partial<TierLimits>>;
+    try {
+      parsed = z.record(z.string(), TierLimits.partial()).parse(JSON.parse(raw));
+    } catch (err) {
+      // An operator's mistake, not the caller's: surfaces as a 500 and in the logs.
+      throw new Error(`TIER_LIMITS is not valid: ${(err as Error).message}`);
+    }
     for (const [name, limits] of Object.entries(parsed)) {
       table[name] = TierLimits.parse({ ...(table[name] ?? DEFAULT_TIERS.sandbox), ...limits });
     }

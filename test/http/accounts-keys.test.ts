@@ -127,6 +127,18 @@ describe("authentication", () => {
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200);
   });
 
+  it("unknown and revoked keys never lock out others (only failed hashes count)", async () => {
+    const a = await registerAccount();
+    const temp = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "gone" } })).body.data;
+    await call("DELETE", `/v1/api-keys/${temp.id}`, { key: a.key });
+    for (let i = 0; i < 25; i++) {
+      expectError(await call("GET", "/v1/inboxes", { key: temp.key }), 401, "invalid_api_key");
+      expectError(await call("GET", "/v1/inboxes", { key: `mb_${"Q".repeat(40)}` }), 401, "invalid_api_key");
+    }
+    const fresh = await registerAccount();
+    expect((await call("GET", "/v1/inboxes", { key: fresh.key })).status).toBe(200);
+  });
+
   it("revocation takes effect on the very next request, even with the key cached", async () => {
     const a = await registerAccount();
     const created = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "temp" } });
@@ -299,6 +311,7 @@ describe("operators: /v1/admin/accounts", () => {
     expect(list.body.data.map((x: { id: string }) => x.id)).toContain(a.account.id);
     const one = await call("GET", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN });
     expect(one.body.data.email).toBe(a.account.email);
+    expect(await auditActions(a.account.id)).toContain("account.admin_viewed");
     expectError(await call("GET", "/v1/admin/accounts/acct_nope", { key: ADMIN_TOKEN }), 404, "not_found");
 
     const lifted = await call("PATCH", `/v1/admin/accounts/${a.account.id}`, {

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { sha256Hex } from "../../src/lib/crypto";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 
 describe("public endpoints", () => {
@@ -33,6 +34,14 @@ describe("public endpoints", () => {
       expect(Object.keys(doc.body.paths), path).toContain(path);
     }
     expect(doc.body.components.securitySchemes.ApiKey).toMatchObject({ type: "http", scheme: "bearer" });
+    const create = doc.body.paths["/v1/inboxes"].post;
+    expect(create.parameters).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: "Idempotency-Key", in: "header" })]),
+    );
+    expect(Object.keys(create.responses["201"].headers)).toEqual(
+      expect.arrayContaining(["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"]),
+    );
+    expect(Object.keys(create.responses["429"].headers)).toContain("Retry-After");
     expect(doc.body.components.schemas.Error).toBeDefined();
     const docs = await call("GET", "/docs");
     expect(docs.status).toBe(200);
@@ -45,6 +54,7 @@ describe("the error envelope", () => {
   it("404 for unknown routes, 405 for a wrong method", async () => {
     const a = await registerAccount();
     expectError(await call("GET", "/nope"), 404, "not_found");
+    expectError(await call("GET", "/v1/nope"), 404, "not_found"); // no key needed to learn a route does not exist
     expectError(await call("GET", "/v1/nope", { key: a.key }), 404, "not_found");
     const wrong = await call("PUT", "/v1/inboxes", { key: a.key, body: {} });
     expectError(wrong, 405, "method_not_allowed");
@@ -149,6 +159,73 @@ describe("Idempotency-Key", () => {
     }>();
     expect(stored.results.length).toBeGreaterThan(0);
     for (const row of stored.results) expect(row.response_sealed).not.toContain(first.body.data.api_key);
+  });
+
+  it("a replay is only ever served to the API key that made the first request", async () => {
+    const a = await registerAccount();
+    const headers = { "Idempotency-Key": "mint-key-1" };
+    const first = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "minted" }, headers });
+    expect(first.status).toBe(201);
+    const reader = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "r", scopes: ["read"] } })).body.data
+      .key;
+    const attempt = await call("POST", "/v1/api-keys", { key: reader, body: { name: "minted" }, headers });
+    expectError(attempt, 403, "insufficient_scope");
+    expect(attempt.text).not.toContain(first.body.data.key);
+  });
+
+  it("treats the same JSON with other key order or spacing as the same request", async () => {
+    const a = await registerAccount();
+    const headers = { "Idempotency-Key": "order-1", "Content-Type": "application/json" };
+    const first = await call("POST", "/v1/inboxes", {
+      key: a.key,
+      rawBody: '{"username":"ord","labels":["x"]}',
+      headers,
+    });
+    const again = await call("POST", "/v1/inboxes", {
+      key: a.key,
+      rawBody: '{ "labels": ["x"], "username": "ord" }',
+      headers,
+    });
+    expect(first.status).toBe(201);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(again.body).toEqual(first.body);
+  });
+
+  it("a claim left pending by a request that died is taken over after a minute", async () => {
+    const a = await registerAccount();
+    const keyId = (await call("GET", "/v1/api-keys", { key: a.key })).body.data[0].id;
+    const body = '{"username":"revived"}';
+    const insert = async (createdAt: number, idemKey: string) =>
+      env.DB.prepare(
+        "INSERT INTO idempotency_keys (id, lookup, account_id, method, path, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, 'POST', '/v1/inboxes', ?, 'pending', ?, ?)",
+      )
+        .bind(
+          `idem_${idemKey}`,
+          await sha256Hex(`key:${keyId}\n${idemKey}`),
+          a.account.id,
+          await sha256Hex(`POST /v1/inboxes\n${body}`),
+          createdAt,
+          Date.now() + 3_600_000,
+        )
+        .run();
+    const headers = { "Content-Type": "application/json" };
+    await insert(Date.now() - 5_000, "busy");
+    expectError(
+      await call("POST", "/v1/inboxes", {
+        key: a.key,
+        rawBody: body,
+        headers: { ...headers, "Idempotency-Key": "busy" },
+      }),
+      409,
+      "idempotency_request_in_progress",
+    );
+    await insert(Date.now() - 120_000, "dead");
+    const revived = await call("POST", "/v1/inboxes", {
+      key: a.key,
+      rawBody: body,
+      headers: { ...headers, "Idempotency-Key": "dead" },
+    });
+    expect(revived.status, revived.text).toBe(201);
   });
 
   it("rejects a malformed Idempotency-Key", async () => {

@@ -13,8 +13,16 @@ import { toInboxWire } from "../inboxes/inboxes.service";
 import { AccountPatch, AccountWire, RegisterInput, RegisterResult } from "./accounts.schemas";
 import { closeAccount, getAccount, patchAccount, register, toAccountWire } from "./accounts.service";
 
-/** Open registrations allowed per client address per hour (REGISTRATIONS_PER_HOUR; 0 = no limit). */
-const DEFAULT_REGISTRATIONS_PER_HOUR = 10;
+/**
+ * Open registrations allowed per client address per hour: REGISTRATIONS_PER_HOUR, else 10 in
+ * production and no limit elsewhere (locally every client shares one address).
+ */
+function registrationsPerHour(env: AppEnv["Bindings"]): number {
+  if (env.REGISTRATIONS_PER_HOUR !== undefined && env.REGISTRATIONS_PER_HOUR !== "") {
+    return Number(env.REGISTRATIONS_PER_HOUR);
+  }
+  return env.ENVIRONMENT === "production" ? 10 : 0;
+}
 
 /** Public: registration (open, or operator-only when REGISTRATION is not "open"). */
 export const registerRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
@@ -33,6 +41,7 @@ registerRoutes.openapi(
 
     data: RegisterResult,
     status: 201,
+    idempotent: true,
     security: "none",
   }),
   async (c) => {
@@ -40,7 +49,7 @@ registerRoutes.openapi(
     if (c.env.REGISTRATION !== "open" && !admin) {
       throw new Forbidden("registration_closed", "Registration is closed on this deployment; ask its operator.");
     }
-    const perHour = Number(c.env.REGISTRATIONS_PER_HOUR ?? DEFAULT_REGISTRATIONS_PER_HOUR);
+    const perHour = registrationsPerHour(c.env);
     if (!admin && perHour > 0) {
       const decision = await rateLimiter(c.env, `register:${clientAddress(c)}`).hit({
         limit: perHour,

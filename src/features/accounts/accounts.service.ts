@@ -160,6 +160,13 @@ export async function listAllAccounts(db: Db, page: Page): Promise<AccountRow[]>
     .all();
 }
 
+/** Operators: read one account; the look is recorded in that account's own audit log. */
+export async function adminViewAccount(ctx: ServiceContext): Promise<AccountRow> {
+  const row = await getAccount(ctx);
+  await commitWithAudit(ctx, [], [{ action: "account.admin_viewed", target: { type: "account", id: row.id } }]);
+  return row;
+}
+
 /** Operators: change tier, status or the new-account window; audited on that account. */
 export async function adminPatchAccount(
   ctx: ServiceContext,

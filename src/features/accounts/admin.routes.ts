@@ -7,7 +7,7 @@ import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
 import { authStats } from "../api-keys/key-auth";
 import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
-import { adminPatchAccount, getAccountById, listAllAccounts, toAccountWire } from "./accounts.service";
+import { adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
 
 const tags = ["Operators"];
 
@@ -48,7 +48,7 @@ adminRoutes.openapi(
     security: "admin",
   }),
   async (c) => {
-    const row = await getAccountById(createDb(c.env.DB), c.req.valid("param").account_id);
+    const row = await adminViewAccount(contextFor(c, c.req.valid("param").account_id));
     return c.json({ data: toAccountWire(row, c.env) }, 200);
   },
 );

@@ -25,6 +25,7 @@ apiKeyRoutes.openapi(
 
     data: CreatedApiKeyWire,
     status: 201,
+    idempotent: true,
   }),
   async (c) => {
     requireFullAccess(c);

@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
-import { and, desc, eq, inArray, isNull, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
 import { type ApiKeyRow, apiKeys, inboxes } from "../../db/schema";
+import { inList } from "../../db/sql";
 import { keyGuard } from "../../durable-objects/rate-limiter";
 import type { Page } from "../../http/pagination";
 import { hashSecret } from "../../lib/argon2";
@@ -49,7 +50,7 @@ export async function createKey(
     const owned = await ctx.db
       .select({ id: inboxes.id })
       .from(inboxes)
-      .where(and(eq(inboxes.accountId, ctx.accountId), inArray(inboxes.id, inboxIds)))
+      .where(and(eq(inboxes.accountId, ctx.accountId), inList(inboxes.id, inboxIds)))
       .all();
     const ownedIds = new Set(owned.map((r) => r.id));
     const missing = inboxIds.filter((id) => !ownedIds.has(id));

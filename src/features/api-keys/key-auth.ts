@@ -46,15 +46,37 @@ export async function cachedKey(token: string, now: number): Promise<{ digest: s
 }
 
 /** Full verification: candidates by the 8-character prefix, then Argon2id on each. */
-export function verifyKey(db: Db, token: string, digest: string, now: number): Promise<KeyLookup> {
+export async function verifyKey(
+  db: Db,
+  token: string,
+  digest: string,
+  now: number,
+  /** Runs only when hashing is about to happen (it may throw to refuse first). */
+  beforeHash: () => Promise<void>,
+): Promise<KeyLookup> {
   const pending = inflight.get(digest);
-  if (pending) return pending;
-  const run = verifyUncached(db, token, digest, now).finally(() => inflight.delete(digest));
+  if (pending) {
+    // Share the verification already running for this key, but never wait on another
+    // request for long: if it was cancelled, its promise may never settle.
+    const shared = await Promise.race([pending, scheduler.wait(INFLIGHT_WAIT_MS).then(() => null)]);
+    if (shared) return shared;
+  }
+  const run = verifyUncached(db, token, digest, now, beforeHash).finally(() => {
+    if (inflight.get(digest) === run) inflight.delete(digest);
+  });
   inflight.set(digest, run);
   return run;
 }
 
-async function verifyUncached(db: Db, token: string, digest: string, now: number): Promise<KeyLookup> {
+const INFLIGHT_WAIT_MS = 2_000;
+
+async function verifyUncached(
+  db: Db,
+  token: string,
+  digest: string,
+  now: number,
+  beforeHash: () => Promise<void>,
+): Promise<KeyLookup> {
   if (!KEY_PATTERN.test(token)) return { ok: false, reason: "malformed" };
   const candidates = await db
     .select({ key: apiKeys, account: accounts })
@@ -63,6 +85,7 @@ async function verifyUncached(db: Db, token: string, digest: string, now: number
     .where(and(eq(apiKeys.prefix, token.slice(0, KEY_PREFIX_LENGTH)), isNull(apiKeys.revokedAt)))
     .all();
   if (candidates.length === 0) return { ok: false, reason: "unknown_prefix" };
+  await beforeHash();
   for (const candidate of candidates) {
     authStats.argon2Verifications++;
     if (await verifySecret(token, candidate.key.keyHash)) {

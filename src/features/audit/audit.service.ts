@@ -1,7 +1,8 @@
-import { and, asc, desc, eq, gt, gte, inArray, lt, lte, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, lt, lte, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { type AuditRow, auditLog } from "../../db/schema";
+import { inList } from "../../db/sql";
 import type { Page } from "../../http/pagination";
 import type { Actor, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
@@ -120,7 +121,7 @@ export async function listAudit(ctx: ServiceContext, filters: AuditFilters, page
   if (filters.action) where.push(eq(auditLog.action, filters.action));
   if (filters.inboxId) where.push(eq(auditLog.inboxId, filters.inboxId));
   // A key restricted to some inboxes sees only the entries about those inboxes.
-  if (ctx.inboxIds) where.push(inArray(auditLog.inboxId, ctx.inboxIds));
+  if (ctx.inboxIds) where.push(inList(auditLog.inboxId, ctx.inboxIds));
   if (filters.sinceMs !== undefined) where.push(gte(auditLog.createdAt, filters.sinceMs));
   if (filters.untilMs !== undefined) where.push(lte(auditLog.createdAt, filters.untilMs));
   if (page.before) where.push(lt(auditLog.id, page.before));

@@ -32,6 +32,7 @@ inboxRoutes.openapi(
     summary: "Create an inbox",
     data: InboxWire,
     status: 201,
+    idempotent: true,
   }),
   async (c) => {
     const auth = requireScope(c, "manage");

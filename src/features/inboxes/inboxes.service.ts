@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
-import { and, count, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, lt, type SQL } from "drizzle-orm";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
+import { inList } from "../../db/sql";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
@@ -88,7 +89,7 @@ export async function createInbox(
 
 function scoped(ctx: ServiceContext, ...extra: SQL[]): SQL | undefined {
   const where = [eq(inboxes.accountId, ctx.accountId), ...extra];
-  if (ctx.inboxIds) where.push(inArray(inboxes.id, ctx.inboxIds));
+  if (ctx.inboxIds) where.push(inList(inboxes.id, ctx.inboxIds));
   return and(...where);
 }
 

@@ -3,6 +3,8 @@ import type { Db } from "../../db/client";
 import { idempotencyKeys } from "../../db/schema";
 import { newId } from "../../lib/ids";
 
+const STALE_PENDING_MS = 60_000;
+
 export type Reservation =
   | { state: "new"; id: string }
   | { state: "replay"; statusCode: number; sealed: string }
@@ -45,6 +47,21 @@ export async function reserve(
     .returning({ id: idempotencyKeys.id })
     .all();
   if (inserted.length > 0) return { state: "new", id };
+  // A claim left pending by a request that died (CPU limit, eviction) is taken over after a minute.
+  const reclaimed = await db
+    .update(idempotencyKeys)
+    .set({ createdAt: args.now })
+    .where(
+      and(
+        eq(idempotencyKeys.lookup, args.lookup),
+        eq(idempotencyKeys.state, "pending"),
+        eq(idempotencyKeys.requestHash, args.requestHash),
+        lt(idempotencyKeys.createdAt, args.now - STALE_PENDING_MS),
+      ),
+    )
+    .returning({ id: idempotencyKeys.id })
+    .all();
+  if (reclaimed[0]) return { state: "new", id: reclaimed[0].id };
   const existing = await db.select().from(idempotencyKeys).where(eq(idempotencyKeys.lookup, args.lookup)).get();
   if (!existing) return { state: "in_progress" };
   if (existing.requestHash !== args.requestHash) return { state: "mismatch" };
