@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
+import { isUniqueViolation } from "../../db/errors";
 import type { ApiKeyRow, InboxRow } from "../../db/schema";
 import { type AccountRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import type { Bindings } from "../../env";
@@ -14,11 +15,6 @@ import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
 import { newSharedInbox } from "../inboxes/inboxes.service";
 import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from "./accounts.schemas";
-
-function isUniqueViolation(err: unknown, index: string): boolean {
-  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
-  return text.includes("UNIQUE constraint failed") && text.includes(index);
-}
 
 /**
  * Creates an account, its first full key and a sandbox inbox, with their audit entries, in one

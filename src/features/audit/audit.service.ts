@@ -1,6 +1,7 @@
 import { and, asc, desc, eq, gt, gte, lt, lte, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
+import { isUniqueViolation } from "../../db/errors";
 import { type AuditRow, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { Page } from "../../http/pagination";
@@ -55,11 +56,6 @@ async function head(db: Db, accountId: string): Promise<{ seq: number; hash: str
   return last ?? { seq: 0, hash: GENESIS_HASH };
 }
 
-function isChainRace(err: unknown): boolean {
-  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
-  return /UNIQUE constraint failed: audit_log\.account_id, audit_log\.seq/.test(text);
-}
-
 /**
  * Runs `statements` and appends the audit entries in ONE `db.batch` (one transaction), so a
  * change and its record land together or not at all. Each entry extends the account's hash
@@ -102,7 +98,7 @@ export async function commitWithAudit(
       if (all.length > 0) await ctx.db.batch(all as [Statement, ...Statement[]]);
       return;
     } catch (err) {
-      if (!isChainRace(err)) throw err;
+      if (!isUniqueViolation(err, "audit_log.account_id, audit_log.seq")) throw err;
     }
   }
   throw new AppError(503, "busy", "The account is too busy right now; retry the request.");

@@ -1,5 +1,6 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, type SQL } from "drizzle-orm";
+import { isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { Page } from "../../http/pagination";
@@ -36,11 +37,6 @@ export function newSharedInbox(
     createdAt: now,
     updatedAt: now,
   };
-}
-
-function isUniqueViolation(err: unknown, index: string): boolean {
-  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
-  return text.includes("UNIQUE constraint failed") && text.includes(index);
 }
 
 /** Creates an inbox on the shared domain (custom domains arrive with the domains feature). */
@@ -150,48 +146,38 @@ export async function patchInbox(
 
 /** Soft deactivation: data stays, inbound mail is refused, sends are refused. */
 export async function deactivateInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
-  const current = await getInbox(ctx, inboxId);
-  if (current.status === "disabled" && current.disabledReason === "deactivated") return current;
-  const next: InboxRow = { ...current, status: "disabled", disabledReason: "deactivated", updatedAt: ctx.now() };
-  await commitWithAudit(
-    ctx,
-    [
-      ctx.db
-        .update(inboxes)
-        .set({ status: next.status, disabledReason: next.disabledReason, updatedAt: next.updatedAt })
-        .where(scoped(ctx, eq(inboxes.id, inboxId))),
-    ],
-    [
-      {
-        action: "inbox.deactivated",
-        target: { type: "inbox", id: inboxId },
-        inboxId,
-        metadata: { previous_status: current.status, previous_reason: current.disabledReason },
-      },
-    ],
-  );
-  return next;
+  return setInboxStatus(ctx, inboxId, "deactivated");
 }
 
 /** Re-activates a deactivated or auto-disabled inbox. */
 export async function enableInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  return setInboxStatus(ctx, inboxId, null);
+}
+
+/** Moves an inbox to active (`reason` null) or disabled for `reason`, audited; no-op if already there. */
+async function setInboxStatus(
+  ctx: ServiceContext,
+  inboxId: string,
+  reason: InboxRow["disabledReason"],
+): Promise<InboxRow> {
   const current = await getInbox(ctx, inboxId);
-  if (current.status === "active") return current;
-  const next: InboxRow = { ...current, status: "active", disabledReason: null, updatedAt: ctx.now() };
+  const status = reason === null ? "active" : "disabled";
+  if (current.status === status && current.disabledReason === reason) return current;
+  const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
   await commitWithAudit(
     ctx,
     [
       ctx.db
         .update(inboxes)
-        .set({ status: "active", disabledReason: null, updatedAt: next.updatedAt })
+        .set({ status, disabledReason: reason, updatedAt: next.updatedAt })
         .where(scoped(ctx, eq(inboxes.id, inboxId))),
     ],
     [
       {
-        action: "inbox.enabled",
+        action: reason === null ? "inbox.enabled" : reason === "deactivated" ? "inbox.deactivated" : "inbox.disabled",
         target: { type: "inbox", id: inboxId },
         inboxId,
-        metadata: { previous_reason: current.disabledReason },
+        metadata: { previous_status: current.status, previous_reason: current.disabledReason },
       },
     ],
   );
