@@ -12,6 +12,7 @@ const FAILURES_PER_CLIENT = 20;
 const FAILURES_PER_PREFIX = 10;
 const FAILURE_RULE_WINDOW_MS = 60_000;
 
+/** The caller's address as Cloudflare reports it ("local" under wrangler dev and in tests). */
 export function clientAddress(c: Context<AppEnv>): string {
   return c.req.header("CF-Connecting-IP") ?? "local";
 }

@@ -2,7 +2,7 @@ import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
-import type { ApiKeyRow, InboxRow } from "../../db/schema";
+import type { InboxRow } from "../../db/schema";
 import { type AccountRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import type { Bindings } from "../../env";
 import type { Page } from "../../http/pagination";
@@ -229,5 +229,3 @@ export function toAccountWire(row: AccountRow, env: Bindings, now = Date.now()):
     },
   };
 }
-
-export type { ApiKeyRow };
