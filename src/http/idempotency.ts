@@ -5,7 +5,7 @@ import { complete, release, reserve } from "../features/system/idempotency.servi
 import { openText, sealText, sha256Hex } from "../lib/crypto";
 import { BadRequest, Conflict } from "../lib/errors";
 import { DAY_MS } from "../lib/time";
-import { clientAddress } from "./auth";
+import { clientAddress, isAdminRequest } from "./auth";
 
 /** Same JSON, same hash: key order and whitespace do not make a retry a different request. */
 function canonicalJson(text: string): string {
@@ -46,7 +46,7 @@ export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
   // Scoped to the caller: the API key, the operator, or an anonymous client address. A replay
   // can therefore never hand a response to anyone but the caller who made the first request.
   const auth = c.get("auth");
-  const scope = auth ? `key:${auth.key.id}` : c.get("actor")?.type === "admin" ? "admin" : `public:${clientAddress(c)}`;
+  const scope = auth ? `key:${auth.key.id}` : isAdminRequest(c) ? "admin" : `public:${clientAddress(c)}`;
   const body = canonicalJson(await c.req.text());
   const path = new URL(c.req.url).pathname;
   const now = Date.now();

@@ -228,6 +228,16 @@ describe("Idempotency-Key", () => {
     expect(revived.status, revived.text).toBe(201);
   });
 
+  it("an operator's registration is never replayed to an anonymous caller", async () => {
+    const headers = { "Idempotency-Key": "ops-register-1" };
+    const body = { email: "ops-idem@example.com" };
+    const first = await call("POST", "/v1/auth/register", { key: ADMIN_TOKEN, body, headers });
+    expect(first.status).toBe(201);
+    const anon = await call("POST", "/v1/auth/register", { body, headers });
+    expectError(anon, 409, "email_taken");
+    expect(anon.text).not.toContain(first.body.data.api_key);
+  });
+
   it("rejects a malformed Idempotency-Key", async () => {
     const a = await registerAccount();
     expectError(
