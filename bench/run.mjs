@@ -2,34 +2,16 @@
 // local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 
-import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { LocalWorkerError, startLocalWorker } from "../scripts/local-worker.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
 const ROUNDS = 2;
 const WARMUP = 20;
 const KEYS = 3;
 
 const N = positiveInt("BENCH_REQUESTS", 2000);
 const C = positiveInt("BENCH_CONCURRENCY", 16);
-const dir = mkdtempSync(join(tmpdir(), "mailbot-bench-"));
-const logPath = join(dir, "wrangler.log");
 const adminToken = randomBytes(24).toString("base64url");
-// The wrangler bin has `#!/usr/bin/env node`: put this Node (22 under `npm run`) first on PATH
-// so wrangler runs on the same one. CI=true keeps `d1 migrations apply` from prompting.
-const childEnv = {
-  ...process.env,
-  PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`,
-  CI: "true",
-  WRANGLER_SEND_METRICS: "false",
-};
-let child = null;
 
 function positiveInt(name, fallback) {
   const raw = process.env[name];
@@ -41,108 +23,34 @@ function positiveInt(name, fallback) {
 }
 
 /** Aborts the run; main() prints the message (and the wrangler log if asked) and exits 1. */
-class BenchError extends Error {
-  constructor(message, showLog = false) {
-    super(message);
-    this.showLog = showLog;
-  }
-}
+const BenchError = LocalWorkerError;
 function fail(message, showLog = false) {
   throw new BenchError(message, showLog);
 }
 
-/** Stops wrangler and its workerd children: spawned detached, it leads its own process group. */
-function stopWorker() {
-  // No pid: the spawn itself failed, so there is nothing to wait for.
-  if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const exited = new Promise((ok) => child.once("exit", ok));
-  try {
-    process.kill(-child.pid, "SIGTERM");
-  } catch {}
-  const pid = child.pid;
-  // If SIGTERM is ignored, escalate (unref'd: the child handle keeps us alive meanwhile).
-  setTimeout(() => {
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {}
-  }, 5000).unref();
-  return exited;
-}
-// Whatever way we exit, nothing of the group may outlive us.
-process.on("exit", () => {
-  if (child && child.exitCode === null && child.signalCode === null) {
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {}
-  }
-});
+let worker = null;
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, async () => {
-    console.error(`bench: interrupted (${sig}); stopping wrangler (log kept in ${dir})`);
-    await stopWorker();
+    console.error(`bench: interrupted (${sig}); stopping wrangler`);
+    await worker?.stop();
     process.exit(130);
   });
 }
 
-function freePort() {
-  return new Promise((ok, ko) => {
-    const srv = createServer().once("error", ko);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 async function startWorker() {
-  const persist = join(dir, "state");
-  const logFd = openSync(logPath, "a");
-  const migrate = spawnSync(WRANGLER, ["d1", "migrations", "apply", "mailbot", "--local", "--persist-to", persist], {
-    cwd: ROOT,
-    env: childEnv,
-    stdio: ["ignore", logFd, logFd],
-    timeout: 120_000,
-  });
-  if (migrate.status !== 0)
-    fail(`d1 migrations apply failed (${migrate.error?.message ?? `exit ${migrate.status}`})`, true);
-
-  const [port, inspectorPort] = [await freePort(), await freePort()];
   // Limits high enough that the measured load is never rate limited; registration unthrottled.
   const tierLimits = JSON.stringify({ sandbox: { requests_per_minute: 1_000_000, burst: 1_000_000 } });
-  const vars = {
-    REGISTRATION: "open",
-    ENVIRONMENT: "development",
-    ADMIN_TOKEN: adminToken,
-    REGISTRATIONS_PER_HOUR: "0",
-    TIER_LIMITS: tierLimits,
-  };
-  // wrangler splits each --var on the first ":" only, so JSON values with colons are fine.
-  const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort)];
-  args.push("--persist-to", persist, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]));
-  child = spawn(WRANGLER, args, { cwd: ROOT, env: childEnv, stdio: ["ignore", logFd, logFd], detached: true });
-  closeSync(logFd);
-  let spawnError = null;
-  child.on("error", (err) => {
-    spawnError = err;
+  worker = await startLocalWorker({
+    label: "mailbot-bench",
+    vars: {
+      REGISTRATION: "open",
+      ENVIRONMENT: "development",
+      ADMIN_TOKEN: adminToken,
+      REGISTRATIONS_PER_HOUR: "0",
+      TIER_LIMITS: tierLimits,
+    },
   });
-
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (spawnError) fail(`could not start wrangler: ${spawnError.message}`, true);
-    if (child.exitCode !== null || child.signalCode !== null) {
-      fail(`wrangler dev exited early (${child.exitCode ?? child.signalCode})`, true);
-    }
-    try {
-      const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return base;
-    } catch {}
-    await sleep(250);
-  }
-  fail("the Worker did not answer GET /health with 200 within 60 s", true);
+  return worker.base;
 }
 
 async function call(base, method, path, { token, body } = {}) {
@@ -246,7 +154,7 @@ async function main() {
     for (const [i, e] of endpoints.entries()) runs[i].push(await load(e.url, e.tokens, N, C));
   }
   const after = await stats(base);
-  await stopWorker();
+  await worker.stop();
 
   const [health, inboxes] = runs.map(summarize);
   const ratio = (a, b) => (a != null && b ? a / b : null);
@@ -304,17 +212,10 @@ async function main() {
 
 try {
   await main();
-  rmSync(dir, { recursive: true, force: true });
 } catch (err) {
   console.error(`bench: ${err instanceof BenchError ? err.message : (err?.stack ?? err)}`);
-  if (err?.showLog) {
-    let log = "";
-    try {
-      log = readFileSync(logPath, "utf8");
-    } catch {}
-    console.error(`--- last 60 lines of ${logPath} ---\n${log.split("\n").slice(-60).join("\n")}`);
-  }
-  await stopWorker();
-  console.error(`bench: FAILED (temp dir with the wrangler log kept: ${dir})`);
+  if (err?.showLog && worker) console.error(`--- last 60 lines of ${worker.logPath} ---\n${worker.tail()}`);
+  await worker?.stop({ keepDir: true });
+  console.error(`bench: FAILED${worker ? ` (wrangler log kept in ${worker.dir})` : ""}`);
   process.exit(1);
 }
