@@ -50,6 +50,39 @@ describe("public endpoints", () => {
   });
 });
 
+describe("contract checks over every documented operation", () => {
+  it("every API-key operation answers with X-Request-Id and X-RateLimit-*, even when it fails", async () => {
+    const a = await registerAccount();
+    const doc = (await call("GET", "/openapi.json")).body;
+    let checked = 0;
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { security?: unknown[] }>>)) {
+      for (const [method, op] of Object.entries(ops)) {
+        if (!JSON.stringify(op.security ?? []).includes("ApiKey")) continue;
+        if (method === "delete" && path === "/v1/account") continue; // would close the account mid-test
+        const url = path.replace(/\{\w+\}/g, "missing_id");
+        const res = await call(method.toUpperCase(), url, { key: a.key, body: method === "get" ? undefined : {} });
+        expect(res.headers.get("X-Request-Id"), `${method} ${path}`).toMatch(/^req_/);
+        expect(res.headers.get("X-RateLimit-Limit"), `${method} ${path}`).toMatch(/^\d+$/);
+        expect(res.headers.get("X-RateLimit-Remaining"), `${method} ${path}`).toMatch(/^\d+$/);
+        expect(res.headers.get("X-RateLimit-Reset"), `${method} ${path}`).toMatch(/^\d+$/);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(13);
+  });
+
+  it("every creating POST (201) documents Idempotency-Key", async () => {
+    const doc = (await call("GET", "/openapi.json")).body;
+    const creating = Object.entries(
+      doc.paths as Record<string, Record<string, { responses: object; parameters?: { name: string }[] }>>,
+    )
+      .filter(([, ops]) => ops.post && "201" in ops.post.responses)
+      .map(([path, ops]) => [path, (ops.post?.parameters ?? []).map((p) => p.name)] as const);
+    expect(creating.length).toBeGreaterThanOrEqual(3);
+    for (const [path, params] of creating) expect(params, path).toContain("Idempotency-Key");
+  });
+});
+
 describe("the error envelope", () => {
   it("404 for unknown routes, 405 for a wrong method", async () => {
     const a = await registerAccount();
