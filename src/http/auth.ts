@@ -4,7 +4,7 @@ import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter";
 import type { AppEnv, AuthState } from "../env";
 import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
-import { AppError, Forbidden, RateLimited, Unauthorized } from "../lib/errors";
+import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
 
 /** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
@@ -95,8 +95,12 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   const headers = rateHeaders(decision);
   if (!decision.allowed) {
-    const err = new RateLimited("rate_limited", "Rate limit exceeded for this API key.", decision.retryAfterMs / 1000);
-    throw new AppError(err.status, err.code, err.message, err.details, { ...err.headers, ...headers });
+    throw new RateLimited(
+      "rate_limited",
+      "Rate limit exceeded for this API key.",
+      decision.retryAfterMs / 1000,
+      headers,
+    );
   }
 
   const auth: AuthState = { account, key, scopes: key.scopes, inboxIds: key.inboxIds ?? null };

@@ -12,13 +12,6 @@ export async function sha256Hex(text: string): Promise<string> {
   return toHex(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
 }
 
-/** HMAC-SHA256(key, message), raw bytes. */
-export async function hmacSha256(key: string | Uint8Array, message: string | Uint8Array): Promise<ArrayBuffer> {
-  const raw = typeof key === "string" ? encoder.encode(key) : key;
-  const cryptoKey = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return crypto.subtle.sign("HMAC", cryptoKey, typeof message === "string" ? encoder.encode(message) : message);
-}
-
 /** Constant-time string comparison (lengths are not secret here: tokens have fixed shapes). */
 export function safeEqual(a: string, b: string): boolean {
   const x = encoder.encode(a);

@@ -60,13 +60,10 @@ export class ValidationFailed extends AppError {
 }
 
 export class RateLimited extends AppError {
-  constructor(code: string, message: string, retryAfterSeconds: number, details?: unknown) {
-    super(429, code, message, details, { "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) });
-  }
-}
-
-export class SendBlocked extends AppError {
-  constructor(reason: string, message: string, details?: Record<string, unknown>) {
-    super(422, "send_blocked", message, { reason, ...details });
+  constructor(code: string, message: string, retryAfterSeconds: number, headers: Record<string, string> = {}) {
+    super(429, code, message, undefined, {
+      ...headers,
+      "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))),
+    });
   }
 }
