@@ -6,7 +6,10 @@ import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
 import { auditRoutes } from "./features/audit/audit.routes";
 import { inboxRoutes } from "./features/inboxes/inboxes.routes";
+import { inboundRoutes } from "./features/messages/inbound.routes";
+import { messageRoutes } from "./features/messages/messages.routes";
 import { systemRoutes, VERSION } from "./features/system/system.routes";
+import { threadRoutes } from "./features/threads/threads.routes";
 import { requireAdmin, requireApiKey } from "./http/auth";
 import { errorResponse } from "./http/errors";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
@@ -48,7 +51,10 @@ export function buildApp() {
   app.route("/v1", accountRoutes);
   app.route("/v1", apiKeyRoutes);
   app.route("/v1", inboxRoutes);
+  app.route("/v1", messageRoutes);
+  app.route("/v1", threadRoutes);
   app.route("/v1", auditRoutes);
+  app.route("/", inboundRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {
     type: "http",

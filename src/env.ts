@@ -19,6 +19,8 @@ export interface Bindings {
   TIER_LIMITS?: string;
   REGISTRATIONS_PER_HOUR?: string;
   OUTBOUND_TRANSPORT?: string;
+  /** Comma-separated authserv-ids whose Authentication-Results headers are believed. */
+  TRUSTED_AUTHSERV_IDS?: string;
 
   ADMIN_TOKEN?: string;
   INBOUND_SECRET?: string;

@@ -1,5 +1,6 @@
 import { app } from "./app";
 import { createDb } from "./db/client";
+import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
 import { purgeExpired } from "./features/system/idempotency.service";
 
@@ -9,10 +10,8 @@ export { RateLimiter } from "./durable-objects/rate-limiter";
 export default {
   fetch: app.fetch,
 
-  async email(message) {
-    // The inbound pipeline arrives with the Inbound feature; until then mail is refused with a
-    // clear reason (the sender's MTA gets a 5xx), never accepted and dropped.
-    message.setReject("mailbot: inbound mail is not enabled on this deployment yet");
+  async email(message, env) {
+    await handleEmail(message, env);
   },
 
   async queue(batch) {

@@ -7,3 +7,8 @@ declare namespace Cloudflare {
     durableNamespaces: "InboxCounter" | "RateLimiter";
   }
 }
+
+declare module "*?raw" {
+  const content: string;
+  export default content;
+}

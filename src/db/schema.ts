@@ -120,7 +120,175 @@ export const idempotencyKeys = sqliteTable(
   ],
 );
 
+/** Attachment metadata as it appears on a message (denormalised so lists need no join). */
+export interface AttachmentMeta {
+  id: string;
+  filename: string | null;
+  content_type: string;
+  size: number;
+  content_id: string | null;
+  disposition: "attachment" | "inline";
+}
+
+/** Verdicts of the receiving side's Authentication-Results (inbound mail only). */
+export interface AuthVerdicts {
+  spf: string | null;
+  dkim: string | null;
+  dmarc: string | null;
+  authserv_id: string;
+}
+
+export const threads = sqliteTable(
+  "threads",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    inboxId: text("inbox_id").notNull(),
+    subject: text("subject"),
+    /** Subject with Re:/Fwd: prefixes removed, lower-cased: the subject-fallback threading key. */
+    subjectKey: text("subject_key"),
+    participants: text("participants", { mode: "json" }).$type<string[]>().notNull(),
+    messageCount: integer("message_count").notNull(),
+    lastMessageAt: integer("last_message_at").notNull(),
+    labels: text("labels", { mode: "json" }).$type<string[]>().notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("threads_inbox_last_idx").on(t.inboxId, t.lastMessageAt, t.id),
+    index("threads_inbox_subject_idx").on(t.inboxId, t.subjectKey, t.lastMessageAt),
+  ],
+);
+
+export const messages = sqliteTable(
+  "messages",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    inboxId: text("inbox_id").notNull(),
+    threadId: text("thread_id").notNull(),
+    direction: text("direction", { enum: ["inbound", "outbound"] }).notNull(),
+    status: text("status").notNull(),
+    fromAddress: text("from_address"),
+    fromName: text("from_name"),
+    to: text("to", { mode: "json" }).$type<string[]>().notNull(),
+    cc: text("cc", { mode: "json" }).$type<string[]>().notNull(),
+    bcc: text("bcc", { mode: "json" }).$type<string[]>().notNull(),
+    replyTo: text("reply_to"),
+    subject: text("subject"),
+    /** Bodies up to BODY_INLINE_LIMIT bytes live here; larger ones in R2 (`*_key`), so a row stays under D1's 2 MB. */
+    bodyText: text("body_text"),
+    bodyHtml: text("body_html"),
+    bodyTextKey: text("body_text_key"),
+    bodyHtmlKey: text("body_html_key"),
+    headers: text("headers", { mode: "json" }).$type<Record<string, string | string[]>>().notNull(),
+    headersTruncated: integer("headers_truncated", { mode: "boolean" }).notNull().default(false),
+    rfcMessageId: text("rfc_message_id"),
+    inReplyTo: text("in_reply_to"),
+    references: text("references", { mode: "json" }).$type<string[]>().notNull(),
+    labels: text("labels", { mode: "json" }).$type<string[]>().notNull(),
+    attachments: text("attachments", { mode: "json" }).$type<AttachmentMeta[]>().notNull(),
+    size: integer("size").notNull(),
+    authentication: text("authentication", { mode: "json" }).$type<AuthVerdicts | null>(),
+    /** Auto-Submitted / Precedence / report marker, so agents can avoid reply loops. */
+    autoSubmitted: text("auto_submitted"),
+    /** "delivery_status" | "feedback" when the message is a DSN or an ARF report. */
+    reportType: text("report_type"),
+    parseError: text("parse_error"),
+    envelopeFrom: text("envelope_from"),
+    envelopeTo: text("envelope_to"),
+    rawKey: text("raw_key").notNull(),
+    /** Message-ID, or `sha256:<raw>` when there is none: a redelivery of the same mail matches it. */
+    dedupeKey: text("dedupe_key").notNull(),
+    /** Plain text the full-text index reads: subject is separate, this is the body (capped). */
+    searchText: text("search_text").notNull(),
+    searchAddresses: text("search_addresses").notNull(),
+    complainedAt: integer("complained_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    sentAt: integer("sent_at"),
+    receivedAt: integer("received_at"),
+  },
+  (t) => [
+    index("messages_inbox_id_idx").on(t.inboxId, t.id),
+    index("messages_inbox_direction_idx").on(t.inboxId, t.direction, t.id),
+    index("messages_thread_idx").on(t.threadId, t.id),
+    uniqueIndex("messages_inbox_dedupe_uq").on(t.inboxId, t.dedupeKey),
+    index("messages_inbox_rfc_idx").on(t.inboxId, t.rfcMessageId),
+    index("messages_account_rfc_idx").on(t.accountId, t.rfcMessageId),
+  ],
+);
+
+export const attachments = sqliteTable(
+  "attachments",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    inboxId: text("inbox_id").notNull(),
+    messageId: text("message_id").notNull(),
+    filename: text("filename"),
+    contentType: text("content_type").notNull(),
+    size: integer("size").notNull(),
+    contentId: text("content_id"),
+    disposition: text("disposition", { enum: ["attachment", "inline"] }).notNull(),
+    r2Key: text("r2_key").notNull(),
+    sha256: text("sha256").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("attachments_message_idx").on(t.messageId)],
+);
+
+/** Bounces, delays, delivery confirmations and complaints found in inbound DSN / ARF reports. */
+export const deliveryReports = sqliteTable(
+  "delivery_reports",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    inboxId: text("inbox_id").notNull(),
+    /** The inbound message that carried the report. */
+    reportMessageId: text("report_message_id").notNull(),
+    /** Our outbound message it is about, when it could be linked. */
+    originalMessageId: text("original_message_id"),
+    originalRfcMessageId: text("original_rfc_message_id"),
+    kind: text("kind", { enum: ["bounce", "delay", "delivered", "complaint"] }).notNull(),
+    bounceType: text("bounce_type", { enum: ["hard", "soft"] }),
+    recipient: text("recipient"),
+    statusCode: text("status_code"),
+    diagnostic: text("diagnostic"),
+    feedbackType: text("feedback_type"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    index("delivery_reports_original_idx").on(t.originalMessageId),
+    index("delivery_reports_account_idx").on(t.accountId, t.id),
+  ],
+);
+
+/** The account's event log: written once here, delivered by webhooks, long-poll and the dashboard. */
+export const events = sqliteTable(
+  "events",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    type: text("type").notNull(),
+    inboxId: text("inbox_id"),
+    threadId: text("thread_id"),
+    messageId: text("message_id"),
+    data: text("data", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    index("events_account_idx").on(t.accountId, t.id),
+    index("events_account_type_idx").on(t.accountId, t.type, t.id),
+  ],
+);
+
 export type AccountRow = typeof accounts.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type InboxRow = typeof inboxes.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
+export type ThreadRow = typeof threads.$inferSelect;
+export type MessageRow = typeof messages.$inferSelect;
+export type AttachmentRow = typeof attachments.$inferSelect;
+export type DeliveryReportRow = typeof deliveryReports.$inferSelect;
+export type EventRow = typeof events.$inferSelect;

@@ -102,3 +102,36 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
 
 /** ISO-8601 timestamp on the wire. */
 export const Timestamp = z.string().openapi({ example: "2026-03-15T10:30:00.000Z" });
+
+/** A GET route whose success body is bytes (raw mail, attachments) rather than JSON. */
+export function binaryRoute<const R extends RequestSpec>(spec: {
+  path: string;
+  tags: string[];
+  summary: string;
+  description?: string;
+  request: R;
+  contentType: string;
+}) {
+  return createRoute({
+    method: "get",
+    path: spec.path,
+    tags: spec.tags,
+    summary: spec.summary,
+    description: spec.description,
+    security: [{ ApiKey: [] }],
+    request: spec.request,
+    responses: {
+      200: {
+        description: "The bytes",
+        headers: {
+          ...REQUEST_ID,
+          ...RATE_LIMIT,
+          "Content-Disposition": header("attachment; filename=…"),
+          "Content-Length": header("Size in bytes"),
+        },
+        content: { [spec.contentType]: { schema: { type: "string", format: "binary" } } },
+      },
+      ...COMMON_ERRORS,
+    },
+  });
+}

@@ -7,9 +7,9 @@ export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   ).join("");
 }
 
-/** SHA-256 of a UTF-8 string, as hex. */
-export async function sha256Hex(text: string): Promise<string> {
-  return toHex(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+/** SHA-256 of a UTF-8 string (or of bytes), as hex. */
+export async function sha256Hex(input: string | Uint8Array): Promise<string> {
+  return toHex(await crypto.subtle.digest("SHA-256", typeof input === "string" ? encoder.encode(input) : input));
 }
 
 /** Constant-time string comparison (lengths are not secret here: tokens have fixed shapes). */

@@ -80,3 +80,8 @@ export function randomBase62(length: number): string {
   }
   return out;
 }
+
+/** The smallest id of `prefix` made at `ms`: turns a time filter into a range on the id index. */
+export function idFloor(prefix: IdPrefix, ms: number): string {
+  return `${prefix}_${encodeTime(Math.max(0, Math.floor(ms)))}${"0".repeat(16)}`;
+}

@@ -1,0 +1,15 @@
+/**
+ * The address an envelope recipient means: lower-cased, with a `+tag` sub-address removed from
+ * the local part (`support--k3x9m2+orders@…` and `support+orders--k3x9m2@…` both reach
+ * `support--k3x9m2@…`). Usernames cannot contain `+`, so the cut is unambiguous.
+ */
+export function canonicalRecipient(address: string): { address: string; tag: string | null } {
+  const a = address.trim().replace(/^<|>$/g, "").toLowerCase();
+  const at = a.lastIndexOf("@");
+  if (at <= 0) return { address: a, tag: null };
+  const local = a.slice(0, at);
+  const domain = a.slice(at + 1);
+  const m = /\+([^+]*?)(?=--|$)/.exec(local);
+  if (!m) return { address: a, tag: null };
+  return { address: `${local.replace(m[0], "")}@${domain}`, tag: m[1] || null };
+}

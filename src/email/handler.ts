@@ -1,0 +1,50 @@
+import type { Bindings } from "../env";
+import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/messages/inbound.service";
+import { AppError } from "../lib/errors";
+import { newId } from "../lib/ids";
+
+/**
+ * The `email()` adapter for Cloudflare Email Routing. Refusals use `setReject`, which the
+ * sender's MTA sees as a permanent 5xx with our reason. Any other failure is thrown, so the
+ * message is not acknowledged as delivered (nothing is accepted and then lost).
+ */
+export async function handleEmail(message: ForwardableEmailMessage, env: Bindings): Promise<void> {
+  const requestId = newId("req");
+  if (message.rawSize > MAX_INBOUND_BYTES) {
+    message.setReject(`Message too large: the limit is ${MAX_INBOUND_BYTES} bytes (25 MiB)`);
+    return;
+  }
+  try {
+    const result = await receiveMail(env, {
+      readRaw: async () => new Uint8Array(await new Response(message.raw).arrayBuffer()),
+      envelopeFrom: message.from || null,
+      envelopeTo: message.to,
+      via: "email_routing",
+      requestId,
+    });
+    console.log(
+      JSON.stringify({
+        level: "info",
+        msg: "inbound mail",
+        request_id: requestId,
+        outcome: result.outcome,
+        message_id: result.messageId,
+        inbox_id: result.inboxId,
+        size: message.rawSize,
+      }),
+    );
+  } catch (err) {
+    if (err instanceof RecipientRejected) {
+      message.setReject(err.message);
+      return;
+    }
+    if (err instanceof AppError && err.status === 413) {
+      message.setReject(err.message);
+      return;
+    }
+    console.error(
+      JSON.stringify({ level: "error", msg: "inbound mail failed", request_id: requestId, error: String(err) }),
+    );
+    throw err;
+  }
+}

@@ -1,0 +1,319 @@
+import PostalMime, { type Address, decodeWords, type Email } from "postal-mime";
+import type { AuthVerdicts } from "../db/schema";
+
+/**
+ * The parse wrapper: raw RFC 5322 bytes in, the fields mailbot stores out. It never throws for
+ * bad mail; a message postal-mime cannot parse comes back with `parseError` and whatever the
+ * header block still tells us.
+ */
+
+export interface ParsedAttachment {
+  filename: string | null;
+  contentType: string;
+  disposition: "attachment" | "inline";
+  contentId: string | null;
+  content: Uint8Array;
+}
+
+export interface ParsedMail {
+  fromAddress: string | null;
+  fromName: string | null;
+  to: string[];
+  cc: string[];
+  replyTo: string | null;
+  subject: string | null;
+  bodyText: string | null;
+  bodyHtml: string | null;
+  headers: Record<string, string | string[]>;
+  headersTruncated: boolean;
+  rfcMessageId: string | null;
+  inReplyTo: string | null;
+  references: string[];
+  attachments: ParsedAttachment[];
+  /** Topmost content type, lower-cased, with its report-type when it is a report. */
+  reportType: "delivery_status" | "feedback" | null;
+  autoSubmitted: string | null;
+  parseError: string | null;
+  /** The parsed structure, kept for report recognition (null when parsing failed). */
+  email: Email | null;
+}
+
+/** postal-mime's own limits are generous; these keep a hostile message from exhausting the isolate. */
+const PARSE_OPTIONS = {
+  attachmentEncoding: "arraybuffer",
+  rfc822Attachments: true,
+  maxNestingDepth: 128,
+  maxHeadersSize: 2 * 1024 * 1024,
+  maxRfc822NestingDepth: 5,
+} as const;
+
+/** JSON of the headers object is capped so a row stays far below D1's 2 MB. */
+const HEADERS_JSON_LIMIT = 256 * 1024;
+
+/** Parses raw mail; never throws. */
+export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
+  let email: Email;
+  try {
+    email = await PostalMime.parse(raw, PARSE_OPTIONS);
+  } catch (err) {
+    return fromHeaderBlock(raw, err instanceof Error ? err.message : String(err));
+  }
+  const headerPairs = email.headers.map((h) => ({ key: h.key, value: h.value }));
+  const { headers, truncated } = headerObject(headerPairs);
+  const from = firstMailbox(email.from);
+  const reportType = reportTypeOf(first(headers["content-type"]));
+  return {
+    fromAddress: from?.address ?? null,
+    fromName: from?.name || null,
+    to: addresses(email.to),
+    cc: addresses(email.cc),
+    replyTo: addresses(email.replyTo)[0] ?? null,
+    subject: email.subject ?? null,
+    bodyText: email.text ?? null,
+    bodyHtml: email.html ?? null,
+    headers,
+    headersTruncated: truncated,
+    rfcMessageId: normalizeMessageId(email.messageId),
+    inReplyTo: messageIdList(email.inReplyTo)[0] ?? null,
+    references: messageIdList(email.references),
+    attachments: email.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.mimeType || "application/octet-stream",
+      disposition:
+        a.disposition === "inline" || (a.related && a.disposition !== "attachment") ? "inline" : "attachment",
+      contentId: a.contentId ?? null,
+      content: toBytes(a.content),
+    })),
+    reportType,
+    autoSubmitted: autoSubmittedMarker(headers, reportType),
+    parseError: null,
+    email,
+  };
+}
+
+/** What the header block alone says, for mail the MIME parser refused. */
+function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
+  const pairs = rawHeaderPairs(raw);
+  const { headers, truncated } = headerObject(pairs);
+  const decode = (v: string | undefined) => {
+    if (v === undefined) return null;
+    try {
+      return decodeWords(v).trim();
+    } catch {
+      return v.trim();
+    }
+  };
+  const fromHeader = decode(first(headers.from)) ?? "";
+  const fromMatch = /<([^>]+)>/.exec(fromHeader) ?? /([^\s<>,;"]+@[^\s<>,;"]+)/.exec(fromHeader);
+  const reportType = reportTypeOf(first(headers["content-type"]));
+  return {
+    fromAddress: fromMatch?.[1]?.toLowerCase() ?? null,
+    fromName: null,
+    to: [],
+    cc: [],
+    replyTo: null,
+    subject: decode(first(headers.subject)),
+    bodyText: null,
+    bodyHtml: null,
+    headers,
+    headersTruncated: truncated,
+    rfcMessageId: normalizeMessageId(first(headers["message-id"])),
+    inReplyTo: messageIdList(first(headers["in-reply-to"]))[0] ?? null,
+    references: messageIdList(first(headers.references)),
+    attachments: [],
+    reportType,
+    autoSubmitted: autoSubmittedMarker(headers, reportType),
+    parseError: parseError.slice(0, 500) || "unparseable message",
+    email: null,
+  };
+}
+
+/** Header lines of the raw block (unfolded), read as latin-1 so no byte sequence can throw. */
+export function rawHeaderPairs(raw: Uint8Array, maxBytes = 512 * 1024): { key: string; value: string }[] {
+  const slice = raw.subarray(0, Math.min(raw.byteLength, maxBytes));
+  const text = latin1(slice);
+  const end = text.search(/\r?\n\r?\n/);
+  const block = end === -1 ? text : text.slice(0, end);
+  const pairs: { key: string; value: string }[] = [];
+  for (const line of block.split(/\r?\n(?![ \t])/)) {
+    const i = line.indexOf(":");
+    if (i <= 0) continue;
+    const key = line.slice(0, i).trim().toLowerCase();
+    if (!/^[\x21-\x39\x3b-\x7e]+$/.test(key)) continue;
+    pairs.push({
+      key,
+      value: line
+        .slice(i + 1)
+        .replace(/\r?\n[ \t]+/g, " ")
+        .trim(),
+    });
+  }
+  return pairs;
+}
+
+/** Bytes as latin-1 (every byte maps to one char), by hand: workerd's TextDecoder may lack it. */
+function latin1(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    out += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return out;
+}
+
+/** The Message-ID (normalised) of a raw message, from its header block, without a full parse. */
+export function rawMessageId(raw: Uint8Array): string | null {
+  const pair = rawHeaderPairs(raw, 256 * 1024).find((p) => p.key === "message-id");
+  return normalizeMessageId(pair?.value);
+}
+
+function headerObject(pairs: { key: string; value: string }[]): {
+  headers: Record<string, string | string[]>;
+  truncated: boolean;
+} {
+  const headers: Record<string, string | string[]> = {};
+  let budget = HEADERS_JSON_LIMIT;
+  let truncated = false;
+  for (const { key, value } of pairs) {
+    const cost = key.length + value.length + 8;
+    if (cost > budget) {
+      truncated = true;
+      continue;
+    }
+    budget -= cost;
+    const current = headers[key];
+    if (current === undefined) headers[key] = value;
+    else if (Array.isArray(current)) current.push(value);
+    else headers[key] = [current, value];
+  }
+  return { headers, truncated };
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function toBytes(content: ArrayBuffer | Uint8Array | string): Uint8Array {
+  if (typeof content === "string") return new TextEncoder().encode(content);
+  return content instanceof Uint8Array ? content : new Uint8Array(content);
+}
+
+function firstMailbox(addr: Address | undefined): { address: string; name: string } | null {
+  if (!addr) return null;
+  if (addr.group)
+    return addr.group[0] ? { address: addr.group[0].address.toLowerCase(), name: addr.group[0].name } : null;
+  return addr.address ? { address: addr.address.toLowerCase(), name: addr.name } : null;
+}
+
+/** Bare, lower-cased addresses (groups flattened, empties dropped). */
+function addresses(list: Address[] | undefined): string[] {
+  const out: string[] = [];
+  for (const a of list ?? []) {
+    for (const m of a.group ?? [a]) {
+      if (m.address?.includes("@")) out.push(m.address.toLowerCase());
+    }
+  }
+  return [...new Set(out)];
+}
+
+/** `<id@host>` form, trimmed; a bare `id@host` gets its brackets. */
+export function normalizeMessageId(value: string | null | undefined): string | null {
+  if (!value) return null;
+  const inBrackets = /<([^<>\s]+)>/.exec(value);
+  const id = inBrackets?.[1] ?? value.trim().split(/\s+/)[0];
+  return id ? `<${id}>` : null;
+}
+
+/** Every `<id>` of an In-Reply-To / References value, in order. */
+export function messageIdList(value: string | null | undefined): string[] {
+  if (!value) return [];
+  const ids = [...value.matchAll(/<([^<>\s]+)>/g)].map((m) => `<${m[1]}>`);
+  if (ids.length === 0) {
+    const bare = normalizeMessageId(value);
+    return bare ? [bare] : [];
+  }
+  return ids.slice(-100);
+}
+
+function reportTypeOf(contentType: string | undefined): ParsedMail["reportType"] {
+  if (!contentType || !/^\s*multipart\/report/i.test(contentType)) return null;
+  const rt = /report-type\s*=\s*"?([\w-]+)/i.exec(contentType)?.[1]?.toLowerCase();
+  if (rt === "delivery-status" || rt === "global-delivery-status") return "delivery_status";
+  if (rt === "feedback-report") return "feedback";
+  return null;
+}
+
+/**
+ * Why this mail is automatic, or null when it looks written by a person. Agents use it to avoid
+ * answering auto-replies, bounces and list mail (RFC 3834 and the de-facto Precedence header).
+ */
+function autoSubmittedMarker(headers: Record<string, string | string[]>, reportType: ParsedMail["reportType"]) {
+  if (reportType === "delivery_status") return "delivery-status";
+  if (reportType === "feedback") return "feedback-report";
+  const auto = first(headers["auto-submitted"])?.trim().toLowerCase().split(/[\s;]/)[0];
+  if (auto && auto !== "no") return auto;
+  const precedence = first(headers.precedence)?.trim().toLowerCase();
+  if (precedence && ["bulk", "junk", "list", "auto_reply"].includes(precedence)) return `precedence-${precedence}`;
+  if (headers["x-autoreply"] || headers["x-autorespond"]) return "auto-replied";
+  if (headers["list-id"] || headers["list-unsubscribe"]) return "list";
+  return null;
+}
+
+/** Strips Re:/Fwd: prefixes (several languages, counters like Re[2]:) for subject threading. */
+export function subjectKey(subject: string | null): string | null {
+  if (!subject) return null;
+  let s = subject.trim();
+  const prefix = /^(re|fw|fwd|aw|sv|vs|antw|wg|tr|rif|r|res|enc)\s*(\[\d+\]|\(\d+\))?\s*:\s*/i;
+  for (let i = 0; i < 10 && prefix.test(s); i++) s = s.replace(prefix, "");
+  s = s.replace(/\s+/g, " ").trim().toLowerCase();
+  return s.length > 0 ? s.slice(0, 300) : null;
+}
+
+/**
+ * Verdicts from the topmost Authentication-Results (or ARC-Authentication-Results) header written
+ * by a trusted receiver. Anyone can put such a header in a message, so only the authserv-ids
+ * configured in TRUSTED_AUTHSERV_IDS count; the first match from the top is the one our own
+ * receiving layer prepended.
+ */
+export function authenticationVerdicts(
+  headers: Record<string, string | string[]>,
+  trusted: string[],
+): AuthVerdicts | null {
+  const list = (k: string) => {
+    const v = headers[k];
+    return v === undefined ? [] : Array.isArray(v) ? v : [v];
+  };
+  const candidates = [
+    ...list("authentication-results"),
+    ...list("arc-authentication-results").map((v) => v.replace(/^\s*i\s*=\s*\d+\s*;/i, "")),
+  ];
+  for (const value of candidates) {
+    const clean = value.replace(/\([^()]*\)/g, " ");
+    const parts = clean.split(";").map((p) => p.trim());
+    const authservId = parts[0]?.split(/\s+/)[0]?.toLowerCase();
+    if (!authservId || !trusted.includes(authservId)) continue;
+    const verdict = (method: string) => {
+      for (const p of parts.slice(1)) {
+        const m = new RegExp(`^${method}\\s*=\\s*([a-z]+)`, "i").exec(p);
+        if (m?.[1]) return m[1].toLowerCase();
+      }
+      return null;
+    };
+    return { spf: verdict("spf"), dkim: verdict("dkim"), dmarc: verdict("dmarc"), authserv_id: authservId };
+  }
+  return null;
+}
+
+/** Visible text of an HTML body, for the search index when a message has no text part. */
+export function htmlToPlain(html: string): string {
+  return html
+    .replace(/<(script|style|head)[\s\S]*?<\/\1\s*>/gi, " ")
+    .replace(/<[^>]*>/g, " ")
+    .replace(/&nbsp;/gi, " ")
+    .replace(/&amp;/gi, "&")
+    .replace(/&lt;/gi, "<")
+    .replace(/&gt;/gi, ">")
+    .replace(/&quot;/gi, '"')
+    .replace(/&#(\d+);/g, (_, n) => String.fromCodePoint(Math.min(Number(n), 0x10ffff)))
+    .replace(/\s+/g, " ")
+    .trim();
+}

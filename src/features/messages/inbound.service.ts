@@ -1,0 +1,417 @@
+import { and, desc, eq, gte, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { createDb, type Db } from "../../db/client";
+import { isUniqueViolation } from "../../db/errors";
+import {
+  type AccountRow,
+  type AttachmentMeta,
+  accounts,
+  attachments,
+  type InboxRow,
+  inboxes,
+  type MessageRow,
+  messages,
+  threads,
+} from "../../db/schema";
+import { inList } from "../../db/sql";
+import { canonicalRecipient } from "../../email/address";
+import {
+  authenticationVerdicts,
+  htmlToPlain,
+  type ParsedMail,
+  parseMail,
+  rawMessageId,
+  subjectKey,
+} from "../../email/parse";
+import { readReport } from "../../email/reports";
+import type { Bindings } from "../../env";
+import type { ServiceContext } from "../../lib/context";
+import { sha256Hex, toHex } from "../../lib/crypto";
+import { AppError } from "../../lib/errors";
+import { newId } from "../../lib/ids";
+import { DAY_MS } from "../../lib/time";
+import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { eventStatement } from "../events/events.service";
+import { reportStatements } from "./reports.service";
+import { attachmentKey, bodyKey, rawKey } from "./storage";
+
+/** Email Routing's own limit; the HTTP relay endpoint applies the same. */
+export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
+/** Bodies above this many bytes go to R2 so a message row stays far below D1's 2 MB. */
+export const BODY_INLINE_LIMIT = 384 * 1024;
+/** The search index reads at most this much body text per message. */
+const SEARCH_TEXT_LIMIT = 32 * 1024;
+const SUBJECT_THREAD_WINDOW_MS = 7 * DAY_MS;
+/** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
+const DEFAULT_TRUSTED_AUTHSERV_IDS = "mx.cloudflare.net";
+
+export interface InboundMail {
+  /** The exact bytes received, read only once the recipient is known to exist. */
+  readRaw: () => Promise<Uint8Array>;
+  envelopeFrom: string | null;
+  envelopeTo: string;
+  via: "email_routing" | "inbound_webhook" | "internal";
+  requestId: string | null;
+}
+
+export interface InboundResult {
+  outcome: "stored" | "duplicate";
+  messageId: string;
+  inboxId: string;
+  accountId: string;
+}
+
+/** A recipient mailbot will not accept mail for (unknown, deactivated, disabled, suspended). */
+export class RecipientRejected extends AppError {
+  constructor(message: string) {
+    super(404, "unknown_recipient", message);
+  }
+}
+
+export class MessageTooLarge extends AppError {
+  constructor(size: number) {
+    super(413, "message_too_large", `The message is ${size} bytes; the limit is ${MAX_INBOUND_BYTES} bytes (25 MiB).`, {
+      limit_bytes: MAX_INBOUND_BYTES,
+    });
+  }
+}
+
+/** Finds the inbox an envelope recipient reaches, or refuses it with a reason for the sender. */
+export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
+  const { address } = canonicalRecipient(envelopeTo);
+  const row = await db
+    .select({ inbox: inboxes, account: accounts })
+    .from(inboxes)
+    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
+    .where(eq(inboxes.address, address))
+    .get();
+  if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
+  if (row.account.status !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
+  if (row.inbox.status !== "active") throw new RecipientRejected(`The mailbox ${address} is disabled.`);
+  return row;
+}
+
+/**
+ * The inbound pipeline, shared by Email Routing, the relay webhook and internal delivery: resolve
+ * the recipient, keep the raw bytes in R2 before anything can fail on them, parse, keep each
+ * attachment, thread, and write message + attachments + thread + event + audit in one batch.
+ * A redelivery of the same mail to the same inbox stores nothing twice.
+ */
+export async function receiveMail(env: Bindings, input: InboundMail, now = Date.now()): Promise<InboundResult> {
+  const db = createDb(env.DB);
+  const { inbox } = await resolveRecipient(db, input.envelopeTo);
+  const raw = await input.readRaw();
+  if (raw.byteLength > MAX_INBOUND_BYTES) throw new MessageTooLarge(raw.byteLength);
+  const mail = { ...input, raw };
+  const ctx: ServiceContext = {
+    accountId: inbox.accountId,
+    actor: { type: "system", id: null },
+    requestId: mail.requestId,
+    db,
+    env,
+    now: () => now,
+  };
+
+  const dedupeKey = rawMessageId(mail.raw) ?? `sha256:${await sha256Hex(mail.raw)}`;
+  const existing = await findByDedupe(db, inbox.id, dedupeKey);
+  if (existing) return { outcome: "duplicate", messageId: existing, inboxId: inbox.id, accountId: inbox.accountId };
+
+  const messageId = newId("msg", now);
+  const keyOfRaw = rawKey(inbox.accountId, inbox.id, messageId);
+  await env.MAIL_BUCKET.put(keyOfRaw, mail.raw, {
+    httpMetadata: { contentType: "message/rfc822" },
+    customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
+  });
+  const written = [keyOfRaw];
+  try {
+    const parsed = await parseMail(mail.raw);
+    return await storeParsed(ctx, inbox, mail, parsed, { messageId, dedupeKey, rawKey: keyOfRaw, written });
+  } catch (err) {
+    // Only a lost race (the same mail stored by a concurrent delivery) undoes the R2 writes;
+    // any other failure leaves the raw object in place, so nothing received is ever lost.
+    if (isUniqueViolation(err, "messages.inbox_id, messages.dedupe_key")) {
+      await env.MAIL_BUCKET.delete(written);
+      const winner = await findByDedupe(db, inbox.id, dedupeKey);
+      if (winner) return { outcome: "duplicate", messageId: winner, inboxId: inbox.id, accountId: inbox.accountId };
+    }
+    throw err;
+  }
+}
+
+async function findByDedupe(db: Db, inboxId: string, dedupeKey: string): Promise<string | null> {
+  const row = await db
+    .select({ id: messages.id })
+    .from(messages)
+    .where(and(eq(messages.inboxId, inboxId), eq(messages.dedupeKey, dedupeKey)))
+    .get();
+  return row?.id ?? null;
+}
+
+interface StoreIds {
+  messageId: string;
+  dedupeKey: string;
+  rawKey: string;
+  /** R2 keys written so far (the caller removes them if the mail turns out to be a duplicate). */
+  written: string[];
+}
+
+async function storeParsed(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  mail: InboundMail & { raw: Uint8Array },
+  parsed: ParsedMail,
+  ids: StoreIds,
+): Promise<InboundResult> {
+  const env = ctx.env;
+  const now = ctx.now();
+
+  const attachmentRows = await Promise.all(
+    parsed.attachments.map(async (a) => {
+      const id = newId("att", now);
+      const key = attachmentKey(inbox.accountId, inbox.id, ids.messageId, id);
+      ids.written.push(key);
+      await env.MAIL_BUCKET.put(key, a.content, {
+        httpMetadata: { contentType: a.contentType },
+        customMetadata: { filename: a.filename ?? "" },
+      });
+      const digest = toHex(await crypto.subtle.digest("SHA-256", a.content));
+      return {
+        id,
+        accountId: inbox.accountId,
+        inboxId: inbox.id,
+        messageId: ids.messageId,
+        filename: a.filename,
+        contentType: a.contentType,
+        size: a.content.byteLength,
+        contentId: a.contentId,
+        disposition: a.disposition,
+        r2Key: key,
+        sha256: digest,
+        createdAt: now,
+      };
+    }),
+  );
+
+  const bodyText = await inlineOrR2(
+    env,
+    parsed.bodyText,
+    bodyKey(inbox.accountId, inbox.id, ids.messageId, "txt"),
+    ids,
+  );
+  const bodyHtml = await inlineOrR2(
+    env,
+    parsed.bodyHtml,
+    bodyKey(inbox.accountId, inbox.id, ids.messageId, "html"),
+    ids,
+  );
+
+  const trusted = (env.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS)
+    .split(",")
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  const participants = [
+    ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
+  ].slice(0, 50);
+  const labels = ["unread"];
+  const thread = await findThread(ctx, inbox.id, parsed);
+  const threadId = thread ?? newId("thr", now);
+
+  const attachmentMeta: AttachmentMeta[] = attachmentRows.map((a) => ({
+    id: a.id,
+    filename: a.filename,
+    content_type: a.contentType,
+    size: a.size,
+    content_id: a.contentId,
+    disposition: a.disposition,
+  }));
+  const searchBody = parsed.bodyText ?? (parsed.bodyHtml ? htmlToPlain(parsed.bodyHtml) : "");
+  const row: MessageRow = {
+    id: ids.messageId,
+    accountId: inbox.accountId,
+    inboxId: inbox.id,
+    threadId,
+    direction: "inbound",
+    status: "received",
+    fromAddress: parsed.fromAddress,
+    fromName: parsed.fromName,
+    to: parsed.to,
+    cc: parsed.cc,
+    bcc: [],
+    replyTo: parsed.replyTo,
+    subject: parsed.subject,
+    bodyText: bodyText.inline,
+    bodyHtml: bodyHtml.inline,
+    bodyTextKey: bodyText.key,
+    bodyHtmlKey: bodyHtml.key,
+    headers: parsed.headers,
+    headersTruncated: parsed.headersTruncated,
+    rfcMessageId: parsed.rfcMessageId,
+    inReplyTo: parsed.inReplyTo,
+    references: parsed.references,
+    labels,
+    attachments: attachmentMeta,
+    size: mail.raw.byteLength,
+    authentication: authenticationVerdicts(parsed.headers, trusted),
+    autoSubmitted: parsed.autoSubmitted,
+    reportType: parsed.reportType,
+    parseError: parsed.parseError,
+    envelopeFrom: mail.envelopeFrom,
+    envelopeTo: mail.envelopeTo.toLowerCase(),
+    rawKey: ids.rawKey,
+    dedupeKey: ids.dedupeKey,
+    searchText: searchBody.slice(0, SEARCH_TEXT_LIMIT),
+    searchAddresses: [parsed.fromName, ...participants].filter(Boolean).join(" "),
+    complainedAt: null,
+    createdAt: now,
+    updatedAt: now,
+    sentAt: null,
+    receivedAt: now,
+  };
+
+  const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
+  for (const a of attachmentRows) statements.push(ctx.db.insert(attachments).values(a));
+  if (thread) {
+    statements.push(
+      ctx.db
+        .update(threads)
+        .set({
+          messageCount: sql`${threads.messageCount} + 1`,
+          lastMessageAt: sql`max(${threads.lastMessageAt}, ${now})`,
+          participants: sql`(SELECT json_group_array(value) FROM (SELECT value FROM json_each(${threads.participants}) UNION SELECT value FROM json_each(${JSON.stringify(participants)})))`,
+          labels: sql`(SELECT json_group_array(value) FROM (SELECT value FROM json_each(${threads.labels}) UNION SELECT value FROM json_each(${JSON.stringify(labels)})))`,
+          updatedAt: now,
+        })
+        .where(and(eq(threads.id, thread), eq(threads.accountId, inbox.accountId))),
+    );
+  } else {
+    statements.push(
+      ctx.db.insert(threads).values({
+        id: threadId,
+        accountId: inbox.accountId,
+        inboxId: inbox.id,
+        subject: parsed.subject,
+        subjectKey: subjectKey(parsed.subject),
+        participants,
+        messageCount: 1,
+        lastMessageAt: now,
+        labels,
+        createdAt: now,
+        updatedAt: now,
+      }),
+    );
+  }
+
+  const event = eventStatement(
+    ctx,
+    "message.received",
+    { inboxId: inbox.id, threadId, messageId: row.id },
+    {
+      message_id: row.id,
+      inbox_id: inbox.id,
+      thread_id: threadId,
+      from_address: row.fromAddress,
+      from_name: row.fromName,
+      to: row.to,
+      cc: row.cc,
+      subject: row.subject,
+      body_text: row.bodyText,
+      body_html: row.bodyHtml,
+      body_truncated: Boolean(row.bodyTextKey || row.bodyHtmlKey),
+      attachments: attachmentMeta,
+      auto_submitted: row.autoSubmitted !== null,
+      report_type: row.reportType,
+      parse_error: row.parseError,
+    },
+  );
+  statements.push(event.statement);
+
+  const audit: AuditEntry[] = [
+    {
+      action: "message.received",
+      target: { type: "message", id: row.id },
+      inboxId: inbox.id,
+      metadata: {
+        thread_id: threadId,
+        from: row.fromAddress,
+        envelope_from: mail.envelopeFrom,
+        envelope_to: row.envelopeTo,
+        via: mail.via,
+        size: row.size,
+        attachments: attachmentRows.length,
+        rfc_message_id: row.rfcMessageId,
+        event_id: event.id,
+      },
+    },
+  ];
+  if (parsed.parseError) {
+    audit.push({
+      action: "message.parse_failed",
+      target: { type: "message", id: row.id },
+      inboxId: inbox.id,
+      metadata: { parse_error: parsed.parseError, raw_key: ids.rawKey },
+    });
+  }
+
+  const report = readReport(parsed);
+  if (report) {
+    const linked = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
+    statements.push(...linked.statements);
+    audit.push(...linked.audit);
+  }
+
+  await commitWithAudit(ctx, statements, audit);
+  return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
+}
+
+async function inlineOrR2(
+  env: Bindings,
+  body: string | null,
+  key: string,
+  ids: StoreIds,
+): Promise<{ inline: string | null; key: string | null }> {
+  if (body === null) return { inline: null, key: null };
+  const bytes = new TextEncoder().encode(body);
+  if (bytes.byteLength <= BODY_INLINE_LIMIT) return { inline: body, key: null };
+  ids.written.push(key);
+  await env.MAIL_BUCKET.put(key, bytes, {
+    httpMetadata: { contentType: key.endsWith(".html") ? "text/html; charset=utf-8" : "text/plain; charset=utf-8" },
+  });
+  return { inline: null, key };
+}
+
+/**
+ * The thread a message belongs to: In-Reply-To, then References from right to left, then the
+ * same normalised subject in this inbox within 7 days; null means a new thread.
+ */
+async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMail): Promise<string | null> {
+  const wanted = [parsed.inReplyTo, ...[...parsed.references].reverse()].filter((x): x is string => Boolean(x));
+  if (wanted.length > 0) {
+    const ids = [...new Set(wanted)].slice(0, 100);
+    const found = await ctx.db
+      .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
+      .from(messages)
+      .where(and(eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)))
+      .all();
+    const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
+    for (const id of ids) {
+      const hit = byRfc.get(id);
+      if (hit) return hit;
+    }
+  }
+  const key = subjectKey(parsed.subject);
+  if (!key) return null;
+  const recent = await ctx.db
+    .select({ id: threads.id })
+    .from(threads)
+    .where(
+      and(
+        eq(threads.inboxId, inboxId),
+        eq(threads.subjectKey, key),
+        gte(threads.lastMessageAt, ctx.now() - SUBJECT_THREAD_WINDOW_MS),
+      ),
+    )
+    .orderBy(desc(threads.lastMessageAt))
+    .limit(1)
+    .get();
+  return recent?.id ?? null;
+}

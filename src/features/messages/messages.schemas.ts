@@ -1,0 +1,148 @@
+import { z } from "@hono/zod-openapi";
+import { Timestamp } from "../../http/openapi";
+import { PageQuery } from "../../http/pagination";
+
+const Label = z.string().trim().min(1).max(64);
+const IdOf = (prefix: string, example: string) =>
+  z
+    .string()
+    .regex(new RegExp(`^${prefix}_[0-9a-z]{26}$`), `Must be a ${prefix}_… id`)
+    .openapi({ example });
+
+export const MessageParams = z.object({
+  inbox_id: IdOf("inbox", "inbox_01jd2x0000000000000000000").openapi({ param: { name: "inbox_id", in: "path" } }),
+  message_id: IdOf("msg", "msg_01jd2x0000000000000000000").openapi({ param: { name: "message_id", in: "path" } }),
+});
+
+export const AttachmentParams = MessageParams.extend({
+  attachment_id: IdOf("att", "att_01jd2x0000000000000000000").openapi({
+    param: { name: "attachment_id", in: "path" },
+  }),
+});
+
+export const InboxParam = MessageParams.pick({ inbox_id: true });
+
+/** A time filter: ISO-8601 date-time (or date) on the wire, epoch ms inside. */
+const TimeParam = z
+  .string()
+  .refine((v) => !Number.isNaN(Date.parse(v)), "Must be an ISO-8601 date-time")
+  .transform((v) => Date.parse(v))
+  .openapi({ type: "string", example: "2026-03-15T10:30:00.000Z" });
+
+export const ListMessagesQuery = PageQuery.extend({
+  direction: z.enum(["inbound", "outbound"]).optional(),
+  label: Label.optional(),
+  thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").optional(),
+  since: TimeParam.optional(),
+  until: TimeParam.optional(),
+});
+
+export const SearchMessagesQuery = PageQuery.extend({
+  q: z.string().trim().min(1).max(200).openapi({ example: "invoice march" }),
+});
+
+export const WaitMessagesQuery = z.object({
+  direction: z.enum(["inbound", "outbound"]).optional(),
+  from_address: z.string().trim().toLowerCase().min(1).max(320).optional(),
+  subject_contains: z.string().min(1).max(200).optional(),
+  since: TimeParam.optional().openapi({
+    description: "Only messages created at or after this time. Defaults to the moment of the call.",
+  }),
+  timeout_ms: z.coerce.number().int().min(0).max(30_000).default(30_000),
+});
+
+export const PatchMessageInput = z
+  .object({
+    labels: z.array(Label).max(50).optional().openapi({ description: "Replaces the labels." }),
+    add_labels: z.array(Label).max(50).optional(),
+    remove_labels: z.array(Label).max(50).optional(),
+  })
+  .strict()
+  .refine((v) => v.labels !== undefined || v.add_labels !== undefined || v.remove_labels !== undefined, {
+    message: "Give labels, add_labels or remove_labels",
+  })
+  .openapi("PatchMessageInput");
+
+export const AttachmentWire = z
+  .object({
+    id: z.string().openapi({ example: "att_01jd2x0000000000000000000" }),
+    filename: z.string().nullable(),
+    content_type: z.string(),
+    size: z.number().int(),
+    content_id: z.string().nullable(),
+    disposition: z.enum(["attachment", "inline"]),
+  })
+  .openapi("Attachment");
+
+export const MessageWire = z
+  .object({
+    id: z.string().openapi({ example: "msg_01jd2x0000000000000000000" }),
+    inbox_id: z.string(),
+    thread_id: z.string(),
+    direction: z.enum(["inbound", "outbound"]),
+    status: z.string().openapi({ description: "inbound: received; outbound: queued … sent | failed" }),
+    from_address: z.string().nullable(),
+    from_name: z.string().nullable(),
+    to: z.array(z.string()),
+    cc: z.array(z.string()),
+    reply_to: z.string().nullable(),
+    subject: z.string().nullable(),
+    body_text: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
+    body_html: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
+    headers: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
+    headers_truncated: z.boolean(),
+    rfc_message_id: z.string().nullable(),
+    in_reply_to: z.string().nullable(),
+    references: z.array(z.string()),
+    labels: z.array(z.string()),
+    attachments: z.array(AttachmentWire),
+    size: z.number().int(),
+    authentication: z
+      .object({
+        spf: z.string().nullable(),
+        dkim: z.string().nullable(),
+        dmarc: z.string().nullable(),
+        authserv_id: z.string(),
+      })
+      .nullable(),
+    auto_submitted: z.boolean().openapi({
+      description: "True for auto-replies, bounces, reports and bulk/list mail: do not answer these automatically.",
+    }),
+    auto_submitted_reason: z.string().nullable(),
+    report_type: z.enum(["delivery_status", "feedback"]).nullable(),
+    parse_error: z.string().nullable().openapi({
+      description: "Set when the MIME could not be parsed; the raw message is still stored and downloadable.",
+    }),
+    envelope_from: z.string().nullable(),
+    envelope_to: z.string().nullable(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    sent_at: Timestamp.nullable(),
+    received_at: Timestamp.nullable(),
+  })
+  .openapi("Message");
+
+export const ThreadParams = z.object({
+  inbox_id: InboxParam.shape.inbox_id,
+  thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").openapi({ param: { name: "thread_id", in: "path" } }),
+});
+
+export const ListThreadsQuery = PageQuery.extend({ label: Label.optional() });
+
+export const ThreadWire = z
+  .object({
+    id: z.string().openapi({ example: "thr_01jd2x0000000000000000000" }),
+    inbox_id: z.string(),
+    subject: z.string().nullable(),
+    participants: z.array(z.string()),
+    message_count: z.number().int(),
+    last_message_at: Timestamp,
+    labels: z.array(z.string()),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .openapi("Thread");
+
+export const ThreadWithMessagesWire = ThreadWire.extend({
+  messages: z.array(MessageWire).openapi({ description: "Oldest first (at most 200)." }),
+}).openapi("ThreadWithMessages");

@@ -1,0 +1,286 @@
+import type { z } from "@hono/zod-openapi";
+import { and, asc, desc, eq, gte, lt, type SQL, sql } from "drizzle-orm";
+import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
+import type { Page } from "../../http/pagination";
+import type { ServiceContext } from "../../lib/context";
+import { NotFound } from "../../lib/errors";
+import { idFloor } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { commitWithAudit } from "../audit/audit.service";
+import type { MessageWire, PatchMessageInput } from "./messages.schemas";
+
+/** A restricted key sees only its inboxes; anything else is a plain 404. */
+export function assertInboxAllowed(ctx: ServiceContext, inboxId: string): void {
+  if (ctx.inboxIds && !ctx.inboxIds.includes(inboxId)) throw new NotFound("Inbox");
+}
+
+/** 404 unless the inbox belongs to the caller (and the key may use it). */
+export async function requireInbox(ctx: ServiceContext, inboxId: string): Promise<void> {
+  assertInboxAllowed(ctx, inboxId);
+  const row = await ctx.db
+    .select({ id: inboxes.id })
+    .from(inboxes)
+    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
+    .get();
+  if (!row) throw new NotFound("Inbox");
+}
+
+export interface MessageFilters {
+  direction?: "inbound" | "outbound" | undefined;
+  label?: string | undefined;
+  threadId?: string | undefined;
+  sinceMs?: number | undefined;
+  untilMs?: number | undefined;
+}
+
+const hasLabel = (label: string) => sql`EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = ${label})`;
+
+/** Newest-first page of an inbox's messages. Time filters become a range on the (inbox_id, id) index. */
+export async function listMessages(
+  ctx: ServiceContext,
+  inboxId: string,
+  filters: MessageFilters,
+  page: Page,
+): Promise<MessageRow[]> {
+  await requireInbox(ctx, inboxId);
+  const where: SQL[] = [eq(messages.inboxId, inboxId), eq(messages.accountId, ctx.accountId)];
+  if (filters.direction) where.push(eq(messages.direction, filters.direction));
+  if (filters.threadId) where.push(eq(messages.threadId, filters.threadId));
+  if (filters.label) where.push(hasLabel(filters.label));
+  if (filters.sinceMs !== undefined) where.push(gte(messages.id, idFloor("msg", filters.sinceMs)));
+  if (filters.untilMs !== undefined) where.push(lt(messages.id, idFloor("msg", filters.untilMs + 1)));
+  if (page.before) where.push(lt(messages.id, page.before));
+  return ctx.db
+    .select()
+    .from(messages)
+    .where(and(...where))
+    .orderBy(desc(messages.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** One message of one of the caller's inboxes; 404 for anything else. */
+export async function getMessage(ctx: ServiceContext, inboxId: string, messageId: string): Promise<MessageRow> {
+  assertInboxAllowed(ctx, inboxId);
+  const row = await ctx.db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId), eq(messages.inboxId, inboxId)))
+    .get();
+  if (!row) throw new NotFound("Message");
+  return row;
+}
+
+/** Replaces, adds or removes labels; the thread's labels follow. Audited. */
+export async function patchMessage(
+  ctx: ServiceContext,
+  inboxId: string,
+  messageId: string,
+  patch: z.infer<typeof PatchMessageInput>,
+): Promise<MessageRow> {
+  const current = await getMessage(ctx, inboxId, messageId);
+  let labels = patch.labels ?? current.labels;
+  if (patch.add_labels) labels = [...labels, ...patch.add_labels];
+  if (patch.remove_labels) {
+    const remove = new Set(patch.remove_labels);
+    labels = labels.filter((l) => !remove.has(l));
+  }
+  labels = [...new Set(labels)].slice(0, 50);
+  const now = ctx.now();
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(messages)
+        .set({ labels, updatedAt: now })
+        .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId))),
+      // A thread is labelled with the union of its messages' labels.
+      ctx.db
+        .update(threads)
+        .set({
+          labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id})`,
+          updatedAt: now,
+        })
+        .where(and(eq(threads.id, current.threadId), eq(threads.accountId, ctx.accountId))),
+    ],
+    [
+      {
+        action: "message.labels_updated",
+        target: { type: "message", id: messageId },
+        inboxId,
+        metadata: { before: current.labels, after: labels },
+      },
+    ],
+  );
+  return { ...current, labels, updatedAt: now };
+}
+
+/** Turns free text into an FTS5 query: every word must appear (as a phrase, so operators are inert). */
+export function ftsQuery(q: string): string | null {
+  const words = q.match(/[\p{L}\p{N}][\p{L}\p{N}@._+'-]*/gu) ?? [];
+  if (words.length === 0) return null;
+  return words
+    .slice(0, 20)
+    .map((w) => `"${w.replace(/"/g, '""')}"`)
+    .join(" ");
+}
+
+/** Full-text search (subject, body, addresses) in one inbox, newest first. */
+export async function searchMessages(
+  ctx: ServiceContext,
+  inboxId: string,
+  q: string,
+  page: Page,
+): Promise<MessageRow[]> {
+  await requireInbox(ctx, inboxId);
+  const match = ftsQuery(q);
+  if (!match) return [];
+  const where: SQL[] = [
+    eq(messages.inboxId, inboxId),
+    eq(messages.accountId, ctx.accountId),
+    sql`${messages}.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ${match})`,
+  ];
+  if (page.before) where.push(lt(messages.id, page.before));
+  return ctx.db
+    .select()
+    .from(messages)
+    .where(and(...where))
+    .orderBy(desc(messages.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+export interface WaitFilters {
+  direction?: "inbound" | "outbound" | undefined;
+  fromAddress?: string | undefined;
+  subjectContains?: string | undefined;
+  sinceMs: number;
+  timeoutMs: number;
+}
+
+/**
+ * Long-poll: the oldest message at or after `since` that matches, as soon as one exists; null
+ * after `timeoutMs`. Polls D1 with a short, growing interval (a request that waits costs no CPU).
+ */
+export async function waitForMessage(
+  ctx: ServiceContext,
+  inboxId: string,
+  filters: WaitFilters,
+  signal?: AbortSignal,
+): Promise<MessageRow | null> {
+  await requireInbox(ctx, inboxId);
+  const where: SQL[] = [
+    eq(messages.inboxId, inboxId),
+    eq(messages.accountId, ctx.accountId),
+    gte(messages.id, idFloor("msg", filters.sinceMs)),
+  ];
+  if (filters.direction) where.push(eq(messages.direction, filters.direction));
+  if (filters.fromAddress) where.push(eq(messages.fromAddress, filters.fromAddress));
+  if (filters.subjectContains) {
+    where.push(sql`instr(lower(coalesce(${messages.subject}, '')), lower(${filters.subjectContains})) > 0`);
+  }
+  const deadline = Date.now() + filters.timeoutMs;
+  let interval = 200;
+  for (;;) {
+    const row = await ctx.db
+      .select()
+      .from(messages)
+      .where(and(...where))
+      .orderBy(asc(messages.id))
+      .limit(1)
+      .get();
+    if (row) return row;
+    const left = deadline - Date.now();
+    if (left <= 0 || signal?.aborted) return null;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(interval, left)));
+    interval = Math.min(interval * 1.5, 1000);
+  }
+}
+
+/** The stored raw bytes of a message (exactly what was received or sent). */
+export async function getRaw(ctx: ServiceContext, inboxId: string, messageId: string): Promise<R2ObjectBody> {
+  const row = await getMessage(ctx, inboxId, messageId);
+  const obj = await ctx.env.MAIL_BUCKET.get(row.rawKey);
+  if (!obj) throw new NotFound("Raw message");
+  return obj;
+}
+
+/** One attachment's metadata and bytes. */
+export async function getAttachment(
+  ctx: ServiceContext,
+  inboxId: string,
+  messageId: string,
+  attachmentId: string,
+): Promise<{ row: AttachmentRow; body: R2ObjectBody }> {
+  assertInboxAllowed(ctx, inboxId);
+  const row = await ctx.db
+    .select()
+    .from(attachments)
+    .where(
+      and(
+        eq(attachments.id, attachmentId),
+        eq(attachments.messageId, messageId),
+        eq(attachments.inboxId, inboxId),
+        eq(attachments.accountId, ctx.accountId),
+      ),
+    )
+    .get();
+  if (!row) throw new NotFound("Attachment");
+  const body = await ctx.env.MAIL_BUCKET.get(row.r2Key);
+  if (!body) throw new NotFound("Attachment");
+  return { row, body };
+}
+
+/** Bodies kept in R2 (too large for a row) are read back for the wire. */
+export async function withBodies(ctx: ServiceContext, rows: MessageRow[]): Promise<MessageRow[]> {
+  return Promise.all(
+    rows.map(async (row) => {
+      if (!row.bodyTextKey && !row.bodyHtmlKey) return row;
+      const read = async (key: string | null, inline: string | null) =>
+        key ? ((await (await ctx.env.MAIL_BUCKET.get(key))?.text()) ?? null) : inline;
+      return {
+        ...row,
+        bodyText: await read(row.bodyTextKey, row.bodyText),
+        bodyHtml: await read(row.bodyHtmlKey, row.bodyHtml),
+      };
+    }),
+  );
+}
+
+/** Wire shape of a message. */
+export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
+  return {
+    id: row.id,
+    inbox_id: row.inboxId,
+    thread_id: row.threadId,
+    direction: row.direction,
+    status: row.status,
+    from_address: row.fromAddress,
+    from_name: row.fromName,
+    to: row.to,
+    cc: row.cc,
+    reply_to: row.replyTo,
+    subject: row.subject,
+    body_text: row.bodyText,
+    body_html: row.bodyHtml,
+    headers: row.headers,
+    headers_truncated: row.headersTruncated,
+    rfc_message_id: row.rfcMessageId,
+    in_reply_to: row.inReplyTo,
+    references: row.references,
+    labels: row.labels,
+    attachments: row.attachments,
+    size: row.size,
+    authentication: row.authentication ?? null,
+    auto_submitted: row.autoSubmitted !== null,
+    auto_submitted_reason: row.autoSubmitted,
+    report_type: (row.reportType as "delivery_status" | "feedback" | null) ?? null,
+    parse_error: row.parseError,
+    envelope_from: row.envelopeFrom,
+    envelope_to: row.envelopeTo,
+    created_at: iso(row.createdAt),
+    updated_at: iso(row.updatedAt),
+    sent_at: iso(row.sentAt),
+    received_at: iso(row.receivedAt),
+  };
+}

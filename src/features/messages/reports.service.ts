@@ -1,0 +1,166 @@
+import { and, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import { canonicalRecipient } from "../../email/address";
+import type { DeliveryReport, ReportFinding } from "../../email/reports";
+import type { ServiceContext } from "../../lib/context";
+import { newId } from "../../lib/ids";
+import type { AuditEntry } from "../audit/audit.service";
+import { eventStatement } from "../events/events.service";
+
+/** Our outbound message a report is about. */
+interface LinkedMessage {
+  id: string;
+  inboxId: string;
+  threadId: string;
+  status: string;
+  fromAddress: string | null;
+  to: string[];
+  subject: string | null;
+}
+
+/**
+ * The single entry point for delivery reports (DSN bounces/delays/deliveries and ARF
+ * complaints): records each finding, links it to the outbound message it is about (by the
+ * original Message-ID, else by a `+msg_…` tag on the envelope recipient), marks that message and
+ * emits `message.bounced` / `message.delivered` / `message.complained`. Returns statements for
+ * the caller's batch. The Reputation feature hooks its per-inbox counters in here.
+ */
+export async function reportStatements(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  reportMessage: MessageRow,
+  report: DeliveryReport,
+  envelopeTo: string,
+): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; linked: LinkedMessage | null }> {
+  const linked = await findOriginal(ctx, report, envelopeTo);
+  const statements: BatchItem<"sqlite">[] = [];
+  const audit: AuditEntry[] = [];
+  const now = ctx.now();
+  let statusSet = false;
+
+  for (const finding of report.findings) {
+    statements.push(
+      ctx.db.insert(deliveryReports).values({
+        id: newId("dlv", now),
+        accountId: ctx.accountId,
+        inboxId: linked?.inboxId ?? inbox.id,
+        reportMessageId: reportMessage.id,
+        originalMessageId: linked?.id ?? null,
+        originalRfcMessageId: report.originalMessageId,
+        kind: finding.kind,
+        bounceType: finding.bounceType,
+        recipient: finding.recipient,
+        statusCode: finding.statusCode,
+        diagnostic: finding.diagnostic,
+        feedbackType: finding.feedbackType,
+        createdAt: now,
+      }),
+    );
+    if (!linked) continue;
+    const change = messageChange(finding, linked.status, now);
+    if (change && !statusSet) {
+      statements.push(
+        ctx.db
+          .update(messages)
+          .set(change)
+          .where(and(eq(messages.id, linked.id), eq(messages.accountId, ctx.accountId))),
+      );
+      if (change.status) statusSet = true;
+    }
+    const eventType =
+      finding.kind === "bounce"
+        ? "message.bounced"
+        : finding.kind === "complaint"
+          ? "message.complained"
+          : finding.kind === "delivered"
+            ? "message.delivered"
+            : null;
+    if (!eventType) continue;
+    const details = {
+      recipient: finding.recipient,
+      bounce_type: finding.bounceType,
+      status_code: finding.statusCode,
+      diagnostic: finding.diagnostic,
+      feedback_type: finding.feedbackType,
+      report_message_id: reportMessage.id,
+    };
+    const event = eventStatement(
+      ctx,
+      eventType,
+      { inboxId: linked.inboxId, threadId: linked.threadId, messageId: linked.id },
+      {
+        message_id: linked.id,
+        inbox_id: linked.inboxId,
+        thread_id: linked.threadId,
+        from_address: linked.fromAddress,
+        to: linked.to,
+        subject: linked.subject,
+        ...details,
+      },
+    );
+    statements.push(event.statement);
+    if (finding.kind !== "delivered") {
+      audit.push({
+        action: eventType,
+        target: { type: "message", id: linked.id },
+        inboxId: linked.inboxId,
+        metadata: { ...details, event_id: event.id },
+      });
+    }
+  }
+  return { statements, audit, linked };
+}
+
+/** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */
+function messageChange(
+  finding: ReportFinding,
+  currentStatus: string,
+  now: number,
+): { status?: string; complainedAt?: number; updatedAt: number } | null {
+  if (finding.kind === "bounce") return { status: "bounced", updatedAt: now };
+  if (finding.kind === "complaint") return { complainedAt: now, updatedAt: now };
+  if (finding.kind === "delivered" && currentStatus === "sent") return { status: "delivered", updatedAt: now };
+  return null;
+}
+
+async function findOriginal(
+  ctx: ServiceContext,
+  report: DeliveryReport,
+  envelopeTo: string,
+): Promise<LinkedMessage | null> {
+  const columns = {
+    id: messages.id,
+    inboxId: messages.inboxId,
+    threadId: messages.threadId,
+    status: messages.status,
+    fromAddress: messages.fromAddress,
+    to: messages.to,
+    subject: messages.subject,
+  };
+  if (report.originalMessageId) {
+    const byRfc = await ctx.db
+      .select(columns)
+      .from(messages)
+      .where(
+        and(
+          eq(messages.accountId, ctx.accountId),
+          eq(messages.rfcMessageId, report.originalMessageId),
+          eq(messages.direction, "outbound"),
+        ),
+      )
+      .get();
+    if (byRfc) return byRfc;
+  }
+  // A bounce address of the form `inbox+msg_…@domain` names the message directly (VERP).
+  const tag = canonicalRecipient(envelopeTo).tag;
+  if (tag && /^msg_[0-9a-z]{26}$/.test(tag)) {
+    const byTag = await ctx.db
+      .select(columns)
+      .from(messages)
+      .where(and(eq(messages.accountId, ctx.accountId), eq(messages.id, tag), eq(messages.direction, "outbound")))
+      .get();
+    if (byTag) return byTag;
+  }
+  return null;
+}

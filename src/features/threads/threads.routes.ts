@@ -1,0 +1,62 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { AppEnv } from "../../env";
+import { requireScope } from "../../http/auth";
+import { serviceContext } from "../../http/context";
+import { jsonRoute } from "../../http/openapi";
+import { validationHook } from "../../http/validation";
+import {
+  InboxParam,
+  ListThreadsQuery,
+  ThreadParams,
+  ThreadWire,
+  ThreadWithMessagesWire,
+} from "../messages/messages.schemas";
+import { toMessageWire, withBodies } from "../messages/messages.service";
+import { getThread, listThreads, threadPageOf, toThreadPage, toThreadWire } from "./threads.service";
+
+const tags = ["Threads"];
+
+export const threadRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+
+threadRoutes.openapi(
+  jsonRoute({
+    request: { params: InboxParam, query: ListThreadsQuery },
+    method: "get",
+    path: "/inboxes/{inbox_id}/threads",
+    tags,
+    summary: "List an inbox's threads (most recently active first)",
+    data: ThreadWire,
+    list: true,
+  }),
+  async (c) => {
+    requireScope(c, "read");
+    const query = c.req.valid("query");
+    const rows = await listThreads(
+      serviceContext(c),
+      c.req.valid("param").inbox_id,
+      { label: query.label },
+      toThreadPage(query),
+    );
+    const { items, nextCursor } = threadPageOf(rows, query.limit);
+    return c.json({ data: items.map(toThreadWire), meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
+  },
+);
+
+threadRoutes.openapi(
+  jsonRoute({
+    request: { params: ThreadParams },
+    method: "get",
+    path: "/inboxes/{inbox_id}/threads/{thread_id}",
+    tags,
+    summary: "Get a thread with its messages (oldest first)",
+    data: ThreadWithMessagesWire,
+  }),
+  async (c) => {
+    requireScope(c, "read");
+    const ctx = serviceContext(c);
+    const { inbox_id, thread_id } = c.req.valid("param");
+    const { thread, messages } = await getThread(ctx, inbox_id, thread_id);
+    const full = await withBodies(ctx, messages);
+    return c.json({ data: { ...toThreadWire(thread), messages: full.map(toMessageWire) } }, 200);
+  },
+);

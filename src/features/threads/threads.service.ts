@@ -1,0 +1,106 @@
+import type { z } from "@hono/zod-openapi";
+import { and, asc, desc, eq, lt, or, type SQL, sql } from "drizzle-orm";
+import { type MessageRow, messages, type ThreadRow, threads } from "../../db/schema";
+import type { ServiceContext } from "../../lib/context";
+import { BadRequest, NotFound } from "../../lib/errors";
+import { iso } from "../../lib/time";
+import type { ThreadWire } from "../messages/messages.schemas";
+import { assertInboxAllowed, requireInbox } from "../messages/messages.service";
+
+/** A thread page is ordered by latest activity, so its cursor carries (last_message_at, id). */
+export interface ThreadPage {
+  limit: number;
+  after?: { lastMessageAt: number; id: string };
+}
+
+export function toThreadPage(query: { limit: number; cursor?: string | undefined }): ThreadPage {
+  if (!query.cursor) return { limit: query.limit };
+  let decoded = "";
+  try {
+    decoded = atob(query.cursor.replace(/-/g, "+").replace(/_/g, "/"));
+  } catch {
+    throw new BadRequest("invalid_cursor", "The cursor is not valid.");
+  }
+  const m = /^(\d{1,15})\.(thr_[0-9a-z]{26})$/.exec(decoded);
+  if (!m?.[1] || !m[2]) throw new BadRequest("invalid_cursor", "The cursor is not valid.");
+  return { limit: query.limit, after: { lastMessageAt: Number(m[1]), id: m[2] } };
+}
+
+export function threadPageOf(rows: ThreadRow[], limit: number): { items: ThreadRow[]; nextCursor: string | null } {
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  const nextCursor =
+    rows.length > limit && last
+      ? btoa(`${last.lastMessageAt}.${last.id}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")
+      : null;
+  return { items, nextCursor };
+}
+
+/** An inbox's threads, most recently active first. */
+export async function listThreads(
+  ctx: ServiceContext,
+  inboxId: string,
+  filters: { label?: string | undefined },
+  page: ThreadPage,
+): Promise<ThreadRow[]> {
+  await requireInbox(ctx, inboxId);
+  const where: (SQL | undefined)[] = [eq(threads.inboxId, inboxId), eq(threads.accountId, ctx.accountId)];
+  if (filters.label)
+    where.push(sql`EXISTS (SELECT 1 FROM json_each(${threads.labels}) WHERE value = ${filters.label})`);
+  if (page.after) {
+    where.push(
+      or(
+        lt(threads.lastMessageAt, page.after.lastMessageAt),
+        and(eq(threads.lastMessageAt, page.after.lastMessageAt), lt(threads.id, page.after.id)),
+      ),
+    );
+  }
+  return ctx.db
+    .select()
+    .from(threads)
+    .where(and(...where))
+    .orderBy(desc(threads.lastMessageAt), desc(threads.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** Most messages a thread response carries (oldest first); the messages list pages through more. */
+export const THREAD_MESSAGES_LIMIT = 200;
+
+/** One thread with its messages, oldest first. */
+export async function getThread(
+  ctx: ServiceContext,
+  inboxId: string,
+  threadId: string,
+): Promise<{ thread: ThreadRow; messages: MessageRow[] }> {
+  assertInboxAllowed(ctx, inboxId);
+  const thread = await ctx.db
+    .select()
+    .from(threads)
+    .where(and(eq(threads.id, threadId), eq(threads.inboxId, inboxId), eq(threads.accountId, ctx.accountId)))
+    .get();
+  if (!thread) throw new NotFound("Thread");
+  const rows = await ctx.db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.threadId, threadId), eq(messages.accountId, ctx.accountId)))
+    .orderBy(asc(messages.id))
+    .limit(THREAD_MESSAGES_LIMIT)
+    .all();
+  return { thread, messages: rows };
+}
+
+/** Wire shape of a thread. */
+export function toThreadWire(row: ThreadRow): z.infer<typeof ThreadWire> {
+  return {
+    id: row.id,
+    inbox_id: row.inboxId,
+    subject: row.subject,
+    participants: row.participants,
+    message_count: row.messageCount,
+    last_message_at: iso(row.lastMessageAt),
+    labels: row.labels,
+    created_at: iso(row.createdAt),
+    updated_at: iso(row.updatedAt),
+  };
+}
