@@ -16,6 +16,7 @@ export default defineConfig(async () => {
             MAIL_DOMAIN: "mailbot.test",
             ADMIN_TOKEN: "test-admin-token-0123456789",
             INBOUND_SECRET: "test-inbound-secret",
+            TRUSTED_AUTHSERV_IDS: "mx.cloudflare.net",
             // Generous limits so suites can run fast; the limit tests set their own tier.
             TIER_LIMITS: JSON.stringify({
               sandbox: { requests_per_minute: 100000, burst: 100000 },

@@ -36,7 +36,11 @@ export function readReport(mail: ParsedMail): DeliveryReport | null {
   );
   const originalBytes = original ? bytesOf(original.content) : null;
   const originalHeaders = originalBytes ? rawHeaderPairs(originalBytes) : [];
-  const originalMessageId = normalizeMessageId(originalHeaders.find((h) => h.key === "message-id")?.value);
+  // Some reporters (the RFC 5965 example among them) break the returned header block with a
+  // stray blank line, so fall back to the first Message-ID line anywhere in the returned part.
+  const originalMessageId =
+    normalizeMessageId(originalHeaders.find((h) => h.key === "message-id")?.value) ??
+    (originalBytes ? normalizeMessageId(/^message-id:[ \t]*(\S+)/im.exec(decoder.decode(originalBytes))?.[1]) : null);
 
   if (mail.reportType === "delivery_status") {
     const part = parts.find((a) => /^message\/(global-)?delivery-status$/.test(a.mimeType));

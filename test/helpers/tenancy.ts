@@ -12,6 +12,13 @@ export type IdFixtures = Record<string, string>;
 /** Sample bodies so validation passes and the ownership check is what answers. */
 const SAMPLE_BODIES: Record<string, unknown> = {
   "PATCH /v1/inboxes/{inbox_id}": { display_name: "hijacked" },
+  "PATCH /v1/inboxes/{inbox_id}/messages/{message_id}": { labels: ["hijacked"] },
+};
+
+/** Required query parameters, for the same reason. */
+const SAMPLE_QUERIES: Record<string, string> = {
+  "GET /v1/inboxes/{inbox_id}/messages/search": "?q=hello",
+  "GET /v1/inboxes/{inbox_id}/messages/wait": "?timeout_ms=0",
 };
 
 export interface TenancyResult {
@@ -35,7 +42,7 @@ export async function expectTenancyOnEveryIdRoute(
       });
       const label = `${method.toUpperCase()} ${path}`;
       const body = SAMPLE_BODIES[label] ?? (method === "get" || method === "delete" ? undefined : {});
-      const res = await call(method.toUpperCase(), url, { key: intruderKey, body });
+      const res = await call(method.toUpperCase(), url + (SAMPLE_QUERIES[label] ?? ""), { key: intruderKey, body });
       expectError(res, 404, "not_found");
       for (const secret of [...Object.values(owner.ids), ...owner.secrets]) {
         expect(res.text, `${label} leaked ${secret}`).not.toContain(secret);

@@ -1,7 +1,29 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { call, registerAccount } from "../helpers/api";
+import { deliver, mail } from "../helpers/mail";
 import { expectTenancyOnEveryIdRoute } from "../helpers/tenancy";
+
+const WITH_ATTACHMENT = (to: string) =>
+  mail({
+    to,
+    subject: "Quarterly numbers",
+    contentType: 'multipart/mixed; boundary="b1"',
+    body: [
+      "--b1",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "See attached.",
+      "--b1",
+      'Content-Type: application/pdf; name="q3.pdf"',
+      'Content-Disposition: attachment; filename="q3.pdf"',
+      "Content-Transfer-Encoding: base64",
+      "",
+      "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK",
+      "--b1--",
+      "",
+    ].join("\r\n"),
+  });
 
 describe("tenancy", () => {
   it("another account's ids are 404 on every route with an id, and leak nothing", async () => {
@@ -9,12 +31,28 @@ describe("tenancy", () => {
     const b = await registerAccount("intruder");
     const extraKey = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
     expect(extraKey.status).toBe(201);
+    expect((await deliver(WITH_ATTACHMENT(a.inbox.address), a.inbox.address)).setReject).not.toHaveBeenCalled();
+    const stored = await env.DB.prepare(
+      "SELECT m.id AS message_id, m.thread_id, a.id AS attachment_id FROM messages m JOIN attachments a ON a.message_id = m.id WHERE m.inbox_id = ?",
+    )
+      .bind(a.inbox.id)
+      .first<{ message_id: string; thread_id: string; attachment_id: string }>();
+    if (!stored) throw new Error("the fixture message was not stored");
 
     const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
       .first<{ n: number }>();
     const { checked } = await expectTenancyOnEveryIdRoute(
-      { ids: { inbox_id: a.inbox.id, key_id: extraKey.body.data.id }, secrets: [a.inbox.address, a.account.email] },
+      {
+        ids: {
+          inbox_id: a.inbox.id,
+          key_id: extraKey.body.data.id,
+          message_id: stored.message_id,
+          thread_id: stored.thread_id,
+          attachment_id: stored.attachment_id,
+        },
+        secrets: [a.inbox.address, a.account.email, "Quarterly numbers", "q3.pdf"],
+      },
       b.key,
     );
     expect(checked).toEqual(
@@ -24,12 +62,23 @@ describe("tenancy", () => {
         "DELETE /v1/inboxes/{inbox_id}",
         "POST /v1/inboxes/{inbox_id}/enable",
         "DELETE /v1/api-keys/{key_id}",
+        "GET /v1/inboxes/{inbox_id}/messages",
+        "GET /v1/inboxes/{inbox_id}/messages/search",
+        "GET /v1/inboxes/{inbox_id}/messages/wait",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}",
+        "PATCH /v1/inboxes/{inbox_id}/messages/{message_id}",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}/raw",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}/attachments/{attachment_id}",
+        "GET /v1/inboxes/{inbox_id}/threads",
+        "GET /v1/inboxes/{inbox_id}/threads/{thread_id}",
       ]),
     );
 
     // Nothing of A changed: the inbox is intact, the key still works, no audit entry was written.
     const inbox = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
     expect(inbox.body.data).toMatchObject({ status: "active", display_name: null });
+    const message = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${stored.message_id}`, { key: a.key });
+    expect(message.body.data.labels).toEqual(["unread"]);
     expect((await call("GET", "/v1/account", { key: extraKey.body.data.key })).status).toBe(200);
     const after = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)

@@ -93,11 +93,18 @@ describe("InboxCounter durable object", () => {
 });
 
 describe("the other triggers", () => {
-  it("email(): refuses mail with a clear reason until the inbound pipeline exists", async () => {
+  it("email(): refuses an unknown recipient with a reason and stores nothing", async () => {
     const setReject = vi.fn();
-    const message = { from: "a@example.com", to: "b@mailbot.test", setReject } as unknown as ForwardableEmailMessage;
+    const message = {
+      from: "a@example.com",
+      to: "nobody--zzzz@mailbot.test",
+      rawSize: 10,
+      setReject,
+    } as unknown as ForwardableEmailMessage;
     await worker.email(message, env, createExecutionContext());
-    expect(setReject).toHaveBeenCalledWith(expect.stringContaining("not enabled"));
+    expect(setReject).toHaveBeenCalledWith(expect.stringContaining("nobody--zzzz@mailbot.test"));
+    const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM messages").first<{ n: number }>();
+    expect(rows?.n).toBe(0);
   });
 
   it("queue(): keeps messages it has no consumer for (retry, never a silent ack)", async () => {

@@ -256,7 +256,7 @@ async function storeParsed(
     reportType: parsed.reportType,
     parseError: parsed.parseError,
     envelopeFrom: mail.envelopeFrom,
-    envelopeTo: mail.envelopeTo.toLowerCase(),
+    envelopeTo: mail.envelopeTo.trim().replace(/^<|>$/g, "").toLowerCase(),
     rawKey: ids.rawKey,
     dedupeKey: ids.dedupeKey,
     searchText: searchBody.slice(0, SEARCH_TEXT_LIMIT),

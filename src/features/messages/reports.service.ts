@@ -152,9 +152,11 @@ async function findOriginal(
       .get();
     if (byRfc) return byRfc;
   }
-  // A bounce address of the form `inbox+msg_…@domain` names the message directly (VERP).
-  const tag = canonicalRecipient(envelopeTo).tag;
-  if (tag && /^msg_[0-9a-z]{26}$/.test(tag)) {
+  // A bounce address of the form `inbox+msg_…@domain` names the message directly (VERP): it is
+  // the envelope recipient of a DSN, and the Original-Mail-From of an ARF report.
+  const tags = [envelopeTo, report.originalMailFrom].map((a) => (a ? canonicalRecipient(a).tag : null));
+  const tag = tags.find((t) => t && /^msg_[0-9a-z]{26}$/.test(t));
+  if (tag) {
     const byTag = await ctx.db
       .select(columns)
       .from(messages)
