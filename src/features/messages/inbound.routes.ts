@@ -35,7 +35,14 @@ export const inboundRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHo
 inboundRoutes.openapi(
   {
     ...jsonRoute({
-      request: { query: RelayQuery },
+      request: {
+        query: RelayQuery,
+        // Documentation only: the handler reads the bytes itself (any content type, up to 25 MiB).
+        body: {
+          required: true,
+          content: { "message/rfc822": { schema: z.string().openapi({ type: "string", format: "binary" }) } },
+        },
+      },
       method: "post",
       path: "/webhooks/inbound/raw",
       tags: ["Inbound"],
