@@ -1,4 +1,4 @@
-import PostalMime, { type Address, decodeWords, type Email } from "postal-mime";
+import PostalMime, { type Address, addressParser, decodeWords, type Email } from "postal-mime";
 import type { AuthVerdicts } from "../db/schema";
 
 /**
@@ -47,6 +47,27 @@ const PARSE_OPTIONS = {
   maxRfc822NestingDepth: 5,
 } as const;
 
+/** Stored subjects are cut here (the full header stays in `headers` and the raw message). */
+const SUBJECT_LIMIT = 2000;
+/** At most this many addresses per To / Cc list are kept as fields. */
+const ADDRESS_LIST_LIMIT = 500;
+
+/** Trims and cuts a decoded string; empty becomes null. */
+function clip(value: string | null | undefined, max: number): string | null {
+  const v = value?.trim();
+  return v ? v.slice(0, max) : null;
+}
+
+/** Bytes after the header block (0 when there is no body). */
+function bodyLength(raw: Uint8Array): number {
+  for (let i = 0; i + 1 < raw.length; i++) {
+    if (raw[i] === 10 && (raw[i + 1] === 10 || (raw[i + 1] === 13 && raw[i + 2] === 10))) {
+      return raw.length - i - (raw[i + 1] === 10 ? 2 : 3);
+    }
+  }
+  return 0;
+}
+
 /** JSON of the headers object is capped so a row stays far below D1's 2 MB. */
 const HEADERS_JSON_LIMIT = 256 * 1024;
 
@@ -61,14 +82,23 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
   const headerPairs = email.headers.map((h) => ({ key: h.key, value: h.value }));
   const { headers, truncated } = headerObject(headerPairs);
   const from = firstMailbox(email.from);
-  const reportType = reportTypeOf(first(headers["content-type"]));
+  const contentType = first(header(headers, "content-type"));
+  const reportType = reportTypeOf(contentType);
+  // postal-mime reads a multipart with no usable boundary as an empty message without an error;
+  // say so, since its content then exists only in the raw bytes.
+  const lostBody =
+    /^\s*multipart\//i.test(contentType ?? "") &&
+    !email.text &&
+    !email.html &&
+    email.attachments.length === 0 &&
+    bodyLength(raw) > 0;
   return {
-    fromAddress: from?.address ?? null,
-    fromName: from?.name || null,
+    fromAddress: clip(from?.address, 320),
+    fromName: clip(from?.name, 300),
     to: addresses(email.to),
     cc: addresses(email.cc),
     replyTo: addresses(email.replyTo)[0] ?? null,
-    subject: email.subject ?? null,
+    subject: clip(email.subject, SUBJECT_LIMIT),
     bodyText: email.text ?? null,
     bodyHtml: email.html ?? null,
     headers,
@@ -86,7 +116,7 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     })),
     reportType,
     autoSubmitted: autoSubmittedMarker(headers, reportType),
-    parseError: null,
+    parseError: lostBody ? "multipart message without a usable boundary: its body is only in the raw message" : null,
     email,
   };
 }
@@ -103,23 +133,29 @@ function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
       return v.trim();
     }
   };
-  const fromHeader = decode(first(headers.from)) ?? "";
-  const fromMatch = /<([^>]+)>/.exec(fromHeader) ?? /([^\s<>,;"]+@[^\s<>,;"]+)/.exec(fromHeader);
-  const reportType = reportTypeOf(first(headers["content-type"]));
+  const parseAddresses = (key: string): Address[] => {
+    try {
+      return addressParser(first(header(headers, key)) ?? "");
+    } catch {
+      return [];
+    }
+  };
+  const from = firstMailbox(parseAddresses("from")[0]);
+  const reportType = reportTypeOf(first(header(headers, "content-type")));
   return {
-    fromAddress: fromMatch?.[1]?.toLowerCase() ?? null,
-    fromName: null,
-    to: [],
-    cc: [],
-    replyTo: null,
-    subject: decode(first(headers.subject)),
+    fromAddress: clip(from?.address, 320),
+    fromName: clip(from?.name ? decode(from.name) : null, 300),
+    to: addresses(parseAddresses("to")),
+    cc: addresses(parseAddresses("cc")),
+    replyTo: addresses(parseAddresses("reply-to"))[0] ?? null,
+    subject: clip(decode(first(header(headers, "subject"))), SUBJECT_LIMIT),
     bodyText: null,
     bodyHtml: null,
     headers,
     headersTruncated: truncated,
-    rfcMessageId: normalizeMessageId(first(headers["message-id"])),
-    inReplyTo: messageIdList(first(headers["in-reply-to"]))[0] ?? null,
-    references: messageIdList(first(headers.references)),
+    rfcMessageId: normalizeMessageId(first(header(headers, "message-id"))),
+    inReplyTo: messageIdList(first(header(headers, "in-reply-to")))[0] ?? null,
+    references: messageIdList(first(header(headers, "references"))),
     attachments: [],
     reportType,
     autoSubmitted: autoSubmittedMarker(headers, reportType),
@@ -129,7 +165,10 @@ function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
 }
 
 /** Header lines of the raw block (unfolded), read as latin-1 so no byte sequence can throw. */
-export function rawHeaderPairs(raw: Uint8Array, maxBytes = 512 * 1024): { key: string; value: string }[] {
+export function rawHeaderPairs(
+  raw: Uint8Array,
+  maxBytes = PARSE_OPTIONS.maxHeadersSize,
+): { key: string; value: string }[] {
   const slice = raw.subarray(0, Math.min(raw.byteLength, maxBytes));
   const text = latin1(slice);
   const end = text.search(/\r?\n\r?\n/);
@@ -162,7 +201,7 @@ function latin1(bytes: Uint8Array): string {
 
 /** The Message-ID (normalised) of a raw message, from its header block, without a full parse. */
 export function rawMessageId(raw: Uint8Array): string | null {
-  const pair = rawHeaderPairs(raw, 256 * 1024).find((p) => p.key === "message-id");
+  const pair = rawHeaderPairs(raw, PARSE_OPTIONS.maxHeadersSize).find((p) => p.key === "message-id");
   return normalizeMessageId(pair?.value);
 }
 
@@ -170,7 +209,8 @@ function headerObject(pairs: { key: string; value: string }[]): {
   headers: Record<string, string | string[]>;
   truncated: boolean;
 } {
-  const headers: Record<string, string | string[]> = {};
+  // A Map, not an object literal: header names such as `__proto__` or `constructor` are data.
+  const map = new Map<string, string | string[]>();
   let budget = HEADERS_JSON_LIMIT;
   let truncated = false;
   for (const { key, value } of pairs) {
@@ -180,16 +220,21 @@ function headerObject(pairs: { key: string; value: string }[]): {
       continue;
     }
     budget -= cost;
-    const current = headers[key];
-    if (current === undefined) headers[key] = value;
+    const current = map.get(key);
+    if (current === undefined) map.set(key, value);
     else if (Array.isArray(current)) current.push(value);
-    else headers[key] = [current, value];
+    else map.set(key, [current, value]);
   }
-  return { headers, truncated };
+  return { headers: Object.fromEntries(map), truncated };
 }
 
 function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** Own property only: `headers.constructor` must not find Object's. */
+function header(headers: Record<string, string | string[]>, key: string): string | string[] | undefined {
+  return Object.hasOwn(headers, key) ? headers[key] : undefined;
 }
 
 function toBytes(content: ArrayBuffer | Uint8Array | string): Uint8Array {
@@ -209,10 +254,10 @@ function addresses(list: Address[] | undefined): string[] {
   const out: string[] = [];
   for (const a of list ?? []) {
     for (const m of a.group ?? [a]) {
-      if (m.address?.includes("@")) out.push(m.address.toLowerCase());
+      if (m.address?.includes("@") && m.address.length <= 320) out.push(m.address.toLowerCase());
     }
   }
-  return [...new Set(out)];
+  return [...new Set(out)].slice(0, ADDRESS_LIST_LIMIT);
 }
 
 /** `<id@host>` form, trimmed; a bare `id@host` gets its brackets. */
@@ -249,12 +294,12 @@ function reportTypeOf(contentType: string | undefined): ParsedMail["reportType"]
 function autoSubmittedMarker(headers: Record<string, string | string[]>, reportType: ParsedMail["reportType"]) {
   if (reportType === "delivery_status") return "delivery-status";
   if (reportType === "feedback") return "feedback-report";
-  const auto = first(headers["auto-submitted"])?.trim().toLowerCase().split(/[\s;]/)[0];
+  const auto = first(header(headers, "auto-submitted"))?.trim().toLowerCase().split(/[\s;]/)[0];
   if (auto && auto !== "no") return auto;
-  const precedence = first(headers.precedence)?.trim().toLowerCase();
+  const precedence = first(header(headers, "precedence"))?.trim().toLowerCase();
   if (precedence && ["bulk", "junk", "list", "auto_reply"].includes(precedence)) return `precedence-${precedence}`;
-  if (headers["x-autoreply"] || headers["x-autorespond"]) return "auto-replied";
-  if (headers["list-id"] || headers["list-unsubscribe"]) return "list";
+  if (header(headers, "x-autoreply") || header(headers, "x-autorespond")) return "auto-replied";
+  if (header(headers, "list-id") || header(headers, "list-unsubscribe")) return "list";
   return null;
 }
 
@@ -279,7 +324,7 @@ export function authenticationVerdicts(
   trusted: string[],
 ): AuthVerdicts | null {
   const list = (k: string) => {
-    const v = headers[k];
+    const v = header(headers, k);
     return v === undefined ? [] : Array.isArray(v) ? v : [v];
   };
   const candidates = [

@@ -240,6 +240,33 @@ describe("side effects of one received message", () => {
   });
 });
 
+describe("limits on stored fields", () => {
+  it("cuts a huge subject and keeps the full header; the header-only fallback still reads addresses", async () => {
+    const a = await registerAccount("limits");
+    const subject = "S".repeat(100_000);
+    await deliver(mail({ subject }), a.inbox.address);
+    const row = await newest(a.inbox.id);
+    expect(String(row.subject)).toHaveLength(2000);
+    expect(JSON.parse(String(row.headers)).subject).toHaveLength(100_000);
+
+    // Nested too deep for the MIME parser: the header-block fallback still fills the fields.
+    const deep = 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'.repeat(200);
+    const raw = mail({
+      from: '"Ana Q." <Ana@Example.org>',
+      to: "x@example.net, Y <y@example.net>",
+      headers: { Cc: "z@example.net" },
+      contentType: 'multipart/mixed; boundary="b"',
+      body: `--b\r\n${deep}`,
+    });
+    await deliver(raw, a.inbox.address);
+    const broken = await newest(a.inbox.id);
+    expect(broken.parse_error).toEqual(expect.stringContaining("nesting"));
+    expect(broken).toMatchObject({ from_address: "ana@example.org", from_name: "Ana Q." });
+    expect(JSON.parse(String(broken.to))).toEqual(["x@example.net", "y@example.net"]);
+    expect(JSON.parse(String(broken.cc))).toEqual(["z@example.net"]);
+  });
+});
+
 describe("threading", () => {
   let a: Account;
   beforeAll(async () => {

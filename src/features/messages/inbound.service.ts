@@ -260,7 +260,10 @@ async function storeParsed(
     rawKey: ids.rawKey,
     dedupeKey: ids.dedupeKey,
     searchText: searchBody.slice(0, SEARCH_TEXT_LIMIT),
-    searchAddresses: [parsed.fromName, ...participants].filter(Boolean).join(" "),
+    searchAddresses: [parsed.fromName, parsed.fromAddress, ...parsed.to, ...parsed.cc]
+      .filter(Boolean)
+      .join(" ")
+      .slice(0, 8 * 1024),
     complainedAt: null,
     createdAt: now,
     updatedAt: now,
