@@ -1,10 +1,12 @@
 // End-to-end smoke test of the README walk-through against a real `wrangler dev` (the same
 // bundler and runtime a user gets from `npm run dev`, with the .dev.vars.example settings and
-// the real sandbox limits), plus the email trigger through wrangler's local email endpoint.
+// the real sandbox limits), plus receiving mail through wrangler's local email endpoint and the
+// signed relay webhook.
 // Usage: npm run smoke
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { LocalWorkerError, startLocalWorker } from "./local-worker.mjs";
+import { deliver } from "./mail-receive.mjs";
 
 const vars = Object.fromEntries(
   readFileSync(new URL("../.dev.vars.example", import.meta.url), "utf8")
@@ -105,21 +107,115 @@ async function main() {
   const refused = burst.filter((r) => r.status === 429);
   check(refused.length >= 1 && Number(refused[0].headers.get("retry-after")) >= 1, "burst over 10/s is 429");
 
-  // The email trigger is wired: until the inbound feature lands it refuses mail with a reason.
-  const email = await call("POST", "/cdn-cgi/local/email?from=a@example.com&to=sandbox@example.com", {
-    // The local email endpoint refuses a message without a Message-ID before any Worker runs.
-    raw: [
-      "From: a@example.com",
-      "To: sandbox@example.com",
-      "Subject: hi",
-      "Message-ID: <smoke-1@example.com>",
+  // Receiving mail, as in the README: the sample message through the email() handler (the same
+  // code path as `npm run mail:receive`), then read back through the API.
+  await sleep(1100); // let the burst's one-second window pass
+  const sandbox = reg.json.data.inbox;
+  const sample = readFileSync(new URL("../examples/hello.eml", import.meta.url));
+  const [user, domain] = sandbox.address.split("@");
+  const viaEmail = await deliver({ raw: sample, to: `${user}+smoke@${domain}`, url: worker.base });
+  check(viaEmail.ok && viaEmail.status === 200, "email() accepts mail for a +tag of the sandbox inbox", viaEmail.text);
+  check(/^<[0-9a-f-]{36}@mail-receive\.local>$/.test(viaEmail.addedMessageId ?? ""), "a Message-ID is added");
+
+  const inboxPath = `/v1/inboxes/${sandbox.id}`;
+  const received = await call("GET", `${inboxPath}/messages?direction=inbound`, { key });
+  const msg = received.json?.data?.[0];
+  check(
+    received.status === 200 && received.json.data.length === 1 && msg.subject === "Notes for Thursday",
+    "the message is listed with its subject",
+    received.text,
+  );
+  check(
+    msg.from_address === "ada@example.com" &&
+      msg.labels.includes("unread") &&
+      /sort them by priority/.test(msg.body_text),
+    "sender, unread label and text body",
+    received.text,
+  );
+  const att = msg.attachments[0];
+  check(
+    msg.attachments.length === 1 && att.filename === "notes.txt" && att.content_type === "text/plain",
+    "the attachment is listed",
+    JSON.stringify(msg.attachments),
+  );
+  const attBody = await call("GET", `${inboxPath}/messages/${msg.id}/attachments/${att.id}`, { key });
+  check(
+    attBody.status === 200 &&
+      /ship inbound mail/.test(attBody.text) &&
+      /attachment/.test(attBody.headers.get("content-disposition")),
+    "attachment download",
+    attBody.text,
+  );
+  await sleep(150);
+  const rawRes = await fetch(`${worker.base}${inboxPath}/messages/${msg.id}/raw`, {
+    headers: { authorization: `Bearer ${key}` },
+  });
+  const rawBytes = Buffer.from(await rawRes.arrayBuffer());
+  check(
+    rawRes.status === 200 && rawBytes.equals(viaEmail.raw),
+    "raw download is byte-identical",
+    `${rawBytes.length} bytes`,
+  );
+  check(viaEmail.raw.subarray(-sample.length).equals(sample), "the sent bytes are the file plus one Message-ID line");
+
+  const found = await call("GET", `${inboxPath}/messages/search?q=thursday`, { key });
+  check(found.json?.data?.[0]?.id === msg.id, "search finds it", found.text);
+  const read = await call("PATCH", `${inboxPath}/messages/${msg.id}`, { key, body: { remove_labels: ["unread"] } });
+  check(read.status === 200 && !read.json.data.labels.includes("unread"), "mark read", read.text);
+
+  const unknown = await deliver({ raw: sample, to: `nobody@${domain}`, url: worker.base });
+  check(
+    unknown.status === 400 && /nobody@/.test(unknown.reason ?? ""),
+    "email() refuses an unknown recipient with a reason",
+    unknown.text,
+  );
+
+  // The relay webhook: signed with INBOUND_SECRET, refused with any other key.
+  const relayRaw = Buffer.from(
+    [
+      "From: Grace Hopper <grace@example.com>",
+      `To: ${sandbox.address}`,
+      "Subject: Sorted",
+      `In-Reply-To: ${msg.rfc_message_id}`,
+      "Message-ID: <smoke-relay-1@example.com>",
       `Date: ${new Date().toUTCString()}`,
       "",
-      "hello",
+      "Relayed.",
       "",
     ].join("\r\n"),
-  });
-  check(email.status === 400 && /not enabled/.test(email.text), "email() rejects with a reason", email.text);
+  );
+  const relay = { raw: relayRaw, to: sandbox.address, url: worker.base, via: "relay", secret: vars.INBOUND_SECRET };
+  // A long-poll waiting for Grace's mail, answered by the relayed delivery below.
+  const since = new Date(Date.now() - 1000).toISOString();
+  const waiting = call(
+    "GET",
+    `${inboxPath}/messages/wait?from_address=grace@example.com&since=${since}&timeout_ms=15000`,
+    {
+      key,
+      pause: 0,
+    },
+  );
+  const forged = await deliver({ ...relay, secret: "not-the-secret" });
+  check(forged.status === 401 && forged.code === "invalid_signature", "relay refuses a bad signature", forged.text);
+  const stale = await deliver({ ...relay, timestamp: Math.floor(Date.now() / 1000) - 600 });
+  check(stale.status === 401 && stale.code === "timestamp_out_of_range", "relay refuses an old timestamp", stale.text);
+  const relayed = await deliver(relay);
+  check(
+    relayed.status === 202 && /^msg_/.test(relayed.messageId) && relayed.duplicate === false,
+    "relay",
+    relayed.text,
+  );
+  check(relayed.inboxId === sandbox.id, "relay reaches the sandbox inbox", relayed.text);
+  const again = await deliver(relay);
+  check(
+    again.duplicate === true && again.messageId === relayed.messageId,
+    "relay redelivery is stored once",
+    again.text,
+  );
+  const waited = await waiting;
+  check(waited.status === 200 && waited.json.data.id === relayed.messageId, "long-poll answers with it", waited.text);
+  const thread = await call("GET", `${inboxPath}/threads/${msg.thread_id}`, { key });
+  check(thread.json?.data?.messages?.length === 2, "the reply joins the thread by In-Reply-To", thread.text);
 
   await worker.stop();
   console.log(`smoke: ok (${checks} checks against wrangler dev)`);
