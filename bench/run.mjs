@@ -1,8 +1,12 @@
 // Latency benchmark: unauthenticated GET /health versus authenticated GET /v1/inboxes on a
 // local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
+// Then runs the inbound bench (bench/inbound.mjs) on a wrangler dev of its own.
+// BENCH_SUITE=latency or BENCH_SUITE=inbound runs only one of the two.
 
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import { LocalWorkerError, startLocalWorker } from "../scripts/local-worker.mjs";
 
 const ROUNDS = 2;
@@ -210,12 +214,26 @@ async function main() {
   if (!health.samples || !inboxes.samples) fail("an endpoint had no successful request; see the errors above");
 }
 
+const SUITE = process.env.BENCH_SUITE || "all";
+if (!["all", "latency", "inbound"].includes(SUITE)) {
+  console.error(`bench: BENCH_SUITE must be all, latency or inbound, got ${JSON.stringify(SUITE)}`);
+  process.exit(1);
+}
+
 try {
-  await main();
+  if (SUITE !== "inbound") await main();
 } catch (err) {
   console.error(`bench: ${err instanceof BenchError ? err.message : (err?.stack ?? err)}`);
   if (err?.showLog && worker) console.error(`--- last 60 lines of ${worker.logPath} ---\n${worker.tail()}`);
   await worker?.stop({ keepDir: true });
   console.error(`bench: FAILED${worker ? ` (wrangler log kept in ${worker.dir})` : ""}`);
   process.exit(1);
+}
+
+if (SUITE !== "latency") {
+  if (SUITE === "all") console.log("");
+  const inbound = spawnSync(process.execPath, [fileURLToPath(new URL("./inbound.mjs", import.meta.url))], {
+    stdio: "inherit",
+  });
+  process.exit(inbound.status ?? 1);
 }

@@ -30,14 +30,18 @@ function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The local state (D1, R2, Durable Objects) of a startLocalWorker dir: `--persist-to` for other wrangler commands. */
+export const localStatePath = (dir) => join(dir, "state");
+
 /**
  * Starts `wrangler dev` with the given vars (`--var KEY:VALUE`; wrangler splits on the first
- * ":" only, so JSON values are fine). Returns { base, dir, logPath, stop, tail }.
+ * ":" only, so JSON values are fine). Returns { base, dir, logPath, stop, tail }. `dir` (optional)
+ * reuses the state of an earlier run stopped with { keepDir: true } instead of a fresh one.
  */
-export async function startLocalWorker({ vars, label = "mailbot" }) {
-  const dir = mkdtempSync(join(tmpdir(), `${label}-`));
+export async function startLocalWorker({ vars, label = "mailbot", dir: reuseDir }) {
+  const dir = reuseDir ?? mkdtempSync(join(tmpdir(), `${label}-`));
   const logPath = join(dir, "wrangler.log");
-  const persist = join(dir, "state");
+  const persist = localStatePath(dir);
   // The wrangler bin has `#!/usr/bin/env node`: put this Node (22 under `npm run`) first on PATH.
   // CI=true keeps `d1 migrations apply` from prompting.
   const env = {

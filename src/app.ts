@@ -11,6 +11,7 @@ import { messageRoutes } from "./features/messages/messages.routes";
 import { systemRoutes, VERSION } from "./features/system/system.routes";
 import { threadRoutes } from "./features/threads/threads.routes";
 import { requireAdmin, requireApiKey } from "./http/auth";
+import { d1Stats } from "./http/d1-stats";
 import { errorResponse } from "./http/errors";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
 import { validationHook } from "./http/validation";
@@ -35,6 +36,7 @@ export function buildApp() {
   };
 
   app.use("*", requestId);
+  app.use("*", d1Stats);
   app.use("/v1/*", limitBody, requireJsonBody);
   app.use("/v1/admin/*", requireAdmin);
   app.use("/v1/*", async (c, next) => {
