@@ -58,14 +58,23 @@ function clip(value: string | null | undefined, max: number): string | null {
   return v ? v.slice(0, max) : null;
 }
 
+/**
+ * Index of the blank line that ends the header block (the first `\n\n` or `\n\r\n`), searched
+ * in the bytes so nothing of the body is decoded; -1 when there is none within `limit` bytes.
+ */
+function headerEnd(raw: Uint8Array, limit = raw.length): number {
+  const stop = Math.min(raw.length, limit);
+  for (let i = raw.indexOf(10); i !== -1 && i + 1 < stop; i = raw.indexOf(10, i + 1)) {
+    if (raw[i + 1] === 10 || (raw[i + 1] === 13 && raw[i + 2] === 10)) return i;
+  }
+  return -1;
+}
+
 /** Bytes after the header block (0 when there is no body). */
 function bodyLength(raw: Uint8Array): number {
-  for (let i = 0; i + 1 < raw.length; i++) {
-    if (raw[i] === 10 && (raw[i + 1] === 10 || (raw[i + 1] === 13 && raw[i + 2] === 10))) {
-      return raw.length - i - (raw[i + 1] === 10 ? 2 : 3);
-    }
-  }
-  return 0;
+  const end = headerEnd(raw);
+  if (end === -1) return 0;
+  return raw.length - end - (raw[end + 1] === 10 ? 2 : 3);
 }
 
 /** JSON of the headers object is capped so a row stays far below D1's 2 MB. */
@@ -169,10 +178,8 @@ export function rawHeaderPairs(
   raw: Uint8Array,
   maxBytes = PARSE_OPTIONS.maxHeadersSize,
 ): { key: string; value: string }[] {
-  const slice = raw.subarray(0, Math.min(raw.byteLength, maxBytes));
-  const text = latin1(slice);
-  const end = text.search(/\r?\n\r?\n/);
-  const block = end === -1 ? text : text.slice(0, end);
+  const end = headerEnd(raw, maxBytes);
+  const block = latin1(raw.subarray(0, end === -1 ? Math.min(raw.byteLength, maxBytes) : end));
   const pairs: { key: string; value: string }[] = [];
   for (const line of block.split(/\r?\n(?![ \t])/)) {
     const i = line.indexOf(":");

@@ -67,7 +67,10 @@ export async function commitWithAudit(
   statements: Statement[],
   entries: AuditEntry[],
 ): Promise<void> {
-  for (let attempt = 0; attempt < 8; attempt++) {
+  for (let attempt = 0; attempt < 12; attempt++) {
+    // Losers of a race back off a little, at random, so a burst (many mails to one account at
+    // once) spreads out instead of colliding again on the next head.
+    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
     const heads = new Map<string, { seq: number; hash: string }>();
     const inserts: Statement[] = [];
     for (const entry of entries) {
