@@ -30,6 +30,8 @@ export interface ParsedMail {
   inReplyTo: string | null;
   references: string[];
   attachments: ParsedAttachment[];
+  /** Parts beyond ATTACHMENT_LIMIT: not stored separately (they stay in the raw message). */
+  attachmentsOmitted: number;
   /** Topmost content type, lower-cased, with its report-type when it is a report. */
   reportType: "delivery_status" | "feedback" | null;
   autoSubmitted: string | null;
@@ -49,6 +51,8 @@ const PARSE_OPTIONS = {
 
 /** Stored subjects are cut here (the full header stays in `headers` and the raw message). */
 const SUBJECT_LIMIT = 2000;
+/** At most this many parts become attachment objects; a mail with more keeps the rest in its raw bytes. */
+const ATTACHMENT_LIMIT = 100;
 /** At most this many addresses per To / Cc list are kept as fields. */
 const ADDRESS_LIST_LIMIT = 500;
 
@@ -76,6 +80,8 @@ function bodyLength(raw: Uint8Array): number {
   if (end === -1) return 0;
   return raw.length - end - (raw[end + 1] === 10 ? 2 : 3);
 }
+
+const utf8 = new TextEncoder();
 
 /** JSON of the headers object is capped so a row stays far below D1's 2 MB. */
 const HEADERS_JSON_LIMIT = 256 * 1024;
@@ -115,19 +121,26 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     rfcMessageId: normalizeMessageId(email.messageId),
     inReplyTo: messageIdList(email.inReplyTo)[0] ?? null,
     references: messageIdList(email.references),
-    attachments: email.attachments.map((a) => ({
-      filename: a.filename,
-      contentType: a.mimeType || "application/octet-stream",
+    attachments: email.attachments.slice(0, ATTACHMENT_LIMIT).map((a) => ({
+      filename: clip(a.filename, 255),
+      contentType: a.mimeType && a.mimeType.length <= 255 ? a.mimeType : "application/octet-stream",
       disposition:
         a.disposition === "inline" || (a.related && a.disposition !== "attachment") ? "inline" : "attachment",
-      contentId: a.contentId ?? null,
+      contentId: a.contentId && a.contentId.length <= MESSAGE_ID_LIMIT ? a.contentId : null,
       content: toBytes(a.content),
     })),
     reportType,
+    attachmentsOmitted: Math.max(0, email.attachments.length - ATTACHMENT_LIMIT),
     autoSubmitted: autoSubmittedMarker(headers, reportType),
     parseError: lostBody ? "multipart message without a usable boundary: its body is only in the raw message" : null,
     email,
   };
+}
+
+/** The least a message can be stored as: what its header block says, no bodies or parts. */
+export function minimalMail(raw: Uint8Array, reason: string): ParsedMail {
+  const mail = fromHeaderBlock(raw, reason);
+  return { ...mail, headers: {}, headersTruncated: true, references: mail.references.slice(-20) };
 }
 
 /** What the header block alone says, for mail the MIME parser refused. */
@@ -166,6 +179,7 @@ function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
     inReplyTo: messageIdList(first(header(headers, "in-reply-to")))[0] ?? null,
     references: messageIdList(first(header(headers, "references"))),
     attachments: [],
+    attachmentsOmitted: 0,
     reportType,
     autoSubmitted: autoSubmittedMarker(headers, reportType),
     parseError: parseError.slice(0, 500) || "unparseable message",
@@ -221,7 +235,8 @@ function headerObject(pairs: { key: string; value: string }[]): {
   let budget = HEADERS_JSON_LIMIT;
   let truncated = false;
   for (const { key, value } of pairs) {
-    const cost = key.length + value.length + 8;
+    // Counted in bytes of the stored JSON (escapes and UTF-8 included), not in characters.
+    const cost = utf8.encode(JSON.stringify(key) + JSON.stringify(value)).byteLength + 4;
     if (cost > budget) {
       truncated = true;
       continue;
@@ -244,7 +259,8 @@ function header(headers: Record<string, string | string[]>, key: string): string
   return Object.hasOwn(headers, key) ? headers[key] : undefined;
 }
 
-function toBytes(content: ArrayBuffer | Uint8Array | string): Uint8Array {
+/** Attachment content as bytes, whatever form postal-mime returned it in. */
+export function toBytes(content: ArrayBuffer | Uint8Array | string): Uint8Array {
   if (typeof content === "string") return new TextEncoder().encode(content);
   return content instanceof Uint8Array ? content : new Uint8Array(content);
 }
@@ -267,18 +283,23 @@ function addresses(list: Address[] | undefined): string[] {
   return [...new Set(out)].slice(0, ADDRESS_LIST_LIMIT);
 }
 
+/** Longest message id kept (RFC 5322 lines are at most 998 characters); longer ones are ignored. */
+const MESSAGE_ID_LIMIT = 998;
+
 /** `<id@host>` form, trimmed; a bare `id@host` gets its brackets. */
 export function normalizeMessageId(value: string | null | undefined): string | null {
   if (!value) return null;
-  const inBrackets = /<([^<>\s]+)>/.exec(value);
+  const inBrackets = /<([^<>\s]+)>/.exec(value.slice(0, 4 * MESSAGE_ID_LIMIT));
   const id = inBrackets?.[1] ?? value.trim().split(/\s+/)[0];
-  return id ? `<${id}>` : null;
+  return id && id.length <= MESSAGE_ID_LIMIT ? `<${id}>` : null;
 }
 
 /** Every `<id>` of an In-Reply-To / References value, in order. */
 export function messageIdList(value: string | null | undefined): string[] {
   if (!value) return [];
-  const ids = [...value.matchAll(/<([^<>\s]+)>/g)].map((m) => `<${m[1]}>`);
+  const ids = [...value.matchAll(/<([^<>\s]+)>/g)]
+    .filter((m) => (m[1]?.length ?? 0) <= MESSAGE_ID_LIMIT)
+    .map((m) => `<${m[1]}>`);
   if (ids.length === 0) {
     const bare = normalizeMessageId(value);
     return bare ? [bare] : [];
@@ -334,10 +355,12 @@ export function authenticationVerdicts(
     const v = header(headers, k);
     return v === undefined ? [] : Array.isArray(v) ? v : [v];
   };
-  const candidates = [
-    ...list("authentication-results"),
-    ...list("arc-authentication-results").map((v) => v.replace(/^\s*i\s*=\s*\d+\s*;/i, "")),
-  ];
+  // Only the topmost header of each kind: the one the last hop (our receiver) prepended. A
+  // trusted id further down could have been written by the sender.
+  const arc = list("arc-authentication-results")
+    .map((v) => ({ i: Number(/^\s*i\s*=\s*(\d+)/i.exec(v)?.[1] ?? 0), v: v.replace(/^\s*i\s*=\s*\d+\s*;/i, "") }))
+    .sort((x, y) => y.i - x.i)[0]?.v;
+  const candidates = [list("authentication-results")[0], arc].filter((v): v is string => v !== undefined);
   for (const value of candidates) {
     const clean = value.replace(/\([^()]*\)/g, " ");
     const parts = clean.split(";").map((p) => p.trim());
@@ -355,17 +378,38 @@ export function authenticationVerdicts(
   return null;
 }
 
-/** Visible text of an HTML body, for the search index when a message has no text part. */
-export function htmlToPlain(html: string): string {
-  return html
-    .replace(/<(script|style|head)[\s\S]*?<\/\1\s*>/gi, " ")
-    .replace(/<[^>]*>/g, " ")
+/**
+ * Visible text of an HTML body, for the search index when a message has no text part. Reads at
+ * most `maxChars` of input and makes one linear pass (no backtracking regex over hostile HTML).
+ */
+export function htmlToPlain(html: string, maxChars = 64 * 1024): string {
+  const input = html.slice(0, maxChars);
+  let out = "";
+  let i = 0;
+  while (i < input.length) {
+    const lt = input.indexOf("<", i);
+    if (lt === -1) {
+      out += input.slice(i);
+      break;
+    }
+    out += `${input.slice(i, lt)} `;
+    const gt = input.indexOf(">", lt);
+    if (gt === -1) break;
+    const tag = /^<\s*(script|style|head)\b/i.exec(input.slice(lt, lt + 8))?.[1]?.toLowerCase();
+    i = gt + 1;
+    if (tag) {
+      // Skip to the matching close tag (or to the end when it never closes): one indexOf.
+      const close = input.toLowerCase().indexOf(`</${tag}`, i);
+      i = close === -1 ? input.length : close;
+    }
+  }
+  return out
     .replace(/&nbsp;/gi, " ")
-    .replace(/&amp;/gi, "&")
     .replace(/&lt;/gi, "<")
     .replace(/&gt;/gi, ">")
     .replace(/&quot;/gi, '"')
-    .replace(/&#(\d+);/g, (_, n) => String.fromCodePoint(Math.min(Number(n), 0x10ffff)))
+    .replace(/&#(\d{1,7});/g, (_, n) => String.fromCodePoint(Math.min(Number(n), 0x10ffff)))
+    .replace(/&amp;/gi, "&")
     .replace(/\s+/g, " ")
     .trim();
 }

@@ -1,5 +1,5 @@
 import type { ParsedMail } from "./parse";
-import { normalizeMessageId, rawHeaderPairs } from "./parse";
+import { normalizeMessageId, rawHeaderPairs, toBytes } from "./parse";
 
 /**
  * Delivery status notifications (RFC 3464) and abuse feedback reports (RFC 5965), read from a
@@ -26,6 +26,8 @@ export interface DeliveryReport {
 }
 
 const decoder = new TextDecoder();
+/** Recipients read from one report; more are ignored (one statement, event and audit entry each). */
+const MAX_FINDINGS = 50;
 
 /** Recognises a DSN or ARF report in parsed mail; null for ordinary mail. */
 export function readReport(mail: ParsedMail): DeliveryReport | null {
@@ -34,7 +36,7 @@ export function readReport(mail: ParsedMail): DeliveryReport | null {
   const original = parts.find((a) =>
     ["message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global"].includes(a.mimeType),
   );
-  const originalBytes = original ? bytesOf(original.content) : null;
+  const originalBytes = original ? toBytes(original.content) : null;
   const originalHeaders = originalBytes ? rawHeaderPairs(originalBytes) : [];
   // Some reporters (the RFC 5965 example among them) break the returned header block with a
   // stray blank line, so fall back to the first Message-ID line anywhere in the returned part.
@@ -44,13 +46,13 @@ export function readReport(mail: ParsedMail): DeliveryReport | null {
 
   if (mail.reportType === "delivery_status") {
     const part = parts.find((a) => /^message\/(global-)?delivery-status$/.test(a.mimeType));
-    const blocks = part ? fieldBlocks(decoder.decode(bytesOf(part.content))) : [];
-    const findings = blocks.flatMap((f) => dsnFinding(f));
+    const blocks = part ? fieldBlocks(decoder.decode(toBytes(part.content))) : [];
+    const findings = blocks.flatMap((f) => dsnFinding(f)).slice(0, MAX_FINDINGS);
     return { type: "delivery_status", originalMessageId, originalMailFrom: null, findings };
   }
 
   const part = parts.find((a) => a.mimeType === "message/feedback-report");
-  const fields = part ? (fieldBlocks(decoder.decode(bytesOf(part.content)))[0] ?? new Map()) : new Map();
+  const fields = part ? (fieldBlocks(decoder.decode(toBytes(part.content)))[0] ?? new Map()) : new Map();
   const recipient = angleless(fields.get("original-rcpt-to")?.[0] ?? fields.get("removal-recipient")?.[0] ?? null);
   return {
     type: "feedback",
@@ -73,7 +75,9 @@ export function readReport(mail: ParsedMail): DeliveryReport | null {
 function dsnFinding(fields: Map<string, string[]>): ReportFinding[] {
   const action = fields.get("action")?.[0]?.toLowerCase();
   if (!action) return [];
-  const recipient = afterType(fields.get("final-recipient")?.[0] ?? fields.get("original-recipient")?.[0] ?? null);
+  const recipient = angleless(
+    afterType(fields.get("final-recipient")?.[0] ?? fields.get("original-recipient")?.[0] ?? null),
+  );
   const status = /\d\.\d{1,3}\.\d{1,3}/.exec(fields.get("status")?.[0] ?? "")?.[0] ?? null;
   const diagnostic = afterType(fields.get("diagnostic-code")?.[0] ?? null);
   const base = { recipient, statusCode: status, diagnostic, feedbackType: null };
@@ -121,9 +125,4 @@ function fieldBlocks(text: string): Map<string, string[]>[] {
       return fields;
     })
     .filter((f) => f.size > 0);
-}
-
-function bytesOf(content: ArrayBuffer | Uint8Array | string): Uint8Array {
-  if (typeof content === "string") return new TextEncoder().encode(content);
-  return content instanceof Uint8Array ? content : new Uint8Array(content);
 }

@@ -66,6 +66,8 @@ interface JsonRouteSpec<R extends RequestSpec> {
   security?: "api_key" | "admin" | "none";
   /** Creating POSTs accept an Idempotency-Key. */
   idempotent?: boolean;
+  /** Route-specific error responses (added, or replacing the common description). */
+  errors?: Partial<Record<400 | 401 | 403 | 404 | 408 | 409 | 413 | 422 | 429 | 500 | 503, string>>;
 }
 
 /** A required JSON request body. */
@@ -87,6 +89,7 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
       content: { "application/json": { schema: successSchema } },
     },
     ...COMMON_ERRORS,
+    ...Object.fromEntries(Object.entries(spec.errors ?? {}).map(([code, text]) => [code, errorResponse(text)])),
   };
   return createRoute({
     method: spec.method,

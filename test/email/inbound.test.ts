@@ -88,7 +88,8 @@ async function insertOutbound(a: Account, rfcMessageId: string, to = "someone@ex
       envelopeFrom: a.inbox.address,
       envelopeTo: to,
       rawKey: `${a.account.id}/outbound/${id}.eml`,
-      dedupeKey: rfcMessageId,
+      // Outbound rows keep their own dedupe namespace, so an inbound copy of the same mail is not a duplicate.
+      dedupeKey: `out:${id}`,
       searchText: "Hello",
       searchAddresses: to,
       complainedAt: null,
@@ -267,6 +268,56 @@ describe("limits on stored fields", () => {
   });
 });
 
+describe("hostile mail", () => {
+  it("bounded work and rows: unclosed HTML tags, oversized ids, hundreds of attachments", async () => {
+    const a = await registerAccount("hostile");
+    // An HTML-only body of unclosed <head> tags (a backtracking regex would take minutes).
+    await deliver(
+      mail({ subject: "tags", contentType: "text/html", body: `${"<head>x ".repeat(40_000)}\r\n` }),
+      a.inbox.address,
+    );
+    const tags = await newest(a.inbox.id);
+    expect(String(tags.search_text).length).toBeLessThanOrEqual(32 * 1024);
+
+    // A Message-ID longer than RFC 5322 allows is ignored, not stored (nor used to dedupe).
+    const longId = `<${"x".repeat(5000)}@example.org>`;
+    await deliver(
+      mail({ messageId: longId, inReplyTo: longId, references: `${longId} <ok@example.org>` }),
+      a.inbox.address,
+    );
+    const ids = await newest(a.inbox.id);
+    expect(ids.rfc_message_id).toBeNull();
+    expect(String(ids.dedupe_key)).toMatch(/^sha256:/);
+    expect(JSON.parse(String(ids.references))).toEqual(["<ok@example.org>"]);
+
+    // 150 tiny attachments: 100 become objects, the rest stay in the raw message (and are counted).
+    const parts = Array.from({ length: 150 }, (_, i) =>
+      [
+        "--b",
+        `Content-Type: text/plain; name="f${i}.txt"`,
+        `Content-Disposition: attachment; filename="f${i}.txt"`,
+        "",
+        `file ${i}`,
+      ].join("\r\n"),
+    );
+    await deliver(
+      mail({
+        subject: "many parts",
+        contentType: 'multipart/mixed; boundary="b"',
+        body: `${parts.join("\r\n")}\r\n--b--\r\n`,
+      }),
+      a.inbox.address,
+    );
+    const many = await newest(a.inbox.id);
+    const stored = await env.DB.prepare("SELECT COUNT(*) AS n FROM attachments WHERE message_id = ?")
+      .bind(many.id)
+      .first<{ n: number }>();
+    expect(stored?.n).toBe(100);
+    const audit = await call("GET", "/v1/audit-log?action=message.received&limit=1", { key: a.key });
+    expect(audit.body.data[0].metadata).toMatchObject({ attachments: 100, attachments_omitted: 50 });
+  });
+});
+
 describe("threading", () => {
   let a: Account;
   beforeAll(async () => {
@@ -350,7 +401,11 @@ describe("threading", () => {
 describe("delivery reports", () => {
   it("links a DSN bounce to the outbound message by its Message-ID and records it", async () => {
     const a = await registerAccount("dsn");
-    const out = await insertOutbound(a, "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>");
+    const out = await insertOutbound(
+      a,
+      "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
+      "htfgvhyufthdgcvhgjyfthgc@ethereal.email",
+    );
     const msg = await deliver(dsnBounce, a.inbox.address, "");
     expect(msg.setReject).not.toHaveBeenCalled();
 
@@ -378,6 +433,15 @@ describe("delivery reports", () => {
     expect(audit.body.data).toHaveLength(1);
     expect(audit.body.data[0].target).toEqual({ type: "message", id: out.id });
 
+    // The same report again (another copy, another Message-ID) is recorded but counts once.
+    await deliver(
+      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<copy-2@x>"),
+      a.inbox.address,
+      "",
+    );
+    const again = await call("GET", "/v1/audit-log?action=message.bounced", { key: a.key });
+    expect(again.body.data).toHaveLength(1);
+
     // The report is also ordinary mail in the inbox.
     const listed = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${report.id}`, { key: a.key });
     expect(listed.body.data).toMatchObject({ report_type: "delivery_status", auto_submitted: true });
@@ -400,10 +464,24 @@ describe("delivery reports", () => {
 
   it("links by the +msg_ tag of the bounce address when the Message-ID is unknown, and keeps unlinked reports", async () => {
     const a = await registerAccount("dsn-verp");
-    const out = await insertOutbound(a, "<not-the-one@example.org>");
+    const out = await insertOutbound(a, "<not-the-one@example.org>", "htfgvhyufthdgcvhgjyfthgc@ethereal.email");
     const [user, domain] = a.inbox.address.split("@");
     await deliver(dsnBounce, `${user}+${out.id}@${domain}`, "");
     expect((await messageRow(out.id))?.status).toBe("bounced");
+
+    // Knowing a Message-ID is not enough: a report for an address the message never went to
+    // is recorded, unlinked, and changes nothing.
+    const forged = await insertOutbound(
+      a,
+      "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
+      "someone-else@example.net",
+    );
+    await deliver(
+      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<forged@x>"),
+      a.inbox.address,
+      "",
+    );
+    expect((await messageRow(forged.id))?.status).toBe("sent");
 
     const b = await registerAccount("dsn-unlinked");
     await deliver(dsnBounce, b.inbox.address, "");

@@ -306,5 +306,11 @@ describe("large bodies", () => {
     expect(row?.n).toBeLessThanOrEqual(32 * 1024);
     const res = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${row?.id}`, { key: a.key });
     expect(res.body.data.body_text).toBe(body.replace(/\r\n/g, "\n"));
+    expect(res.body.data.body_omitted).toBe(false);
+    // Lists never pull large bodies from R2: they say so instead.
+    const list = await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key });
+    expect(list.body.data[0]).toMatchObject({ id: row?.id, body_text: null, body_omitted: true });
+    const thread = await call("GET", `/v1/inboxes/${a.inbox.id}/threads/${res.body.data.thread_id}`, { key: a.key });
+    expect(thread.body.data).toMatchObject({ messages_truncated: false, messages: [{ body_omitted: true }] });
   });
 });

@@ -52,6 +52,12 @@ inboundRoutes.openapi(
       data: RelayResult,
       status: 202,
       security: "none",
+      errors: {
+        401: "`invalid_signature` (missing, malformed or wrong signature) or `timestamp_out_of_range` (over 5 minutes of skew)",
+        404: "`unknown_recipient`: no active inbox at `to` (unknown, deactivated or disabled)",
+        413: "`message_too_large`: over 25 MiB",
+        503: "`inbound_not_configured`: the deployment has no INBOUND_SECRET",
+      },
     }),
   },
   async (c) => {
@@ -63,10 +69,14 @@ inboundRoutes.openapi(
         "This deployment has no INBOUND_SECRET; the relay endpoint is off.",
       );
     }
+    const timestamp = c.req.header("X-Mailbot-Timestamp");
+    const signature = c.req.header("X-Mailbot-Signature");
+    // Cheap refusals first: no body is read for a request that cannot be valid.
+    checkHeaders(timestamp, signature);
     const declared = Number(c.req.header("Content-Length") ?? "0");
     if (declared > MAX_INBOUND_BYTES) throw new MessageTooLarge(declared);
     const body = await readCapped(c.req.raw.body, MAX_INBOUND_BYTES);
-    await verifySignature(secret, c.req.header("X-Mailbot-Timestamp"), c.req.header("X-Mailbot-Signature"), body);
+    await verifySignature(secret, timestamp as string, signature as string, body);
     const query = c.req.valid("query");
     const result = await receiveMail(c.env, {
       readRaw: async () => body,
@@ -107,20 +117,24 @@ async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: numb
   return out;
 }
 
-/** Checks `sha256=<hex HMAC(secret, timestamp + "." + body)>` and the 5-minute window. */
-async function verifySignature(
-  secret: string,
-  timestamp: string | undefined,
-  signature: string | undefined,
-  body: Uint8Array,
-): Promise<void> {
-  if (!timestamp || !signature) {
-    throw new Unauthorized("X-Mailbot-Timestamp and X-Mailbot-Signature are required.", "invalid_signature");
+/** Both headers present, a well-formed signature, and a timestamp within 5 minutes. */
+function checkHeaders(timestamp: string | undefined, signature: string | undefined): void {
+  if (!timestamp || !signature || !/^sha256=[0-9a-f]{64}$/i.test(signature.trim())) {
+    throw new Unauthorized(
+      "X-Mailbot-Timestamp and X-Mailbot-Signature (sha256=<64 hex>) are required.",
+      "invalid_signature",
+    );
   }
-  const ts = Number(timestamp);
-  if (!/^\d{1,12}$/.test(timestamp) || Math.abs(Date.now() / 1000 - ts) > MAX_SKEW_SECONDS) {
-    throw new Unauthorized("X-Mailbot-Timestamp is missing or more than 5 minutes away.", "timestamp_out_of_range");
+  if (!/^\d{1,12}$/.test(timestamp) || Math.abs(Date.now() / 1000 - Number(timestamp)) > MAX_SKEW_SECONDS) {
+    throw new Unauthorized(
+      "X-Mailbot-Timestamp is more than 5 minutes away from the server's clock.",
+      "timestamp_out_of_range",
+    );
   }
+}
+
+/** Checks `sha256=<hex HMAC(secret, timestamp + "." + body)>` in constant time. */
+async function verifySignature(secret: string, timestamp: string, signature: string, body: Uint8Array): Promise<void> {
   const key = await crypto.subtle.importKey(
     "raw",
     new TextEncoder().encode(secret),

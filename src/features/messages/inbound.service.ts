@@ -1,5 +1,6 @@
 import { and, desc, eq, gte, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { createDb, type Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import {
@@ -18,6 +19,7 @@ import { canonicalRecipient } from "../../email/address";
 import {
   authenticationVerdicts,
   htmlToPlain,
+  minimalMail,
   type ParsedMail,
   parseMail,
   rawMessageId,
@@ -123,9 +125,19 @@ export async function receiveMail(env: Bindings, input: InboundMail, now = Date.
     customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
   });
   const written = [keyOfRaw];
+  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written };
   try {
     const parsed = await parseMail(mail.raw);
-    return await storeParsed(ctx, inbox, mail, parsed, { messageId, dedupeKey, rawKey: keyOfRaw, written });
+    try {
+      return await storeParsed(ctx, inbox, mail, parsed, ids);
+    } catch (err) {
+      if (isUniqueViolation(err, "messages.inbox_id, messages.dedupe_key")) throw err;
+      // Whatever in the parsed mail D1 refused (a limit a hostile message found), the mail is
+      // still kept: once more with only what the header block says, flagged.
+      console.error(JSON.stringify({ level: "error", msg: "storing parsed mail failed", error: String(err) }));
+      const minimal = minimalMail(mail.raw, `stored without its parsed content: ${String(err).slice(0, 200)}`);
+      return await storeParsed(ctx, inbox, mail, minimal, ids);
+    }
   } catch (err) {
     // Only a lost race (the same mail stored by a concurrent delivery) undoes the R2 writes;
     // any other failure leaves the raw object in place, so nothing received is ever lost.
@@ -211,7 +223,7 @@ async function storeParsed(
     .filter(Boolean);
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
-  ].slice(0, 50);
+  ].slice(0, PARTICIPANT_LIMIT);
   const labels = ["unread"];
   const thread = await findThread(ctx, inbox.id, parsed);
   const threadId = thread ?? newId("thr", now);
@@ -265,10 +277,12 @@ async function storeParsed(
       .join(" ")
       .slice(0, 8 * 1024),
     complainedAt: null,
-    createdAt: now,
-    updatedAt: now,
+    // Stamped when the row is written (the id was minted when receiving began), so a long-poll
+    // that started while this mail was being parsed still sees it as new.
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
     sentAt: null,
-    receivedAt: now,
+    receivedAt: Date.now(),
   };
 
   const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
@@ -280,8 +294,8 @@ async function storeParsed(
         .set({
           messageCount: sql`${threads.messageCount} + 1`,
           lastMessageAt: sql`max(${threads.lastMessageAt}, ${now})`,
-          participants: sql`(SELECT json_group_array(value) FROM (SELECT value FROM json_each(${threads.participants}) UNION SELECT value FROM json_each(${JSON.stringify(participants)})))`,
-          labels: sql`(SELECT json_group_array(value) FROM (SELECT value FROM json_each(${threads.labels}) UNION SELECT value FROM json_each(${JSON.stringify(labels)})))`,
+          participants: unionCapped(threads.participants, participants, PARTICIPANT_LIMIT),
+          labels: unionCapped(threads.labels, labels, 50),
           updatedAt: now,
         })
         .where(and(eq(threads.id, thread), eq(threads.accountId, inbox.accountId))),
@@ -317,10 +331,11 @@ async function storeParsed(
       to: row.to,
       cc: row.cc,
       subject: row.subject,
-      body_text: row.bodyText,
-      body_html: row.bodyHtml,
-      body_truncated: Boolean(row.bodyTextKey || row.bodyHtmlKey),
+      body_text: eventBody(row.bodyText),
+      body_html: eventBody(row.bodyHtml),
+      body_truncated: eventBody(row.bodyText) !== row.bodyText || eventBody(row.bodyHtml) !== row.bodyHtml,
       attachments: attachmentMeta,
+      attachments_omitted: parsed.attachmentsOmitted,
       auto_submitted: row.autoSubmitted !== null,
       report_type: row.reportType,
       parse_error: row.parseError,
@@ -341,6 +356,7 @@ async function storeParsed(
         via: mail.via,
         size: row.size,
         attachments: attachmentRows.length,
+        attachments_omitted: parsed.attachmentsOmitted,
         rfc_message_id: row.rfcMessageId,
         event_id: event.id,
       },
@@ -365,6 +381,20 @@ async function storeParsed(
   await commitWithAudit(ctx, statements, audit);
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
 }
+
+/** Most participants a thread lists; the messages keep every address. */
+const PARTICIPANT_LIMIT = 50;
+
+/** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
+function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
+  return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
+}
+
+/** A body for the event payload, unless its JSON would make the event row too large. */
+function eventBody(body: string | null): string | null {
+  return body !== null && JSON.stringify(body).length <= EVENT_BODY_LIMIT ? body : null;
+}
+const EVENT_BODY_LIMIT = 256 * 1024;
 
 async function inlineOrR2(
   env: Bindings,
@@ -393,7 +423,9 @@ async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMa
     const found = await ctx.db
       .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
       .from(messages)
-      .where(and(eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)))
+      .where(
+        and(eq(messages.accountId, ctx.accountId), eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)),
+      )
       .all();
     const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
     for (const id of ids) {
@@ -408,6 +440,7 @@ async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMa
     .from(threads)
     .where(
       and(
+        eq(threads.accountId, ctx.accountId),
         eq(threads.inboxId, inboxId),
         eq(threads.subjectKey, key),
         gte(threads.lastMessageAt, ctx.now() - SUBJECT_THREAD_WINDOW_MS),

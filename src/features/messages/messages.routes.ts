@@ -50,7 +50,7 @@ messageRoutes.openapi(
     const query = c.req.valid("query");
     const rows = await searchMessages(ctx, c.req.valid("param").inbox_id, query.q, toPage(query));
     const { items, nextCursor } = pageOf(rows, query.limit);
-    const data = (await withBodies(ctx, items)).map(toMessageWire);
+    const data = items.map(toMessageWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },
 );
@@ -65,6 +65,7 @@ messageRoutes.openapi(
     description:
       "Answers as soon as a matching message exists (oldest first from `since`, which defaults to the time of the call), or 408 `wait_timeout` after `timeout_ms` (at most 30000).",
     data: MessageWire,
+    errors: { 408: "`wait_timeout`: no matching message arrived within `timeout_ms`" },
   }),
   async (c) => {
     requireScope(c, "read");
@@ -85,8 +86,7 @@ messageRoutes.openapi(
     if (!row) {
       throw new AppError(408, "wait_timeout", `No matching message arrived within ${query.timeout_ms} ms.`);
     }
-    const [full] = await withBodies(ctx, [row]);
-    return c.json({ data: toMessageWire(full ?? row) }, 200);
+    return c.json({ data: toMessageWire(await withBodies(ctx, row)) }, 200);
   },
 );
 
@@ -117,7 +117,7 @@ messageRoutes.openapi(
       toPage(query),
     );
     const { items, nextCursor } = pageOf(rows, query.limit);
-    const data = (await withBodies(ctx, items)).map(toMessageWire);
+    const data = items.map(toMessageWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },
 );
@@ -135,8 +135,7 @@ messageRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const { inbox_id, message_id } = c.req.valid("param");
-    const [row] = await withBodies(ctx, [await getMessage(ctx, inbox_id, message_id)]);
-    if (!row) throw new Error("unreachable: withBodies keeps every row");
+    const row = await withBodies(ctx, await getMessage(ctx, inbox_id, message_id));
     return c.json({ data: toMessageWire(row) }, 200);
   },
 );
@@ -154,8 +153,7 @@ messageRoutes.openapi(
     requireScope(c, "manage");
     const ctx = serviceContext(c);
     const { inbox_id, message_id } = c.req.valid("param");
-    const [row] = await withBodies(ctx, [await patchMessage(ctx, inbox_id, message_id, c.req.valid("json"))]);
-    if (!row) throw new Error("unreachable: withBodies keeps every row");
+    const row = await withBodies(ctx, await patchMessage(ctx, inbox_id, message_id, c.req.valid("json")));
     return c.json({ data: toMessageWire(row) }, 200);
   },
 );

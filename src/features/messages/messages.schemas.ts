@@ -89,6 +89,9 @@ export const MessageWire = z
     subject: z.string().nullable(),
     body_text: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
     body_html: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
+    body_omitted: z.boolean().openapi({
+      description: "True in lists when a body is too large to include (over 384 KiB): GET the message for it.",
+    }),
     headers: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
     headers_truncated: z.boolean(),
     rfc_message_id: z.string().nullable(),
@@ -145,4 +148,7 @@ export const ThreadWire = z
 
 export const ThreadWithMessagesWire = ThreadWire.extend({
   messages: z.array(MessageWire).openapi({ description: "Oldest first (at most 200)." }),
+  messages_truncated: z.boolean().openapi({
+    description: "True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`.",
+  }),
 }).openapi("ThreadWithMessages");

@@ -1,5 +1,5 @@
 import type { z } from "@hono/zod-openapi";
-import { and, asc, desc, eq, gte, lt, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
@@ -8,6 +8,9 @@ import { idFloor } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import type { MessageWire, PatchMessageInput } from "./messages.schemas";
+
+/** Longest time between minting a message id and writing its row (a 25 MiB parse included). */
+const RECEIVE_SLACK_MS = 60_000;
 
 /** A restricted key sees only its inboxes; anything else is a plain 404. */
 export function assertInboxAllowed(ctx: ServiceContext, inboxId: string): void {
@@ -47,8 +50,17 @@ export async function listMessages(
   if (filters.direction) where.push(eq(messages.direction, filters.direction));
   if (filters.threadId) where.push(eq(messages.threadId, filters.threadId));
   if (filters.label) where.push(hasLabel(filters.label));
-  if (filters.sinceMs !== undefined) where.push(gte(messages.id, idFloor("msg", filters.sinceMs)));
-  if (filters.untilMs !== undefined) where.push(lt(messages.id, idFloor("msg", filters.untilMs + 1)));
+  // created_at decides; the id range (ids are minted a little before created_at) lets the
+  // (inbox_id, id) index skip everything else.
+  if (filters.sinceMs !== undefined) {
+    where.push(
+      gte(messages.id, idFloor("msg", filters.sinceMs - RECEIVE_SLACK_MS)),
+      gte(messages.createdAt, filters.sinceMs),
+    );
+  }
+  if (filters.untilMs !== undefined) {
+    where.push(lt(messages.id, idFloor("msg", filters.untilMs + 1)), lte(messages.createdAt, filters.untilMs));
+  }
   if (page.before) where.push(lt(messages.id, page.before));
   return ctx.db
     .select()
@@ -98,7 +110,7 @@ export async function patchMessage(
       ctx.db
         .update(threads)
         .set({
-          labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id})`,
+          labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId})`,
           updatedAt: now,
         })
         .where(and(eq(threads.id, current.threadId), eq(threads.accountId, ctx.accountId))),
@@ -115,14 +127,19 @@ export async function patchMessage(
   return { ...current, labels, updatedAt: now };
 }
 
-/** Turns free text into an FTS5 query: every word must appear (as a phrase, so operators are inert). */
-export function ftsQuery(q: string): string | null {
+/**
+ * Turns free text into an FTS5 query for one inbox: every word must appear in the subject, body
+ * or addresses (each quoted as a phrase, so FTS operators in the input are inert), and the inbox
+ * column narrows the match inside the index itself.
+ */
+export function ftsQuery(inboxId: string, q: string): string | null {
   const words = q.match(/[\p{L}\p{N}][\p{L}\p{N}@._+'-]*/gu) ?? [];
   if (words.length === 0) return null;
-  return words
+  const terms = words
     .slice(0, 20)
     .map((w) => `"${w.replace(/"/g, '""')}"`)
     .join(" ");
+  return `inbox_id : "${inboxId}" AND {subject search_text search_addresses} : (${terms})`;
 }
 
 /** Full-text search (subject, body, addresses) in one inbox, newest first. */
@@ -133,7 +150,7 @@ export async function searchMessages(
   page: Page,
 ): Promise<MessageRow[]> {
   await requireInbox(ctx, inboxId);
-  const match = ftsQuery(q);
+  const match = ftsQuery(inboxId, q);
   if (!match) return [];
   const where: SQL[] = [
     eq(messages.inboxId, inboxId),
@@ -172,7 +189,10 @@ export async function waitForMessage(
   const where: SQL[] = [
     eq(messages.inboxId, inboxId),
     eq(messages.accountId, ctx.accountId),
-    gte(messages.id, idFloor("msg", filters.sinceMs)),
+    // Ids are minted when receiving starts and created_at when the row is written: the id range
+    // uses the index, created_at decides.
+    gte(messages.id, idFloor("msg", filters.sinceMs - RECEIVE_SLACK_MS)),
+    gte(messages.createdAt, filters.sinceMs),
   ];
   if (filters.direction) where.push(eq(messages.direction, filters.direction));
   if (filters.fromAddress) where.push(eq(messages.fromAddress, filters.fromAddress));
@@ -231,20 +251,19 @@ export async function getAttachment(
   return { row, body };
 }
 
-/** Bodies kept in R2 (too large for a row) are read back for the wire. */
-export async function withBodies(ctx: ServiceContext, rows: MessageRow[]): Promise<MessageRow[]> {
-  return Promise.all(
-    rows.map(async (row) => {
-      if (!row.bodyTextKey && !row.bodyHtmlKey) return row;
-      const read = async (key: string | null, inline: string | null) =>
-        key ? ((await (await ctx.env.MAIL_BUCKET.get(key))?.text()) ?? null) : inline;
-      return {
-        ...row,
-        bodyText: await read(row.bodyTextKey, row.bodyText),
-        bodyHtml: await read(row.bodyHtmlKey, row.bodyHtml),
-      };
-    }),
-  );
+/**
+ * Bodies kept in R2 (too large for a row) are read back for the wire. Only single-message
+ * responses do this; lists say `body_omitted` instead, so one page can never pull megabytes.
+ */
+export async function withBodies(ctx: ServiceContext, row: MessageRow): Promise<MessageRow> {
+  if (!row.bodyTextKey && !row.bodyHtmlKey) return row;
+  const read = async (key: string | null, inline: string | null) =>
+    key ? ((await (await ctx.env.MAIL_BUCKET.get(key))?.text()) ?? null) : inline;
+  return {
+    ...row,
+    bodyText: await read(row.bodyTextKey, row.bodyText),
+    bodyHtml: await read(row.bodyHtmlKey, row.bodyHtml),
+  };
 }
 
 /** Wire shape of a message. */
@@ -263,6 +282,8 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     subject: row.subject,
     body_text: row.bodyText,
     body_html: row.bodyHtml,
+    body_omitted:
+      (row.bodyTextKey !== null && row.bodyText === null) || (row.bodyHtmlKey !== null && row.bodyHtml === null),
     headers: row.headers,
     headers_truncated: row.headersTruncated,
     rfc_message_id: row.rfcMessageId,

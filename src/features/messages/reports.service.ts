@@ -16,6 +16,8 @@ interface LinkedMessage {
   status: string;
   fromAddress: string | null;
   to: string[];
+  cc: string[];
+  bcc: string[];
   subject: string | null;
 }
 
@@ -33,13 +35,34 @@ export async function reportStatements(
   report: DeliveryReport,
   envelopeTo: string,
 ): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; linked: LinkedMessage | null }> {
-  const linked = await findOriginal(ctx, report, envelopeTo);
+  const original = await findOriginal(ctx, report, envelopeTo);
+  // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
+  // the message really went to, and only once per (message, recipient, kind).
+  const seen = new Set(
+    original
+      ? (
+          await ctx.db
+            .select({ recipient: deliveryReports.recipient, kind: deliveryReports.kind })
+            .from(deliveryReports)
+            .where(
+              and(eq(deliveryReports.accountId, ctx.accountId), eq(deliveryReports.originalMessageId, original.id)),
+            )
+            .all()
+        ).map((r) => `${r.kind}:${r.recipient}`)
+      : [],
+  );
   const statements: BatchItem<"sqlite">[] = [];
   const audit: AuditEntry[] = [];
   const now = ctx.now();
   let statusSet = false;
 
   for (const finding of report.findings) {
+    const addressed =
+      original !== null &&
+      (finding.recipient === null || [...original.to, ...original.cc, ...original.bcc].includes(finding.recipient));
+    const fresh = !seen.has(`${finding.kind}:${finding.recipient}`);
+    seen.add(`${finding.kind}:${finding.recipient}`);
+    const linked = addressed && fresh ? original : null;
     statements.push(
       ctx.db.insert(deliveryReports).values({
         id: newId("dlv", now),
@@ -109,7 +132,7 @@ export async function reportStatements(
       });
     }
   }
-  return { statements, audit, linked };
+  return { statements, audit, linked: original };
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */
@@ -136,6 +159,8 @@ async function findOriginal(
     status: messages.status,
     fromAddress: messages.fromAddress,
     to: messages.to,
+    cc: messages.cc,
+    bcc: messages.bcc,
     subject: messages.subject,
   };
   if (report.originalMessageId) {

@@ -11,7 +11,7 @@ import {
   ThreadWire,
   ThreadWithMessagesWire,
 } from "../messages/messages.schemas";
-import { toMessageWire, withBodies } from "../messages/messages.service";
+import { toMessageWire } from "../messages/messages.service";
 import { getThread, listThreads, threadPageOf, toThreadPage, toThreadWire } from "./threads.service";
 
 const tags = ["Threads"];
@@ -55,8 +55,10 @@ threadRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const { inbox_id, thread_id } = c.req.valid("param");
-    const { thread, messages } = await getThread(ctx, inbox_id, thread_id);
-    const full = await withBodies(ctx, messages);
-    return c.json({ data: { ...toThreadWire(thread), messages: full.map(toMessageWire) } }, 200);
+    const { thread, messages, truncated } = await getThread(ctx, inbox_id, thread_id);
+    return c.json(
+      { data: { ...toThreadWire(thread), messages: messages.map(toMessageWire), messages_truncated: truncated } },
+      200,
+    );
   },
 );

@@ -72,7 +72,7 @@ export async function getThread(
   ctx: ServiceContext,
   inboxId: string,
   threadId: string,
-): Promise<{ thread: ThreadRow; messages: MessageRow[] }> {
+): Promise<{ thread: ThreadRow; messages: MessageRow[]; truncated: boolean }> {
   assertInboxAllowed(ctx, inboxId);
   const thread = await ctx.db
     .select()
@@ -85,9 +85,9 @@ export async function getThread(
     .from(messages)
     .where(and(eq(messages.threadId, threadId), eq(messages.accountId, ctx.accountId)))
     .orderBy(asc(messages.id))
-    .limit(THREAD_MESSAGES_LIMIT)
+    .limit(THREAD_MESSAGES_LIMIT + 1)
     .all();
-  return { thread, messages: rows };
+  return { thread, messages: rows.slice(0, THREAD_MESSAGES_LIMIT), truncated: rows.length > THREAD_MESSAGES_LIMIT };
 }
 
 /** Wire shape of a thread. */
