@@ -2,6 +2,7 @@ import { app } from "./app";
 import { createDb } from "./db/client";
 import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
+import { purgeRelaySignatures } from "./features/messages/inbound.service";
 import { purgeExpired } from "./features/system/idempotency.service";
 
 export { InboxCounter } from "./durable-objects/inbox-counter";
@@ -29,9 +30,18 @@ export default {
   },
 
   async scheduled(_controller, env, ctx) {
+    const db = createDb(env.DB);
+    const now = Date.now();
     ctx.waitUntil(
-      purgeExpired(createDb(env.DB), Date.now()).then((n) =>
-        console.log(JSON.stringify({ level: "info", msg: "purged expired idempotency records", count: n })),
+      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now)]).then(([idempotency, relay]) =>
+        console.log(
+          JSON.stringify({
+            level: "info",
+            msg: "purged expired records",
+            idempotency_keys: idempotency,
+            relay_signatures: relay,
+          }),
+        ),
       ),
     );
   },

@@ -283,6 +283,22 @@ export const events = sqliteTable(
   ],
 );
 
+/**
+ * Signatures the relay endpoint has accepted, kept past the 5-minute window. The signature covers
+ * the body only (API.md), so this is what stops a captured request from being replayed to
+ * another recipient: one signature, one `to`.
+ */
+export const relaySignatures = sqliteTable(
+  "relay_signatures",
+  {
+    /** SHA-256 of the signature header value. */
+    signatureHash: text("signature_hash").primaryKey(),
+    envelopeTo: text("envelope_to").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [index("relay_signatures_expires_idx").on(t.expiresAt)],
+);
+
 export type AccountRow = typeof accounts.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type InboxRow = typeof inboxes.$inferSelect;

@@ -602,8 +602,19 @@ describe("POST /webhooks/inbound/raw", () => {
     expectError((await relay(raw, a.inbox.address, await sign(raw, stale))) as never, 401, "timestamp_out_of_range");
     expectError((await relay(raw, "nobody--zzzz@mailbot.test", good)) as never, 404, "unknown_recipient");
 
+    // A captured signed request cannot be pointed at another inbox; the same request may be retried.
+    const victim = await registerAccount("relay-victim");
+    const replayed = mail({ subject: "Replay me" });
+    const signed = await sign(replayed);
+    expect((await relay(replayed, a.inbox.address, signed)).status).toBe(202);
+    expect((await relay(replayed, a.inbox.address.toUpperCase(), signed)).status).toBe(202);
+    expectError((await relay(replayed, victim.inbox.address, signed)) as never, 401, "invalid_signature");
+    expect(await countMessages(victim.inbox.id)).toBe(0);
+    const claims = await env.DB.prepare("SELECT COUNT(*) AS n FROM relay_signatures").first<{ n: number }>();
+    expect(claims?.n).toBeGreaterThanOrEqual(2);
+
     const over = new Uint8Array(25 * 1024 * 1024 + 1).fill(0x61);
     expectError((await relay(over, a.inbox.address, await sign(over))) as never, 413, "message_too_large");
-    expect(await countMessages(a.inbox.id)).toBe(1);
+    expect(await countMessages(a.inbox.id)).toBe(2);
   });
 });

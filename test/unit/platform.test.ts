@@ -118,7 +118,7 @@ describe("the other triggers", () => {
     expect(result.retryBatch.retry).toBe(true);
   });
 
-  it("scheduled(): purges expired idempotency records only", async () => {
+  it("scheduled(): purges expired idempotency records and relay signatures only", async () => {
     const a = await registerAccount();
     await call("POST", "/v1/inboxes", {
       key: a.key,
@@ -128,11 +128,19 @@ describe("the other triggers", () => {
     await env.DB.prepare(
       "INSERT INTO idempotency_keys (id, lookup, method, path, request_hash, state, created_at, expires_at) VALUES ('idem_old', 'old', 'POST', '/x', 'h', 'done', 0, 1)",
     ).run();
+    const later = Date.now() + 3_600_000;
+    await env.DB.prepare(
+      "INSERT INTO relay_signatures (signature_hash, envelope_to, expires_at) VALUES ('old', 'a@x', 1), ('fresh', 'a@x', ?)",
+    )
+      .bind(later)
+      .run();
     const ctx = createExecutionContext();
     await worker.scheduled(createScheduledController({ scheduledTime: Date.now(), cron: "17 * * * *" }), env, ctx);
     await waitOnExecutionContext(ctx);
     const left = await env.DB.prepare("SELECT id FROM idempotency_keys").all<{ id: string }>();
     expect(left.results.map((r) => r.id)).not.toContain("idem_old");
     expect(left.results).toHaveLength(1);
+    const relay = await env.DB.prepare("SELECT signature_hash FROM relay_signatures").all<{ signature_hash: string }>();
+    expect(relay.results.map((r) => r.signature_hash)).toEqual(["fresh"]);
   });
 });

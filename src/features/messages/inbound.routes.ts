@@ -1,10 +1,11 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { createDb } from "../../db/client";
 import type { AppEnv } from "../../env";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { safeEqual, toHex } from "../../lib/crypto";
 import { AppError, Unauthorized } from "../../lib/errors";
-import { MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
+import { claimRelaySignature, MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
 
 /** Signatures older or newer than this are refused (replay window). */
 const MAX_SKEW_SECONDS = 300;
@@ -53,7 +54,7 @@ inboundRoutes.openapi(
       status: 202,
       security: "none",
       errors: {
-        401: "`invalid_signature` (missing, malformed or wrong signature) or `timestamp_out_of_range` (over 5 minutes of skew)",
+        401: "`invalid_signature` (missing, malformed or wrong signature, or one already used for another `to`) or `timestamp_out_of_range` (over 5 minutes of skew)",
         404: "`unknown_recipient`: no active inbox at `to` (unknown, deactivated or disabled)",
         413: "`message_too_large`: over 25 MiB",
         503: "`inbound_not_configured`: the deployment has no INBOUND_SECRET",
@@ -78,6 +79,7 @@ inboundRoutes.openapi(
     const body = await readCapped(c.req.raw.body, MAX_INBOUND_BYTES);
     await verifySignature(secret, timestamp as string, signature as string, body);
     const query = c.req.valid("query");
+    await claimRelaySignature(createDb(c.env.DB), signature as string, query.to, Date.now());
     const result = await receiveMail(c.env, {
       readRaw: async () => body,
       envelopeFrom: query.from || null,

@@ -1,4 +1,4 @@
-import { and, desc, eq, gte, sql } from "drizzle-orm";
+import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { createDb, type Db } from "../../db/client";
@@ -12,6 +12,7 @@ import {
   inboxes,
   type MessageRow,
   messages,
+  relaySignatures,
   threads,
 } from "../../db/schema";
 import { inList } from "../../db/sql";
@@ -29,7 +30,7 @@ import { readReport } from "../../email/reports";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
-import { AppError } from "../../lib/errors";
+import { AppError, Unauthorized } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
@@ -450,4 +451,39 @@ async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMa
     .limit(1)
     .get();
   return recent?.id ?? null;
+}
+
+/** How long an accepted relay signature is remembered (beyond the 5-minute skew window both ways). */
+const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
+
+/**
+ * Binds an accepted relay signature to its recipient. The same signed request may be retried
+ * (the message dedupe makes that harmless), but never pointed at another `to`.
+ */
+export async function claimRelaySignature(db: Db, signature: string, envelopeTo: string, now: number): Promise<void> {
+  const signatureHash = await sha256Hex(signature.trim().toLowerCase());
+  const to = envelopeTo.trim().toLowerCase();
+  await db
+    .insert(relaySignatures)
+    .values({ signatureHash, envelopeTo: to, expiresAt: now + RELAY_SIGNATURE_TTL_MS })
+    .onConflictDoNothing()
+    .run();
+  const claimed = await db
+    .select({ envelopeTo: relaySignatures.envelopeTo })
+    .from(relaySignatures)
+    .where(eq(relaySignatures.signatureHash, signatureHash))
+    .get();
+  if (claimed && claimed.envelopeTo !== to) {
+    throw new Unauthorized("This signature was already used for another recipient.", "invalid_signature");
+  }
+}
+
+/** Drops relay signatures past their window (the hourly cron). */
+export async function purgeRelaySignatures(db: Db, now: number): Promise<number> {
+  const gone = await db
+    .delete(relaySignatures)
+    .where(lt(relaySignatures.expiresAt, now))
+    .returning({ hash: relaySignatures.signatureHash })
+    .all();
+  return gone.length;
 }
