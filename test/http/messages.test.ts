@@ -144,7 +144,17 @@ describe("listing, reading and labelling messages", () => {
 
     const audit = await call("GET", "/v1/audit-log?action=message.labels_updated", { key: a.key });
     expect(audit.body.data).toHaveLength(3);
-    expect(audit.body.data[0].metadata).toEqual({ before: ["invoices"], after: ["done"] });
+    expect(audit.body.data[0].metadata).toEqual({ before: ["invoices"], labels: ["done"] });
+
+    // Concurrent additions all land (the labels are computed in SQL at write time).
+    const adds = await Promise.all(
+      ["a1", "a2", "a3", "a4", "a5"].map((l) =>
+        call("PATCH", path, { key: a.key, body: { add_labels: [l, "shared"] } }),
+      ),
+    );
+    expect(adds.every((r) => r.status === 200)).toBe(true);
+    const final = await call("GET", path, { key: a.key });
+    expect([...final.body.data.labels].sort()).toEqual(["a1", "a2", "a3", "a4", "a5", "done", "shared"]);
 
     expectError(await call("PATCH", path, { key: a.key, body: {} }), 422, "validation_error");
     expectError(

@@ -91,20 +91,23 @@ export async function patchMessage(
   patch: z.infer<typeof PatchMessageInput>,
 ): Promise<MessageRow> {
   const current = await getMessage(ctx, inboxId, messageId);
-  let labels = patch.labels ?? current.labels;
-  if (patch.add_labels) labels = [...labels, ...patch.add_labels];
-  if (patch.remove_labels) {
-    const remove = new Set(patch.remove_labels);
-    labels = labels.filter((l) => !remove.has(l));
-  }
-  labels = [...new Set(labels)].slice(0, 50);
   const now = ctx.now();
+  // Computed in SQL from the row as it is at write time, so two agents adding labels at once
+  // both keep theirs (first appearance order, no duplicates, at most 50).
+  const base = patch.labels === undefined ? sql`${messages.labels}` : sql`${JSON.stringify(patch.labels)}`;
+  const next = sql`(SELECT json_group_array(value) FROM (
+    SELECT value FROM (
+      SELECT value, key AS k FROM json_each(${base})
+      UNION ALL SELECT value, 1000 + key FROM json_each(${JSON.stringify(patch.add_labels ?? [])})
+    )
+    WHERE value NOT IN (SELECT value FROM json_each(${JSON.stringify(patch.remove_labels ?? [])}))
+    GROUP BY value ORDER BY min(k) LIMIT 50))`;
   await commitWithAudit(
     ctx,
     [
       ctx.db
         .update(messages)
-        .set({ labels, updatedAt: now })
+        .set({ labels: next, updatedAt: now })
         .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId))),
       // A thread is labelled with the union of its messages' labels.
       ctx.db
@@ -120,11 +123,11 @@ export async function patchMessage(
         action: "message.labels_updated",
         target: { type: "message", id: messageId },
         inboxId,
-        metadata: { before: current.labels, after: labels },
+        metadata: { before: current.labels, ...patch },
       },
     ],
   );
-  return { ...current, labels, updatedAt: now };
+  return getMessage(ctx, inboxId, messageId);
 }
 
 /**
