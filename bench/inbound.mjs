@@ -14,7 +14,8 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { LocalWorkerError, localStatePath, startLocalWorker } from "../scripts/local-worker.mjs";
+import { localStatePath, startLocalWorker } from "../scripts/local-worker.mjs";
+import { BenchError, fail, positiveInt } from "./common.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
@@ -31,20 +32,6 @@ const SMALL_THREAD_START = Math.floor(SEED / 2) + 1;
 const MAIL_DOMAIN = "bench.mailbot.test";
 const adminToken = randomBytes(24).toString("base64url");
 const inboundSecret = randomBytes(24).toString("base64url");
-
-function positiveInt(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (Number.isInteger(n) && n > 0) return n;
-  console.error(`bench: ${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-  process.exit(1);
-}
-
-const BenchError = LocalWorkerError;
-function fail(message, showLog = false) {
-  throw new BenchError(message, showLog);
-}
 
 let worker = null;
 let miniflare = null;

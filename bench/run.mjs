@@ -7,7 +7,8 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { LocalWorkerError, startLocalWorker } from "../scripts/local-worker.mjs";
+import { startLocalWorker } from "../scripts/local-worker.mjs";
+import { BenchError, fail, positiveInt } from "./common.mjs";
 
 const ROUNDS = 2;
 const WARMUP = 20;
@@ -16,21 +17,6 @@ const KEYS = 3;
 const N = positiveInt("BENCH_REQUESTS", 2000);
 const C = positiveInt("BENCH_CONCURRENCY", 16);
 const adminToken = randomBytes(24).toString("base64url");
-
-function positiveInt(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (Number.isInteger(n) && n > 0) return n;
-  console.error(`bench: ${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-  process.exit(1);
-}
-
-/** Aborts the run; main() prints the message (and the wrangler log if asked) and exits 1. */
-const BenchError = LocalWorkerError;
-function fail(message, showLog = false) {
-  throw new BenchError(message, showLog);
-}
 
 let worker = null;
 for (const sig of ["SIGINT", "SIGTERM"]) {

@@ -1,0 +1,18 @@
+// Shared by the bench scripts: option parsing and the one error type that aborts a run.
+import { LocalWorkerError } from "../scripts/local-worker.mjs";
+
+/** A positive integer from the environment, or the fallback; anything else ends the run. */
+export function positiveInt(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (Number.isInteger(n) && n > 0) return n;
+  console.error(`bench: ${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  process.exit(1);
+}
+
+/** Aborts the run; main() prints the message (and the wrangler log if asked) and exits 1. */
+export const BenchError = LocalWorkerError;
+export function fail(message, showLog = false) {
+  throw new BenchError(message, showLog);
+}
