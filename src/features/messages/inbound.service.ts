@@ -132,10 +132,11 @@ export async function receiveMail(env: Bindings, input: InboundMail, now = Date.
     try {
       return await storeParsed(ctx, inbox, mail, parsed, ids);
     } catch (err) {
-      if (isUniqueViolation(err, "messages.inbox_id, messages.dedupe_key")) throw err;
-      // Whatever in the parsed mail D1 refused (a limit a hostile message found), the mail is
-      // still kept: once more with only what the header block says, flagged.
-      console.error(JSON.stringify({ level: "error", msg: "storing parsed mail failed", error: String(err) }));
+      if (!isSizeLimit(err)) throw err;
+      // Something in the parsed mail hit a D1 size limit (a hostile message found one the caps
+      // missed): keep the mail anyway, once more with only what the header block says, flagged.
+      console.error(JSON.stringify({ level: "error", msg: "parsed mail too large for D1", error: String(err) }));
+      await env.MAIL_BUCKET.delete(written.splice(1));
       const minimal = minimalMail(mail.raw, `stored without its parsed content: ${String(err).slice(0, 200)}`);
       return await storeParsed(ctx, inbox, mail, minimal, ids);
     }
@@ -149,6 +150,13 @@ export async function receiveMail(env: Bindings, input: InboundMail, now = Date.
     }
     throw err;
   }
+}
+
+/** D1 refusing a statement for its size (not a transient failure, which must surface and be retried). */
+function isSizeLimit(err: unknown): boolean {
+  if (err instanceof AppError) return false;
+  const text = `${(err as Error)?.message ?? ""} ${String((err as { cause?: unknown })?.cause ?? "")}`;
+  return /TOOBIG|too big|too large|too long|too many SQL variables|LENGTH_LIMIT/i.test(text);
 }
 
 async function findByDedupe(db: Db, inboxId: string, dedupeKey: string): Promise<string | null> {
