@@ -16,3 +16,17 @@ export const BenchError = LocalWorkerError;
 export function fail(message, showLog = false) {
   throw new BenchError(message, showLog);
 }
+
+/** One JSON request to the local Worker; `json` is null when the body is not JSON. */
+export async function call(base, method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body) headers["content-type"] = "application/json";
+  const res = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: res.status, headers: res.headers, json, text };
+}

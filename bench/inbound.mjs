@@ -15,7 +15,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { localStatePath, startLocalWorker } from "../scripts/local-worker.mjs";
-import { BenchError, fail, positiveInt } from "./common.mjs";
+import { BenchError, call, fail, positiveInt } from "./common.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
@@ -119,19 +119,6 @@ function message(to, n, tag) {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
-
-async function call(base, method, path, { token, body } = {}) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body) headers["content-type"] = "application/json";
-  const res = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {}
-  return { status: res.status, headers: res.headers, json, text };
-}
 
 async function register(base, tag) {
   const email = `bench-${tag}-${randomBytes(6).toString("hex")}@example.com`;

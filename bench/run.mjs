@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { startLocalWorker } from "../scripts/local-worker.mjs";
-import { BenchError, fail, positiveInt } from "./common.mjs";
+import { BenchError, call, fail, positiveInt } from "./common.mjs";
 
 const ROUNDS = 2;
 const WARMUP = 20;
@@ -41,19 +41,6 @@ async function startWorker() {
     },
   });
   return worker.base;
-}
-
-async function call(base, method, path, { token, body } = {}) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body) headers["content-type"] = "application/json";
-  const res = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {}
-  return { status: res.status, json, text };
 }
 
 async function stats(base) {

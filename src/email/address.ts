@@ -1,10 +1,15 @@
+/** An address as given by an MTA or a caller, trimmed, without angle brackets, lower-cased. */
+export function bareAddress(address: string): string {
+  return address.trim().replace(/^<|>$/g, "").toLowerCase();
+}
+
 /**
  * The address an envelope recipient means: lower-cased, with a `+tag` sub-address removed from
  * the local part (`support--k3x9m2+orders@…` and `support+orders--k3x9m2@…` both reach
  * `support--k3x9m2@…`). Usernames cannot contain `+`, so the cut is unambiguous.
  */
 export function canonicalRecipient(address: string): { address: string; tag: string | null } {
-  const a = address.trim().replace(/^<|>$/g, "").toLowerCase();
+  const a = bareAddress(address);
   const at = a.lastIndexOf("@");
   if (at <= 0) return { address: a, tag: null };
   const local = a.slice(0, at);

@@ -1,3 +1,4 @@
+import { bareAddress } from "./address";
 import type { ParsedMail } from "./parse";
 import { normalizeMessageId, rawHeaderPairs, toBytes } from "./parse";
 
@@ -102,7 +103,7 @@ function afterType(value: string | null): string | null {
 
 function angleless(value: string | null): string | null {
   if (!value) return null;
-  const v = value.trim().replace(/^<|>$/g, "").toLowerCase();
+  const v = bareAddress(value);
   return v.length > 0 ? v : null;
 }
 

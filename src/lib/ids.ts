@@ -15,6 +15,8 @@ export type IdPrefix =
   | "whk"
   | "evt"
   | "dlv"
+  /** A delivery report (DSN/ARF finding); `dlv_` is a webhook delivery. */
+  | "rpt"
   | "dom"
   | "aud"
   | "req"

@@ -16,7 +16,7 @@ import {
   threads,
 } from "../../db/schema";
 import { inList } from "../../db/sql";
-import { canonicalRecipient } from "../../email/address";
+import { bareAddress, canonicalRecipient } from "../../email/address";
 import {
   authenticationVerdicts,
   htmlToPlain,
@@ -277,7 +277,7 @@ async function storeParsed(
     reportType: parsed.reportType,
     parseError: parsed.parseError,
     envelopeFrom: mail.envelopeFrom,
-    envelopeTo: mail.envelopeTo.trim().replace(/^<|>$/g, "").toLowerCase(),
+    envelopeTo: bareAddress(mail.envelopeTo),
     rawKey: ids.rawKey,
     dedupeKey: ids.dedupeKey,
     searchText: searchBody.slice(0, SEARCH_TEXT_LIMIT),
@@ -382,9 +382,9 @@ async function storeParsed(
 
   const report = readReport(parsed);
   if (report) {
-    const linked = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
-    statements.push(...linked.statements);
-    audit.push(...linked.audit);
+    const fromReport = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
+    statements.push(...fromReport.statements);
+    audit.push(...fromReport.audit);
   }
 
   await commitWithAudit(ctx, statements, audit);
@@ -470,7 +470,7 @@ const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
  */
 export async function claimRelaySignature(db: Db, signature: string, envelopeTo: string, now: number): Promise<void> {
   const signatureHash = await sha256Hex(signature.trim().toLowerCase());
-  const to = envelopeTo.trim().toLowerCase();
+  const to = bareAddress(envelopeTo);
   await db
     .insert(relaySignatures)
     .values({ signatureHash, envelopeTo: to, expiresAt: now + RELAY_SIGNATURE_TTL_MS })

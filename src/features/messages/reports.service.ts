@@ -34,7 +34,7 @@ export async function reportStatements(
   reportMessage: MessageRow,
   report: DeliveryReport,
   envelopeTo: string,
-): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; linked: LinkedMessage | null }> {
+): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[] }> {
   const original = await findOriginal(ctx, report, envelopeTo);
   // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
   // the message really went to, and only once per (message, recipient, kind).
@@ -65,7 +65,7 @@ export async function reportStatements(
     const linked = addressed && fresh ? original : null;
     statements.push(
       ctx.db.insert(deliveryReports).values({
-        id: newId("dlv", now),
+        id: newId("rpt", now),
         accountId: ctx.accountId,
         inboxId: linked?.inboxId ?? inbox.id,
         reportMessageId: reportMessage.id,
@@ -132,7 +132,7 @@ export async function reportStatements(
       });
     }
   }
-  return { statements, audit, linked: original };
+  return { statements, audit };
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */
