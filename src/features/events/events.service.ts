@@ -1,5 +1,6 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import { events } from "../../db/schema";
+import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 
@@ -45,3 +46,9 @@ export function eventStatement(
   });
   return { id, statement };
 }
+
+/**
+ * Hands committed events to delivery (webhooks). Call it after the `db.batch` that inserted
+ * them has committed. A stub until the webhooks feature lands; its signature is the contract.
+ */
+export async function publishEvents(_env: Bindings, _eventIds: string[]): Promise<void> {}
