@@ -204,6 +204,14 @@ export const messages = sqliteTable(
     searchText: text("search_text").notNull(),
     searchAddresses: text("search_addresses").notNull(),
     complainedAt: integer("complained_at"),
+    /** Outbound: delivery attempts made by the queue consumer. */
+    attempts: integer("attempts").notNull().default(0),
+    /** Outbound: why the last attempt failed (a permanent failure's reason stays here). */
+    lastError: text("last_error"),
+    /** Outbound: a consumer holds the send until then; another delivery of the queue message waits. */
+    leaseUntil: integer("lease_until"),
+    /** Outbound: the id the transport gave the message (Cloudflare's Message-ID, the SMTP queue id). */
+    providerMessageId: text("provider_message_id"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
     sentAt: integer("sent_at"),

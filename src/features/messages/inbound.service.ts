@@ -286,6 +286,10 @@ async function storeParsed(
       .join(" ")
       .slice(0, 8 * 1024),
     complainedAt: null,
+    attempts: 0,
+    lastError: null,
+    leaseUntil: null,
+    providerMessageId: null,
     // Stamped when the row is written (the id was minted when receiving began), so a long-poll
     // that started while this mail was being parsed still sees it as new.
     createdAt: Date.now(),
