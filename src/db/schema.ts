@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /**
@@ -284,10 +285,110 @@ export const events = sqliteTable(
     messageId: text("message_id"),
     data: text("data", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
     createdAt: integer("created_at").notNull(),
+    /**
+     * Per-account commit order, assigned inside the inserting statement. Ids are minted when a
+     * change starts and may commit out of order; `GET /v1/events?after=` pages by this so an
+     * agent paging forward never skips an event that committed late.
+     */
+    seq: integer("seq"),
+    /** When webhook fan-out ran for this event; null rows are picked up by the cron sweep. */
+    dispatchedAt: integer("dispatched_at"),
   },
   (t) => [
     index("events_account_idx").on(t.accountId, t.id),
     index("events_account_type_idx").on(t.accountId, t.type, t.id),
+    uniqueIndex("events_account_seq_uq").on(t.accountId, t.seq),
+    index("events_undispatched_idx")
+      .on(t.createdAt)
+      .where(sql`dispatched_at IS NULL`),
+  ],
+);
+
+/** A customer's webhook endpoint. Soft-deleted so in-flight deliveries see it is gone. */
+export const webhookEndpoints = sqliteTable(
+  "webhook_endpoints",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    url: text("url").notNull(),
+    /** Event types delivered; `["*"]` is every type. */
+    events: text("events", { mode: "json" }).$type<string[]>().notNull(),
+    inboxId: text("inbox_id"),
+    description: text("description"),
+    enabled: integer("enabled", { mode: "boolean" }).notNull(),
+    /** Why it was disabled: `manual`, `gone` (the receiver answered 410). */
+    disabledReason: text("disabled_reason"),
+    /** The signing secret (`whsec_…`), sealed when WEBHOOK_ENCRYPTION_KEY is set (see signing.ts). */
+    secret: text("secret").notNull(),
+    /** The secret before the last rotation; it keeps signing until `previous_secret_expires_at`. */
+    previousSecret: text("previous_secret"),
+    previousSecretExpiresAt: integer("previous_secret_expires_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    deletedAt: integer("deleted_at"),
+  },
+  (t) => [index("webhook_endpoints_account_idx").on(t.accountId, t.id)],
+);
+
+/**
+ * One event to deliver to one endpoint (fan-out, a test, or a replay): the retry state machine.
+ * The queue carries only this id; the state lives here so it survives redeploys and redelivery.
+ */
+export const webhookDispatches = sqliteTable(
+  "webhook_dispatches",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    endpointId: text("endpoint_id").notNull(),
+    eventId: text("event_id").notNull(),
+    kind: text("kind", { enum: ["event", "test", "replay"] }).notNull(),
+    /** A replay's `target_url`; null means the endpoint's own URL. */
+    targetUrl: text("target_url"),
+    status: text("status", { enum: ["pending", "succeeded", "failed", "cancelled"] }).notNull(),
+    attempts: integer("attempts").notNull(),
+    nextAttemptAt: integer("next_attempt_at").notNull(),
+    /** A consumer holding this until then is mid-attempt; a redelivered copy must not send too. */
+    leaseUntil: integer("lease_until"),
+    lastStatusCode: integer("last_status_code"),
+    lastError: text("last_error"),
+    /** `<endpoint>:<event>` for fan-out, so publishing twice creates one dispatch. */
+    dedupeKey: text("dedupe_key"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    completedAt: integer("completed_at"),
+  },
+  (t) => [
+    uniqueIndex("webhook_dispatches_dedupe_uq").on(t.dedupeKey),
+    index("webhook_dispatches_pending_idx")
+      .on(t.nextAttemptAt)
+      .where(sql`status = 'pending'`),
+    index("webhook_dispatches_event_idx").on(t.eventId),
+  ],
+);
+
+/** One HTTP attempt (`dlv_…`), the rows of `GET /v1/webhooks/:id/deliveries`. */
+export const webhookDeliveries = sqliteTable(
+  "webhook_deliveries",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    endpointId: text("endpoint_id").notNull(),
+    dispatchId: text("dispatch_id").notNull(),
+    eventId: text("event_id").notNull(),
+    eventType: text("event_type").notNull(),
+    attempt: integer("attempt").notNull(),
+    url: text("url").notNull(),
+    statusCode: integer("status_code"),
+    error: text("error"),
+    durationMs: integer("duration_ms").notNull(),
+    /** `succeeded`, `retrying` (another attempt is scheduled) or `failed` (final). */
+    outcome: text("outcome", { enum: ["succeeded", "retrying", "failed"] }).notNull(),
+    nextAttemptAt: integer("next_attempt_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    index("webhook_deliveries_endpoint_idx").on(t.accountId, t.endpointId, t.id),
+    uniqueIndex("webhook_deliveries_attempt_uq").on(t.dispatchId, t.attempt),
   ],
 );
 
@@ -316,3 +417,6 @@ export type MessageRow = typeof messages.$inferSelect;
 export type AttachmentRow = typeof attachments.$inferSelect;
 export type DeliveryReportRow = typeof deliveryReports.$inferSelect;
 export type EventRow = typeof events.$inferSelect;
+export type WebhookEndpointRow = typeof webhookEndpoints.$inferSelect;
+export type WebhookDispatchRow = typeof webhookDispatches.$inferSelect;
+export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;

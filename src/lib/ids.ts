@@ -17,6 +17,8 @@ export type IdPrefix =
   | "dlv"
   /** A delivery report (DSN/ARF finding); `dlv_` is a webhook delivery. */
   | "rpt"
+  /** A webhook dispatch: one event to one endpoint, the state behind its `dlv_` attempts (internal). */
+  | "dsp"
   | "dom"
   | "aud"
   | "req"
