@@ -5,11 +5,13 @@ import { accountRoutes, registerRoutes } from "./features/accounts/accounts.rout
 import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
 import { auditRoutes } from "./features/audit/audit.routes";
+import { eventRoutes } from "./features/events/events.routes";
 import { inboxRoutes } from "./features/inboxes/inboxes.routes";
 import { inboundRoutes } from "./features/messages/inbound.routes";
 import { messageRoutes } from "./features/messages/messages.routes";
 import { systemRoutes, VERSION } from "./features/system/system.routes";
 import { threadRoutes } from "./features/threads/threads.routes";
+import { webhookRoutes } from "./features/webhooks/webhooks.routes";
 import { requireAdmin, requireApiKey } from "./http/auth";
 import { d1Stats } from "./http/d1-stats";
 import { errorResponse } from "./http/errors";
@@ -56,6 +58,8 @@ export function buildApp() {
   app.route("/v1", messageRoutes);
   app.route("/v1", threadRoutes);
   app.route("/v1", auditRoutes);
+  app.route("/v1", webhookRoutes);
+  app.route("/v1", eventRoutes);
   app.route("/", inboundRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {

@@ -22,9 +22,18 @@ export interface Bindings {
   /** Comma-separated authserv-ids whose Authentication-Results headers are believed. */
   TRUSTED_AUTHSERV_IDS?: string;
 
+  /** "true" lets webhooks target http://localhost and http://127.0.0.1 (ignored in production). */
+  WEBHOOK_ALLOW_LOCAL?: string;
+  /** Per-attempt webhook timeout (default 10000). */
+  WEBHOOK_TIMEOUT_MS?: string;
+  /** Comma-separated delays in seconds before each webhook attempt (default 0,30,120,600,3600,21600). */
+  WEBHOOK_RETRY_SCHEDULE?: string;
+
   ADMIN_TOKEN?: string;
   INBOUND_SECRET?: string;
   DKIM_ENCRYPTION_KEY?: string;
+  /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
+  WEBHOOK_ENCRYPTION_KEY?: string;
 }
 
 /** What the authentication middleware leaves on the request context. */

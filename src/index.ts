@@ -4,6 +4,8 @@ import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
 import { purgeRelaySignatures } from "./features/messages/inbound.service";
 import { purgeExpired } from "./features/system/idempotency.service";
+import { sweepWebhooks } from "./features/webhooks/dispatch";
+import { consumeWebhooks } from "./queues/webhooks.consumer";
 
 export { InboxCounter } from "./durable-objects/inbox-counter";
 export { RateLimiter } from "./durable-objects/rate-limiter";
@@ -15,7 +17,8 @@ export default {
     await handleEmail(message, env);
   },
 
-  async queue(batch) {
+  async queue(batch, env) {
+    if (batch.queue.startsWith("mailbot-webhooks")) return consumeWebhooks(batch, env);
     // No consumer is registered yet for this queue: keep the messages (retry later, then the
     // dead-letter queue) rather than acknowledge and lose them.
     console.error(
@@ -33,15 +36,19 @@ export default {
     const db = createDb(env.DB);
     const now = Date.now();
     ctx.waitUntil(
-      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now)]).then(([idempotency, relay]) =>
-        console.log(
-          JSON.stringify({
-            level: "info",
-            msg: "purged expired records",
-            idempotency_keys: idempotency,
-            relay_signatures: relay,
-          }),
-        ),
+      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now), sweepWebhooks(env, now)]).then(
+        ([idempotency, relay, webhooks]) =>
+          console.log(
+            JSON.stringify({
+              level: "info",
+              msg: "purged expired records",
+              idempotency_keys: idempotency,
+              relay_signatures: relay,
+              // Events whose fan-out was missed, dispatches whose queue message was lost.
+              webhook_events_swept: webhooks.events,
+              webhook_dispatches_requeued: webhooks.dispatches,
+            }),
+          ),
       ),
     );
   },

@@ -298,9 +298,7 @@ export const events = sqliteTable(
     index("events_account_idx").on(t.accountId, t.id),
     index("events_account_type_idx").on(t.accountId, t.type, t.id),
     uniqueIndex("events_account_seq_uq").on(t.accountId, t.seq),
-    index("events_undispatched_idx")
-      .on(t.createdAt)
-      .where(sql`dispatched_at IS NULL`),
+    index("events_undispatched_idx").on(t.createdAt).where(sql`dispatched_at IS NULL`),
   ],
 );
 
@@ -359,9 +357,7 @@ export const webhookDispatches = sqliteTable(
   },
   (t) => [
     uniqueIndex("webhook_dispatches_dedupe_uq").on(t.dedupeKey),
-    index("webhook_dispatches_pending_idx")
-      .on(t.nextAttemptAt)
-      .where(sql`status = 'pending'`),
+    index("webhook_dispatches_pending_idx").on(t.nextAttemptAt).where(sql`status = 'pending'`),
     index("webhook_dispatches_event_idx").on(t.eventId),
   ],
 );

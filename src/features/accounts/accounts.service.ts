@@ -13,7 +13,8 @@ import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits, tierTable } 
 import { iso } from "../../lib/time";
 import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
-import { newSharedInbox } from "../inboxes/inboxes.service";
+import { publishEvents } from "../events/events.service";
+import { inboxEvent, newSharedInbox } from "../inboxes/inboxes.service";
 import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from "./accounts.schemas";
 
 /**
@@ -41,6 +42,7 @@ export async function register(
   const { row: keyRow, key } = await newKeyRow(account.id, { name: "default", scopes: ["full"], inboxIds: null }, now);
   const inbox = newSharedInbox(account, base.env.MAIL_DOMAIN, { username: "sandbox" }, now);
   const ctx: ServiceContext = { ...base, accountId: account.id };
+  const event = inboxEvent(ctx, "inbox.created", inbox);
   try {
     await commitWithAudit(
       ctx,
@@ -48,6 +50,7 @@ export async function register(
         ctx.db.insert(accounts).values(account),
         ctx.db.insert(apiKeys).values(keyRow),
         ctx.db.insert(inboxes).values(inbox),
+        event.statement,
       ],
       [
         {
@@ -64,7 +67,7 @@ export async function register(
           action: "inbox.created",
           target: { type: "inbox", id: inbox.id },
           inboxId: inbox.id,
-          metadata: { address: inbox.address },
+          metadata: { address: inbox.address, event_id: event.id },
         },
       ],
     );
@@ -74,6 +77,7 @@ export async function register(
     }
     throw err;
   }
+  await publishEvents(ctx.env, [event.id]);
   return { account, key, inbox };
 }
 

@@ -1,21 +1,18 @@
+import type { z } from "@hono/zod-openapi";
+import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { events } from "../../db/schema";
+import { type EventRow, events } from "../../db/schema";
+import { inList } from "../../db/sql";
 import type { Bindings } from "../../env";
+import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
+import { NotFound } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { fanOut } from "../webhooks/dispatch";
+import type { EVENT_TYPES, EventWire } from "./events.schemas";
 
-export type EventType =
-  | "message.received"
-  | "message.sent"
-  | "message.delivered"
-  | "message.bounced"
-  | "message.complained"
-  | "message.blocked"
-  | "inbox.created"
-  | "inbox.disabled"
-  | "inbox.enabled"
-  | "domain.verified"
-  | "webhook.test";
+export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface EventRefs {
   inboxId?: string | null;
@@ -43,12 +40,130 @@ export function eventStatement(
     messageId: refs.messageId ?? null,
     data,
     createdAt: ctx.now(),
+    // Computed inside the insert: D1 runs writes one at a time, so this is the commit order.
+    seq: sql`(SELECT coalesce(max(${events.seq}), 0) + 1 FROM ${events} WHERE ${events.accountId} = ${ctx.accountId})`,
   });
   return { id, statement };
 }
 
 /**
  * Hands committed events to delivery (webhooks). Call it after the `db.batch` that inserted
- * them has committed. A stub until the webhooks feature lands; its signature is the contract.
+ * them has committed. It never throws: the producer's change is already done, and events
+ * that miss their fan-out here (a crash, a queue outage) are picked up by the cron sweep.
  */
-export async function publishEvents(_env: Bindings, _eventIds: string[]): Promise<void> {}
+export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
+  if (eventIds.length === 0) return;
+  try {
+    await fanOut(env, eventIds);
+  } catch (err) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "event fan-out failed; the sweep retries",
+        events: eventIds,
+        error: String(err),
+      }),
+    );
+  }
+}
+
+export interface EventFilters {
+  type?: EventType | undefined;
+  inboxId?: string | undefined;
+  threadId?: string | undefined;
+}
+
+/** Account scope, a restricted key's inboxes (account-level events are hidden from it), filters. */
+function scoped(ctx: ServiceContext, filters: EventFilters, ...extra: SQL[]): SQL | undefined {
+  const where: SQL[] = [eq(events.accountId, ctx.accountId), ...extra];
+  if (ctx.inboxIds) where.push(isNotNull(events.inboxId), inList(events.inboxId, ctx.inboxIds));
+  if (filters.type) where.push(eq(events.type, filters.type));
+  if (filters.inboxId) where.push(eq(events.inboxId, filters.inboxId));
+  if (filters.threadId) where.push(eq(events.threadId, filters.threadId));
+  return and(...where);
+}
+
+/** Newest-first page of the account's events. */
+export async function listEvents(ctx: ServiceContext, filters: EventFilters, page: Page): Promise<EventRow[]> {
+  return ctx.db
+    .select()
+    .from(events)
+    .where(scoped(ctx, filters, ...(page.before ? [lt(events.id, page.before)] : [])))
+    .orderBy(desc(events.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** One event of the caller; 404 for anything else. */
+export async function getEvent(ctx: ServiceContext, eventId: string): Promise<EventRow> {
+  const row = await ctx.db
+    .select()
+    .from(events)
+    .where(scoped(ctx, {}, eq(events.id, eventId)))
+    .get();
+  if (!row) throw new NotFound("Event");
+  return row;
+}
+
+/**
+ * Events committed after `afterId`, oldest first. With `waitMs`, polls until at least one
+ * exists (or the time is up, or the client went away) and answers as soon as one does.
+ */
+export async function eventsAfter(
+  ctx: ServiceContext,
+  afterId: string,
+  filters: EventFilters,
+  limit: number,
+  waitMs: number,
+  signal?: AbortSignal,
+): Promise<EventRow[]> {
+  const anchor = await getEvent(ctx, afterId);
+  // Rows written before the seq column existed were numbered by id in the migration, so seq is
+  // always set; the id fallback only guards against a row that somehow lacks one.
+  const newer = anchor.seq === null ? gt(events.id, anchor.id) : gt(events.seq, anchor.seq);
+  const deadline = Date.now() + waitMs;
+  let interval = 100;
+  for (;;) {
+    const rows = await ctx.db
+      .select()
+      .from(events)
+      .where(scoped(ctx, filters, newer))
+      .orderBy(asc(events.seq), asc(events.id))
+      .limit(limit)
+      .all();
+    const left = deadline - Date.now();
+    if (rows.length > 0 || left <= 0 || signal?.aborted) return rows;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(interval, left)));
+    interval = Math.min(interval * 1.5, 1000);
+  }
+}
+
+/** A newest-first list that waits for its first event when empty (`wait` without `after`). */
+export async function waitForEvents(
+  ctx: ServiceContext,
+  filters: EventFilters,
+  page: Page,
+  waitMs: number,
+  signal?: AbortSignal,
+): Promise<EventRow[]> {
+  const deadline = Date.now() + waitMs;
+  let interval = 100;
+  for (;;) {
+    const rows = await listEvents(ctx, filters, page);
+    const left = deadline - Date.now();
+    if (rows.length > 0 || left <= 0 || signal?.aborted) return rows;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(interval, left)));
+    interval = Math.min(interval * 1.5, 1000);
+  }
+}
+
+/** Wire shape of an event: exactly `{ id, type, created_at, account_id, data }`. */
+export function toEventWire(row: EventRow): z.infer<typeof EventWire> {
+  return {
+    id: row.id,
+    type: row.type as EventType,
+    created_at: iso(row.createdAt),
+    account_id: row.accountId,
+    data: row.data,
+  };
+}

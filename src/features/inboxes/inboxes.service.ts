@@ -1,5 +1,6 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import { isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
@@ -10,6 +11,7 @@ import { newId } from "../../lib/ids";
 import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
+import { eventStatement, publishEvents } from "../events/events.service";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
 /** `{username}--{short_id}@{MAIL_DOMAIN}` on the shared domain. */
@@ -39,6 +41,25 @@ export function newSharedInbox(
   };
 }
 
+/** The `inbox.created` / `inbox.enabled` / `inbox.disabled` event of a change, for its batch. */
+export function inboxEvent(
+  ctx: ServiceContext,
+  type: "inbox.created" | "inbox.enabled" | "inbox.disabled",
+  row: InboxRow,
+): { id: string; statement: BatchItem<"sqlite"> } {
+  return eventStatement(
+    ctx,
+    type,
+    { inboxId: row.id },
+    {
+      inbox_id: row.id,
+      address: row.address,
+      status: row.status,
+      disabled_reason: row.disabledReason ?? null,
+    },
+  );
+}
+
 /** Creates an inbox on the shared domain (custom domains arrive with the domains feature). */
 export async function createInbox(
   ctx: ServiceContext,
@@ -61,16 +82,17 @@ export async function createInbox(
     });
   }
   const row = newSharedInbox(account, mailDomain, input, ctx.now());
+  const event = inboxEvent(ctx, "inbox.created", row);
   try {
     await commitWithAudit(
       ctx,
-      [ctx.db.insert(inboxes).values(row)],
+      [ctx.db.insert(inboxes).values(row), event.statement],
       [
         {
           action: "inbox.created",
           target: { type: "inbox", id: row.id },
           inboxId: row.id,
-          metadata: { address: row.address },
+          metadata: { address: row.address, event_id: event.id },
         },
       ],
     );
@@ -80,6 +102,7 @@ export async function createInbox(
     }
     throw err;
   }
+  await publishEvents(ctx.env, [event.id]);
   return row;
 }
 
@@ -164,6 +187,9 @@ async function setInboxStatus(
   const status = reason === null ? "active" : "disabled";
   if (current.status === status && current.disabledReason === reason) return current;
   const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
+  // A deactivation is reported as `inbox.disabled` too (with disabled_reason "deactivated"):
+  // to a subscriber it is the same fact, the inbox stopped taking mail.
+  const event = inboxEvent(ctx, reason === null ? "inbox.enabled" : "inbox.disabled", next);
   await commitWithAudit(
     ctx,
     [
@@ -171,16 +197,18 @@ async function setInboxStatus(
         .update(inboxes)
         .set({ status, disabledReason: reason, updatedAt: next.updatedAt })
         .where(scoped(ctx, eq(inboxes.id, inboxId))),
+      event.statement,
     ],
     [
       {
         action: reason === null ? "inbox.enabled" : reason === "deactivated" ? "inbox.deactivated" : "inbox.disabled",
         target: { type: "inbox", id: inboxId },
         inboxId,
-        metadata: { previous_status: current.status, previous_reason: current.disabledReason },
+        metadata: { previous_status: current.status, previous_reason: current.disabledReason, event_id: event.id },
       },
     ],
   );
+  await publishEvents(ctx.env, [event.id]);
   return next;
 }
 

@@ -34,7 +34,7 @@ import { AppError, Unauthorized } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
-import { eventStatement } from "../events/events.service";
+import { eventStatement, publishEvents } from "../events/events.service";
 import { reportStatements } from "./reports.service";
 import { attachmentKey, bodyKey, rawKey } from "./storage";
 
@@ -384,14 +384,17 @@ async function storeParsed(
     });
   }
 
+  const eventIds = [event.id];
   const report = readReport(parsed);
   if (report) {
     const fromReport = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
     statements.push(...fromReport.statements);
     audit.push(...fromReport.audit);
+    eventIds.push(...fromReport.eventIds);
   }
 
   await commitWithAudit(ctx, statements, audit);
+  await publishEvents(env, eventIds);
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
 }
 

@@ -34,7 +34,7 @@ export async function reportStatements(
   reportMessage: MessageRow,
   report: DeliveryReport,
   envelopeTo: string,
-): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[] }> {
+): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; eventIds: string[] }> {
   const original = await findOriginal(ctx, report, envelopeTo);
   // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
   // the message really went to, and only once per (message, recipient, kind).
@@ -53,6 +53,7 @@ export async function reportStatements(
   );
   const statements: BatchItem<"sqlite">[] = [];
   const audit: AuditEntry[] = [];
+  const eventIds: string[] = [];
   const now = ctx.now();
   let statusSet = false;
 
@@ -123,6 +124,7 @@ export async function reportStatements(
       },
     );
     statements.push(event.statement);
+    eventIds.push(event.id);
     if (finding.kind !== "delivered") {
       audit.push({
         action: eventType,
@@ -132,7 +134,7 @@ export async function reportStatements(
       });
     }
   }
-  return { statements, audit };
+  return { statements, audit, eventIds };
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */

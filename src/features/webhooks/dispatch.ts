@@ -1,0 +1,184 @@
+import { z } from "@hono/zod-openapi";
+import { and, eq, isNull, lt, or } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { createDb } from "../../db/client";
+import { type EventRow, events, type WebhookEndpointRow, webhookDispatches, webhookEndpoints } from "../../db/schema";
+import { inList } from "../../db/sql";
+import type { Bindings } from "../../env";
+import { newId } from "../../lib/ids";
+
+/**
+ * Fan-out: which endpoints get which events, and the queue messages that carry dispatch ids
+ * (never payloads: the queue's limit is 128 KB and a received mail's event can be larger).
+ */
+
+/** The webhook queue's message body. Versioned, so a deploy can change it without misreading old messages. */
+export const WebhookQueueBody = z.object({ v: z.literal(1), dispatch_id: z.string().regex(/^dsp_[0-9a-z]{26}$/) });
+export type WebhookQueueBody = z.infer<typeof WebhookQueueBody>;
+
+/** Whether an endpoint wants this event (type filter, inbox filter). Test events go only where they are sent. */
+export function endpointMatches(endpoint: WebhookEndpointRow, event: Pick<EventRow, "type" | "inboxId">): boolean {
+  if (event.type === "webhook.test") return false;
+  if (!endpoint.enabled || endpoint.deletedAt !== null) return false;
+  if (endpoint.inboxId !== null && endpoint.inboxId !== event.inboxId) return false;
+  return endpoint.events.includes("*") || endpoint.events.includes(event.type);
+}
+
+/** A pending dispatch row of one event to one endpoint. */
+export function newDispatch(
+  input: {
+    accountId: string;
+    endpointId: string;
+    eventId: string;
+    kind: "event" | "test" | "replay";
+    targetUrl?: string | null;
+  },
+  now: number,
+) {
+  return {
+    id: newId("dsp", now),
+    accountId: input.accountId,
+    endpointId: input.endpointId,
+    eventId: input.eventId,
+    kind: input.kind,
+    targetUrl: input.targetUrl ?? null,
+    status: "pending" as const,
+    attempts: 0,
+    nextAttemptAt: now,
+    leaseUntil: null,
+    lastStatusCode: null,
+    lastError: null,
+    dedupeKey: input.kind === "event" ? `${input.endpointId}:${input.eventId}` : null,
+    createdAt: now,
+    updatedAt: now,
+    completedAt: null,
+  };
+}
+
+/** Puts dispatch ids on the webhook queue (in chunks of the queue's batch limit). */
+export async function enqueueDispatches(env: Bindings, dispatchIds: string[], delaySeconds = 0): Promise<void> {
+  for (let i = 0; i < dispatchIds.length; i += 100) {
+    const chunk = dispatchIds.slice(i, i + 100);
+    await env.WEBHOOK_QUEUE.sendBatch(
+      chunk.map((id) => ({ body: { v: 1, dispatch_id: id } satisfies WebhookQueueBody, delaySeconds })),
+    );
+  }
+}
+
+/**
+ * Creates one dispatch per (event, matching endpoint), enqueues every not-yet-attempted
+ * dispatch of these events, then marks the events dispatched. Each step is idempotent (the
+ * dedupe key, the attempts = 0 check, the consumer's status check), so running it twice, or
+ * again from the sweep after a crash at any point, sends nothing twice.
+ */
+export async function fanOut(env: Bindings, eventIds: string[], now = Date.now()): Promise<void> {
+  const db = createDb(env.DB);
+  const rows = await db
+    .select({ id: events.id, accountId: events.accountId, type: events.type, inboxId: events.inboxId })
+    .from(events)
+    .where(and(inList(events.id, eventIds), isNull(events.dispatchedAt)))
+    .all();
+  if (rows.length === 0) return;
+  const accountIds = [...new Set(rows.map((r) => r.accountId))];
+  const endpoints = await db
+    .select()
+    .from(webhookEndpoints)
+    .where(
+      and(
+        inList(webhookEndpoints.accountId, accountIds),
+        eq(webhookEndpoints.enabled, true),
+        isNull(webhookEndpoints.deletedAt),
+      ),
+    )
+    .all();
+  const inserts: BatchItem<"sqlite">[] = [];
+  for (const event of rows) {
+    for (const endpoint of endpoints) {
+      if (endpoint.accountId !== event.accountId || !endpointMatches(endpoint, event)) continue;
+      const row = newDispatch(
+        { accountId: event.accountId, endpointId: endpoint.id, eventId: event.id, kind: "event" },
+        now,
+      );
+      inserts.push(db.insert(webhookDispatches).values(row).onConflictDoNothing());
+    }
+  }
+  if (inserts.length > 0) await db.batch(inserts as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+  const ids = rows.map((r) => r.id);
+  const pending = await db
+    .select({ id: webhookDispatches.id })
+    .from(webhookDispatches)
+    .where(
+      and(
+        inList(webhookDispatches.eventId, ids),
+        eq(webhookDispatches.status, "pending"),
+        eq(webhookDispatches.attempts, 0),
+      ),
+    )
+    .all();
+  await enqueueDispatches(
+    env,
+    pending.map((p) => p.id),
+  );
+  await db
+    .update(events)
+    .set({ dispatchedAt: now })
+    .where(and(inList(events.id, ids), isNull(events.dispatchedAt)))
+    .run();
+}
+
+/** Events older than this without a fan-out were missed by their producer (a crash, a queue outage). */
+const UNDISPATCHED_GRACE_MS = 60_000;
+/** A pending dispatch this far past its due time lost its queue message (dead-lettered, dropped). */
+const STUCK_DISPATCH_MS = 10 * 60_000;
+
+/**
+ * The cron sweep that makes delivery survive crashes: fans out events whose producer never
+ * did, and re-enqueues pending dispatches whose queue message was lost. Duplicates it may
+ * create are harmless (the consumer leases each dispatch and skips finished ones).
+ */
+export async function sweepWebhooks(env: Bindings, now = Date.now()): Promise<{ events: number; dispatches: number }> {
+  const db = createDb(env.DB);
+  const missed = await db
+    .select({ id: events.id })
+    .from(events)
+    .where(and(isNull(events.dispatchedAt), lt(events.createdAt, now - UNDISPATCHED_GRACE_MS)))
+    .limit(500)
+    .all();
+  for (let i = 0; i < missed.length; i += 50) {
+    await fanOut(
+      env,
+      missed.slice(i, i + 50).map((e) => e.id),
+      now,
+    );
+  }
+  const stuck = await db
+    .select({ id: webhookDispatches.id })
+    .from(webhookDispatches)
+    .where(
+      and(
+        eq(webhookDispatches.status, "pending"),
+        lt(webhookDispatches.nextAttemptAt, now - STUCK_DISPATCH_MS),
+        or(isNull(webhookDispatches.leaseUntil), lt(webhookDispatches.leaseUntil, now)),
+      ),
+    )
+    .limit(1000)
+    .all();
+  await enqueueDispatches(
+    env,
+    stuck.map((d) => d.id),
+  );
+  if (stuck.length > 0) {
+    // Their due time moves to now, so the next sweep leaves them to the consumer for a while.
+    await db
+      .update(webhookDispatches)
+      .set({ nextAttemptAt: now, updatedAt: now })
+      .where(
+        inList(
+          webhookDispatches.id,
+          stuck.map((d) => d.id),
+        ),
+      )
+      .run();
+  }
+  return { events: missed.length, dispatches: stuck.length };
+}

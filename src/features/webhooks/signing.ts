@@ -1,0 +1,90 @@
+import type { Bindings } from "../../env";
+import { openText, sealText, toHex } from "../../lib/crypto";
+
+/**
+ * Webhook signatures, exactly as API.md: our own `X-Mailbot-Signature` (hex HMAC keyed by the
+ * secret string) and Standard Webhooks `webhook-signature` (base64 HMAC keyed by the bytes after
+ * `whsec_`), both over the exact bytes sent.
+ */
+
+const encoder = new TextEncoder();
+const SECRET_PREFIX = "whsec_";
+const SEALED_PREFIX = "sealed:v1:";
+const SEAL_INFO = "mailbot webhook secret";
+
+function b64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+/** A fresh signing secret: `whsec_` + base64 of 24 random bytes (Standard Webhooks wants 24–64). */
+export function newSecret(): string {
+  return SECRET_PREFIX + b64(crypto.getRandomValues(new Uint8Array(24)));
+}
+
+async function hmac(key: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
+  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", k, message));
+}
+
+function concat(...parts: (string | Uint8Array)[]): Uint8Array {
+  const chunks = parts.map((p) => (typeof p === "string" ? encoder.encode(p) : p));
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/** The Standard Webhooks key: the base64-decoded part after `whsec_`. */
+function standardKey(secret: string): Uint8Array {
+  return Uint8Array.from(atob(secret.slice(SECRET_PREFIX.length)), (c) => c.charCodeAt(0));
+}
+
+/**
+ * Both header sets for one delivery. `secrets` is the current secret first, then (during a
+ * rotation) the previous one: each header then lists one signature per secret, space-separated.
+ */
+export async function signatureHeaders(input: {
+  eventId: string;
+  timestampSeconds: number;
+  body: Uint8Array;
+  secrets: string[];
+}): Promise<Record<string, string>> {
+  const ts = String(input.timestampSeconds);
+  const ours = await Promise.all(
+    input.secrets.map(async (s) => `sha256=${toHex(await hmac(encoder.encode(s), concat(ts, ".", input.body)))}`),
+  );
+  const standard = await Promise.all(
+    input.secrets.map(
+      async (s) => `v1,${b64(await hmac(standardKey(s), concat(input.eventId, ".", ts, ".", input.body)))}`,
+    ),
+  );
+  return {
+    "X-Mailbot-Timestamp": ts,
+    "X-Mailbot-Signature": ours.join(" "),
+    "webhook-id": input.eventId,
+    "webhook-timestamp": ts,
+    "webhook-signature": standard.join(" "),
+  };
+}
+
+/**
+ * Secrets must stay usable for signing, so they are stored recoverable. With
+ * WEBHOOK_ENCRYPTION_KEY set they are sealed (AES-256-GCM, HKDF-derived key), so a database
+ * dump alone does not reveal them; without it they are stored as issued.
+ */
+export async function sealSecret(env: Pick<Bindings, "WEBHOOK_ENCRYPTION_KEY">, secret: string): Promise<string> {
+  if (!env.WEBHOOK_ENCRYPTION_KEY) return secret;
+  return SEALED_PREFIX + (await sealText(env.WEBHOOK_ENCRYPTION_KEY, SEAL_INFO, secret));
+}
+
+/** Reverses `sealSecret`; plain secrets (stored before a key was configured) pass through. */
+export async function openSecret(env: Pick<Bindings, "WEBHOOK_ENCRYPTION_KEY">, stored: string): Promise<string> {
+  if (!stored.startsWith(SEALED_PREFIX)) return stored;
+  if (!env.WEBHOOK_ENCRYPTION_KEY) throw new Error("a webhook secret is sealed but WEBHOOK_ENCRYPTION_KEY is not set");
+  return openText(env.WEBHOOK_ENCRYPTION_KEY, SEAL_INFO, stored.slice(SEALED_PREFIX.length));
+}
