@@ -6,9 +6,14 @@ export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   return {
     plugins: [
-      cloudflareTest({
+      cloudflareTest(({ inject }) => ({
         wrangler: { configPath: "./wrangler.toml" },
         miniflare: {
+          // Webhook deliveries leave the queue at once instead of after a 1 s batch window. This
+          // replaces wrangler.toml's consumer settings, so its retries and DLQ are repeated here.
+          queueConsumers: {
+            "mailbot-webhooks": { maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "mailbot-webhooks-dlq" },
+          },
           bindings: {
             TEST_MIGRATIONS: migrations,
             ENVIRONMENT: "test",
@@ -23,12 +28,21 @@ export default defineConfig(async () => {
               tight: { requests_per_minute: 5, burst: 3, sends_per_inbox_per_day: 10, max_inboxes: 2 },
             }),
             REGISTRATIONS_PER_HOUR: "0",
+            // Webhooks: the receiver of test/global/webhook-receiver.ts is on 127.0.0.1; retries
+            // come after 1 s instead of 30 s…6 h and a hung receiver times out after 1.5 s.
+            WEBHOOK_ALLOW_LOCAL: "true",
+            WEBHOOK_RETRY_SCHEDULE: "0,1,1,1,1,1",
+            WEBHOOK_TIMEOUT_MS: "1500",
+            WEBHOOK_ENCRYPTION_KEY: "test-webhook-encryption-key",
+            TEST_WEBHOOK_RECEIVER: `http://127.0.0.1:${inject("webhookReceiverPort")}`,
           },
         },
-      }),
+      })),
     ],
     test: {
       setupFiles: ["./test/setup.ts"],
+      // Real services the Worker talks to during tests, on 127.0.0.1 (ports handed over with provide/inject).
+      globalSetup: ["./test/global/webhook-receiver.ts"],
       include: ["test/**/*.test.ts"],
     },
   };

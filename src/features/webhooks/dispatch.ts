@@ -145,10 +145,10 @@ export async function sweepWebhooks(env: Bindings, now = Date.now()): Promise<{ 
     .limit(500)
     .all();
   for (let i = 0; i < missed.length; i += 50) {
+    // Written with the real clock: `now` only decides what counts as missed or stuck.
     await fanOut(
       env,
       missed.slice(i, i + 50).map((e) => e.id),
-      now,
     );
   }
   const stuck = await db
@@ -171,7 +171,7 @@ export async function sweepWebhooks(env: Bindings, now = Date.now()): Promise<{ 
     // Their due time moves to now, so the next sweep leaves them to the consumer for a while.
     await db
       .update(webhookDispatches)
-      .set({ nextAttemptAt: now, updatedAt: now })
+      .set({ nextAttemptAt: Date.now(), updatedAt: Date.now() })
       .where(
         inList(
           webhookDispatches.id,
