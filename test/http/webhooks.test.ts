@@ -39,6 +39,21 @@ async function endpointOnReceiver(key: string, body: Record<string, unknown> = {
   return { hook, webhook: res.body.data as { id: string; secret: string; url: string } };
 }
 
+/** Waits until the account has no delivery left to make (so none outlives the test's fakes). */
+async function settled(accountId: string) {
+  await vi.waitFor(
+    async () => {
+      const row = await env.DB.prepare(
+        "SELECT COUNT(*) AS n FROM webhook_dispatches WHERE account_id = ? AND status = 'pending'",
+      )
+        .bind(accountId)
+        .first<{ n: number }>();
+      expect(row?.n).toBe(0);
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+}
+
 async function auditActions(accountId: string, action: string) {
   const rows = await env.DB.prepare(
     "SELECT action, actor_type, target_id, metadata FROM audit_log WHERE account_id = ? AND action = ? ORDER BY seq",
@@ -432,6 +447,7 @@ describe("webhook endpoints", () => {
     const r2 = await call("POST", "/v1/webhooks", once);
     expect(r2.body.data.id).toBe(r1.body.data.id);
     expect(r2.headers.get("Idempotent-Replayed")).toBe("true");
+    await settled(a.account.id);
   });
 
   it("refuses URLs that are, or resolve to, internal addresses (the SSRF table)", async () => {
@@ -503,6 +519,7 @@ describe("webhook endpoints", () => {
       body: { url: "https://inside.example.com/hook" },
     });
     expectError(patch, 422, "validation_error");
+    await settled(a.account.id);
   });
 
   it("delivery re-checks DNS: a host that now points inside is refused and recorded as a failed attempt", async () => {
