@@ -13,6 +13,8 @@ export type IdFixtures = Record<string, string>;
 const SAMPLE_BODIES: Record<string, unknown> = {
   "PATCH /v1/inboxes/{inbox_id}": { display_name: "hijacked" },
   "PATCH /v1/inboxes/{inbox_id}/messages/{message_id}": { labels: ["hijacked"] },
+  "PATCH /v1/webhooks/{webhook_id}": { description: "hijacked" },
+  "POST /v1/events/{event_id}/replay": {},
 };
 
 /** Required query parameters, for the same reason. */

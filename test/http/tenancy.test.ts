@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { call, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { expectTenancyOnEveryIdRoute } from "../helpers/tenancy";
@@ -39,6 +39,24 @@ describe("tenancy", () => {
       .first<{ message_id: string; thread_id: string; attachment_id: string }>();
     if (!stored) throw new Error("the fixture message was not stored");
 
+    const hook = await call("POST", "/v1/webhooks", {
+      key: a.key,
+      body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-owner`, description: "owner's hook" },
+    });
+    expect(hook.status, hook.text).toBe(201);
+    const event = await env.DB.prepare("SELECT id FROM events WHERE account_id = ? AND type = 'message.received'")
+      .bind(a.account.id)
+      .first<{ id: string }>();
+    if (!event) throw new Error("the fixture event was not stored");
+    // The endpoint's first delivery (its webhook.test) is in its log before the intruder looks.
+    await vi.waitFor(
+      async () => {
+        const log = await call("GET", `/v1/webhooks/${hook.body.data.id}/deliveries`, { key: a.key });
+        expect(log.body.data.length).toBeGreaterThan(0);
+      },
+      { timeout: 10_000 },
+    );
+
     const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
       .first<{ n: number }>();
@@ -50,8 +68,18 @@ describe("tenancy", () => {
           message_id: stored.message_id,
           thread_id: stored.thread_id,
           attachment_id: stored.attachment_id,
+          webhook_id: hook.body.data.id,
+          event_id: event.id,
         },
-        secrets: [a.inbox.address, a.account.email, "Quarterly numbers", "q3.pdf"],
+        secrets: [
+          a.inbox.address,
+          a.account.email,
+          "Quarterly numbers",
+          "q3.pdf",
+          hook.body.data.secret,
+          "owner's hook",
+          "tenancy-owner",
+        ],
       },
       b.key,
     );
@@ -71,6 +99,15 @@ describe("tenancy", () => {
         "GET /v1/inboxes/{inbox_id}/messages/{message_id}/attachments/{attachment_id}",
         "GET /v1/inboxes/{inbox_id}/threads",
         "GET /v1/inboxes/{inbox_id}/threads/{thread_id}",
+        "GET /v1/webhooks/{webhook_id}",
+        "PATCH /v1/webhooks/{webhook_id}",
+        "DELETE /v1/webhooks/{webhook_id}",
+        "POST /v1/webhooks/{webhook_id}/enable",
+        "POST /v1/webhooks/{webhook_id}/rotate-secret",
+        "POST /v1/webhooks/{webhook_id}/test",
+        "GET /v1/webhooks/{webhook_id}/deliveries",
+        "GET /v1/events/{event_id}",
+        "POST /v1/events/{event_id}/replay",
       ]),
     );
 
@@ -80,6 +117,8 @@ describe("tenancy", () => {
     const message = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${stored.message_id}`, { key: a.key });
     expect(message.body.data.labels).toEqual(["unread"]);
     expect((await call("GET", "/v1/account", { key: extraKey.body.data.key })).status).toBe(200);
+    const ownHook = await call("GET", `/v1/webhooks/${hook.body.data.id}`, { key: a.key });
+    expect(ownHook.body.data).toMatchObject({ enabled: true, description: "owner's hook" });
     const after = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
       .first<{ n: number }>();
@@ -89,7 +128,11 @@ describe("tenancy", () => {
   it("lists never include another account's data", async () => {
     const a = await registerAccount("owner");
     const b = await registerAccount("intruder");
-    for (const path of ["/v1/inboxes", "/v1/api-keys", "/v1/audit-log"]) {
+    await call("POST", "/v1/webhooks", {
+      key: a.key,
+      body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-list` },
+    });
+    for (const path of ["/v1/inboxes", "/v1/api-keys", "/v1/audit-log", "/v1/webhooks", "/v1/events"]) {
       const res = await call("GET", path, { key: b.key });
       expect(res.status).toBe(200);
       expect(res.text).not.toContain(a.account.id);
