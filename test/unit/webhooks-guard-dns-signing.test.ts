@@ -224,3 +224,13 @@ describe("signing and the retry schedule", () => {
     expect(parseRetryAfter(null, now)).toBeNull();
   });
 });
+
+describe("docs/webhooks.md", () => {
+  it("shows the verification snippets verbatim (the receiver of the webhook tests runs these files)", async () => {
+    const doc = (await import("../../docs/webhooks.md?raw")).default;
+    const node = (await import("../../examples/webhooks/verify.mjs?raw")).default;
+    const python = (await import("../../examples/webhooks/verify.py?raw")).default;
+    expect(doc).toContain(`\`\`\`js\n${node.trimEnd()}\n\`\`\``);
+    expect(doc).toContain(`\`\`\`python\n${python.trimEnd()}\n\`\`\``);
+  });
+});
