@@ -1,8 +1,8 @@
 // Latency benchmark: unauthenticated GET /health versus authenticated GET /v1/inboxes on a
 // local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
-// Then runs the inbound bench (bench/inbound.mjs) on a wrangler dev of its own.
-// BENCH_SUITE=latency or BENCH_SUITE=inbound runs only one of the two.
+// Then runs the inbound bench (bench/inbound.mjs) and the webhook bench (bench/webhooks.mjs),
+// each on a wrangler dev of its own. BENCH_SUITE=latency, inbound or webhooks runs only that one.
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -188,13 +188,13 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound"].includes(SUITE)) {
-  console.error(`bench: BENCH_SUITE must be all, latency or inbound, got ${JSON.stringify(SUITE)}`);
+if (!["all", "latency", "inbound", "webhooks"].includes(SUITE)) {
+  console.error(`bench: BENCH_SUITE must be all, latency, inbound or webhooks, got ${JSON.stringify(SUITE)}`);
   process.exit(1);
 }
 
 try {
-  if (SUITE !== "inbound") await main();
+  if (SUITE === "all" || SUITE === "latency") await main();
 } catch (err) {
   console.error(`bench: ${err instanceof BenchError ? err.message : (err?.stack ?? err)}`);
   if (err?.showLog && worker) console.error(`--- last 60 lines of ${worker.logPath} ---\n${worker.tail()}`);
@@ -203,10 +203,14 @@ try {
   process.exit(1);
 }
 
-if (SUITE !== "latency") {
+/** Runs another bench script in its own process (each starts its own wrangler dev). */
+function runScript(name) {
   if (SUITE === "all") console.log("");
-  const inbound = spawnSync(process.execPath, [fileURLToPath(new URL("./inbound.mjs", import.meta.url))], {
-    stdio: "inherit",
-  });
-  process.exit(inbound.status ?? 1);
+  const child = spawnSync(process.execPath, [fileURLToPath(new URL(name, import.meta.url))], { stdio: "inherit" });
+  return child.status ?? 1;
 }
+
+let status = 0;
+if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
+if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
+process.exit(status);
