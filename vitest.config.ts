@@ -1,9 +1,24 @@
+import { createServer } from "node:net";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
+/** A free loopback port, chosen here because the Worker's bindings must name it before the global setup runs. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+  // The real SMTP server (test/global/smtp-server.ts) listens here; outbound mail in tests goes to it.
+  process.env.MAILBOT_TEST_SMTP_PORT ??= String(await freePort());
   return {
     plugins: [
       cloudflareTest({
@@ -23,12 +38,22 @@ export default defineConfig(async () => {
               tight: { requests_per_minute: 5, burst: 3, sends_per_inbox_per_day: 10, max_inboxes: 2 },
             }),
             REGISTRATIONS_PER_HOUR: "0",
+            OUTBOUND_TRANSPORT: "smtp",
+            SMTP_HOST: "127.0.0.1",
+            SMTP_PORT: process.env.MAILBOT_TEST_SMTP_PORT,
+            SMTP_SECURITY: "none",
+            SMTP_USERNAME: "mailbot",
+            SMTP_PASSWORD: "test-smtp-password",
+          },
+          queueConsumers: {
+            "mailbot-outbound": { maxBatchTimeout: 0.05 },
           },
         },
       }),
     ],
     test: {
       setupFiles: ["./test/setup.ts"],
+      globalSetup: ["./test/global/smtp-server.ts"],
       include: ["test/**/*.test.ts"],
     },
   };

@@ -3,7 +3,12 @@ import { createDb } from "./db/client";
 import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
 import { purgeRelaySignatures } from "./features/messages/inbound.service";
+import { requeueStale } from "./features/messages/outbound.service";
 import { purgeExpired } from "./features/system/idempotency.service";
+import { consumeOutbound, consumeOutboundDeadLetters } from "./queues/outbound.consumer";
+
+/** Queue names as wrangler.toml declares them (a renamed queue must be renamed here too). */
+const OUTBOUND_QUEUE = "mailbot-outbound";
 
 export { InboxCounter } from "./durable-objects/inbox-counter";
 export { RateLimiter } from "./durable-objects/rate-limiter";
@@ -15,7 +20,9 @@ export default {
     await handleEmail(message, env);
   },
 
-  async queue(batch) {
+  async queue(batch, env) {
+    if (batch.queue === OUTBOUND_QUEUE) return consumeOutbound(batch, env);
+    if (batch.queue === `${OUTBOUND_QUEUE}-dlq`) return consumeOutboundDeadLetters(batch, env);
     // No consumer is registered yet for this queue: keep the messages (retry later, then the
     // dead-letter queue) rather than acknowledge and lose them.
     console.error(
@@ -33,15 +40,17 @@ export default {
     const db = createDb(env.DB);
     const now = Date.now();
     ctx.waitUntil(
-      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now)]).then(([idempotency, relay]) =>
-        console.log(
-          JSON.stringify({
-            level: "info",
-            msg: "purged expired records",
-            idempotency_keys: idempotency,
-            relay_signatures: relay,
-          }),
-        ),
+      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now), requeueStale({ db, env }, now)]).then(
+        ([idempotency, relay, requeued]) =>
+          console.log(
+            JSON.stringify({
+              level: "info",
+              msg: "scheduled sweep",
+              idempotency_keys: idempotency,
+              relay_signatures: relay,
+              outbound_requeued: requeued,
+            }),
+          ),
       ),
     );
   },
