@@ -2,7 +2,7 @@
 // local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound bench (bench/inbound.mjs) on a wrangler dev of its own.
-// BENCH_SUITE=latency or BENCH_SUITE=inbound runs only one of the two.
+// Then the outbound bench (bench/outbound.mjs). BENCH_SUITE=latency|inbound|outbound runs only one.
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -188,13 +188,13 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound"].includes(SUITE)) {
-  console.error(`bench: BENCH_SUITE must be all, latency or inbound, got ${JSON.stringify(SUITE)}`);
+if (!["all", "latency", "inbound", "outbound"].includes(SUITE)) {
+  console.error(`bench: BENCH_SUITE must be all, latency, inbound or outbound, got ${JSON.stringify(SUITE)}`);
   process.exit(1);
 }
 
 try {
-  if (SUITE !== "inbound") await main();
+  if (SUITE === "all" || SUITE === "latency") await main();
 } catch (err) {
   console.error(`bench: ${err instanceof BenchError ? err.message : (err?.stack ?? err)}`);
   if (err?.showLog && worker) console.error(`--- last 60 lines of ${worker.logPath} ---\n${worker.tail()}`);
@@ -203,10 +203,12 @@ try {
   process.exit(1);
 }
 
-if (SUITE !== "latency") {
+// The other suites run as their own processes, each with its own wrangler dev.
+for (const suite of ["inbound", "outbound"]) {
+  if (SUITE !== "all" && SUITE !== suite) continue;
   if (SUITE === "all") console.log("");
-  const inbound = spawnSync(process.execPath, [fileURLToPath(new URL("./inbound.mjs", import.meta.url))], {
+  const run = spawnSync(process.execPath, [fileURLToPath(new URL(`./${suite}.mjs`, import.meta.url))], {
     stdio: "inherit",
   });
-  process.exit(inbound.status ?? 1);
+  if (run.status !== 0) process.exit(run.status ?? 1);
 }

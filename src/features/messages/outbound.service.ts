@@ -10,7 +10,7 @@ import {
   messages,
   threads,
 } from "../../db/schema";
-import { rateLimiter } from "../../durable-objects/rate-limiter";
+import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
 import { canonicalRecipient } from "../../email/address";
 import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../email/compose";
 import { subjectKey } from "../../email/parse";
@@ -63,8 +63,8 @@ interface Draft {
 
 /** `POST /v1/inboxes/:inbox_id/messages`: accepts a new message for sending (status `queued`). */
 export async function sendMessage(ctx: ServiceContext, inboxId: string, input: SendMessageInput): Promise<MessageRow> {
-  const inbox = await loadInbox(ctx, inboxId);
-  return acceptDraft(ctx, inbox, {
+  const { inbox, account } = await loadInbox(ctx, inboxId);
+  return acceptDraft(ctx, inbox, account, {
     kind: "send",
     to: input.to,
     cc: input.cc,
@@ -86,7 +86,7 @@ export async function sendMessage(ctx: ServiceContext, inboxId: string, input: S
 /** `POST /v1/messages/:id/reply`: answers a message in its thread (`In-Reply-To`, `References`, one `Re:`). */
 export async function replyToMessage(ctx: ServiceContext, messageId: string, input: ReplyInput): Promise<MessageRow> {
   const parent = await loadMessage(ctx, messageId);
-  const inbox = await loadInbox(ctx, parent.inboxId);
+  const { inbox, account } = await loadInbox(ctx, parent.inboxId);
   const own = canonicalRecipient(inbox.address).address;
   const notOwn = (a: string) => canonicalRecipient(a).address !== own;
   // Replying to mail we sent ourselves (a follow-up) goes to its recipients again.
@@ -108,7 +108,7 @@ export async function replyToMessage(ctx: ServiceContext, messageId: string, inp
     );
   }
   const references = [...parent.references, ...(parent.rfcMessageId ? [parent.rfcMessageId] : [])];
-  return acceptDraft(ctx, inbox, {
+  return acceptDraft(ctx, inbox, account, {
     kind: "reply",
     to: unique(to).map((address) => ({ address })),
     cc: unique(cc).map((address) => ({ address })),
@@ -134,7 +134,7 @@ export async function replyToMessage(ctx: ServiceContext, messageId: string, inp
 /** `POST /v1/messages/:id/forward`: sends a message on to new recipients, its attachments included. */
 export async function forwardMessage(ctx: ServiceContext, messageId: string, input: ForwardInput): Promise<MessageRow> {
   const parent = await loadMessage(ctx, messageId);
-  const inbox = await loadInbox(ctx, parent.inboxId);
+  const { inbox, account } = await loadInbox(ctx, parent.inboxId);
   const original = await readBodies(ctx, parent);
   const header = [
     "---------- Forwarded message ---------",
@@ -157,7 +157,7 @@ export async function forwardMessage(ctx: ServiceContext, messageId: string, inp
           .map(escapeHtml)
           .join("<br>")}</div><br>${original.html ?? `<pre>${escapeHtml(original.text ?? "")}</pre>`}`
       : null;
-  return acceptDraft(ctx, inbox, {
+  return acceptDraft(ctx, inbox, account, {
     kind: "forward",
     to: input.to,
     cc: input.cc,
@@ -183,7 +183,12 @@ export async function forwardMessage(ctx: ServiceContext, messageId: string, inp
  * queues it. A refusal sends nothing and is audited with its reason; a send-limit slot taken for
  * a request that is refused later, or that fails to commit, is given back.
  */
-async function acceptDraft(ctx: ServiceContext, inbox: InboxRow, draft: Draft): Promise<MessageRow> {
+async function acceptDraft(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  account: AccountRow,
+  draft: Draft,
+): Promise<MessageRow> {
   const now = ctx.now();
   const messageId = newId("msg", now);
   const domain = inbox.address.slice(inbox.address.lastIndexOf("@") + 1);
@@ -238,7 +243,7 @@ async function acceptDraft(ctx: ServiceContext, inbox: InboxRow, draft: Draft): 
     );
   }
 
-  const slots = await takeSendSlots(ctx, inbox, messageId);
+  const slots = await takeSendSlots(ctx, inbox, account, messageId);
   if (slots.refused) await refuse(slots.refused);
   try {
     await checkSendPolicy(ctx, {
@@ -519,47 +524,54 @@ interface SendSlots {
  * new-account limit (10 per rolling 24 h for the first 7 days) on one object per account, then
  * the tier's per-inbox daily limit on one object per inbox.
  */
-async function takeSendSlots(ctx: ServiceContext, inbox: InboxRow, messageId: string): Promise<SendSlots> {
+async function takeSendSlots(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  account: AccountRow,
+  messageId: string,
+): Promise<SendSlots> {
   const now = ctx.now();
-  const account = (await ctx.db.select().from(accounts).where(eq(accounts.id, ctx.accountId)).get()) as AccountRow;
-  const taken: { subject: string }[] = [];
+  const perInbox = tierLimits(ctx.env.TIER_LIMITS, account.tier).sends_per_inbox_per_day;
+  const isNew = account.newAccountUntil !== null && now < account.newAccountUntil;
+  const subjects = [...(isNew ? [`send:account:${account.id}`] : []), `send:inbox:${inbox.id}`];
+  // Both objects are asked at once (one round trip); a slot taken where the other refused is given back.
+  const decisions = await Promise.all(
+    subjects.map((subject, i) =>
+      rateLimiter(ctx.env, subject).reserve(
+        messageId,
+        isNew && i === 0 ? NEW_ACCOUNT_SEND_LIMIT : perInbox,
+        DAY_MS,
+        now,
+      ),
+    ),
+  );
   const release = async () => {
-    await Promise.all(taken.map((t) => rateLimiter(ctx.env, t.subject).release(messageId)));
+    await Promise.all(
+      subjects
+        .filter((_, i) => decisions[i]?.allowed)
+        .map((subject) => rateLimiter(ctx.env, subject).release(messageId)),
+    );
   };
-  if (account.newAccountUntil !== null && now < account.newAccountUntil) {
-    const subject = `send:account:${account.id}`;
-    const d = await rateLimiter(ctx.env, subject).reserve(messageId, NEW_ACCOUNT_SEND_LIMIT, DAY_MS, now);
-    if (!d.allowed) {
-      return {
-        refused: sendLimitError(
+  const refusedAt = decisions.findIndex((d) => !d.allowed);
+  if (refusedAt === -1) return { refused: null, release };
+  await release();
+  const d = decisions[refusedAt] as SlotDecision;
+  const refused =
+    isNew && refusedAt === 0
+      ? sendLimitError(
           `New accounts may send ${NEW_ACCOUNT_SEND_LIMIT} messages per rolling 24 hours during their first 7 days.`,
           d,
           { scope: "new_account", new_account_until: iso(account.newAccountUntil) },
-        ),
-        release,
-      };
-    }
-    taken.push({ subject });
-  }
-  const perInbox = tierLimits(ctx.env.TIER_LIMITS, account.tier).sends_per_inbox_per_day;
-  const subject = `send:inbox:${inbox.id}`;
-  const d = await rateLimiter(ctx.env, subject).reserve(messageId, perInbox, DAY_MS, now);
-  if (!d.allowed) {
-    await release();
-    return {
-      refused: sendLimitError(
-        `This inbox may send ${perInbox} messages per rolling 24 hours on the ${account.tier} tier.`,
-        d,
-        {
-          scope: "inbox",
-          tier: account.tier,
-        },
-      ),
-      release: async () => {},
-    };
-  }
-  taken.push({ subject });
-  return { refused: null, release };
+        )
+      : sendLimitError(
+          `This inbox may send ${perInbox} messages per rolling 24 hours on the ${account.tier} tier.`,
+          d,
+          {
+            scope: "inbox",
+            tier: account.tier,
+          },
+        );
+  return { refused, release: async () => {} };
 }
 
 function sendLimitError(
@@ -577,11 +589,13 @@ function sendLimitError(
   );
 }
 
-async function loadInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+/** The caller's inbox and its account, in one query. */
+async function loadInbox(ctx: ServiceContext, inboxId: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
   assertInboxAllowed(ctx, inboxId);
   const row = await ctx.db
-    .select()
+    .select({ inbox: inboxes, account: accounts })
     .from(inboxes)
+    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
     .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
     .get();
   if (!row) throw new NotFound("Inbox");
