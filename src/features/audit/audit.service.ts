@@ -67,10 +67,31 @@ export async function commitWithAudit(
   statements: Statement[],
   entries: AuditEntry[],
 ): Promise<void> {
-  for (let attempt = 0; attempt < 12; attempt++) {
+  // Writers of one account in this isolate take turns, so they never race each other for the
+  // chain head; only writers in other isolates can still collide, and those retry below.
+  return inTurn(ctx.accountId, () => appendWithRetry(ctx, statements, entries));
+}
+
+const turns = new Map<string, Promise<void>>();
+
+/** Runs `fn` after every earlier call for the same key in this isolate has finished. */
+async function inTurn(key: string, fn: () => Promise<void>): Promise<void> {
+  const previous = turns.get(key) ?? Promise.resolve();
+  const mine = previous.catch(() => {}).then(fn);
+  const tail = mine.catch(() => {});
+  turns.set(key, tail);
+  try {
+    await mine;
+  } finally {
+    if (turns.get(key) === tail) turns.delete(key);
+  }
+}
+
+async function appendWithRetry(ctx: ServiceContext, statements: Statement[], entries: AuditEntry[]): Promise<void> {
+  for (let attempt = 0; attempt < 20; attempt++) {
     // Losers of a race back off a little, at random, so a burst (many mails to one account at
-    // once) spreads out instead of colliding again on the next head.
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+    // once, across isolates) spreads out instead of colliding again on the next head.
+    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * Math.min(10 * attempt, 100)));
     const heads = new Map<string, { seq: number; hash: string }>();
     const inserts: Statement[] = [];
     for (const entry of entries) {
