@@ -46,7 +46,8 @@ export default defineConfig(async () => {
             SMTP_PASSWORD: "test-smtp-password",
           },
           queueConsumers: {
-            "mailbot-outbound": { maxBatchTimeout: 0.05 },
+            // These replace wrangler.toml's consumer settings, so retries and the DLQ are repeated.
+            "mailbot-outbound": { maxBatchTimeout: 0.05, maxRetries: 8, deadLetterQueue: "mailbot-outbound-dlq" },
           },
         },
       }),

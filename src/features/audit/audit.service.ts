@@ -67,24 +67,9 @@ export async function commitWithAudit(
   statements: Statement[],
   entries: AuditEntry[],
 ): Promise<void> {
-  // Writers of one account in this isolate take turns, so they never race each other for the
-  // chain head; only writers in other isolates can still collide, and those retry below.
-  return inTurn(ctx.accountId, () => appendWithRetry(ctx, statements, entries));
-}
-
-const turns = new Map<string, Promise<void>>();
-
-/** Runs `fn` after every earlier call for the same key in this isolate has finished. */
-async function inTurn(key: string, fn: () => Promise<void>): Promise<void> {
-  const previous = turns.get(key) ?? Promise.resolve();
-  const mine = previous.catch(() => {}).then(fn);
-  const tail = mine.catch(() => {});
-  turns.set(key, tail);
-  try {
-    await mine;
-  } finally {
-    if (turns.get(key) === tail) turns.delete(key);
-  }
+  // No in-isolate lock here: workerd cancels a request that waits on a promise another request
+  // resolves ("code had hung"), so concurrent writers rely on the unique index and retry.
+  return appendWithRetry(ctx, statements, entries);
 }
 
 async function appendWithRetry(ctx: ServiceContext, statements: Statement[], entries: AuditEntry[]): Promise<void> {
