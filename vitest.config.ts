@@ -13,6 +13,7 @@ export default defineConfig(async () => {
           // replaces wrangler.toml's consumer settings, so its retries and DLQ are repeated here.
           queueConsumers: {
             "mailbot-webhooks": { maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "mailbot-webhooks-dlq" },
+            "mailbot-outbound": { maxBatchTimeout: 0.05, maxRetries: 8, deadLetterQueue: "mailbot-outbound-dlq" },
           },
           bindings: {
             TEST_MIGRATIONS: migrations,
@@ -35,6 +36,12 @@ export default defineConfig(async () => {
             WEBHOOK_TIMEOUT_MS: "1500",
             WEBHOOK_ENCRYPTION_KEY: "test-webhook-encryption-key",
             TEST_WEBHOOK_RECEIVER: `http://127.0.0.1:${inject("webhookReceiverPort")}`,
+            OUTBOUND_TRANSPORT: "smtp",
+            SMTP_HOST: "127.0.0.1",
+            SMTP_PORT: String(inject("smtpPort")),
+            SMTP_SECURITY: "none",
+            SMTP_USERNAME: "mailbot",
+            SMTP_PASSWORD: "test-smtp-password",
           },
         },
       })),
@@ -42,7 +49,7 @@ export default defineConfig(async () => {
     test: {
       setupFiles: ["./test/setup.ts"],
       // Real services the Worker talks to during tests, on 127.0.0.1 (ports handed over with provide/inject).
-      globalSetup: ["./test/global/webhook-receiver.ts"],
+      globalSetup: ["./test/global/webhook-receiver.ts", "./test/global/smtp-server.ts"],
       include: ["test/**/*.test.ts"],
     },
   };

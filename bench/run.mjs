@@ -1,8 +1,9 @@
 // Latency benchmark: unauthenticated GET /health versus authenticated GET /v1/inboxes on a
 // local `wrangler dev`, plus the operator counters that show how often Argon2 ran.
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
-// Then runs the inbound bench (bench/inbound.mjs) and the webhook bench (bench/webhooks.mjs),
-// each on a wrangler dev of its own. BENCH_SUITE=latency, inbound or webhooks runs only that one.
+// Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
+// (bench/outbound.mjs) benches, each on a wrangler dev of its own.
+// BENCH_SUITE=latency|inbound|webhooks|outbound runs only that one.
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -188,8 +189,8 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks"].includes(SUITE)) {
-  console.error(`bench: BENCH_SUITE must be all, latency, inbound or webhooks, got ${JSON.stringify(SUITE)}`);
+if (!["all", "latency", "inbound", "webhooks", "outbound"].includes(SUITE)) {
+  console.error(`bench: BENCH_SUITE must be all, latency, inbound, webhooks or outbound, got ${JSON.stringify(SUITE)}`);
   process.exit(1);
 }
 
@@ -213,4 +214,5 @@ function runScript(name) {
 let status = 0;
 if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
+if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
 process.exit(status);

@@ -217,6 +217,50 @@ async function main() {
   const thread = await call("GET", `${inboxPath}/threads/${msg.thread_id}`, { key });
   check(thread.json?.data?.messages?.length === 2, "the reply joins the thread by In-Reply-To", thread.text);
 
+  // Sending: the queue consumer runs under wrangler dev too. Outside addresses go to the dev
+  // transport; an address of this deployment is delivered internally, and the reply threads.
+  const support = created.json.data;
+  const settle = async (path) => {
+    for (let i = 0; i < 60; i++) {
+      const r = await call("GET", path, { key, pause: 250 });
+      if (["sent", "failed"].includes(r.json?.data?.status)) return r;
+    }
+    return call("GET", path, { key });
+  };
+  const out = await call("POST", `${inboxPath}/messages`, {
+    key,
+    body: { to: ["Ana <ana@example.com>"], subject: "Hello from the smoke test", body_text: "Hi Ana" },
+    headers: { "idempotency-key": "smoke-send-1" },
+  });
+  check(out.status === 202 && out.json.data.status === "queued", "send is accepted (202 queued)", out.text);
+  const outDone = await settle(`${inboxPath}/messages/${out.json.data.id}`);
+  check(outDone.json?.data?.status === "sent", "the consumer sends it (dev transport)", outDone.text);
+  const outRaw = await call("GET", `${inboxPath}/messages/${out.json.data.id}/raw`, { key });
+  check(/^Subject: Hello from the smoke test\r$/m.test(outRaw.text), "its raw bytes are served", outRaw.text);
+  const toSupport = await call("POST", `${inboxPath}/messages`, {
+    key,
+    body: { to: [support.address], subject: "Internal hello", body_text: "Ping" },
+  });
+  check(toSupport.status === 202, "send to another inbox of the deployment", toSupport.text);
+  const arrived = await call(
+    "GET",
+    `/v1/inboxes/${support.id}/messages/wait?subject_contains=Internal&since=2000-01-01T00:00:00Z&timeout_ms=20000`,
+    { key },
+  );
+  check(arrived.status === 200 && arrived.json.data.direction === "inbound", "it arrives internally", arrived.text);
+  const answer = await call("POST", `/v1/messages/${arrived.json.data.id}/reply`, { key, body: { body_text: "Pong" } });
+  check(answer.status === 202 && answer.json.data.subject === "Re: Internal hello", "reply (one Re:)", answer.text);
+  const back = await call(
+    "GET",
+    `${inboxPath}/messages/wait?subject_contains=Re%3A%20Internal&since=2000-01-01T00:00:00Z&timeout_ms=20000`,
+    { key },
+  );
+  check(
+    back.status === 200 && back.json.data.thread_id === toSupport.json.data.thread_id,
+    "the reply arrives in the sender's thread",
+    back.text,
+  );
+
   await worker.stop();
   console.log(`smoke: ok (${checks} checks against wrangler dev)`);
 }

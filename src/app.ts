@@ -1,5 +1,6 @@
 import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
 import type { AppEnv } from "./env";
 import { accountRoutes, registerRoutes } from "./features/accounts/accounts.routes";
 import { adminRoutes } from "./features/accounts/admin.routes";
@@ -9,6 +10,8 @@ import { eventRoutes } from "./features/events/events.routes";
 import { inboxRoutes } from "./features/inboxes/inboxes.routes";
 import { inboundRoutes } from "./features/messages/inbound.routes";
 import { messageRoutes } from "./features/messages/messages.routes";
+import { outboundRoutes } from "./features/messages/outbound.routes";
+import { SEND_BODY_LIMIT_BYTES } from "./features/messages/outbound.schemas";
 import { systemRoutes, VERSION } from "./features/system/system.routes";
 import { threadRoutes } from "./features/threads/threads.routes";
 import { webhookRoutes } from "./features/webhooks/webhooks.routes";
@@ -17,10 +20,21 @@ import { d1Stats } from "./http/d1-stats";
 import { errorResponse } from "./http/errors";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
 import { validationHook } from "./http/validation";
-import { AppError, NotFound } from "./lib/errors";
+import { AppError, NotFound, PayloadTooLarge } from "./lib/errors";
 
 /** Paths under /v1 that do not take an API key (they have their own checks). */
 const PUBLIC_V1 = new Set(["/v1/info", "/v1/auth/register"]);
+
+/** Routes that take attachments read bodies up to 8 MiB (5 MiB of files as base64); others 1 MiB. */
+function isSendRoute(method: string, path: string): boolean {
+  return method === "POST" && /^\/v1\/(inboxes\/[^/]+\/messages|messages\/[^/]+\/(reply|forward))$/.test(path);
+}
+const sendBodyLimit = bodyLimit({
+  maxSize: SEND_BODY_LIMIT_BYTES,
+  onError: () => {
+    throw new PayloadTooLarge(SEND_BODY_LIMIT_BYTES);
+  },
+});
 
 /** Builds the Hono app: middleware order, route mounts, the OpenAPI document and the error mapper. */
 export function buildApp() {
@@ -39,7 +53,8 @@ export function buildApp() {
 
   app.use("*", requestId);
   app.use("*", d1Stats);
-  app.use("/v1/*", limitBody, requireJsonBody);
+  app.use("/v1/*", (c, next) => (isSendRoute(c.req.method, c.req.path) ? sendBodyLimit(c, next) : limitBody(c, next)));
+  app.use("/v1/*", requireJsonBody);
   app.use("/v1/admin/*", requireAdmin);
   app.use("/v1/*", async (c, next) => {
     const path = c.req.path;
@@ -55,6 +70,7 @@ export function buildApp() {
   app.route("/v1", accountRoutes);
   app.route("/v1", apiKeyRoutes);
   app.route("/v1", inboxRoutes);
+  app.route("/v1", outboundRoutes);
   app.route("/v1", messageRoutes);
   app.route("/v1", threadRoutes);
   app.route("/v1", auditRoutes);

@@ -11,14 +11,21 @@ export interface Bindings {
   WEBHOOK_QUEUE: Queue<unknown>;
   INBOX_COUNTER: DurableObjectNamespace<InboxCounter>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
-  EMAIL: SendEmail;
+  EMAIL?: SendEmail;
 
   ENVIRONMENT: string;
   MAIL_DOMAIN: string;
   REGISTRATION: string;
   TIER_LIMITS?: string;
   REGISTRATIONS_PER_HOUR?: string;
+  /** `cloudflare` (production default), `smtp` or `dev` (local default). */
   OUTBOUND_TRANSPORT?: string;
+  SMTP_HOST?: string;
+  SMTP_PORT?: string;
+  /** `starttls` (default, port 587), `tls` (465) or `none` (refused in production). */
+  SMTP_SECURITY?: string;
+  SMTP_USERNAME?: string;
+  SMTP_HELO_NAME?: string;
   /** Comma-separated authserv-ids whose Authentication-Results headers are believed. */
   TRUSTED_AUTHSERV_IDS?: string;
 
@@ -31,6 +38,7 @@ export interface Bindings {
 
   ADMIN_TOKEN?: string;
   INBOUND_SECRET?: string;
+  SMTP_PASSWORD?: string;
   DKIM_ENCRYPTION_KEY?: string;
   /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
   WEBHOOK_ENCRYPTION_KEY?: string;

@@ -3,9 +3,14 @@ import { createDb } from "./db/client";
 import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
 import { purgeRelaySignatures } from "./features/messages/inbound.service";
+import { requeueStale } from "./features/messages/outbound.service";
 import { purgeExpired } from "./features/system/idempotency.service";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
+import { consumeOutbound, consumeOutboundDeadLetters } from "./queues/outbound.consumer";
 import { consumeWebhooks } from "./queues/webhooks.consumer";
+
+/** Queue names as wrangler.toml declares them (a renamed queue must be renamed here too). */
+const OUTBOUND_QUEUE = "mailbot-outbound";
 
 export { InboxCounter } from "./durable-objects/inbox-counter";
 export { RateLimiter } from "./durable-objects/rate-limiter";
@@ -19,6 +24,8 @@ export default {
 
   async queue(batch, env) {
     if (batch.queue.startsWith("mailbot-webhooks")) return consumeWebhooks(batch, env);
+    if (batch.queue === OUTBOUND_QUEUE) return consumeOutbound(batch, env);
+    if (batch.queue === `${OUTBOUND_QUEUE}-dlq`) return consumeOutboundDeadLetters(batch, env);
     // No consumer is registered yet for this queue: keep the messages (retry later, then the
     // dead-letter queue) rather than acknowledge and lose them.
     console.error(
@@ -36,19 +43,24 @@ export default {
     const db = createDb(env.DB);
     const now = Date.now();
     ctx.waitUntil(
-      Promise.all([purgeExpired(db, now), purgeRelaySignatures(db, now), sweepWebhooks(env, now)]).then(
-        ([idempotency, relay, webhooks]) =>
-          console.log(
-            JSON.stringify({
-              level: "info",
-              msg: "purged expired records",
-              idempotency_keys: idempotency,
-              relay_signatures: relay,
-              // Events whose fan-out was missed, dispatches whose queue message was lost.
-              webhook_events_swept: webhooks.events,
-              webhook_dispatches_requeued: webhooks.dispatches,
-            }),
-          ),
+      Promise.all([
+        purgeExpired(db, now),
+        purgeRelaySignatures(db, now),
+        sweepWebhooks(env, now),
+        requeueStale({ db, env }, now),
+      ]).then(([idempotency, relay, webhooks, requeued]) =>
+        console.log(
+          JSON.stringify({
+            level: "info",
+            msg: "scheduled sweep",
+            idempotency_keys: idempotency,
+            relay_signatures: relay,
+            // Events whose fan-out was missed, dispatches whose queue message was lost.
+            webhook_events_swept: webhooks.events,
+            webhook_dispatches_requeued: webhooks.dispatches,
+            outbound_requeued: requeued,
+          }),
+        ),
       ),
     );
   },

@@ -22,6 +22,15 @@ export interface RateDecision {
   retryAfterMs: number;
 }
 
+export interface SlotDecision {
+  allowed: boolean;
+  used: number;
+  limit: number;
+  retryAfterMs: number;
+  /** When the oldest slot in the window frees (epoch ms). */
+  resetAtMs: number;
+}
+
 /**
  * One object per limited subject (an API key, a client address, a key prefix). It keeps an
  * exact sliding log of recent hits in memory: the object is single-threaded, so check and
@@ -39,6 +48,66 @@ export class RateLimiter extends DurableObject<Bindings> {
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
     this.blocked = ctx.storage.kv.get<string>("blocked") ?? null;
+  }
+
+  /**
+   * Takes one slot of a durable sliding window (send limits: 10 per 24 h must survive eviction,
+   * unlike the in-memory request log). The object runs one call at a time and the SQL calls are
+   * synchronous, so count-then-insert cannot be overtaken: exact under any concurrency.
+   */
+  reserve(token: string, limit: number, windowMs: number, now: number = Date.now()): SlotDecision {
+    this.slotTable();
+    const sql = this.ctx.storage.sql;
+    sql.exec("DELETE FROM slots WHERE at <= ?", now - windowMs);
+    const times = sql
+      .exec<{ at: number }>("SELECT at FROM slots ORDER BY at")
+      .toArray()
+      .map((r) => r.at);
+    if (times.length >= limit) {
+      const freesAt = (times[times.length - limit] as number) + windowMs;
+      return {
+        allowed: false,
+        used: times.length,
+        limit,
+        retryAfterMs: Math.max(1, freesAt - now),
+        resetAtMs: freesAt,
+      };
+    }
+    sql.exec("INSERT OR REPLACE INTO slots (token, at) VALUES (?, ?)", token, now);
+    return {
+      allowed: true,
+      used: times.length + 1,
+      limit,
+      retryAfterMs: 0,
+      resetAtMs: (times[0] ?? now) + windowMs,
+    };
+  }
+
+  /** Gives a slot back (the request it was taken for was refused later or failed to commit). */
+  release(token: string): void {
+    this.slotTable();
+    this.ctx.storage.sql.exec("DELETE FROM slots WHERE token = ?", token);
+  }
+
+  /** Slots in use in the window, and when the oldest frees. */
+  slotUsage(windowMs: number, now: number = Date.now()): { used: number; resetAtMs: number | null } {
+    this.slotTable();
+    const row = this.ctx.storage.sql
+      .exec<{ n: number; oldest: number | null }>(
+        "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM slots WHERE at > ?",
+        now - windowMs,
+      )
+      .one();
+    return { used: row.n, resetAtMs: row.oldest === null ? null : row.oldest + windowMs };
+  }
+
+  private slotsReady = false;
+  private slotTable(): void {
+    if (this.slotsReady) return;
+    this.ctx.storage.sql.exec(
+      "CREATE TABLE IF NOT EXISTS slots (token TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
+    );
+    this.slotsReady = true;
   }
 
   /** Blocks the subject for good (until `unblock`). */

@@ -67,3 +67,10 @@ export class RateLimited extends AppError {
     });
   }
 }
+
+/** A send refused by policy (sender authentication, content): 422 `send_blocked` with the reason and evidence. */
+export class SendBlocked extends AppError {
+  constructor(reason: string, message: string, details: Record<string, unknown> = {}) {
+    super(422, "send_blocked", message, { reason, ...details });
+  }
+}

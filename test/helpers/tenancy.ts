@@ -13,6 +13,9 @@ export type IdFixtures = Record<string, string>;
 const SAMPLE_BODIES: Record<string, unknown> = {
   "PATCH /v1/inboxes/{inbox_id}": { display_name: "hijacked" },
   "PATCH /v1/inboxes/{inbox_id}/messages/{message_id}": { labels: ["hijacked"] },
+  "POST /v1/inboxes/{inbox_id}/messages": { to: ["hijack@example.org"], subject: "hijacked", body_text: "x" },
+  "POST /v1/messages/{message_id}/reply": { body_text: "hijacked" },
+  "POST /v1/messages/{message_id}/forward": { to: ["hijack@example.org"] },
   "PATCH /v1/webhooks/{webhook_id}": { description: "hijacked" },
   "POST /v1/events/{event_id}/replay": {},
 };

@@ -108,7 +108,7 @@ describe("the other triggers", () => {
   });
 
   it("queue(): keeps messages it has no consumer for (retry, never a silent ack)", async () => {
-    const batch = createMessageBatch("mailbot-outbound", [
+    const batch = createMessageBatch("mailbot-unknown", [
       { id: "m1", timestamp: new Date(), attempts: 1, body: { v: 1 } },
     ]);
     const ctx = createExecutionContext();

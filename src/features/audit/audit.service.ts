@@ -67,10 +67,16 @@ export async function commitWithAudit(
   statements: Statement[],
   entries: AuditEntry[],
 ): Promise<void> {
-  for (let attempt = 0; attempt < 12; attempt++) {
+  // No in-isolate lock here: workerd cancels a request that waits on a promise another request
+  // resolves ("code had hung"), so concurrent writers rely on the unique index and retry.
+  return appendWithRetry(ctx, statements, entries);
+}
+
+async function appendWithRetry(ctx: ServiceContext, statements: Statement[], entries: AuditEntry[]): Promise<void> {
+  for (let attempt = 0; attempt < 20; attempt++) {
     // Losers of a race back off a little, at random, so a burst (many mails to one account at
-    // once) spreads out instead of colliding again on the next head.
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+    // once, across isolates) spreads out instead of colliding again on the next head.
+    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * Math.min(10 * attempt, 100)));
     const heads = new Map<string, { seq: number; hash: string }>();
     const inserts: Statement[] = [];
     for (const entry of entries) {

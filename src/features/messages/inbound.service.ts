@@ -43,7 +43,7 @@ export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
 /** Bodies above this many bytes go to R2 so a message row stays far below D1's 2 MB. */
 export const BODY_INLINE_LIMIT = 384 * 1024;
 /** The search index reads at most this much body text per message. */
-const SEARCH_TEXT_LIMIT = 32 * 1024;
+export const SEARCH_TEXT_LIMIT = 32 * 1024;
 const SUBJECT_THREAD_WINDOW_MS = 7 * DAY_MS;
 /** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
 const DEFAULT_TRUSTED_AUTHSERV_IDS = "mx.cloudflare.net";
@@ -217,13 +217,13 @@ async function storeParsed(
     env,
     parsed.bodyText,
     bodyKey(inbox.accountId, inbox.id, ids.messageId, "txt"),
-    ids,
+    ids.written,
   );
   const bodyHtml = await inlineOrR2(
     env,
     parsed.bodyHtml,
     bodyKey(inbox.accountId, inbox.id, ids.messageId, "html"),
-    ids,
+    ids.written,
   );
 
   const trusted = (env.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS)
@@ -399,10 +399,10 @@ async function storeParsed(
 }
 
 /** Most participants a thread lists; the messages keep every address. */
-const PARTICIPANT_LIMIT = 50;
+export const PARTICIPANT_LIMIT = 50;
 
 /** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
-function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
+export function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
   return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
 }
 
@@ -412,16 +412,17 @@ function eventBody(body: string | null): string | null {
 }
 const EVENT_BODY_LIMIT = 256 * 1024;
 
-async function inlineOrR2(
+/** A body inline in the row when small, else in R2 under `key` (recorded in `written`). */
+export async function inlineOrR2(
   env: Bindings,
   body: string | null,
   key: string,
-  ids: StoreIds,
+  written: string[],
 ): Promise<{ inline: string | null; key: string | null }> {
   if (body === null) return { inline: null, key: null };
   const bytes = new TextEncoder().encode(body);
   if (bytes.byteLength <= BODY_INLINE_LIMIT) return { inline: body, key: null };
-  ids.written.push(key);
+  written.push(key);
   await env.MAIL_BUCKET.put(key, bytes, {
     httpMetadata: { contentType: key.endsWith(".html") ? "text/html; charset=utf-8" : "text/plain; charset=utf-8" },
   });

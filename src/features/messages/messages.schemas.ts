@@ -85,6 +85,7 @@ export const MessageWire = z
     from_name: z.string().nullable(),
     to: z.array(z.string()),
     cc: z.array(z.string()),
+    bcc: z.array(z.string()).openapi({ description: "Outbound only: the blind copies (never in the headers sent)" }),
     reply_to: z.string().nullable(),
     subject: z.string().nullable(),
     body_text: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
@@ -116,6 +117,10 @@ export const MessageWire = z
     parse_error: z.string().nullable().openapi({
       description: "Set when the MIME could not be parsed; the raw message is still stored and downloadable.",
     }),
+    error: z.string().nullable().openapi({
+      description: "Outbound: why the last delivery attempt failed (the reason of a `failed` message)",
+    }),
+    attempts: z.number().int().openapi({ description: "Outbound: delivery attempts made so far" }),
     envelope_from: z.string().nullable(),
     envelope_to: z.string().nullable(),
     created_at: Timestamp,

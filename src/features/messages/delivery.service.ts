@@ -1,0 +1,366 @@
+import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
+import { z } from "zod";
+import { createDb } from "../../db/client";
+import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
+import { canonicalRecipient } from "../../email/address";
+import { normalizeMessageId } from "../../email/parse";
+import type { Bindings } from "../../env";
+import type { ServiceContext } from "../../lib/context";
+import { AppError } from "../../lib/errors";
+import { commitWithAudit } from "../audit/audit.service";
+import { eventStatement, publishEvents } from "../events/events.service";
+import { RecipientRejected, receiveMail } from "./inbound.service";
+import { withBodies } from "./messages.service";
+import { checkSendPolicy, signOutbound } from "./send-policy";
+import { attachmentKey } from "./storage";
+import { type OutboundEnvelope, selectTransport, TransportError, type TransportResult } from "./transports";
+
+/** The outbound queue's message body (validated: the queue is a trust boundary too). */
+export const OutboundJob = z.object({
+  v: z.literal(1),
+  message_id: z.string().regex(/^msg_[0-9a-z]{26}$/),
+  account_id: z.string().regex(/^acct_[0-9a-z]{26}$/),
+});
+export type OutboundJob = z.infer<typeof OutboundJob>;
+
+/** Attempts before a message that keeps failing transiently is marked `failed`. */
+export const MAX_SEND_ATTEMPTS = 8;
+/** How long one consumer holds a message; a redelivery inside it waits instead of sending twice. */
+export const SEND_LEASE_MS = 5 * 60_000;
+
+export type DeliveryOutcome =
+  | { kind: "done"; status: string }
+  | { kind: "retry"; delaySeconds: number; reason: string };
+
+const TERMINAL = new Set(["sent", "delivered", "bounced", "failed", "blocked"]);
+
+/** Backoff before attempt `attempt + 1`: 30 s, 1 min, 2 min, 4 min … capped at 1 h, with ±20 % jitter. */
+export function backoffSeconds(attempt: number, hintSeconds?: number): number {
+  const base = Math.min(30 * 2 ** Math.max(0, attempt - 1), 3600);
+  const jittered = Math.round(base * (0.8 + Math.random() * 0.4));
+  return Math.min(Math.max(jittered, hintSeconds ?? 0), 12 * 3600);
+}
+
+/**
+ * Delivers one queued message: claims it (a lease, so a redelivered queue message never sends
+ * twice), hands internal recipients to the inbound pipeline and the rest to the configured
+ * transport, then records `sent` / `failed` with event and audit. Transient failures return a
+ * retry with backoff; after MAX_SEND_ATTEMPTS the message is `failed`.
+ */
+export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Date.now()): Promise<DeliveryOutcome> {
+  const db = createDb(env.DB);
+  const ctx: ServiceContext = {
+    accountId: job.account_id,
+    actor: { type: "system", id: null },
+    requestId: null,
+    db,
+    env,
+    now: () => now,
+  };
+  const current = await db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.id, job.message_id), eq(messages.accountId, job.account_id)))
+    .get();
+  if (current?.direction !== "outbound") return { kind: "done", status: "missing" };
+  if (TERMINAL.has(current.status)) return { kind: "done", status: current.status };
+
+  const claimed = await db
+    .update(messages)
+    .set({ status: "sending", leaseUntil: now + SEND_LEASE_MS, attempts: current.attempts + 1, updatedAt: now })
+    .where(
+      and(
+        eq(messages.id, current.id),
+        inArray(messages.status, ["queued", "sending"]),
+        or(isNull(messages.leaseUntil), lt(messages.leaseUntil, now)),
+        eq(messages.attempts, current.attempts),
+      ),
+    )
+    .returning()
+    .get();
+  if (!claimed) {
+    // Another consumer holds it (or just finished): look again when its lease would end.
+    const wait = Math.max(1, Math.ceil(((current.leaseUntil ?? now) - now) / 1000));
+    return { kind: "retry", delaySeconds: Math.min(wait + 5, SEND_LEASE_MS / 1000 + 5), reason: "leased" };
+  }
+  const message = claimed;
+  const attempt = message.attempts;
+
+  const inbox = (await db.select().from(inboxes).where(eq(inboxes.id, message.inboxId)).get()) as InboxRow;
+  if (inbox.status !== "active") {
+    return fail(
+      ctx,
+      message,
+      "inbox_disabled",
+      `The inbox was disabled (${inbox.disabledReason}) before the message left.`,
+    );
+  }
+
+  try {
+    const object = await env.MAIL_BUCKET.get(message.rawKey);
+    if (!object) return fail(ctx, message, "raw_missing", "The stored message bytes are missing.");
+    let raw: Uint8Array = new Uint8Array(await object.arrayBuffer());
+    await checkSendPolicy(ctx, {
+      inbox,
+      from: { address: inbox.address, name: inbox.displayName },
+      recipients: [...message.to, ...message.cc, ...message.bcc],
+      subject: message.subject ?? "",
+      text: message.bodyText,
+      html: message.bodyHtml,
+      attachments: message.attachments.map((a) => ({
+        filename: a.filename ?? "",
+        contentType: a.content_type,
+        size: a.size,
+      })),
+      raw,
+      stage: "deliver",
+    });
+    const signed = await signOutbound(ctx, inbox, raw);
+    if (signed !== raw) {
+      // The raw endpoint serves exactly what left: the signed bytes replace the composed ones.
+      await env.MAIL_BUCKET.put(message.rawKey, signed, { httpMetadata: { contentType: "message/rfc822" } });
+      raw = signed;
+    }
+
+    const recipients = [...new Set([...message.to, ...message.cc, ...message.bcc])];
+    const { internal, external } = await splitRecipients(ctx, recipients);
+    const at = inbox.address.lastIndexOf("@");
+    // VERP: bounces come back to this inbox tagged with the message id, so they link exactly.
+    const mailFrom = `${inbox.address.slice(0, at)}+${message.id}${inbox.address.slice(at)}`;
+
+    const result: TransportResult & { internal: number; transport: string | null } = {
+      accepted: [],
+      rejected: [],
+      providerMessageId: null,
+      internal: 0,
+      transport: null,
+    };
+    for (const rcpt of internal) {
+      try {
+        await receiveMail(env, {
+          readRaw: async () => raw,
+          envelopeFrom: mailFrom,
+          envelopeTo: rcpt,
+          via: "internal",
+          requestId: null,
+        });
+        result.accepted.push(rcpt);
+        result.internal++;
+      } catch (err) {
+        if (!(err instanceof RecipientRejected)) throw err;
+        result.rejected.push({ recipient: rcpt, code: "unknown_recipient", message: err.message, permanent: true });
+      }
+    }
+    if (external.length > 0) {
+      const transport = selectTransport(env);
+      result.transport = transport.name;
+      const envelope: OutboundEnvelope = {
+        mailFrom,
+        recipients: external,
+        raw,
+        message: transport.name === "cloudflare" ? await withBodies(ctx, message) : message,
+        attachment: async (id) => {
+          const obj = await env.MAIL_BUCKET.get(attachmentKey(message.accountId, message.inboxId, message.id, id));
+          if (!obj) throw new TransportError(`Attachment ${id} is missing`, true, "attachment_missing");
+          return new Uint8Array(await obj.arrayBuffer());
+        },
+      };
+      try {
+        const sent = await transport.send(envelope);
+        result.accepted.push(...sent.accepted);
+        result.rejected.push(...sent.rejected);
+        result.providerMessageId = sent.providerMessageId;
+      } catch (err) {
+        // Internal recipients already have their copy (a retry finds it by Message-ID and skips it).
+        if (err instanceof TransportError && err.permanent && result.internal === 0) {
+          return fail(ctx, message, err.code, err.message);
+        }
+        if (err instanceof TransportError && err.permanent) {
+          result.rejected.push(
+            ...external.map((recipient) => ({ recipient, code: err.code, message: err.message, permanent: true })),
+          );
+        } else {
+          throw err;
+        }
+      }
+    }
+    if (result.accepted.length === 0) {
+      const reasons = result.rejected.map((r) => `${r.recipient}: ${r.code} ${r.message}`).join("; ");
+      return fail(ctx, message, "all_recipients_refused", `Every recipient was refused. ${reasons}`.slice(0, 1000));
+    }
+    await markSent(ctx, message, result);
+    return { kind: "done", status: "sent" };
+  } catch (err) {
+    if (err instanceof AppError && err.code === "send_blocked") {
+      return fail(ctx, message, "send_blocked", err.message, "blocked");
+    }
+    const permanent = err instanceof TransportError && err.permanent;
+    const reason = err instanceof TransportError ? `${err.code}: ${err.message}` : String(err).slice(0, 500);
+    if (permanent || attempt >= MAX_SEND_ATTEMPTS) {
+      return fail(ctx, message, permanent ? "permanent_failure" : "retries_exhausted", reason);
+    }
+    const delaySeconds = backoffSeconds(attempt, err instanceof TransportError ? err.retryAfterSeconds : undefined);
+    await ctx.db
+      .update(messages)
+      .set({ status: "queued", leaseUntil: null, lastError: reason, updatedAt: ctx.now() })
+      .where(and(eq(messages.id, message.id), eq(messages.status, "sending")));
+    await commitWithAudit(
+      ctx,
+      [],
+      [
+        {
+          action: "message.send_deferred",
+          target: { type: "message", id: message.id },
+          inboxId: message.inboxId,
+          metadata: { attempt, error: reason, retry_in_seconds: delaySeconds },
+        },
+      ],
+    );
+    return { kind: "retry", delaySeconds, reason };
+  }
+}
+
+/** Splits recipients into this deployment's inboxes (delivered internally) and the outside world. */
+async function splitRecipients(
+  ctx: ServiceContext,
+  recipients: string[],
+): Promise<{ internal: string[]; external: string[] }> {
+  const domains = new Set(
+    (
+      await ctx.db
+        .select({ address: inboxes.address })
+        .from(inboxes)
+        .where(inArray(inboxes.address, recipients.map(canonical)))
+        .all()
+    ).map((r) => r.address),
+  );
+  const internal = recipients.filter((r) => domains.has(canonical(r)));
+  const shared = `@${ctx.env.MAIL_DOMAIN.toLowerCase()}`;
+  // An address on the shared domain that no inbox owns is still ours: deliver it internally so
+  // it is refused as unknown, instead of sending it out to our own MX.
+  const unknownOwn = recipients.filter((r) => !domains.has(canonical(r)) && r.endsWith(shared));
+  return {
+    internal: [...internal, ...unknownOwn],
+    external: recipients.filter((r) => !internal.includes(r) && !unknownOwn.includes(r)),
+  };
+}
+
+function canonical(address: string): string {
+  return canonicalRecipient(address).address;
+}
+
+async function markSent(
+  ctx: ServiceContext,
+  message: MessageRow,
+  result: TransportResult & { internal: number; transport: string | null },
+): Promise<void> {
+  const now = ctx.now();
+  // Cloudflare Email Service writes its own Message-ID: replies will reference that one.
+  const providerId = result.transport === "cloudflare" ? normalizeMessageId(result.providerMessageId) : null;
+  const rejected = result.rejected.map((r) => `${r.recipient}: ${r.code} ${r.message}`).join("; ");
+  const event = eventStatement(
+    ctx,
+    "message.sent",
+    { inboxId: message.inboxId, threadId: message.threadId, messageId: message.id },
+    {
+      message_id: message.id,
+      inbox_id: message.inboxId,
+      thread_id: message.threadId,
+      from_address: message.fromAddress,
+      to: message.to,
+      cc: message.cc,
+      subject: message.subject,
+      rfc_message_id: providerId ?? message.rfcMessageId,
+      accepted: result.accepted,
+      rejected: result.rejected.map((r) => ({ recipient: r.recipient, code: r.code, message: r.message })),
+    },
+  );
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(messages)
+        .set({
+          status: "sent",
+          sentAt: now,
+          leaseUntil: null,
+          lastError: rejected ? `Some recipients were refused: ${rejected}`.slice(0, 1000) : null,
+          providerMessageId: result.providerMessageId,
+          ...(providerId ? { rfcMessageId: providerId } : {}),
+          updatedAt: now,
+        })
+        .where(and(eq(messages.id, message.id), eq(messages.status, "sending"))),
+      event.statement,
+    ],
+    [
+      {
+        action: "message.sent",
+        target: { type: "message", id: message.id },
+        inboxId: message.inboxId,
+        metadata: {
+          attempt: message.attempts,
+          transport: result.transport,
+          internal_recipients: result.internal,
+          accepted: result.accepted.length,
+          rejected: result.rejected,
+          provider_message_id: result.providerMessageId,
+          event_id: event.id,
+        },
+      },
+    ],
+  );
+  await publishEvents(ctx.env, [event.id]);
+}
+
+async function fail(
+  ctx: ServiceContext,
+  message: MessageRow,
+  code: string,
+  reason: string,
+  status: "failed" | "blocked" = "failed",
+): Promise<DeliveryOutcome> {
+  const now = ctx.now();
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(messages)
+        .set({ status, leaseUntil: null, lastError: `${code}: ${reason}`.slice(0, 1000), updatedAt: now })
+        .where(and(eq(messages.id, message.id), inArray(messages.status, ["queued", "sending"]))),
+    ],
+    [
+      {
+        action: status === "blocked" ? "message.send_blocked" : "message.failed",
+        target: { type: "message", id: message.id },
+        inboxId: message.inboxId,
+        metadata: { attempt: message.attempts, code, reason: reason.slice(0, 1000) },
+      },
+    ],
+  );
+  return { kind: "done", status };
+}
+
+/** A message the queue gave up on (dead-letter queue): failed, visibly, unless it already finished. */
+export async function deadLettered(env: Bindings, job: OutboundJob, now = Date.now()): Promise<void> {
+  const db = createDb(env.DB);
+  const row = await db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.id, job.message_id), eq(messages.accountId, job.account_id)))
+    .get();
+  if (!row || TERMINAL.has(row.status)) return;
+  const ctx: ServiceContext = {
+    accountId: job.account_id,
+    actor: { type: "system", id: null },
+    requestId: null,
+    db,
+    env,
+    now: () => now,
+  };
+  await fail(
+    ctx,
+    row,
+    "dead_lettered",
+    `The queue gave up after repeated errors. Last error: ${row.lastError ?? "none"}`,
+  );
+}

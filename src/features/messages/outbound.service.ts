@@ -1,0 +1,667 @@
+import { and, eq, lt, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import {
+  type AccountRow,
+  accounts,
+  attachments as attachmentsTable,
+  type InboxRow,
+  inboxes,
+  type MessageRow,
+  messages,
+  threads,
+} from "../../db/schema";
+import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
+import { canonicalRecipient } from "../../email/address";
+import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../email/compose";
+import { subjectKey } from "../../email/parse";
+import type { ServiceContext } from "../../lib/context";
+import { toHex } from "../../lib/crypto";
+import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
+import { newId } from "../../lib/ids";
+import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
+import { DAY_MS, iso } from "../../lib/time";
+import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, unionCapped } from "./inbound.service";
+import { assertInboxAllowed } from "./messages.service";
+import {
+  type AttachmentInput,
+  type ForwardInput,
+  MAX_OUTBOUND_BYTES,
+  MAX_RECIPIENTS,
+  type ReplyInput,
+  type SendMessageInput,
+} from "./outbound.schemas";
+import { checkSendPolicy } from "./send-policy";
+import { attachmentKey, bodyKey, rawKey } from "./storage";
+
+/** Body of a message on the outbound queue: ids only (a queue message is capped at 128 KB). */
+export interface OutboundJob {
+  v: 1;
+  message_id: string;
+  account_id: string;
+}
+
+/** A message to send, whatever verb (send, reply, forward) produced it. */
+interface Draft {
+  kind: "send" | "reply" | "forward";
+  to: MailAddress[];
+  cc: MailAddress[];
+  bcc: MailAddress[];
+  replyTo: MailAddress | null;
+  subject: string;
+  text: string | null;
+  html: string | null;
+  attachments: ComposeAttachment[];
+  headers: [string, string][];
+  labels: string[];
+  inReplyTo: string | null;
+  references: string[];
+  /** The thread it continues (replies, forwards); null starts a new one. */
+  threadId: string | null;
+  parentId: string | null;
+}
+
+/** `POST /v1/inboxes/:inbox_id/messages`: accepts a new message for sending (status `queued`). */
+export async function sendMessage(ctx: ServiceContext, inboxId: string, input: SendMessageInput): Promise<MessageRow> {
+  const { inbox, account } = await loadInbox(ctx, inboxId);
+  return acceptDraft(ctx, inbox, account, {
+    kind: "send",
+    to: input.to,
+    cc: input.cc,
+    bcc: input.bcc,
+    replyTo: input.reply_to ?? null,
+    subject: input.subject,
+    text: input.body_text ?? null,
+    html: input.body_html ?? null,
+    attachments: decodeAttachments(input.attachments),
+    headers: Object.entries(input.headers ?? {}),
+    labels: input.labels ?? [],
+    inReplyTo: null,
+    references: [],
+    threadId: null,
+    parentId: null,
+  });
+}
+
+/** `POST /v1/messages/:id/reply`: answers a message in its thread (`In-Reply-To`, `References`, one `Re:`). */
+export async function replyToMessage(ctx: ServiceContext, messageId: string, input: ReplyInput): Promise<MessageRow> {
+  const parent = await loadMessage(ctx, messageId);
+  const { inbox, account } = await loadInbox(ctx, parent.inboxId);
+  const own = canonicalRecipient(inbox.address).address;
+  const notOwn = (a: string) => canonicalRecipient(a).address !== own;
+  // Replying to mail we sent ourselves (a follow-up) goes to its recipients again.
+  const primary =
+    parent.direction === "inbound"
+      ? [parent.replyTo ?? parent.fromAddress].filter((a): a is string => Boolean(a))
+      : parent.to;
+  let to = primary.filter(notOwn);
+  let cc: string[] = [];
+  if (input.reply_all) {
+    const others = parent.direction === "inbound" ? [...parent.to, ...parent.cc] : parent.cc;
+    cc = others.filter((a) => notOwn(a) && !to.includes(a));
+    if (to.length === 0 && cc.length > 0) to = cc.splice(0, 1);
+  }
+  if (to.length === 0) {
+    throw new ValidationFailed(
+      [{ path: "message_id", message: "The message has no sender address other than this inbox to reply to" }],
+      "There is no one to reply to.",
+    );
+  }
+  const references = [...parent.references, ...(parent.rfcMessageId ? [parent.rfcMessageId] : [])];
+  return acceptDraft(ctx, inbox, account, {
+    kind: "reply",
+    to: unique(to).map((address) => ({ address })),
+    cc: unique(cc).map((address) => ({ address })),
+    bcc: [],
+    replyTo: null,
+    subject: replySubject(parent.subject),
+    text: input.body_text ?? null,
+    html: input.body_html ?? null,
+    attachments: decodeAttachments(input.attachments),
+    headers: Object.entries(input.headers ?? {}),
+    labels: input.labels ?? [],
+    inReplyTo: parent.rfcMessageId,
+    // RFC 5322 §3.6.4: the parent's References (or its In-Reply-To), then the parent's id; the
+    // oldest are dropped past 100 (Cloudflare refuses replies with more).
+    references: unique(references.length > 1 ? references : [parent.inReplyTo, ...references].filter(isString)).slice(
+      -100,
+    ),
+    threadId: parent.threadId,
+    parentId: parent.id,
+  });
+}
+
+/** `POST /v1/messages/:id/forward`: sends a message on to new recipients, its attachments included. */
+export async function forwardMessage(ctx: ServiceContext, messageId: string, input: ForwardInput): Promise<MessageRow> {
+  const parent = await loadMessage(ctx, messageId);
+  const { inbox, account } = await loadInbox(ctx, parent.inboxId);
+  const original = await readBodies(ctx, parent);
+  const header = [
+    "---------- Forwarded message ---------",
+    `From: ${parent.fromName ? `${parent.fromName} <${parent.fromAddress}>` : (parent.fromAddress ?? "")}`,
+    `Date: ${iso(parent.receivedAt ?? parent.sentAt ?? parent.createdAt)}`,
+    `Subject: ${parent.subject ?? ""}`,
+    `To: ${parent.to.join(", ")}`,
+    ...(parent.cc.length > 0 ? [`Cc: ${parent.cc.join(", ")}`] : []),
+  ];
+  const text = [
+    input.body_text ?? "",
+    "",
+    ...header,
+    "",
+    original.text ?? (original.html ? htmlToText(original.html) : ""),
+  ].join("\n");
+  const html =
+    original.html !== null || input.body_html !== undefined
+      ? `${input.body_html ?? escapeHtml(input.body_text ?? "").replace(/\n/g, "<br>")}<br><br><div>${header
+          .map(escapeHtml)
+          .join("<br>")}</div><br>${original.html ?? `<pre>${escapeHtml(original.text ?? "")}</pre>`}`
+      : null;
+  return acceptDraft(ctx, inbox, account, {
+    kind: "forward",
+    to: input.to,
+    cc: input.cc,
+    bcc: [],
+    replyTo: null,
+    subject: /^\s*(fwd?|fw)\s*:/i.test(parent.subject ?? "")
+      ? (parent.subject as string)
+      : `Fwd: ${parent.subject ?? ""}`,
+    text,
+    html,
+    attachments: await readAttachments(ctx, parent),
+    headers: [],
+    labels: input.labels ?? [],
+    inReplyTo: null,
+    references: parent.rfcMessageId ? [parent.rfcMessageId] : [],
+    threadId: parent.threadId,
+    parentId: parent.id,
+  });
+}
+
+/**
+ * Checks a draft in API.md's order (inbox active, send limit, policy, size), then stores it and
+ * queues it. A refusal sends nothing and is audited with its reason; a send-limit slot taken for
+ * a request that is refused later, or that fails to commit, is given back.
+ */
+async function acceptDraft(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  account: AccountRow,
+  draft: Draft,
+): Promise<MessageRow> {
+  const now = ctx.now();
+  const messageId = newId("msg", now);
+  const domain = inbox.address.slice(inbox.address.lastIndexOf("@") + 1);
+  const rfcMessageId = `<${messageId}@${domain}>`;
+  const from: MailAddress = { address: inbox.address, name: inbox.displayName };
+  const text = draft.text ?? (draft.html !== null ? htmlToText(draft.html) : null);
+  const raw = composeMessage({
+    from,
+    to: draft.to,
+    cc: draft.cc,
+    replyTo: draft.replyTo,
+    subject: draft.subject,
+    text,
+    html: draft.html,
+    messageId: rfcMessageId,
+    date: new Date(now),
+    inReplyTo: draft.inReplyTo,
+    references: draft.references,
+    headers: draft.headers,
+    attachments: draft.attachments,
+  });
+  const recipients = unique([...draft.to, ...draft.cc, ...draft.bcc].map((a) => a.address));
+  const refuse = async (err: AppError, extra: Record<string, unknown> = {}): Promise<never> => {
+    await commitWithAudit(
+      ctx,
+      [],
+      [
+        {
+          action: err.code === "send_blocked" ? "message.send_blocked" : "message.send_refused",
+          target: { type: "inbox", id: inbox.id },
+          inboxId: inbox.id,
+          metadata: {
+            reason: err.code,
+            message: err.message,
+            details: err.details ?? null,
+            kind: draft.kind,
+            recipients: recipients.length,
+            size: raw.byteLength,
+            ...extra,
+          },
+        },
+      ],
+    );
+    throw err;
+  };
+
+  if (inbox.status !== "active") {
+    await refuse(
+      new Forbidden("inbox_disabled", `The inbox ${inbox.address} is disabled and cannot send.`, {
+        disabled_reason: inbox.disabledReason,
+      }),
+    );
+  }
+
+  const slots = await takeSendSlots(ctx, inbox, account, messageId);
+  if (slots.refused) await refuse(slots.refused);
+  try {
+    await checkSendPolicy(ctx, {
+      inbox,
+      from,
+      recipients,
+      subject: draft.subject,
+      text,
+      html: draft.html,
+      attachments: draft.attachments.map((a) => ({
+        filename: a.filename,
+        contentType: a.contentType,
+        size: a.content.byteLength,
+      })),
+      raw,
+      stage: "accept",
+    });
+    if (recipients.length > MAX_RECIPIENTS) {
+      throw new AppError(
+        422,
+        "too_many_recipients",
+        `A message may have at most ${MAX_RECIPIENTS} recipients (to, cc and bcc together); this one has ${recipients.length}.`,
+        { limit: MAX_RECIPIENTS, recipients: recipients.length },
+      );
+    }
+    if (raw.byteLength > MAX_OUTBOUND_BYTES) {
+      throw new AppError(
+        413,
+        "message_too_large",
+        `The message is ${raw.byteLength} bytes once encoded; the limit is ${MAX_OUTBOUND_BYTES} bytes (5 MiB).`,
+        { limit_bytes: MAX_OUTBOUND_BYTES, size: raw.byteLength },
+      );
+    }
+  } catch (err) {
+    await slots.release();
+    if (err instanceof AppError) await refuse(err);
+    throw err;
+  }
+
+  try {
+    const row = await storeOutbound(ctx, inbox, draft, { messageId, rfcMessageId, from, text, raw, recipients });
+    await enqueue(ctx, row);
+    return row;
+  } catch (err) {
+    await slots.release();
+    throw err;
+  }
+}
+
+interface Composed {
+  messageId: string;
+  rfcMessageId: string;
+  from: MailAddress;
+  text: string | null;
+  raw: Uint8Array;
+  recipients: string[];
+}
+
+/** Raw bytes and attachments to R2, then message + thread + audit in one batch. */
+async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft, c: Composed): Promise<MessageRow> {
+  const env = ctx.env;
+  const now = ctx.now();
+  const written: string[] = [];
+  try {
+    const keyOfRaw = rawKey(inbox.accountId, inbox.id, c.messageId);
+    await env.MAIL_BUCKET.put(keyOfRaw, c.raw, {
+      httpMetadata: { contentType: "message/rfc822" },
+      customMetadata: { direction: "outbound" },
+    });
+    written.push(keyOfRaw);
+    const attachmentMeta = await Promise.all(
+      draft.attachments.map(async (a) => {
+        const id = newId("att", now);
+        const key = attachmentKey(inbox.accountId, inbox.id, c.messageId, id);
+        written.push(key);
+        await env.MAIL_BUCKET.put(key, a.content, {
+          httpMetadata: { contentType: a.contentType },
+          customMetadata: { filename: a.filename },
+        });
+        return {
+          meta: {
+            id,
+            filename: a.filename,
+            content_type: a.contentType,
+            size: a.content.byteLength,
+            content_id: a.contentId ?? null,
+            disposition: a.disposition ?? "attachment",
+          } as const,
+          key,
+          sha256: toHex(await crypto.subtle.digest("SHA-256", a.content)),
+        };
+      }),
+    );
+    const bodyText = await inlineOrR2(env, c.text, bodyKey(inbox.accountId, inbox.id, c.messageId, "txt"), written);
+    const bodyHtml = await inlineOrR2(
+      env,
+      draft.html,
+      bodyKey(inbox.accountId, inbox.id, c.messageId, "html"),
+      written,
+    );
+
+    const threadId = draft.threadId ?? newId("thr", now);
+    const headers: Record<string, string | string[]> = {
+      from: c.from.name ? `${c.from.name} <${c.from.address}>` : c.from.address,
+      to: draft.to.map(display).join(", "),
+      subject: draft.subject,
+      date: new Date(now).toUTCString(),
+      "message-id": c.rfcMessageId,
+      "mime-version": "1.0",
+    };
+    if (draft.cc.length > 0) headers.cc = draft.cc.map(display).join(", ");
+    if (draft.replyTo) headers["reply-to"] = display(draft.replyTo);
+    if (draft.inReplyTo) headers["in-reply-to"] = draft.inReplyTo;
+    if (draft.references.length > 0) headers.references = draft.references.join(" ");
+    for (const [name, value] of draft.headers) headers[name.toLowerCase()] = value;
+
+    const row: MessageRow = {
+      id: c.messageId,
+      accountId: inbox.accountId,
+      inboxId: inbox.id,
+      threadId,
+      direction: "outbound",
+      status: "queued",
+      fromAddress: c.from.address,
+      fromName: c.from.name ?? null,
+      to: draft.to.map((a) => a.address),
+      cc: draft.cc.map((a) => a.address),
+      bcc: draft.bcc.map((a) => a.address),
+      replyTo: draft.replyTo?.address ?? null,
+      subject: draft.subject,
+      bodyText: bodyText.inline,
+      bodyHtml: bodyHtml.inline,
+      bodyTextKey: bodyText.key,
+      bodyHtmlKey: bodyHtml.key,
+      headers,
+      headersTruncated: false,
+      rfcMessageId: c.rfcMessageId,
+      inReplyTo: draft.inReplyTo,
+      references: draft.references,
+      labels: unique(draft.labels),
+      attachments: attachmentMeta.map((a) => a.meta),
+      size: c.raw.byteLength,
+      authentication: null,
+      autoSubmitted: null,
+      reportType: null,
+      parseError: null,
+      envelopeFrom: c.from.address,
+      envelopeTo: null,
+      rawKey: keyOfRaw,
+      // Unique per inbox with inbound keys (Message-IDs): an outbound row can never collide with one.
+      dedupeKey: `out:${c.messageId}`,
+      searchText: (c.text ?? "").slice(0, SEARCH_TEXT_LIMIT),
+      searchAddresses: [c.from.address, ...c.recipients].join(" ").slice(0, 8 * 1024),
+      complainedAt: null,
+      attempts: 0,
+      lastError: null,
+      leaseUntil: null,
+      providerMessageId: null,
+      createdAt: now,
+      updatedAt: now,
+      sentAt: null,
+      receivedAt: null,
+    };
+    const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);
+    const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
+    for (const a of attachmentMeta) {
+      statements.push(
+        ctx.db.insert(attachmentsTable).values({
+          id: a.meta.id,
+          accountId: inbox.accountId,
+          inboxId: inbox.id,
+          messageId: c.messageId,
+          filename: a.meta.filename,
+          contentType: a.meta.content_type,
+          size: a.meta.size,
+          contentId: a.meta.content_id,
+          disposition: a.meta.disposition,
+          r2Key: a.key,
+          sha256: a.sha256,
+          createdAt: now,
+        }),
+      );
+    }
+    if (draft.threadId) {
+      statements.push(
+        ctx.db
+          .update(threads)
+          .set({
+            messageCount: sql`${threads.messageCount} + 1`,
+            lastMessageAt: sql`max(${threads.lastMessageAt}, ${now})`,
+            participants: unionCapped(threads.participants, participants, PARTICIPANT_LIMIT),
+            updatedAt: now,
+          })
+          .where(and(eq(threads.id, draft.threadId), eq(threads.accountId, inbox.accountId))),
+      );
+    } else {
+      statements.push(
+        ctx.db.insert(threads).values({
+          id: threadId,
+          accountId: inbox.accountId,
+          inboxId: inbox.id,
+          subject: draft.subject,
+          subjectKey: subjectKey(draft.subject),
+          participants,
+          messageCount: 1,
+          lastMessageAt: now,
+          labels: [],
+          createdAt: now,
+          updatedAt: now,
+        }),
+      );
+    }
+    const audit: AuditEntry[] = [
+      {
+        action: "message.send_attempted",
+        target: { type: "message", id: row.id },
+        inboxId: inbox.id,
+        metadata: {
+          outcome: "queued",
+          kind: draft.kind,
+          parent_id: draft.parentId,
+          thread_id: threadId,
+          recipients: c.recipients.length,
+          attachments: draft.attachments.length,
+          size: row.size,
+          rfc_message_id: row.rfcMessageId,
+        },
+      },
+    ];
+    await commitWithAudit(ctx, statements, audit);
+    return row;
+  } catch (err) {
+    await env.MAIL_BUCKET.delete(written);
+    throw err;
+  }
+}
+
+/**
+ * Hands the message to the outbound queue. If the queue refuses, the message stays `queued` in D1
+ * and the scheduled sweep (`requeueStale`) hands it over again: the 202 the caller gets is true.
+ */
+async function enqueue(ctx: ServiceContext, row: MessageRow): Promise<void> {
+  const job: OutboundJob = { v: 1, message_id: row.id, account_id: row.accountId };
+  try {
+    await ctx.env.OUTBOUND_QUEUE.send(job);
+  } catch (err) {
+    console.error(
+      JSON.stringify({ level: "error", msg: "outbound enqueue failed", message_id: row.id, error: String(err) }),
+    );
+  }
+}
+
+/** Messages still `queued` this long after their last change are handed to the queue again. */
+const STALE_QUEUED_MS = 15 * 60_000;
+
+/** Re-enqueues messages whose queue message was lost (enqueue failure, a purge). Run by `scheduled()`. */
+export async function requeueStale(ctx: Pick<ServiceContext, "db" | "env">, now: number): Promise<number> {
+  const stale = await ctx.db
+    .select({ id: messages.id, accountId: messages.accountId })
+    .from(messages)
+    .where(and(eq(messages.status, "queued"), lt(messages.updatedAt, now - STALE_QUEUED_MS)))
+    .limit(100)
+    .all();
+  if (stale.length === 0) return 0;
+  await ctx.env.OUTBOUND_QUEUE.sendBatch(
+    stale.map((m) => ({ body: { v: 1, message_id: m.id, account_id: m.accountId } satisfies OutboundJob })),
+  );
+  return stale.length;
+}
+
+interface SendSlots {
+  refused: AppError | null;
+  release: () => Promise<void>;
+}
+
+/**
+ * The send limits, decided by Durable Objects so they hold exactly under concurrency: the
+ * new-account limit (10 per rolling 24 h for the first 7 days) on one object per account, then
+ * the tier's per-inbox daily limit on one object per inbox.
+ */
+async function takeSendSlots(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  account: AccountRow,
+  messageId: string,
+): Promise<SendSlots> {
+  const now = ctx.now();
+  const perInbox = tierLimits(ctx.env.TIER_LIMITS, account.tier).sends_per_inbox_per_day;
+  const isNew = account.newAccountUntil !== null && now < account.newAccountUntil;
+  const subjects = [...(isNew ? [`send:account:${account.id}`] : []), `send:inbox:${inbox.id}`];
+  // Both objects are asked at once (one round trip); a slot taken where the other refused is given back.
+  const decisions = await Promise.all(
+    subjects.map((subject, i) =>
+      rateLimiter(ctx.env, subject).reserve(
+        messageId,
+        isNew && i === 0 ? NEW_ACCOUNT_SEND_LIMIT : perInbox,
+        DAY_MS,
+        now,
+      ),
+    ),
+  );
+  const release = async () => {
+    await Promise.all(
+      subjects
+        .filter((_, i) => decisions[i]?.allowed)
+        .map((subject) => rateLimiter(ctx.env, subject).release(messageId)),
+    );
+  };
+  const refusedAt = decisions.findIndex((d) => !d.allowed);
+  if (refusedAt === -1) return { refused: null, release };
+  await release();
+  const d = decisions[refusedAt] as SlotDecision;
+  const refused =
+    isNew && refusedAt === 0
+      ? sendLimitError(
+          `New accounts may send ${NEW_ACCOUNT_SEND_LIMIT} messages per rolling 24 hours during their first 7 days.`,
+          d,
+          { scope: "new_account", new_account_until: iso(account.newAccountUntil) },
+        )
+      : sendLimitError(
+          `This inbox may send ${perInbox} messages per rolling 24 hours on the ${account.tier} tier.`,
+          d,
+          {
+            scope: "inbox",
+            tier: account.tier,
+          },
+        );
+  return { refused, release: async () => {} };
+}
+
+function sendLimitError(
+  message: string,
+  d: { limit: number; used: number; retryAfterMs: number; resetAtMs: number },
+  extra: Record<string, unknown>,
+): AppError {
+  const retryAfter = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
+  return new AppError(
+    429,
+    "send_limit_exceeded",
+    `${message} Try again in ${retryAfter} s.`,
+    { limit: d.limit, used: d.used, window_hours: 24, resets_at: iso(d.resetAtMs), ...extra },
+    { "Retry-After": String(retryAfter) },
+  );
+}
+
+/** The caller's inbox and its account, in one query. */
+async function loadInbox(ctx: ServiceContext, inboxId: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
+  assertInboxAllowed(ctx, inboxId);
+  const row = await ctx.db
+    .select({ inbox: inboxes, account: accounts })
+    .from(inboxes)
+    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
+    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
+    .get();
+  if (!row) throw new NotFound("Inbox");
+  return row;
+}
+
+async function loadMessage(ctx: ServiceContext, messageId: string): Promise<MessageRow> {
+  const row = await ctx.db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId)))
+    .get();
+  if (!row || (ctx.inboxIds && !ctx.inboxIds.includes(row.inboxId))) throw new NotFound("Message");
+  return row;
+}
+
+async function readBodies(ctx: ServiceContext, row: MessageRow): Promise<{ text: string | null; html: string | null }> {
+  const read = async (key: string | null, inline: string | null) =>
+    key ? ((await (await ctx.env.MAIL_BUCKET.get(key))?.text()) ?? null) : inline;
+  return { text: await read(row.bodyTextKey, row.bodyText), html: await read(row.bodyHtmlKey, row.bodyHtml) };
+}
+
+async function readAttachments(ctx: ServiceContext, row: MessageRow): Promise<ComposeAttachment[]> {
+  return Promise.all(
+    row.attachments.map(async (a) => {
+      const object = await ctx.env.MAIL_BUCKET.get(attachmentKey(row.accountId, row.inboxId, row.id, a.id));
+      if (!object) throw new AppError(500, "attachment_missing", "An attachment of the original message is missing.");
+      return {
+        filename: a.filename ?? "attachment",
+        contentType: a.content_type,
+        content: new Uint8Array(await object.arrayBuffer()),
+        contentId: a.content_id,
+        disposition: a.disposition,
+      };
+    }),
+  );
+}
+
+function decodeAttachments(list: AttachmentInput[]): ComposeAttachment[] {
+  return list.map((a) => ({
+    filename: a.filename,
+    contentType: a.content_type,
+    content: Uint8Array.from(atob(a.content), (ch) => ch.charCodeAt(0)),
+    contentId: a.content_id ? a.content_id.replace(/^<|>$/g, "") : null,
+    disposition: a.content_id ? "inline" : "attachment",
+  }));
+}
+
+/** One `Re:`: kept when the subject already starts with it, added otherwise. */
+function replySubject(subject: string | null): string {
+  const s = (subject ?? "").trim();
+  return /^re\s*:/i.test(s) ? s : `Re: ${s}`;
+}
+
+function display(a: MailAddress): string {
+  return a.name ? `${a.name} <${a.address}>` : a.address;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+function unique<T>(items: T[]): T[] {
+  return [...new Set(items)];
+}
+
+function isString(v: unknown): v is string {
+  return typeof v === "string";
+}

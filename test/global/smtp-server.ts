@@ -1,0 +1,104 @@
+/**
+ * A real SMTP server (npm `smtp-server`) for the test run, on 127.0.0.1 in plain text (workerd
+ * verifies TLS certificates with no opt-out, so TLS cannot be tested against a local server).
+ * The Worker under test submits to it with OUTBOUND_TRANSPORT=smtp; tests read what it received
+ * through a small HTTP control endpoint.
+ *
+ * Recipients script failures by their local part:
+ *   perm-…      550 at RCPT          temp-…      451 at RCPT
+ *   dataperm-…  554 after the data   datatemp-…  451 after the data
+ */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { SMTPServer } from "smtp-server";
+import type { TestProject } from "vitest/node";
+
+export const SMTP_USER = "mailbot";
+export const SMTP_PASSWORD = "test-smtp-password";
+
+interface Received {
+  mailFrom: string;
+  rcptTo: string[];
+  user: string | null;
+  raw: string;
+  receivedAt: number;
+}
+
+export default async function setup(project: TestProject) {
+  const received: Received[] = [];
+
+  const smtp = new SMTPServer({
+    name: "smtp.test",
+    secure: false,
+    disabledCommands: ["STARTTLS"],
+    allowInsecureAuth: true,
+    authMethods: ["PLAIN", "LOGIN"],
+    size: 10 * 1024 * 1024,
+    logger: false,
+    onAuth(auth, _session, callback) {
+      if (auth.username === SMTP_USER && auth.password === SMTP_PASSWORD) return callback(null, { user: SMTP_USER });
+      return callback(new Error("535 5.7.8 Authentication credentials invalid"));
+    },
+    onRcptTo(address, _session, callback) {
+      const local = address.address.split("@")[0] ?? "";
+      if (local.startsWith("perm-")) {
+        return callback(Object.assign(new Error("5.1.1 No such user here"), { responseCode: 550 }));
+      }
+      if (local.startsWith("temp-")) {
+        return callback(Object.assign(new Error("4.3.0 Mailbox busy, try later"), { responseCode: 451 }));
+      }
+      callback();
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        const rcptTo = session.envelope.rcptTo.map((r) => r.address);
+        const locals = rcptTo.map((r) => r.split("@")[0] ?? "");
+        if (locals.some((l) => l.startsWith("dataperm-"))) {
+          return callback(Object.assign(new Error("5.7.1 Message refused"), { responseCode: 554 }));
+        }
+        if (locals.some((l) => l.startsWith("datatemp-"))) {
+          return callback(Object.assign(new Error("4.4.2 Try again later"), { responseCode: 451 }));
+        }
+        received.push({
+          mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+          rcptTo,
+          user: (session.user as string | undefined) ?? null,
+          raw: Buffer.concat(chunks).toString("latin1"),
+          receivedAt: Date.now(),
+        });
+        callback(null, `Ok: queued as T${received.length}`);
+      });
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    smtp.once("error", reject);
+    smtp.listen(0, "127.0.0.1", () => resolve());
+  });
+  // vitest.config.ts hands this port to the Worker as SMTP_PORT.
+  project.provide("smtpPort", (smtp.server.address() as AddressInfo).port);
+
+  // GET /messages?rcpt=<address>: what the server accepted for that recipient, oldest first.
+  const control = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    const rcpt = url.searchParams.get("rcpt")?.toLowerCase();
+    const list = rcpt ? received.filter((r) => r.rcptTo.some((a) => a.toLowerCase() === rcpt)) : received;
+    res.writeHead(200, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(list));
+  });
+  await new Promise<void>((resolve) => control.listen(0, "127.0.0.1", () => resolve()));
+  project.provide("smtpControlUrl", `http://127.0.0.1:${(control.address() as AddressInfo).port}`);
+
+  return async () => {
+    await new Promise<void>((resolve) => smtp.close(() => resolve()));
+    await new Promise<void>((resolve) => control.close(() => resolve()));
+  };
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    smtpPort: number;
+    smtpControlUrl: string;
+  }
+}
