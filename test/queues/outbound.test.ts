@@ -52,6 +52,18 @@ async function auditActions(accountId: string, targetId?: string) {
 
 const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
 
+/** A service context whose queue drops messages, so a test alone decides when the consumer runs. */
+function unqueuedContext(accountId: string) {
+  return {
+    accountId,
+    actor: { type: "api_key" as const, id: null },
+    requestId: null,
+    db: createDb(env.DB),
+    env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
+    now: Date.now,
+  };
+}
+
 /** Lifts the new-account send limit for tests that are not about it. */
 async function liftLimit(accountId: string) {
   const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
@@ -570,14 +582,7 @@ describe("queue consumer", () => {
 
     // Two consumers racing on one queued message: the lease lets exactly one send.
     const to2 = unique("race");
-    const ctxA = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-      now: Date.now,
-    };
+    const ctxA = unqueuedContext(a.account.id);
     const queued = await sendMessage(
       ctxA,
       a.inbox.id,
@@ -593,14 +598,7 @@ describe("queue consumer", () => {
 
   it("the dead-letter consumer marks what the queue gave up on as failed", async () => {
     const a = await registerAccount("dlq");
-    const ctxA = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-      now: Date.now,
-    };
+    const ctxA = unqueuedContext(a.account.id);
     const queued = await sendMessage(
       ctxA,
       a.inbox.id,

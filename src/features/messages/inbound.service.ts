@@ -300,36 +300,17 @@ async function storeParsed(
 
   const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
   for (const a of attachmentRows) statements.push(ctx.db.insert(attachments).values(a));
-  if (thread) {
-    statements.push(
-      ctx.db
-        .update(threads)
-        .set({
-          messageCount: sql`${threads.messageCount} + 1`,
-          lastMessageAt: sql`max(${threads.lastMessageAt}, ${now})`,
-          participants: unionCapped(threads.participants, participants, PARTICIPANT_LIMIT),
-          labels: unionCapped(threads.labels, labels, 50),
-          updatedAt: now,
-        })
-        .where(and(eq(threads.id, thread), eq(threads.accountId, inbox.accountId))),
-    );
-  } else {
-    statements.push(
-      ctx.db.insert(threads).values({
-        id: threadId,
-        accountId: inbox.accountId,
-        inboxId: inbox.id,
-        subject: parsed.subject,
-        subjectKey: subjectKey(parsed.subject),
-        participants,
-        messageCount: 1,
-        lastMessageAt: now,
-        labels,
-        createdAt: now,
-        updatedAt: now,
-      }),
-    );
-  }
+  statements.push(
+    threadStatement(ctx, {
+      existing: thread,
+      id: threadId,
+      inboxId: inbox.id,
+      subject: parsed.subject,
+      participants,
+      labels,
+      now,
+    }),
+  );
 
   const event = eventStatement(
     ctx,
@@ -401,8 +382,51 @@ async function storeParsed(
 /** Most participants a thread lists; the messages keep every address. */
 export const PARTICIPANT_LIMIT = 50;
 
+/**
+ * The thread write of a new message: counters, activity time and participants merged in SQL
+ * (race-free) on an existing thread, or the insert of a new one. Shared by inbound and outbound.
+ */
+export function threadStatement(
+  ctx: ServiceContext,
+  t: {
+    existing: string | null;
+    id: string;
+    inboxId: string;
+    subject: string | null;
+    participants: string[];
+    labels: string[];
+    now: number;
+  },
+): BatchItem<"sqlite"> {
+  if (t.existing) {
+    return ctx.db
+      .update(threads)
+      .set({
+        messageCount: sql`${threads.messageCount} + 1`,
+        lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
+        participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
+        labels: unionCapped(threads.labels, t.labels, 50),
+        updatedAt: t.now,
+      })
+      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+  }
+  return ctx.db.insert(threads).values({
+    id: t.id,
+    accountId: ctx.accountId,
+    inboxId: t.inboxId,
+    subject: t.subject,
+    subjectKey: subjectKey(t.subject),
+    participants: t.participants,
+    messageCount: 1,
+    lastMessageAt: t.now,
+    labels: t.labels,
+    createdAt: t.now,
+    updatedAt: t.now,
+  });
+}
+
 /** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
-export function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
+function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
   return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
 }
 

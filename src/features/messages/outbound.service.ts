@@ -1,4 +1,4 @@
-import { and, eq, lt, sql } from "drizzle-orm";
+import { and, eq, lt } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import {
   type AccountRow,
@@ -8,12 +8,10 @@ import {
   inboxes,
   type MessageRow,
   messages,
-  threads,
 } from "../../db/schema";
 import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
 import { canonicalRecipient } from "../../email/address";
 import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../email/compose";
-import { subjectKey } from "../../email/parse";
 import type { ServiceContext } from "../../lib/context";
 import { toHex } from "../../lib/crypto";
 import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
@@ -21,8 +19,8 @@ import { newId } from "../../lib/ids";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
-import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, unionCapped } from "./inbound.service";
-import { assertInboxAllowed } from "./messages.service";
+import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "./inbound.service";
+import { assertInboxAllowed, withBodies } from "./messages.service";
 import {
   type AttachmentInput,
   type ForwardInput,
@@ -135,7 +133,8 @@ export async function replyToMessage(ctx: ServiceContext, messageId: string, inp
 export async function forwardMessage(ctx: ServiceContext, messageId: string, input: ForwardInput): Promise<MessageRow> {
   const parent = await loadMessage(ctx, messageId);
   const { inbox, account } = await loadInbox(ctx, parent.inboxId);
-  const original = await readBodies(ctx, parent);
+  const full = await withBodies(ctx, parent);
+  const original = { text: full.bodyText, html: full.bodyHtml };
   const header = [
     "---------- Forwarded message ---------",
     `From: ${parent.fromName ? `${parent.fromName} <${parent.fromAddress}>` : (parent.fromAddress ?? "")}`,
@@ -427,35 +426,17 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
         }),
       );
     }
-    if (draft.threadId) {
-      statements.push(
-        ctx.db
-          .update(threads)
-          .set({
-            messageCount: sql`${threads.messageCount} + 1`,
-            lastMessageAt: sql`max(${threads.lastMessageAt}, ${now})`,
-            participants: unionCapped(threads.participants, participants, PARTICIPANT_LIMIT),
-            updatedAt: now,
-          })
-          .where(and(eq(threads.id, draft.threadId), eq(threads.accountId, inbox.accountId))),
-      );
-    } else {
-      statements.push(
-        ctx.db.insert(threads).values({
-          id: threadId,
-          accountId: inbox.accountId,
-          inboxId: inbox.id,
-          subject: draft.subject,
-          subjectKey: subjectKey(draft.subject),
-          participants,
-          messageCount: 1,
-          lastMessageAt: now,
-          labels: [],
-          createdAt: now,
-          updatedAt: now,
-        }),
-      );
-    }
+    statements.push(
+      threadStatement(ctx, {
+        existing: draft.threadId,
+        id: threadId,
+        inboxId: inbox.id,
+        subject: draft.subject,
+        participants,
+        labels: [],
+        now,
+      }),
+    );
     const audit: AuditEntry[] = [
       {
         action: "message.send_attempted",
@@ -610,12 +591,6 @@ async function loadMessage(ctx: ServiceContext, messageId: string): Promise<Mess
     .get();
   if (!row || (ctx.inboxIds && !ctx.inboxIds.includes(row.inboxId))) throw new NotFound("Message");
   return row;
-}
-
-async function readBodies(ctx: ServiceContext, row: MessageRow): Promise<{ text: string | null; html: string | null }> {
-  const read = async (key: string | null, inline: string | null) =>
-    key ? ((await (await ctx.env.MAIL_BUCKET.get(key))?.text()) ?? null) : inline;
-  return { text: await read(row.bodyTextKey, row.bodyText), html: await read(row.bodyHtmlKey, row.bodyHtml) };
 }
 
 async function readAttachments(ctx: ServiceContext, row: MessageRow): Promise<ComposeAttachment[]> {
