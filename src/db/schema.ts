@@ -225,6 +225,8 @@ export const messages = sqliteTable(
     uniqueIndex("messages_inbox_dedupe_uq").on(t.inboxId, t.dedupeKey),
     index("messages_inbox_rfc_idx").on(t.inboxId, t.rfcMessageId),
     index("messages_account_rfc_idx").on(t.accountId, t.rfcMessageId),
+    // The scheduled sweep looks for sends whose queue message was lost: only queued rows are indexed.
+    index("messages_queued_idx").on(t.updatedAt).where(sql`${t.status} = 'queued'`),
   ],
 );
 

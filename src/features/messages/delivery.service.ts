@@ -225,7 +225,7 @@ async function splitRecipients(
   ctx: ServiceContext,
   recipients: string[],
 ): Promise<{ internal: string[]; external: string[] }> {
-  const domains = new Set(
+  const owned = new Set(
     (
       await ctx.db
         .select({ address: inboxes.address })
@@ -234,11 +234,11 @@ async function splitRecipients(
         .all()
     ).map((r) => r.address),
   );
-  const internal = recipients.filter((r) => domains.has(canonical(r)));
+  const internal = recipients.filter((r) => owned.has(canonical(r)));
   const shared = `@${ctx.env.MAIL_DOMAIN.toLowerCase()}`;
   // An address on the shared domain that no inbox owns is still ours: deliver it internally so
   // it is refused as unknown, instead of sending it out to our own MX.
-  const unknownOwn = recipients.filter((r) => !domains.has(canonical(r)) && r.endsWith(shared));
+  const unknownOwn = recipients.filter((r) => !owned.has(canonical(r)) && r.endsWith(shared));
   return {
     internal: [...internal, ...unknownOwn],
     external: recipients.filter((r) => !internal.includes(r) && !unknownOwn.includes(r)),

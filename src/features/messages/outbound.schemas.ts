@@ -150,6 +150,11 @@ export const CustomHeaders = z
   })
   .openapi({ example: { "X-Campaign": "onboarding" } });
 
+/** A message needs a text or an HTML body (a text part is made from HTML-only mail). */
+const hasBody = (v: { body_text?: string | undefined; body_html?: string | undefined }) =>
+  v.body_text !== undefined || v.body_html !== undefined;
+const NEEDS_BODY = { message: "Give body_text, body_html or both", path: ["body_text"] };
+
 export const SendMessageInput = z
   .object({
     to: AddressList.min(1),
@@ -167,10 +172,7 @@ export const SendMessageInput = z
     labels: Labels.optional(),
   })
   .strict()
-  .refine((v) => v.body_text !== undefined || v.body_html !== undefined, {
-    message: "Give body_text, body_html or both",
-    path: ["body_text"],
-  })
+  .refine(hasBody, NEEDS_BODY)
   .openapi("SendMessageInput");
 
 export const ReplyInput = z
@@ -183,10 +185,7 @@ export const ReplyInput = z
     labels: Labels.optional(),
   })
   .strict()
-  .refine((v) => v.body_text !== undefined || v.body_html !== undefined, {
-    message: "Give body_text, body_html or both",
-    path: ["body_text"],
-  })
+  .refine(hasBody, NEEDS_BODY)
   .openapi("ReplyInput");
 
 export const ForwardInput = z
