@@ -21,6 +21,7 @@ import { errorResponse } from "./http/errors";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
 import { validationHook } from "./http/validation";
 import { AppError, NotFound, PayloadTooLarge } from "./lib/errors";
+import { mcpRoutes } from "./mcp/mcp.routes";
 
 /** Paths under /v1 that do not take an API key (they have their own checks). */
 const PUBLIC_V1 = new Set(["/v1/info", "/v1/auth/register"]);
@@ -77,6 +78,7 @@ export function buildApp() {
   app.route("/v1", webhookRoutes);
   app.route("/v1", eventRoutes);
   app.route("/", inboundRoutes);
+  app.route("/", mcpRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {
     type: "http",

@@ -35,6 +35,8 @@ export interface Bindings {
   WEBHOOK_TIMEOUT_MS?: string;
   /** Comma-separated delays in seconds before each webhook attempt (default 0,30,120,600,3600,21600). */
   WEBHOOK_RETRY_SCHEDULE?: string;
+  /** Pins /mcp to one account (single-tenant deployments): other accounts' keys get 403 `mcp_account_not_allowed`. */
+  MCP_ACCOUNT_ID?: string;
 
   ADMIN_TOKEN?: string;
   INBOUND_SECRET?: string;

@@ -140,6 +140,11 @@ export type Scope = "read" | "send" | "manage" | "full";
 export function requireScope(c: Context<AppEnv>, scope: Scope): AuthState {
   const auth = c.get("auth");
   if (!auth) throw new Unauthorized();
+  return assertScope(auth, scope);
+}
+
+/** The scope rule itself, shared by routes and MCP tools: `full` or the scope named, else 403. */
+export function assertScope(auth: AuthState, scope: Scope): AuthState {
   if (!auth.scopes.includes("full") && !auth.scopes.includes(scope)) {
     throw new Forbidden("insufficient_scope", `This API key lacks the "${scope}" scope.`, {
       required: scope,

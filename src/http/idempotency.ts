@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import { createDb } from "../db/client";
+import { createDb, type Db } from "../db/client";
 import type { AppEnv } from "../env";
 import { complete, release, reserve } from "../features/system/idempotency.service";
 import { openText, sealText, sha256Hex } from "../lib/crypto";
@@ -28,38 +28,54 @@ function canonicalJson(text: string): string {
 
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
 
+/** A creating request as the idempotency store sees it (HTTP POST, or the MCP tool doing the same). */
+export interface IdempotentRequest {
+  /** The client's key (Idempotency-Key header, or a tool's `idempotency_key`). */
+  key: string;
+  /** Who may replay it: `key:<api key id>`, `admin` or `public:<client address>`. */
+  scope: string;
+  accountId: string | null;
+  method: string;
+  /** The HTTP path of the operation (MCP tools name the route they stand for). */
+  path: string;
+  /** The request body as sent; canonicalised before hashing. */
+  body: string;
+}
+
+/** A response as stored: status and body text (the `{ data }` or `{ error }` envelope). */
+export interface StoredResponse {
+  status: number;
+  body: string;
+}
+
 /**
- * `Idempotency-Key` on creating POSTs: the same key and body within 24 h returns the first
- * response (with `Idempotent-Replayed: true`); the same key with another body is 409
+ * The idempotency rule shared by every transport: the same key and body within 24 h returns
+ * the first response (`replayed: true`); the same key with another body is 409
  * `idempotency_key_reused`; a retry while the first is still running is 409
- * `idempotency_request_in_progress`. Stored responses can hold a new API key, so they are
- * sealed with AES-GCM under a key derived from the Idempotency-Key itself, which is never
- * stored: the database alone cannot reveal them.
+ * `idempotency_request_in_progress`. Server errors (>= 500, or `run` throwing) are not
+ * remembered. Stored responses can hold a new API key, so they are sealed with AES-GCM under a
+ * key derived from the client's key itself, which is never stored: the database alone cannot
+ * reveal them.
  */
-export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const key = c.req.header("Idempotency-Key");
-  if (c.req.method !== "POST" || key === undefined) return next();
-  if (!KEY_PATTERN.test(key)) {
+export async function runIdempotent(
+  db: Db,
+  req: IdempotentRequest,
+  run: () => Promise<StoredResponse>,
+): Promise<StoredResponse & { replayed: boolean }> {
+  if (!KEY_PATTERN.test(req.key)) {
     throw new BadRequest("invalid_idempotency_key", "Idempotency-Key must be 1–255 visible ASCII characters.");
   }
-  const db = createDb(c.env.DB);
-  // Scoped to the caller: the API key, the operator, or an anonymous client address. A replay
-  // can therefore never hand a response to anyone but the caller who made the first request.
-  const auth = c.get("auth");
-  const scope = auth ? `key:${auth.key.id}` : isAdminRequest(c) ? "admin" : `public:${clientAddress(c)}`;
-  const body = canonicalJson(await c.req.text());
-  const path = new URL(c.req.url).pathname;
-  const now = Date.now();
+  const body = canonicalJson(req.body);
   const reservation = await reserve(db, {
-    lookup: await sha256Hex(`${scope}\n${key}`),
-    accountId: auth?.account.id ?? null,
-    method: c.req.method,
-    path,
-    requestHash: await sha256Hex(`${c.req.method} ${path}\n${body}`),
-    now,
+    lookup: await sha256Hex(`${req.scope}\n${req.key}`),
+    accountId: req.accountId,
+    method: req.method,
+    path: req.path,
+    requestHash: await sha256Hex(`${req.method} ${req.path}\n${body}`),
+    now: Date.now(),
     ttlMs: DAY_MS,
   });
-  const info = `mailbot idempotency ${scope}`;
+  const info = `mailbot idempotency ${req.scope}`;
   if (reservation.state === "mismatch") {
     throw new Conflict("idempotency_key_reused", "This Idempotency-Key was used with a different request.");
   }
@@ -67,23 +83,57 @@ export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
     throw new Conflict("idempotency_request_in_progress", "A request with this Idempotency-Key is still in progress.");
   }
   if (reservation.state === "replay") {
-    const stored = JSON.parse(await openText(key, info, reservation.sealed)) as { body: string };
-    return new Response(stored.body, {
-      status: reservation.statusCode,
-      headers: { "Content-Type": "application/json; charset=utf-8", "Idempotent-Replayed": "true" },
-    });
+    const stored = JSON.parse(await openText(req.key, info, reservation.sealed)) as { body: string };
+    return { status: reservation.statusCode, body: stored.body, replayed: true };
   }
+  let response: StoredResponse;
   try {
-    await next();
+    response = await run();
   } catch (err) {
     await release(db, reservation.id);
     throw err;
   }
   // Server errors are not remembered: the client may retry them with the same key.
-  if (c.res.status >= 500) {
+  if (response.status >= 500) {
     await release(db, reservation.id);
-    return;
+  } else {
+    await complete(
+      db,
+      reservation.id,
+      response.status,
+      await sealText(req.key, info, JSON.stringify({ body: response.body })),
+    );
   }
-  const text = await c.res.clone().text();
-  await complete(db, reservation.id, c.res.status, await sealText(key, info, JSON.stringify({ body: text })));
+  return { ...response, replayed: false };
+}
+
+/** `Idempotency-Key` on creating POSTs (see runIdempotent); a replay carries `Idempotent-Replayed: true`. */
+export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const key = c.req.header("Idempotency-Key");
+  if (c.req.method !== "POST" || key === undefined) return next();
+  // Scoped to the caller: the API key, the operator, or an anonymous client address. A replay
+  // can therefore never hand a response to anyone but the caller who made the first request.
+  const auth = c.get("auth");
+  const scope = auth ? `key:${auth.key.id}` : isAdminRequest(c) ? "admin" : `public:${clientAddress(c)}`;
+  const result = await runIdempotent(
+    createDb(c.env.DB),
+    {
+      key,
+      scope,
+      accountId: auth?.account.id ?? null,
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      body: await c.req.text(),
+    },
+    async () => {
+      await next();
+      return { status: c.res.status, body: c.res.status >= 500 ? "" : await c.res.clone().text() };
+    },
+  );
+  if (result.replayed) {
+    return new Response(result.body, {
+      status: result.status,
+      headers: { "Content-Type": "application/json; charset=utf-8", "Idempotent-Replayed": "true" },
+    });
+  }
 };

@@ -6,7 +6,6 @@ import { serviceContext } from "../../http/context";
 import { binaryRoute, jsonBody, jsonRoute } from "../../http/openapi";
 import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
-import { AppError } from "../../lib/errors";
 import {
   AttachmentParams,
   InboxParam,
@@ -18,6 +17,7 @@ import {
   WaitMessagesQuery,
 } from "./messages.schemas";
 import {
+  awaitMessage,
   getAttachment,
   getMessage,
   getRaw,
@@ -25,7 +25,6 @@ import {
   patchMessage,
   searchMessages,
   toMessageWire,
-  waitForMessage,
   withBodies,
 } from "./messages.service";
 
@@ -71,22 +70,8 @@ messageRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const query = c.req.valid("query");
-    const row = await waitForMessage(
-      ctx,
-      c.req.valid("param").inbox_id,
-      {
-        direction: query.direction,
-        fromAddress: query.from_address,
-        subjectContains: query.subject_contains,
-        sinceMs: query.since ?? Date.now(),
-        timeoutMs: query.timeout_ms,
-      },
-      c.req.raw.signal,
-    );
-    if (!row) {
-      throw new AppError(408, "wait_timeout", `No matching message arrived within ${query.timeout_ms} ms.`);
-    }
-    return c.json({ data: toMessageWire(await withBodies(ctx, row)) }, 200);
+    const row = await awaitMessage(ctx, c.req.valid("param").inbox_id, query, c.req.raw.signal);
+    return c.json({ data: toMessageWire(row) }, 200);
   },
 );
 

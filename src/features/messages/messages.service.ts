@@ -3,11 +3,11 @@ import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
-import { NotFound } from "../../lib/errors";
+import { AppError, NotFound } from "../../lib/errors";
 import { idFloor } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
-import type { MessageWire, PatchMessageInput } from "./messages.schemas";
+import type { MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
 
 /** Longest time between minting a message id and writing its row (a 25 MiB parse included). */
 const RECEIVE_SLACK_MS = 60_000;
@@ -218,6 +218,32 @@ export async function waitForMessage(
     await new Promise((resolve) => setTimeout(resolve, Math.min(interval, left)));
     interval = Math.min(interval * 1.5, 1000);
   }
+}
+
+/**
+ * The wait endpoint's verb (route and MCP tool): the first matching message with its bodies, or
+ * 408 `wait_timeout` after `timeout_ms`. `since` defaults to the moment of the call.
+ */
+export async function awaitMessage(
+  ctx: ServiceContext,
+  inboxId: string,
+  query: z.output<typeof WaitMessagesQuery>,
+  signal?: AbortSignal,
+): Promise<MessageRow> {
+  const row = await waitForMessage(
+    ctx,
+    inboxId,
+    {
+      direction: query.direction,
+      fromAddress: query.from_address,
+      subjectContains: query.subject_contains,
+      sinceMs: query.since ?? ctx.now(),
+      timeoutMs: query.timeout_ms,
+    },
+    signal,
+  );
+  if (!row) throw new AppError(408, "wait_timeout", `No matching message arrived within ${query.timeout_ms} ms.`);
+  return withBodies(ctx, row);
 }
 
 /** The stored raw bytes of a message (exactly what was received or sent). */

@@ -1,0 +1,36 @@
+import { pageOf, toPage } from "../../http/pagination";
+import { defineTool } from "../../mcp/tool";
+import { toAuditWire } from "./audit.routes";
+import { AuditQuery } from "./audit.schemas";
+import { listAudit } from "./audit.service";
+
+/** MCP tools of the audit feature: same schemas and service verbs as its routes. */
+export const auditTools = [
+  defineTool({
+    name: "list_audit_log",
+    title: "Read the audit log",
+    description:
+      "Lists the account's append-only audit log, newest first (a key restricted to inboxes sees only entries about those inboxes): who did what (actor api_key | admin | system | mcp | dashboard), to which target, with metadata such as the compliance details of a blocked send. Filters: action (e.g. message.send_blocked), inbox_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.",
+    scope: "read",
+    input: AuditQuery,
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: async ({ ctx }, q) => {
+      const rows = await listAudit(
+        ctx,
+        {
+          action: q.action,
+          inboxId: q.inbox_id,
+          sinceMs: q.since ? Date.parse(q.since) : undefined,
+          untilMs: q.until ? Date.parse(q.until) : undefined,
+        },
+        toPage(q),
+      );
+      const { items, nextCursor } = pageOf(rows, q.limit);
+      return { items: items.map(toAuditWire), next_cursor: nextCursor };
+    },
+    summary: (page) =>
+      `${page.items.length} audit entr${page.items.length === 1 ? "y" : "ies"}${page.next_cursor ? " (more: pass next_cursor as cursor)" : ""}${page.items
+        .map((e) => `\n- ${e.created_at} ${e.action} by ${e.actor.type}`)
+        .join("")}`,
+  }),
+];

@@ -1,0 +1,126 @@
+import type { z } from "@hono/zod-openapi";
+import { PageQuery, pageOf, toPage } from "../../http/pagination";
+import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg, type ListResult } from "../../mcp/tool";
+import {
+  InboxParam,
+  ListMessagesQuery,
+  MessageParams,
+  type MessageWire,
+  SearchMessagesQuery,
+  WaitMessagesQuery,
+} from "./messages.schemas";
+import { awaitMessage, getMessage, listMessages, searchMessages, toMessageWire, withBodies } from "./messages.service";
+import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "./outbound.schemas";
+import { forwardMessage, replyToMessage, sendMessage } from "./outbound.service";
+
+type Message = z.infer<typeof MessageWire>;
+
+const SEND_LIMITS =
+  "Checked before anything is sent, in this order: the inbox must be active (inbox_disabled), the send limit (send_limit_exceeded: new accounts 10 per rolling 24 h, tier limits per inbox), sender domain authentication and content policy (send_blocked with details.reason), size (<= 5 MiB, <= 50 recipients). Answers at once with the message in status queued; delivery follows (status sent or failed).";
+
+const one = (verb: string) => (m: Message) =>
+  `${verb} message ${m.id} in thread ${m.thread_id} (status ${m.status}) to ${m.to.join(", ")}: "${m.subject ?? ""}".`;
+
+const listSummary = (page: ListResult<Message>) =>
+  `${page.items.length} message(s)${page.next_cursor ? " (more: pass next_cursor as cursor)" : ""}${page.items
+    .map((m) => `\n- ${m.id} ${m.direction} from ${m.from_address ?? "?"}: "${m.subject ?? ""}"`)
+    .join("")}`;
+
+/** MCP tools of the messages feature (reading, waiting, sending): same schemas and service verbs as its routes. */
+export const messageTools = [
+  defineTool({
+    name: "send_message",
+    title: "Send an email",
+    description: `Sends an email from one of the account's inboxes. to (1–50 addresses, "ana@example.com" or "Ana <ana@example.com>"), subject, and body_text and/or body_html are required; cc, bcc, reply_to, attachments ([{ filename, content (base64), content_type }]), headers and labels are optional. ${SEND_LIMITS} ${IDEMPOTENCY_NOTE}`,
+    scope: "send",
+    input: SendMessageInput.safeExtend({ inbox_id: InboxParam.shape.inbox_id, idempotency_key: IdempotencyKeyArg }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+    idempotent: { path: (a) => `/v1/inboxes/${a.inbox_id}/messages`, pathParams: ["inbox_id"], status: 202 },
+    run: async ({ ctx }, { inbox_id, idempotency_key: _, ...input }) =>
+      toMessageWire(await sendMessage(ctx, inbox_id, input)),
+    summary: one("Queued"),
+  }),
+  defineTool({
+    name: "list_messages",
+    title: "List an inbox's messages",
+    description:
+      "Lists an inbox's messages, newest first, with bodies (a body over 384 KiB is left out with body_omitted: get_message returns it). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.",
+    scope: "read",
+    input: ListMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: async ({ ctx }, q) => {
+      const rows = await listMessages(
+        ctx,
+        q.inbox_id,
+        { direction: q.direction, label: q.label, threadId: q.thread_id, sinceMs: q.since, untilMs: q.until },
+        toPage(q),
+      );
+      const { items, nextCursor } = pageOf(rows, q.limit);
+      return { items: items.map(toMessageWire), next_cursor: nextCursor };
+    },
+    summary: listSummary,
+  }),
+  defineTool({
+    name: "get_message",
+    title: "Get a message",
+    description:
+      "Returns one message with its full bodies, headers, attachment metadata (not the bytes), threading ids and, for inbound mail, its authentication verdicts and auto_submitted flag (do not answer auto-replies or bounces automatically).",
+    scope: "read",
+    input: MessageParams,
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: async ({ ctx }, { inbox_id, message_id }) =>
+      toMessageWire(await withBodies(ctx, await getMessage(ctx, inbox_id, message_id))),
+    summary: (m: Message) =>
+      `Message ${m.id} (${m.direction}, ${m.status}) from ${m.from_address ?? "?"}: "${m.subject ?? ""}".`,
+  }),
+  defineTool({
+    name: "reply_to_message",
+    title: "Reply to a message",
+    description: `Replies from the message's inbox to its sender (Reply-To when given); reply_all adds every other recipient except the inbox itself. In-Reply-To, References and one "Re:" are set for you, and the reply joins the message's thread. body_text and/or body_html are required; attachments, headers and labels are optional. ${SEND_LIMITS} ${IDEMPOTENCY_NOTE}`,
+    scope: "send",
+    input: ReplyInput.safeExtend({ message_id: MessageIdParam.shape.message_id, idempotency_key: IdempotencyKeyArg }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+    idempotent: { path: (a) => `/v1/messages/${a.message_id}/reply`, pathParams: ["message_id"], status: 202 },
+    run: async ({ ctx }, { message_id, idempotency_key: _, ...input }) =>
+      toMessageWire(await replyToMessage(ctx, message_id, input)),
+    summary: one("Queued reply"),
+  }),
+  defineTool({
+    name: "forward_message",
+    title: "Forward a message",
+    description: `Forwards a message, with its attachments, to new recipients (to, optional cc), below an optional note (body_text / body_html); the forward stays in the original's thread. ${SEND_LIMITS} ${IDEMPOTENCY_NOTE}`,
+    scope: "send",
+    input: ForwardInput.safeExtend({ message_id: MessageIdParam.shape.message_id, idempotency_key: IdempotencyKeyArg }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+    idempotent: { path: (a) => `/v1/messages/${a.message_id}/forward`, pathParams: ["message_id"], status: 202 },
+    run: async ({ ctx }, { message_id, idempotency_key: _, ...input }) =>
+      toMessageWire(await forwardMessage(ctx, message_id, input)),
+    summary: one("Queued forward"),
+  }),
+  defineTool({
+    name: "search_messages",
+    title: "Search an inbox",
+    description:
+      "Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first. limit 1–100 (default 20); pass next_cursor back as cursor.",
+    scope: "read",
+    input: PageQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id, query: SearchMessagesQuery.shape.q }),
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: async ({ ctx }, q) => {
+      const { items, nextCursor } = pageOf(await searchMessages(ctx, q.inbox_id, q.query, toPage(q)), q.limit);
+      return { items: items.map(toMessageWire), next_cursor: nextCursor };
+    },
+    summary: listSummary,
+  }),
+  defineTool({
+    name: "wait_for_message",
+    title: "Wait for a message",
+    description:
+      "Long-polls an inbox: returns the first message (oldest first) created at or after since (default: now) that matches direction, from_address and subject_contains, as soon as it exists; otherwise wait_timeout after timeout_ms (0–30000, default 30000). Use it to wait for a reply or a verification email.",
+    scope: "read",
+    input: WaitMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: async ({ ctx, signal }, { inbox_id, ...query }) =>
+      toMessageWire(await awaitMessage(ctx, inbox_id, query, signal)),
+    summary: (m: Message) => `Message ${m.id} arrived from ${m.from_address ?? "?"}: "${m.subject ?? ""}".`,
+  }),
+];
