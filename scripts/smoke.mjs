@@ -261,6 +261,33 @@ async function main() {
     back.text,
   );
 
+  // MCP: the official SDK client over Streamable HTTP, the way an agent connects (README).
+  await sleep(1100); // connecting is a few requests at once; stay under the sandbox's 10 per second
+  const { Client } = await import("@modelcontextprotocol/sdk/client/index.js");
+  const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+  const mcp = new Client({ name: "mailbot-smoke", version: "1.0.0" });
+  await mcp.connect(
+    new StreamableHTTPClientTransport(new URL(`${worker.base}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    }),
+  );
+  const { tools } = await mcp.listTools();
+  check(
+    tools.some((t) => t.name === "search_messages") && tools.length >= 14,
+    "MCP lists the tools",
+    JSON.stringify(tools.map((t) => t.name)),
+  );
+  const found = await mcp.callTool({
+    name: "search_messages",
+    arguments: { inbox_id: sandbox.id, query: "Internal hello" },
+  });
+  check(
+    !found.isError && found.structuredContent?.items?.some((m) => m.id === toSupport.json.data.id),
+    "MCP search_messages finds the sent message",
+    JSON.stringify(found).slice(0, 500),
+  );
+  await mcp.close();
+
   await worker.stop();
   console.log(`smoke: ok (${checks} checks against wrangler dev)`);
 }
