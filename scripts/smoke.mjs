@@ -277,14 +277,14 @@ async function main() {
     "MCP lists the tools",
     JSON.stringify(tools.map((t) => t.name)),
   );
-  const found = await mcp.callTool({
+  const mcpFound = await mcp.callTool({
     name: "search_messages",
     arguments: { inbox_id: sandbox.id, query: "Internal hello" },
   });
   check(
-    !found.isError && found.structuredContent?.items?.some((m) => m.id === toSupport.json.data.id),
+    !mcpFound.isError && mcpFound.structuredContent?.items?.some((m) => m.id === toSupport.json.data.id),
     "MCP search_messages finds the sent message",
-    JSON.stringify(found).slice(0, 500),
+    JSON.stringify(mcpFound).slice(0, 500),
   );
   await mcp.close();
 

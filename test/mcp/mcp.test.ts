@@ -430,11 +430,13 @@ describe("MCP server at /mcp", () => {
       replay_event: { event_id: ids.event_id },
     };
     const { tools } = await intruder.listTools();
-    // Every tool that takes an id must be tried here: a new tool fails this test until it is.
-    const withIds = tools.filter((t) =>
-      Object.keys(t.inputSchema.properties ?? {}).some((p) => p in ids && (t.inputSchema.required ?? []).includes(p)),
-    );
+    // Every tool with a required *_id argument must be tried here: a new tool (or a new id kind,
+    // such as domain_id) fails this test until it is added to `ids` and `attempts`.
+    const withIds = tools.filter((t) => (t.inputSchema.required ?? []).some((p) => p.endsWith("_id")));
     expect(withIds.map((t) => t.name).sort()).toEqual(Object.keys(attempts).sort());
+    for (const t of withIds) {
+      for (const p of (t.inputSchema.required ?? []).filter((r) => r.endsWith("_id"))) expect(ids).toHaveProperty(p);
+    }
     const secrets = [...Object.values(ids), a.inbox.address, a.sender, "zebra"];
     for (const [name, args] of Object.entries(attempts)) {
       const r = await fails(intruder, name, args, "not_found");
