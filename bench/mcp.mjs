@@ -1,7 +1,7 @@
 // MCP benchmark on a local `wrangler dev`: what a tool call costs over /mcp (a fresh MCP server
 // and transport per request, JSON-RPC parsing, zod validation) next to the same read over /v1.
 //  a) GET /v1/inboxes/{id}/messages?limit=20 versus tools/call list_messages (same inbox, same
-//     20 messages), BENCH_MCP_REQUESTS each, concurrency BENCH_MCP_CONCURRENCY, p50/p99 and rps;
+//     messages: 10 sent to itself, so up to 20 once delivered), BENCH_MCP_REQUESTS each, concurrency BENCH_MCP_CONCURRENCY, p50/p99 and rps;
 //  b) tools/list alone (schemas are built once per isolate).
 // Usage: BENCH_SUITE=mcp npm run bench, or node bench/mcp.mjs
 
