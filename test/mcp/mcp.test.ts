@@ -34,10 +34,14 @@ afterAll(async () => {
 
 /** The Worker's fetch, optionally under other vars (MCP_ACCOUNT_ID): no network involved. */
 function workerFetch(vars?: Partial<Cloudflare.Env>) {
-  return (url: string | URL | Request, init?: RequestInit) => {
+  return async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const request = new Request(url, init);
     if (!vars) return exports.default.fetch(request);
-    return worker.fetch(request, { ...env, ...vars }, createExecutionContext());
+    return worker.fetch(
+      request as Request<unknown, IncomingRequestCfProperties>,
+      { ...env, ...vars },
+      createExecutionContext(),
+    );
   };
 }
 
