@@ -122,7 +122,8 @@ export async function checkDkim(resolver: Resolver, domain: string, exp: Expecta
     const version = tags.get("v");
     if (version !== undefined && version !== "DKIM1") continue;
     if ((tags.get("k") ?? "rsa").toLowerCase() !== "rsa") continue;
-    if ((tags.get("p") ?? "").replace(/\s+/g, "") === want) return { status: "pass", found: records, expected, problem: null };
+    if ((tags.get("p") ?? "").replace(/\s+/g, "") === want)
+      return { status: "pass", found: records, expected, problem: null };
   }
   const revoked = records.some((r) => (tagList(r).get("p") ?? "") === "");
   return {

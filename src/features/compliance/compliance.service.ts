@@ -93,7 +93,12 @@ export function recordsFor(env: Bindings, domain: string, publicKey: string | nu
         ]
       : []),
     { type: "TXT", name: `_dmarc.${domain}`, value: SUGGESTED_DMARC, purpose: "dmarc" },
-    ...hosts.map((h, i) => ({ type: "MX" as const, name: domain, value: `${10 * (i + 1)} ${h}`, purpose: "mx" as const })),
+    ...hosts.map((h, i) => ({
+      type: "MX" as const,
+      name: domain,
+      value: `${10 * (i + 1)} ${h}`,
+      purpose: "mx" as const,
+    })),
   ];
 }
 
@@ -229,7 +234,9 @@ export async function readiness(
 ): Promise<{ inbox_id: string; domain: string; score: number; send_allowed: boolean; checks: ReadinessCheck[] }> {
   const inbox = await getInbox(ctx, inboxId);
   const report = await checkCompliance(ctx, inbox.domain);
-  const policy = tagList(report.dmarc.found?.[0] ?? "").get("p")?.toLowerCase();
+  const policy = tagList(report.dmarc.found?.[0] ?? "")
+    .get("p")
+    ?.toLowerCase();
   const line = (c: CheckResult) => (c.status === "pass" ? "ok" : `${c.status}: ${c.problem}; expected ${c.expected}`);
   const checks: ReadinessCheck[] = [
     { name: "spf", passed: report.spf.status === "pass", points: 0, max_points: 25, detail: line(report.spf) },

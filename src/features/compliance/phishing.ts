@@ -170,7 +170,9 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     const brand = lookalikeBrand(host);
     if (brand) add("brand_lookalike_host", 60, `${host} imitates ${brand}`);
     if (link.text) {
-      const shown = hostOf(/^[a-z][a-z0-9+.-]*:\/\//i.test(link.text.trim()) ? link.text.trim() : `http://${link.text.trim()}`);
+      const shown = hostOf(
+        /^[a-z][a-z0-9+.-]*:\/\//i.test(link.text.trim()) ? link.text.trim() : `http://${link.text.trim()}`,
+      );
       if (shown && /\.[a-z]{2,}$/i.test(shown) && /^[\w.-]+\.[a-z]{2,}(\/\S*)?$/i.test(stripScheme(link.text.trim()))) {
         if (registrable(shown) !== registrable(host)) add("deceptive_anchor", 60, `shows ${shown}, links to ${host}`);
       }
@@ -260,7 +262,12 @@ function hostOf(url: string): string | null {
 }
 
 function isIpLiteral(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.startsWith("[") || /^0x[0-9a-f]+$/i.test(host) || /^\d{8,10}$/.test(host);
+  return (
+    /^\d{1,3}(\.\d{1,3}){3}$/.test(host) ||
+    host.startsWith("[") ||
+    /^0x[0-9a-f]+$/i.test(host) ||
+    /^\d{8,10}$/.test(host)
+  );
 }
 
 /** Last two labels (three for the common two-level public suffixes). Good enough to compare hosts. */

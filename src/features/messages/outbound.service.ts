@@ -226,26 +226,22 @@ async function acceptDraft(
           })
         : null;
     if (blocked) extra = { ...extra, event_id: blocked.id };
-    await commitWithAudit(
-      ctx,
-      blocked ? [blocked.statement] : [],
-      [
-        {
-          action: err.code === "send_blocked" ? "message.send_blocked" : "message.send_refused",
-          target: { type: "inbox", id: inbox.id },
-          inboxId: inbox.id,
-          metadata: {
-            reason: err.code,
-            message: err.message,
-            details: err.details ?? null,
-            kind: draft.kind,
-            recipients: recipients.length,
-            size: raw.byteLength,
-            ...extra,
-          },
+    await commitWithAudit(ctx, blocked ? [blocked.statement] : [], [
+      {
+        action: err.code === "send_blocked" ? "message.send_blocked" : "message.send_refused",
+        target: { type: "inbox", id: inbox.id },
+        inboxId: inbox.id,
+        metadata: {
+          reason: err.code,
+          message: err.message,
+          details: err.details ?? null,
+          kind: draft.kind,
+          recipients: recipients.length,
+          size: raw.byteLength,
+          ...extra,
         },
-      ],
-    );
+      },
+    ]);
     if (blocked) await publishEvents(ctx.env, [blocked.id]);
     throw err;
   };

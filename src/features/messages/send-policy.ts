@@ -8,10 +8,10 @@ import { SendBlocked } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { enforceSenderAuth } from "../compliance/compliance.service";
-import { eventStatement } from "../events/events.service";
 import { scorePhishing } from "../compliance/phishing";
 import { DKIM_SELECTOR, dkimSign } from "../domains/dkim";
 import { domainSigningKey, sharedDomainKey } from "../domains/keys";
+import { eventStatement } from "../events/events.service";
 
 /** What the pre-send policy sees: the inbox, the envelope and the exact bytes that would leave. */
 export interface PolicyInput {
