@@ -150,9 +150,9 @@ export async function dkimSign(
   // Folded where a line would grow long; relaxed canonicalisation unfolds it the same way on both sides.
   const value = [
     ` v=1; a=rsa-sha256; c=relaxed/relaxed; d=${opts.domain}; s=${opts.selector}; t=${Math.floor(opts.now / 1000)};`,
-    ` h=${signed.join(":")};`,
-    ` bh=${bodyHash};`,
-    " b=",
+    `h=${signed.join(":")};`,
+    `bh=${bodyHash};`,
+    "b=",
   ].join("\r\n\t");
   const toSign = canonical + relaxedHeader("DKIM-Signature", value).replace(/\r\n$/, "");
   const signature = toBase64(await crypto.subtle.sign(RSA, opts.key, latin1Bytes(toSign)));
