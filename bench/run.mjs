@@ -4,6 +4,7 @@
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
 // BENCH_SUITE=latency|inbound|webhooks|outbound runs only that one.
+// BENCH_SUITE=sender-auth runs bench/sender-auth.mjs (gate latency, phishing scorer rates).
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -189,8 +190,10 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks", "outbound"].includes(SUITE)) {
-  console.error(`bench: BENCH_SUITE must be all, latency, inbound, webhooks or outbound, got ${JSON.stringify(SUITE)}`);
+if (!["all", "latency", "inbound", "webhooks", "outbound", "sender-auth"].includes(SUITE)) {
+  console.error(
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound or sender-auth, got ${JSON.stringify(SUITE)}`,
+  );
   process.exit(1);
 }
 
@@ -215,4 +218,5 @@ let status = 0;
 if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
+if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
 process.exit(status);
