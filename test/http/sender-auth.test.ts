@@ -28,8 +28,9 @@ afterEach(() => {
 function published(records: DnsRecord[], edit: (t: Table) => void = () => {}): Table {
   const table: Table = {};
   for (const r of records) {
-    const entry = (table[r.name] ??= {}) as Partial<Record<DnsType, string[]>>;
-    (entry[r.type] ??= []).push(r.value);
+    const entry = (table[r.name] ?? {}) as Partial<Record<DnsType, string[]>>;
+    entry[r.type] = [...(entry[r.type] ?? []), r.value];
+    table[r.name] = entry;
   }
   edit(table);
   return table;
