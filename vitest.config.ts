@@ -1,9 +1,14 @@
+import { generateKeyPairSync } from "node:crypto";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+  // The shared domain's DKIM key for this run (tests read its public half from the worker's env).
+  const dkimPrivateKey = generateKeyPairSync("rsa", { modulusLength: 2048 })
+    .privateKey.export({ type: "pkcs8", format: "der" })
+    .toString("base64");
   return {
     plugins: [
       cloudflareTest(({ inject }) => ({
@@ -42,6 +47,10 @@ export default defineConfig(async () => {
             SMTP_SECURITY: "none",
             SMTP_USERNAME: "mailbot",
             SMTP_PASSWORD: "test-smtp-password",
+            // Sender authentication: MAIL_DOMAIN resolves from configuration outside production;
+            // custom domains resolve through the fake resolver a test installs.
+            DKIM_ENCRYPTION_KEY: "test-dkim-encryption-key",
+            DKIM_PRIVATE_KEY: dkimPrivateKey,
           },
         },
       })),

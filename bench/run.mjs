@@ -3,7 +3,8 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp runs only that one (bench/mcp.mjs: /mcp tool calls).
+// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth runs only that one (bench/mcp.mjs: /mcp tool calls;
+// bench/sender-auth.mjs: gate latency, phishing scorer rates).
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -189,9 +190,9 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks", "outbound", "mcp"].includes(SUITE)) {
+if (!["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth"].includes(SUITE)) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound or mcp, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp or sender-auth, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -218,4 +219,5 @@ if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs"
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
 if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
+if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
 process.exit(status);

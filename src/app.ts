@@ -6,6 +6,8 @@ import { accountRoutes, registerRoutes } from "./features/accounts/accounts.rout
 import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
 import { auditRoutes } from "./features/audit/audit.routes";
+import { complianceRoutes } from "./features/compliance/compliance.routes";
+import { domainRoutes } from "./features/domains/domains.routes";
 import { eventRoutes } from "./features/events/events.routes";
 import { inboxRoutes } from "./features/inboxes/inboxes.routes";
 import { inboundRoutes } from "./features/messages/inbound.routes";
@@ -78,6 +80,8 @@ export function buildApp() {
   app.route("/v1", webhookRoutes);
   app.route("/v1", eventRoutes);
   app.route("/", inboundRoutes);
+  app.route("/v1", domainRoutes);
+  app.route("/v1", complianceRoutes);
   app.route("/", mcpRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {

@@ -44,6 +44,17 @@ export interface Bindings {
   DKIM_ENCRYPTION_KEY?: string;
   /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
   WEBHOOK_ENCRYPTION_KEY?: string;
+
+  /** PKCS#8 RSA private key (PEM or base64) MAIL_DOMAIN's mail is DKIM-signed with (selector `default`). */
+  DKIM_PRIVATE_KEY?: string;
+  /** The domain sending domains must `include:` in SPF (default `_spf.mx.cloudflare.net`). */
+  SPF_INCLUDE?: string;
+  /** Comma-separated MX hosts custom domains point at for inbound mail (default Cloudflare Email Routing's). */
+  INBOUND_MX_HOSTS?: string;
+  /** Bench only (ENVIRONMENT=development): delay every sender-authentication DNS lookup (a cold cache). */
+  BENCH_DNS_DELAY_MS?: string;
+  /** Bench only (ENVIRONMENT=development): "off" skips the pre-send policy, to measure what it adds. */
+  BENCH_SEND_POLICY?: string;
 }
 
 /** What the authentication middleware leaves on the request context. */

@@ -418,3 +418,59 @@ export type EventRow = typeof events.$inferSelect;
 export type WebhookEndpointRow = typeof webhookEndpoints.$inferSelect;
 export type WebhookDispatchRow = typeof webhookDispatches.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;
+
+/**
+ * A sending domain of an account (`dom_…`). The DKIM private key (selector `default`) is kept
+ * sealed under DKIM_ENCRYPTION_KEY; the public key stays in clear because the pre-send gate
+ * compares it with DNS on every send and must not pay for a decryption to do so.
+ */
+export const domains = sqliteTable(
+  "domains",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    /** Lower-case, no trailing dot. */
+    domain: text("domain").notNull(),
+    status: text("status", { enum: ["pending", "verified"] }).notNull(),
+    dkimSelector: text("dkim_selector").notNull(),
+    /** base64 SubjectPublicKeyInfo: the `p=` of the DKIM TXT record. */
+    dkimPublicKey: text("dkim_public_key").notNull(),
+    /** PKCS#8 private key, AES-GCM sealed (lib/crypto sealText) under DKIM_ENCRYPTION_KEY. */
+    dkimPrivateKeySealed: text("dkim_private_key_sealed").notNull(),
+    spfVerified: integer("spf_verified", { mode: "boolean" }).notNull().default(false),
+    dkimVerified: integer("dkim_verified", { mode: "boolean" }).notNull().default(false),
+    dmarcVerified: integer("dmarc_verified", { mode: "boolean" }).notNull().default(false),
+    mxVerified: integer("mx_verified", { mode: "boolean" }).notNull().default(false),
+    lastCheckedAt: integer("last_checked_at"),
+    verifiedAt: integer("verified_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("domains_account_idx").on(t.accountId, t.id),
+    uniqueIndex("domains_account_domain_uq").on(t.accountId, t.domain),
+    // At most one account holds a domain verified: a second claim is refused (409) at verify.
+    uniqueIndex("domains_verified_uq").on(t.domain).where(sql`status = 'verified'`),
+  ],
+);
+
+/**
+ * Recent sends by body fingerprint, for the phishing scorer's "same body sprayed to many new
+ * recipients" signal. Rows older than the window are useless and are swept by `scheduled()`.
+ */
+export const sendFingerprints = sqliteTable(
+  "send_fingerprints",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    /** SHA-256 of the normalised text body. */
+    bodyHash: text("body_hash").notNull(),
+    /** Recipients of this send that had never written to the account (lower-case). */
+    newRecipients: text("new_recipients", { mode: "json" }).$type<string[]>().notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("send_fingerprints_lookup_idx").on(t.accountId, t.bodyHash, t.createdAt)],
+);
+
+export type DomainRow = typeof domains.$inferSelect;
+export type SendFingerprintRow = typeof sendFingerprints.$inferSelect;

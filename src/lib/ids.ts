@@ -22,7 +22,9 @@ export type IdPrefix =
   | "dom"
   | "aud"
   | "req"
-  | "idem";
+  | "idem"
+  /** A send fingerprint (phishing scorer's recent-send state; internal). */
+  | "sfp";
 
 let lastTime = -1;
 let lastRandom: number[] = [];

@@ -10,6 +10,7 @@
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { dkimVerify } from "mailauth/lib/dkim/verify";
 import { SMTPServer } from "smtp-server";
 import type { TestProject } from "vitest/node";
 
@@ -80,8 +81,40 @@ export default async function setup(project: TestProject) {
   project.provide("smtpPort", (smtp.server.address() as AddressInfo).port);
 
   // GET /messages?rcpt=<address>: what the server accepted for that recipient, oldest first.
+  // POST /dkim-verify {rcpt, dns}: runs mailauth (an independent DKIM verifier) on the exact bytes
+  // last received for rcpt, answering its TXT lookups from `dns` (name → record) only.
   const control = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    if (req.method === "POST" && url.pathname === "/dkim-verify") {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const { rcpt: to, dns } = JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
+          rcpt: string;
+          dns: Record<string, string>;
+        };
+        const last = received.filter((r) => r.rcptTo.some((a) => a.toLowerCase() === to.toLowerCase())).at(-1);
+        if (!last) {
+          res.writeHead(404).end();
+          return;
+        }
+        const resolver = async (name: string, type: string) => {
+          const record = type === "TXT" ? dns[name.toLowerCase()] : undefined;
+          if (record === undefined) throw Object.assign(new Error(`queryTxt ENOTFOUND ${name}`), { code: "ENOTFOUND" });
+          return [[record]];
+        };
+        dkimVerify(Buffer.from(last.raw, "latin1"), { resolver })
+          .then((result) => {
+            res.writeHead(200, { "Content-Type": "application/json" });
+            res.end(JSON.stringify({ results: result.results }));
+          })
+          .catch((err: unknown) => {
+            res.writeHead(500, { "Content-Type": "application/json" });
+            res.end(JSON.stringify({ error: String(err) }));
+          });
+      });
+      return;
+    }
     const rcpt = url.searchParams.get("rcpt")?.toLowerCase();
     const list = rcpt ? received.filter((r) => r.rcptTo.some((a) => a.toLowerCase() === rcpt)) : received;
     res.writeHead(200, { "Content-Type": "application/json" });

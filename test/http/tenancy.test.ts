@@ -57,6 +57,9 @@ describe("tenancy", () => {
       { timeout: 10_000 },
     );
 
+    const domain = await call("POST", "/v1/domains", { key: a.key, body: { domain: "owner-tenancy.example" } });
+    expect(domain.status, domain.text).toBe(201);
+
     const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
       .first<{ n: number }>();
@@ -70,6 +73,7 @@ describe("tenancy", () => {
           attachment_id: stored.attachment_id,
           webhook_id: hook.body.data.id,
           event_id: event.id,
+          domain_id: domain.body.data.id,
         },
         secrets: [
           a.inbox.address,
@@ -79,6 +83,7 @@ describe("tenancy", () => {
           hook.body.data.secret,
           "owner's hook",
           "tenancy-owner",
+          "owner-tenancy.example",
         ],
       },
       b.key,
@@ -111,6 +116,10 @@ describe("tenancy", () => {
         "GET /v1/webhooks/{webhook_id}/deliveries",
         "GET /v1/events/{event_id}",
         "POST /v1/events/{event_id}/replay",
+        "GET /v1/domains/{domain_id}",
+        "POST /v1/domains/{domain_id}/verify",
+        "DELETE /v1/domains/{domain_id}",
+        "GET /v1/compliance/readiness/{inbox_id}",
       ]),
     );
 

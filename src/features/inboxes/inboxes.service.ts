@@ -11,6 +11,7 @@ import { newId } from "../../lib/ids";
 import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
+import { isVerifiedDomainOf } from "../domains/ownership";
 import { eventStatement, publishEvents } from "../events/events.service";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
@@ -41,6 +42,28 @@ export function newSharedInbox(
   };
 }
 
+/** Builds (but does not write) a new inbox row on a verified custom domain: `{username}@{domain}`. */
+function newCustomInbox(
+  account: Pick<AccountRow, "id">,
+  domain: string,
+  input: { username: string; display_name?: string | undefined; labels?: string[] | undefined },
+  now: number,
+): InboxRow {
+  return {
+    id: newId("inbox", now),
+    accountId: account.id,
+    username: input.username,
+    domain,
+    address: `${input.username}@${domain}`.toLowerCase(),
+    displayName: input.display_name ?? null,
+    status: "active",
+    disabledReason: null,
+    labels: input.labels ?? [],
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
 /** The `inbox.created` / `inbox.enabled` / `inbox.disabled` event of a change, for its batch. */
 export function inboxEvent(
   ctx: ServiceContext,
@@ -60,7 +83,7 @@ export function inboxEvent(
   );
 }
 
-/** Creates an inbox on the shared domain (custom domains arrive with the domains feature). */
+/** Creates an inbox on the shared domain, or on a custom domain the account has verified. */
 export async function createInbox(
   ctx: ServiceContext,
   account: AccountRow,
@@ -68,7 +91,8 @@ export async function createInbox(
 ): Promise<InboxRow> {
   if (ctx.inboxIds) throw new Forbidden("insufficient_scope", "A key restricted to inboxes cannot create inboxes.");
   const mailDomain = ctx.env.MAIL_DOMAIN.toLowerCase();
-  if (input.domain && input.domain !== mailDomain) {
+  const custom = input.domain && input.domain !== mailDomain ? input.domain : null;
+  if (custom && !(await isVerifiedDomainOf(ctx, custom))) {
     throw new ValidationFailed(
       [{ path: "domain", message: `Domain ${input.domain} is not a verified domain of this account.` }],
       "Custom domains must be added and verified first.",
@@ -81,7 +105,9 @@ export async function createInbox(
       max_inboxes: limits.max_inboxes,
     });
   }
-  const row = newSharedInbox(account, mailDomain, input, ctx.now());
+  const row = custom
+    ? newCustomInbox(account, custom, input, ctx.now())
+    : newSharedInbox(account, mailDomain, input, ctx.now());
   const event = inboxEvent(ctx, "inbox.created", row);
   try {
     await commitWithAudit(

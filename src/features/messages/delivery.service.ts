@@ -11,7 +11,7 @@ import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { RecipientRejected, receiveMail } from "./inbound.service";
 import { withBodies } from "./messages.service";
-import { checkSendPolicy, signOutbound } from "./send-policy";
+import { blockedEvent, checkSendPolicy, signOutbound } from "./send-policy";
 import { attachmentKey } from "./storage";
 import { type OutboundEnvelope, selectTransport, TransportError, type TransportResult } from "./transports";
 
@@ -192,7 +192,7 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
     return { kind: "done", status: "sent" };
   } catch (err) {
     if (err instanceof AppError && err.code === "send_blocked") {
-      return fail(ctx, message, "send_blocked", err.message, "blocked");
+      return fail(ctx, message, "send_blocked", err.message, "blocked", err.details);
     }
     const permanent = err instanceof TransportError && err.permanent;
     const reason = err instanceof TransportError ? `${err.code}: ${err.message}` : String(err).slice(0, 500);
@@ -318,8 +318,22 @@ async function fail(
   code: string,
   reason: string,
   status: "failed" | "blocked" = "failed",
+  details?: unknown,
 ): Promise<DeliveryOutcome> {
   const now = ctx.now();
+  const blocked =
+    status === "blocked"
+      ? blockedEvent(ctx, {
+          inboxId: message.inboxId,
+          messageId: message.id,
+          threadId: message.threadId,
+          fromAddress: message.fromAddress ?? "",
+          to: message.to,
+          subject: message.subject,
+          details,
+          stage: "deliver",
+        })
+      : null;
   await commitWithAudit(
     ctx,
     [
@@ -327,16 +341,23 @@ async function fail(
         .update(messages)
         .set({ status, leaseUntil: null, lastError: `${code}: ${reason}`.slice(0, 1000), updatedAt: now })
         .where(and(eq(messages.id, message.id), inArray(messages.status, ["queued", "sending"]))),
+      ...(blocked ? [blocked.statement] : []),
     ],
     [
       {
         action: status === "blocked" ? "message.send_blocked" : "message.failed",
         target: { type: "message", id: message.id },
         inboxId: message.inboxId,
-        metadata: { attempt: message.attempts, code, reason: reason.slice(0, 1000) },
+        metadata: {
+          attempt: message.attempts,
+          code,
+          reason: reason.slice(0, 1000),
+          ...(blocked ? { details: details ?? null, event_id: blocked.id } : {}),
+        },
       },
     ],
   );
+  if (blocked) await publishEvents(ctx.env, [blocked.id]);
   return { kind: "done", status };
 }
 

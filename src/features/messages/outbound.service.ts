@@ -19,6 +19,7 @@ import { newId } from "../../lib/ids";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { publishEvents } from "../events/events.service";
 import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "./inbound.service";
 import { assertInboxAllowed, withBodies } from "./messages.service";
 import {
@@ -29,7 +30,7 @@ import {
   type ReplyInput,
   type SendMessageInput,
 } from "./outbound.schemas";
-import { checkSendPolicy } from "./send-policy";
+import { blockedEvent, checkSendPolicy } from "./send-policy";
 import { attachmentKey, bodyKey, rawKey } from "./storage";
 
 /** Body of a message on the outbound queue: ids only (a queue message is capped at 128 KB). */
@@ -211,26 +212,37 @@ async function acceptDraft(
   });
   const recipients = unique([...draft.to, ...draft.cc, ...draft.bcc].map((a) => a.address));
   const refuse = async (err: AppError, extra: Record<string, unknown> = {}): Promise<never> => {
-    await commitWithAudit(
-      ctx,
-      [],
-      [
-        {
-          action: err.code === "send_blocked" ? "message.send_blocked" : "message.send_refused",
-          target: { type: "inbox", id: inbox.id },
-          inboxId: inbox.id,
-          metadata: {
-            reason: err.code,
-            message: err.message,
-            details: err.details ?? null,
-            kind: draft.kind,
-            recipients: recipients.length,
-            size: raw.byteLength,
-            ...extra,
-          },
+    const blocked =
+      err.code === "send_blocked"
+        ? blockedEvent(ctx, {
+            inboxId: inbox.id,
+            messageId: null,
+            threadId: null,
+            fromAddress: inbox.address,
+            to: draft.to.map((a) => a.address),
+            subject: draft.subject,
+            details: err.details,
+            stage: "accept",
+          })
+        : null;
+    if (blocked) extra = { ...extra, event_id: blocked.id };
+    await commitWithAudit(ctx, blocked ? [blocked.statement] : [], [
+      {
+        action: err.code === "send_blocked" ? "message.send_blocked" : "message.send_refused",
+        target: { type: "inbox", id: inbox.id },
+        inboxId: inbox.id,
+        metadata: {
+          reason: err.code,
+          message: err.message,
+          details: err.details ?? null,
+          kind: draft.kind,
+          recipients: recipients.length,
+          size: raw.byteLength,
+          ...extra,
         },
-      ],
-    );
+      },
+    ]);
+    if (blocked) await publishEvents(ctx.env, [blocked.id]);
     throw err;
   };
 

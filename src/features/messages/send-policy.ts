@@ -1,6 +1,17 @@
-import type { InboxRow } from "../../db/schema";
+import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
 import type { MailAddress } from "../../email/compose";
 import type { ServiceContext } from "../../lib/context";
+import { sha256Hex } from "../../lib/crypto";
+import { SendBlocked } from "../../lib/errors";
+import { newId } from "../../lib/ids";
+import { DAY_MS } from "../../lib/time";
+import { enforceSenderAuth } from "../compliance/compliance.service";
+import { scorePhishing } from "../compliance/phishing";
+import { DKIM_SELECTOR, dkimSign } from "../domains/dkim";
+import { domainSigningKey, sharedDomainKey } from "../domains/keys";
+import { eventStatement } from "../events/events.service";
 
 /** What the pre-send policy sees: the inbox, the envelope and the exact bytes that would leave. */
 export interface PolicyInput {
@@ -16,18 +27,158 @@ export interface PolicyInput {
   stage: "accept" | "deliver";
 }
 
-/**
- * The one pre-send policy step, run after the inbox and send-limit checks and before the size
- * checks (API.md's order). The sender-authentication feature fills it in: the SPF/DKIM/DMARC gate
- * and the phishing scorer throw `SendBlocked` (422 `send_blocked`, with `details.reason`); the
- * caller audits the refusal and sends nothing. Today it allows everything.
- */
-export async function checkSendPolicy(_ctx: ServiceContext, _input: PolicyInput): Promise<void> {}
+/** How far back the "same body sprayed to many new recipients" signal looks. */
+const SPRAY_WINDOW_MS = DAY_MS;
 
 /**
- * Signs the bytes about to leave (DKIM, filled in by the sender-authentication feature); today the
- * message goes out as composed.
+ * The one pre-send policy step, run after the inbox and send-limit checks and before the size
+ * checks (API.md's order): the SPF/DKIM/DMARC gate of the inbox's domain, then (on the API path)
+ * the phishing scorer. A refusal throws `SendBlocked` (422 `send_blocked`, `details.reason` and
+ * the evidence); a temporary DNS failure throws `DnsUnavailable` (503, retry), which never lets
+ * the send through. The consumer re-runs the gate before sending (DNS answers come from the
+ * per-isolate cache while their TTL lasts); content does not change after acceptance, so the
+ * scorer runs once.
  */
-export async function signOutbound(_ctx: ServiceContext, _inbox: InboxRow, raw: Uint8Array): Promise<Uint8Array> {
-  return raw;
+export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): Promise<void> {
+  if (ctx.env.ENVIRONMENT === "development" && ctx.env.BENCH_SEND_POLICY === "off") return;
+  await enforceSenderAuth(ctx, input.inbox);
+  if (input.stage !== "accept") return;
+
+  const bodyHash = await sha256Hex(normaliseBody(input.text ?? input.html ?? ""));
+  const fresh = await newRecipients(ctx, input.recipients);
+  const since = ctx.now() - SPRAY_WINDOW_MS;
+  let spray = 0;
+  if (fresh.length > 0) {
+    const earlier = await ctx.db
+      .select({ r: sendFingerprints.newRecipients })
+      .from(sendFingerprints)
+      .where(
+        and(
+          eq(sendFingerprints.accountId, ctx.accountId),
+          eq(sendFingerprints.bodyHash, bodyHash),
+          gte(sendFingerprints.createdAt, since),
+        ),
+      )
+      .all();
+    spray = new Set([...earlier.flatMap((e) => e.r), ...fresh]).size;
+  }
+  const verdict = scorePhishing({
+    subject: input.subject,
+    text: input.text,
+    html: input.html,
+    attachments: input.attachments,
+    sprayRecipients: spray,
+  });
+  if (verdict.blocked) {
+    throw new SendBlocked(
+      "phishing_suspected",
+      `The message looks like phishing (score ${verdict.score}, threshold ${verdict.threshold}): ${verdict.signals
+        .map((s) => s.name)
+        .join(", ")}.`,
+      { score: verdict.score, threshold: verdict.threshold, signals: verdict.signals },
+    );
+  }
+  if (fresh.length > 0) {
+    // Remembered only for sends that passed; old rows of the account are dropped in the same batch.
+    await ctx.db.batch([
+      ctx.db.insert(sendFingerprints).values({
+        id: newId("sfp", ctx.now()),
+        accountId: ctx.accountId,
+        bodyHash,
+        newRecipients: fresh,
+        createdAt: ctx.now(),
+      }),
+      ctx.db
+        .delete(sendFingerprints)
+        .where(and(eq(sendFingerprints.accountId, ctx.accountId), lt(sendFingerprints.createdAt, since))),
+    ]);
+  }
+}
+
+/** Text with whitespace and case folded, so trivial variations of one body hash alike. */
+function normaliseBody(text: string): string {
+  return text.toLowerCase().replace(/\s+/g, " ").trim();
+}
+
+/** Recipients that have never written to this account (lower-case). */
+async function newRecipients(ctx: ServiceContext, recipients: string[]): Promise<string[]> {
+  const all = [...new Set(recipients.map((r) => r.toLowerCase()))];
+  if (all.length === 0) return [];
+  const known = await ctx.db
+    .selectDistinct({ a: sql<string>`lower(${messages.fromAddress})` })
+    .from(messages)
+    .where(
+      and(
+        eq(messages.accountId, ctx.accountId),
+        eq(messages.direction, "inbound"),
+        inArray(sql`lower(${messages.fromAddress})`, all),
+      ),
+    )
+    .all();
+  const seen = new Set(known.map((k) => k.a));
+  return all.filter((r) => !seen.has(r));
+}
+
+/**
+ * DKIM-signs the bytes about to leave through the SMTP transport (rsa-sha256, relaxed/relaxed,
+ * `d=` the inbox's domain, selector `default`). Cloudflare Email Service signs with its own keys,
+ * so other transports get the bytes unchanged. No key, no signature: the gate has already refused
+ * such a send, so this only happens for a bench run with the policy switched off.
+ */
+export async function signOutbound(ctx: ServiceContext, inbox: InboxRow, raw: Uint8Array): Promise<Uint8Array> {
+  const transport = ctx.env.OUTBOUND_TRANSPORT ?? (ctx.env.ENVIRONMENT === "production" ? "cloudflare" : "dev");
+  if (transport !== "smtp") return raw;
+  // A retry after a transient failure finds the bytes it signed (and stored) last time.
+  if (new TextDecoder().decode(raw.subarray(0, 15)).toLowerCase() === "dkim-signature:") return raw;
+  const domain = inbox.domain.toLowerCase();
+  let key: CryptoKey | null = null;
+  if (domain === ctx.env.MAIL_DOMAIN.toLowerCase()) {
+    key = (await sharedDomainKey(ctx.env))?.key ?? null;
+  } else {
+    const row = await ctx.db
+      .select()
+      .from(domains)
+      .where(and(eq(domains.accountId, inbox.accountId), eq(domains.domain, domain)))
+      .get();
+    if (row) key = await domainSigningKey(ctx.env, row);
+  }
+  if (!key) return raw;
+  return dkimSign(raw, { domain, selector: DKIM_SELECTOR, key, now: ctx.now() });
+}
+
+/**
+ * The `message.blocked` event of a refused send, for the batch that audits the refusal. On the
+ * API path nothing was stored, so `message_id` and `thread_id` are null; the consumer's re-check
+ * blocks a stored message and names it.
+ */
+export function blockedEvent(
+  ctx: ServiceContext,
+  m: {
+    inboxId: string;
+    messageId: string | null;
+    threadId: string | null;
+    fromAddress: string;
+    to: string[];
+    subject: string | null;
+    details: unknown;
+    stage: "accept" | "deliver";
+  },
+): { id: string; statement: BatchItem<"sqlite"> } {
+  const details = (m.details ?? {}) as Record<string, unknown>;
+  return eventStatement(
+    ctx,
+    "message.blocked",
+    { inboxId: m.inboxId, threadId: m.threadId, messageId: m.messageId },
+    {
+      message_id: m.messageId,
+      inbox_id: m.inboxId,
+      thread_id: m.threadId,
+      from_address: m.fromAddress,
+      to: m.to,
+      subject: m.subject,
+      reason: details.reason ?? null,
+      details,
+      stage: m.stage,
+    },
+  );
 }

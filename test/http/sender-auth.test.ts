@@ -1,0 +1,621 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import { createDb } from "../../src/db/client";
+import { enforceSenderAuth } from "../../src/features/compliance/compliance.service";
+import { sharedDomainKey } from "../../src/features/domains/keys";
+import { deliverOutbound } from "../../src/features/messages/delivery.service";
+import { SendMessageInput } from "../../src/features/messages/outbound.schemas";
+import { sendMessage } from "../../src/features/messages/outbound.service";
+import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
+import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { deliver, mail } from "../helpers/mail";
+
+type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
+interface DnsRecord {
+  type: "TXT" | "MX";
+  name: string;
+  value: string;
+  purpose: string;
+}
+
+// Tests never reach the network: between tests (and for consumers still running after one) DNS
+// knows no names, so a late re-check blocks instead of asking a real resolver.
+afterEach(() => {
+  setDnsResolver(staticResolver({}));
+});
+
+/** The DNS a domain owner publishes: the records we asked for, with `edit` applied per name. */
+function published(records: DnsRecord[], edit: (t: Table) => void = () => {}): Table {
+  const table: Table = {};
+  for (const r of records) {
+    const entry = (table[r.name] ?? {}) as Partial<Record<DnsType, string[]>>;
+    entry[r.type] = [...(entry[r.type] ?? []), r.value];
+    table[r.name] = entry;
+  }
+  edit(table);
+  return table;
+}
+
+function useDns(table: Table) {
+  setDnsResolver(staticResolver(table));
+}
+
+async function auditOf(accountId: string, action: string) {
+  const rows = await env.DB.prepare("SELECT * FROM audit_log WHERE account_id = ? AND action = ? ORDER BY seq")
+    .bind(accountId, action)
+    .all<{ metadata: string; target_id: string }>();
+  return rows.results.map((r) => ({ ...r, metadata: JSON.parse(r.metadata) }));
+}
+
+async function eventsOf(accountId: string, type: string) {
+  const rows = await env.DB.prepare("SELECT * FROM events WHERE account_id = ? AND type = ? ORDER BY seq")
+    .bind(accountId, type)
+    .all<{ id: string; data: string; message_id: string | null }>();
+  return rows.results.map((r) => ({ ...r, data: JSON.parse(r.data) }));
+}
+
+async function messageCount(inboxId: string) {
+  return (
+    await env.DB.prepare("SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'")
+      .bind(inboxId)
+      .first<{ n: number }>()
+  )?.n;
+}
+
+async function liftLimit(accountId: string) {
+  const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
+    key: ADMIN_TOKEN,
+    body: { new_account_until: null },
+  });
+  expect(res.status, res.text).toBe(200);
+}
+
+async function settled(id: string) {
+  await vi.waitFor(
+    async () => {
+      const r = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
+      expect(["sent", "failed", "blocked"]).toContain(r?.status);
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
+}
+
+/** mailauth's verdicts on the last message the SMTP server received for `rcpt`, keys served from `dns`. */
+async function dkimVerdicts(rcpt: string, dns: Record<string, string>) {
+  const res = await fetch(`${inject("smtpControlUrl")}/dkim-verify`, {
+    method: "POST",
+    body: JSON.stringify({ rcpt, dns }),
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { results: { signingDomain: string; selector: string; status: { result: string } }[] })
+    .results;
+}
+
+const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
+
+/** An account with a domain added (not yet verified). */
+async function withDomain(name = `acme-${crypto.randomUUID().slice(0, 6)}.example`) {
+  const a = await registerAccount("domains");
+  const res = await call("POST", "/v1/domains", { key: a.key, body: { domain: name } });
+  expect(res.status, res.text).toBe(201);
+  return { ...a, domain: res.body.data, name, records: res.body.data.dns_records as DnsRecord[] };
+}
+
+/** An account with a verified domain and an inbox `sales@<domain>` on it, send limit lifted. */
+async function verifiedSender() {
+  const a = await withDomain();
+  useDns(published(a.records));
+  const verify = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+  expect(verify.status, verify.text).toBe(200);
+  expect(verify.body.data.status).toBe("verified");
+  const inbox = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "sales", domain: a.name } });
+  expect(inbox.status, inbox.text).toBe(201);
+  await liftLimit(a.account.id);
+  return { ...a, sender: inbox.body.data };
+}
+
+describe("domains", () => {
+  it("adding a domain generates a sealed DKIM key and the records to publish; bad input is refused", async () => {
+    const a = await withDomain("mail.acme-add.example");
+    expect(a.domain).toMatchObject({
+      id: expect.stringMatching(/^dom_/),
+      domain: "mail.acme-add.example",
+      status: "pending",
+      dkim_selector: "default",
+      spf_verified: false,
+    });
+    const byPurpose = Object.fromEntries(a.records.map((r) => [r.purpose, r]));
+    expect(byPurpose.spf).toMatchObject({
+      type: "TXT",
+      name: "mail.acme-add.example",
+      value: "v=spf1 include:_spf.mx.cloudflare.net ~all",
+    });
+    expect(byPurpose.dkim?.name).toBe("default._domainkey.mail.acme-add.example");
+    expect(byPurpose.dkim?.value).toMatch(/^v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA[\w+/=]+$/);
+    expect(byPurpose.dmarc).toMatchObject({
+      name: "_dmarc.mail.acme-add.example",
+      value: expect.stringMatching(/^v=DMARC1; p=/),
+    });
+    expect(a.records.filter((r) => r.purpose === "mx").map((r) => r.value)).toEqual([
+      "10 route1.mx.cloudflare.net",
+      "20 route2.mx.cloudflare.net",
+      "30 route3.mx.cloudflare.net",
+    ]);
+
+    // At rest: public key in clear, private key sealed (iv.ciphertext), never on the wire.
+    const row = await env.DB.prepare("SELECT * FROM domains WHERE id = ?")
+      .bind(a.domain.id)
+      .first<{ account_id: string; dkim_public_key: string; dkim_private_key_sealed: string }>();
+    expect(row?.account_id).toBe(a.account.id);
+    expect(byPurpose.dkim?.value).toContain(row?.dkim_public_key);
+    expect(row?.dkim_private_key_sealed).toMatch(/^[A-Za-z0-9+/=]{16}\.[A-Za-z0-9+/=]{1000,}$/);
+    expect(row?.dkim_private_key_sealed).not.toContain("MIIE");
+    const got = await call("GET", `/v1/domains/${a.domain.id}`, { key: a.key });
+    expect(got.body.data.id).toBe(a.domain.id);
+    expect(got.text).not.toContain(row?.dkim_private_key_sealed.slice(0, 40));
+    const list = await call("GET", "/v1/domains", { key: a.key });
+    expect(list.body.data.map((d: { id: string }) => d.id)).toEqual([a.domain.id]);
+    expect((await auditOf(a.account.id, "domain.created"))[0]?.metadata).toMatchObject({
+      domain: "mail.acme-add.example",
+    });
+
+    expectError(
+      await call("POST", "/v1/domains", { key: a.key, body: { domain: "mail.acme-add.example" } }),
+      409,
+      "domain_exists",
+    );
+    const bad = expectError(
+      await call("POST", "/v1/domains", { key: a.key, body: { domain: "not a domain" } }),
+      422,
+      "validation_error",
+    );
+    expect(bad.details[0].path).toBe("domain");
+    expectError(
+      await call("POST", "/v1/domains", { key: a.key, body: { domain: "mailbot.test" } }),
+      422,
+      "validation_error",
+    );
+    expectError(
+      await call("POST", "/v1/domains", { key: a.key, body: { domain: "x.example", extra: 1 } }),
+      422,
+      "validation_error",
+    );
+    expectError(await call("POST", "/v1/domains", { body: { domain: "x.example" } }), 401, "missing_api_key");
+  });
+
+  it("verify checks live DNS: pending with next steps, then verified (event + audit); inboxes need it; inbound resolves", async () => {
+    const a = await withDomain();
+    // Nothing published yet: an inbox on the domain is refused, verify stays pending and says why.
+    useDns({});
+    expectError(
+      await call("POST", "/v1/inboxes", { key: a.key, body: { username: "sales", domain: a.name } }),
+      422,
+      "validation_error",
+    );
+    const pending = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(pending.status, pending.text).toBe(200);
+    expect(pending.body.data).toMatchObject({
+      status: "pending",
+      spf_verified: false,
+      dkim_verified: false,
+      dmarc_verified: false,
+      mx_verified: false,
+      next_step: expect.stringContaining("SPF, DKIM, DMARC"),
+    });
+    expect(await eventsOf(a.account.id, "domain.verified")).toHaveLength(0);
+    expect((await auditOf(a.account.id, "domain.verification_checked"))[0]?.metadata.problems.spf.status).toBe(
+      "missing",
+    );
+
+    // A temporary DNS failure decides nothing.
+    useDns({ [a.name]: "temporary_failure" });
+    const temp = expectError(
+      await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key }),
+      503,
+      "dns_unavailable",
+    );
+    expect(temp.details.domain).toBe(a.name);
+
+    useDns(published(a.records));
+    const ok = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(ok.body.data).toMatchObject({
+      status: "verified",
+      spf_verified: true,
+      dkim_verified: true,
+      dmarc_verified: true,
+      mx_verified: true,
+      next_step: null,
+    });
+    expect(ok.body.data.dns_records.every((r: { status: string }) => r.status === "verified")).toBe(true);
+    const [event] = await eventsOf(a.account.id, "domain.verified");
+    expect(event?.data).toMatchObject({ domain_id: a.domain.id, domain: a.name, dkim_verified: true });
+    const [audit] = await auditOf(a.account.id, "domain.verified");
+    expect(audit?.target_id).toBe(a.domain.id);
+    expect(audit?.metadata.event_id).toBeDefined();
+
+    const inbox = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "Sales", domain: a.name } });
+    expect(inbox.status, inbox.text).toBe(201);
+    expect(inbox.body.data).toMatchObject({ address: `sales@${a.name}`, domain: a.name });
+    const msg = await deliver(mail({ to: `sales@${a.name}`, subject: "Custom domain inbound" }), `sales@${a.name}`);
+    expect(msg.setReject).not.toHaveBeenCalled();
+    const stored = await env.DB.prepare("SELECT subject FROM messages WHERE inbox_id = ? AND direction = 'inbound'")
+      .bind(inbox.body.data.id)
+      .first<{ subject: string }>();
+    expect(stored?.subject).toBe("Custom domain inbound");
+
+    // Another account: the domain is invisible (404), and cannot be claimed (409).
+    const b = await registerAccount("intruder");
+    expectError(await call("GET", `/v1/domains/${a.domain.id}`, { key: b.key }), 404, "not_found");
+    expectError(await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: b.key }), 404, "not_found");
+    expectError(await call("GET", `/v1/compliance/check?domain=${a.name}`, { key: b.key }), 404, "not_found");
+    expectError(await call("POST", "/v1/domains", { key: b.key, body: { domain: a.name } }), 409, "domain_taken");
+    expectError(
+      await call("POST", "/v1/inboxes", { key: b.key, body: { username: "x", domain: a.name } }),
+      422,
+      "validation_error",
+    );
+
+    // A domain with inboxes is not deleted; without, it is (audited).
+    expectError(await call("DELETE", `/v1/domains/${a.domain.id}`, { key: a.key }), 409, "domain_in_use");
+    const other = await call("POST", "/v1/domains", { key: a.key, body: { domain: `spare-${a.name}` } });
+    const del = await call("DELETE", `/v1/domains/${other.body.data.id}`, { key: a.key });
+    expect(del.status, del.text).toBe(200);
+    expect(await env.DB.prepare("SELECT id FROM domains WHERE id = ?").bind(other.body.data.id).first()).toBeNull();
+    expect(await auditOf(a.account.id, "domain.deleted")).toHaveLength(1);
+  });
+});
+
+describe("the gate before every send", () => {
+  it("a verified domain sends, DKIM-signed; mailauth verifies the signature on the bytes the SMTP server got", async () => {
+    const a = await verifiedSender();
+    const to = unique("dkim-");
+    const res = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: {
+        to: [to],
+        subject: "Signed  with   DKIM",
+        body_text: "Hello from a custom domain.\n\nTrailing spaces   \n\n\n",
+      },
+    });
+    expect(res.status, res.text).toBe(202);
+    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    const dkim = a.records.find((r) => r.purpose === "dkim") as DnsRecord;
+    const verdicts = await dkimVerdicts(to, { [dkim.name]: dkim.value });
+    expect(verdicts).toHaveLength(1);
+    expect(verdicts[0]).toMatchObject({ signingDomain: a.name, selector: "default", status: { result: "pass" } });
+    // A key that is not ours: the same bytes fail.
+    const other = await withDomain();
+    const wrong = other.records.find((r) => r.purpose === "dkim") as DnsRecord;
+    expect((await dkimVerdicts(to, { [dkim.name]: wrong.value }))[0]?.status.result).toBe("fail");
+    // The raw endpoint serves the signed bytes that left.
+    const raw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${res.body.data.id}/raw`, { key: a.key });
+    expect(raw.text).toMatch(
+      new RegExp(
+        `^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=${a.name.replace(/\./g, "\\.")}; s=default;`,
+      ),
+    );
+  });
+
+  it("the shared MAIL_DOMAIN is signed with its configured key and verifies too", async () => {
+    const a = await registerAccount("shared");
+    const to = unique("shared-");
+    const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: [to], subject: "Shared domain", body_text: "Hi", body_html: "<p>Hi <b>there</b></p>" },
+    });
+    expect(res.status, res.text).toBe(202);
+    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    const key = await sharedDomainKey(env);
+    const verdicts = await dkimVerdicts(to, {
+      "default._domainkey.mailbot.test": `v=DKIM1; k=rsa; p=${key?.publicKey}`,
+    });
+    expect(verdicts[0]).toMatchObject({ signingDomain: "mailbot.test", status: { result: "pass" } });
+  });
+
+  const failures: { name: string; reason: string; edit: (t: Table, d: string) => void; problem: RegExp }[] = [
+    {
+      name: "no SPF record",
+      reason: "spf_failed",
+      edit: (t, d) => delete (t[d] as { TXT?: string[] }).TXT,
+      problem: /no SPF/,
+    },
+    {
+      name: "SPF without our include",
+      reason: "spf_failed",
+      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.google.com ~all"]),
+      problem: /include:_spf.mx.cloudflare.net not found/,
+    },
+    {
+      name: "two SPF records",
+      reason: "spf_failed",
+      edit: (t, d) => (t[d] as { TXT: string[] }).TXT.push("v=spf1 -all"),
+      problem: /more than one/,
+    },
+    {
+      name: "SPF +all",
+      reason: "spf_failed",
+      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.mx.cloudflare.net +all"]),
+      problem: /authorises every server/,
+    },
+    {
+      name: "no DKIM key",
+      reason: "dkim_failed",
+      edit: (t, d) => delete t[`default._domainkey.${d}`],
+      problem: /no DKIM key/,
+    },
+    {
+      name: "another DKIM key",
+      reason: "dkim_failed",
+      edit: (t, d) =>
+        ((t[`default._domainkey.${d}`] as { TXT: string[] }).TXT = [
+          "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwrong",
+        ]),
+      problem: /not the key we sign with/,
+    },
+    {
+      name: "revoked DKIM key",
+      reason: "dkim_failed",
+      edit: (t, d) => ((t[`default._domainkey.${d}`] as { TXT: string[] }).TXT = ["v=DKIM1; k=rsa; p="]),
+      problem: /revoked/,
+    },
+    { name: "no DMARC record", reason: "dmarc_failed", edit: (t, d) => delete t[`_dmarc.${d}`], problem: /no DMARC/ },
+    {
+      name: "DMARC without a policy",
+      reason: "dmarc_failed",
+      edit: (t, d) => ((t[`_dmarc.${d}`] as { TXT: string[] }).TXT = ["v=DMARC1; rua=mailto:x@example.org"]),
+      problem: /no valid p=/,
+    },
+  ];
+
+  it("each DNS failure blocks with its reason (422, audited, message.blocked event), stores and sends nothing", async () => {
+    const a = await verifiedSender();
+    for (const f of failures) {
+      useDns(published(a.records, (t) => f.edit(t, a.name)));
+      const res = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+        key: a.key,
+        body: { to: [unique("gate-")], subject: `gate: ${f.name}`, body_text: "x" },
+      });
+      const err = expectError(res, 422, "send_blocked");
+      expect(err.details, f.name).toMatchObject({
+        reason: f.reason,
+        domain: a.name,
+        expected: expect.any(String),
+        problem: expect.stringMatching(f.problem),
+      });
+      expect(err.details).toHaveProperty("found");
+    }
+    expect(await messageCount(a.sender.id)).toBe(0);
+    const audits = await auditOf(a.account.id, "message.send_blocked");
+    expect(audits.map((x) => x.metadata.details.reason)).toEqual(failures.map((f) => f.reason));
+    expect(audits[1]?.metadata.details.found).toEqual(["v=spf1 include:_spf.google.com ~all"]);
+    const events = await eventsOf(a.account.id, "message.blocked");
+    expect(events.map((e) => e.data.reason)).toEqual(failures.map((f) => f.reason));
+    expect(events[0]?.data).toMatchObject({
+      inbox_id: a.sender.id,
+      message_id: null,
+      stage: "accept",
+      subject: "gate: no SPF record",
+    });
+    expect(audits[0]?.metadata.event_id).toBe(events[0]?.id);
+
+    // SPF reached through a nested include passes; the fixed record set passes.
+    useDns(
+      published(a.records, (t) => {
+        (t[a.name] as { TXT: string[] }).TXT = ["v=spf1 include:spf.corp.example -all"];
+        t["spf.corp.example"] = { TXT: ["v=spf1 include:_spf.mx.cloudflare.net ~all"] };
+      }),
+    );
+    const nested = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: { to: [unique("nested-")], subject: "nested", body_text: "x" },
+    });
+    expect(nested.status, nested.text).toBe(202);
+  });
+
+  it("a temporary DNS failure never lets a send through: 503 at the API, a retry at the consumer", async () => {
+    const a = await verifiedSender();
+    for (const broken of [a.name, `default._domainkey.${a.name}`, `_dmarc.${a.name}`]) {
+      useDns(published(a.records, (t) => (t[broken] = "temporary_failure")));
+      const res = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+        key: a.key,
+        body: { to: [unique("temp-dns-")], subject: "dns down", body_text: "x" },
+      });
+      const err = expectError(res, 503, "dns_unavailable");
+      expect(res.headers.get("Retry-After")).toBe("30");
+      expect(err.details.domain).toBe(a.name);
+    }
+    expect(await messageCount(a.sender.id)).toBe(0);
+    const refused = await auditOf(a.account.id, "message.send_refused");
+    expect(refused.map((r) => r.metadata.reason)).toEqual(["dns_unavailable", "dns_unavailable", "dns_unavailable"]);
+    expect(await eventsOf(a.account.id, "message.blocked")).toHaveLength(0);
+
+    // Accepted while DNS was fine (queue left out, so the test drives the consumer) …
+    useDns(published(a.records));
+    const ctx = {
+      accountId: a.account.id,
+      actor: { type: "api_key" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
+      now: Date.now,
+    };
+    const to = unique("deferred-");
+    const queued = await sendMessage(
+      ctx,
+      a.sender.id,
+      SendMessageInput.parse({ to: [to], subject: "later", body_text: "x" }),
+    );
+    // … then DNS fails before it leaves: retried later, nothing sent.
+    useDns(published(a.records, (t) => (t[`_dmarc.${a.name}`] = "temporary_failure")));
+    const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
+    const outcome = await deliverOutbound(env, job);
+    expect(outcome).toMatchObject({ kind: "retry", delaySeconds: expect.any(Number) });
+    const row = await env.DB.prepare("SELECT status, last_error FROM messages WHERE id = ?")
+      .bind(queued.id)
+      .first<{ status: string; last_error: string }>();
+    expect(row?.status).toBe("queued");
+    expect(row?.last_error).toMatch(/could not be looked up/);
+    const smtp = await (await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${to}`)).json();
+    expect(smtp).toEqual([]);
+
+    // The records change before the retry: the consumer blocks it, with the event naming the message.
+    useDns(published(a.records, (t) => delete t[`_dmarc.${a.name}`]));
+    expect(await deliverOutbound(env, job, Date.now() + 6 * 60_000)).toEqual({ kind: "done", status: "blocked" });
+    const [blocked] = await eventsOf(a.account.id, "message.blocked");
+    expect(blocked?.message_id).toBe(queued.id);
+    expect(blocked?.data).toMatchObject({ reason: "dmarc_failed", stage: "deliver", message_id: queued.id });
+    const audit = (await auditOf(a.account.id, "message.send_blocked")).at(-1);
+    expect(audit?.metadata.details.reason).toBe("dmarc_failed");
+    expect(await (await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${to}`)).json()).toEqual([]);
+  });
+
+  it("MAIL_DOMAIN is gated too: in production it must publish SPF, our DKIM key and DMARC", async () => {
+    const a = await registerAccount("prod-shared");
+    const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
+    const prodCtx = {
+      accountId: a.account.id,
+      actor: { type: "system" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, ENVIRONMENT: "production" },
+      now: Date.now,
+    };
+    const row = {
+      ...(inbox as Record<string, unknown>),
+      accountId: a.account.id,
+      domain: "mailbot.test",
+    } as unknown as Parameters<typeof enforceSenderAuth>[1];
+    useDns({});
+    await expect(enforceSenderAuth(prodCtx, row)).rejects.toMatchObject({
+      code: "send_blocked",
+      details: { reason: "spf_failed" },
+    });
+    const key = await sharedDomainKey(env);
+    useDns({
+      "mailbot.test": { TXT: ["v=spf1 include:_spf.mx.cloudflare.net -all"] },
+      "default._domainkey.mailbot.test": { TXT: [`v=DKIM1; k=rsa; p=${key?.publicKey}`] },
+      "_dmarc.mailbot.test": { TXT: ["v=DMARC1; p=reject"] },
+    });
+    await expect(enforceSenderAuth(prodCtx, row)).resolves.toBeUndefined();
+  });
+});
+
+describe("compliance endpoints", () => {
+  it("check and readiness expose the gate's logic, per account", async () => {
+    const a = await verifiedSender();
+    useDns(published(a.records, (t) => delete (t[a.name] as { MX?: string[] }).MX));
+    const check = await call("GET", `/v1/compliance/check?domain=${a.name.toUpperCase()}`, { key: a.key });
+    expect(check.status, check.text).toBe(200);
+    expect(check.body.data).toMatchObject({
+      domain: a.name,
+      spf: { status: "pass", found: ["v=spf1 include:_spf.mx.cloudflare.net ~all"] },
+      dkim: { status: "pass" },
+      dmarc: { status: "pass" },
+      mx: { status: "missing", found: null, expected: expect.stringContaining("route1.mx.cloudflare.net") },
+      send_allowed: true,
+    });
+    const ready = await call("GET", `/v1/compliance/readiness/${a.sender.id}`, { key: a.key });
+    expect(ready.body.data).toMatchObject({ inbox_id: a.sender.id, score: 90, send_allowed: true });
+    expect(ready.body.data.checks.find((c: { name: string }) => c.name === "mx")).toMatchObject({
+      passed: false,
+      points: 0,
+    });
+
+    useDns(published(a.records, (t) => delete t[`_dmarc.${a.name}`]));
+    const noDmarc = await call("GET", `/v1/compliance/readiness/${a.sender.id}`, { key: a.key });
+    expect(noDmarc.body.data).toMatchObject({ score: 70, send_allowed: false });
+    const shared = await call("GET", "/v1/compliance/check?domain=mailbot.test", { key: a.key });
+    expect(shared.body.data).toMatchObject({ send_allowed: true, dkim: { status: "pass" } });
+
+    expectError(await call("GET", "/v1/compliance/check?domain=unknown.example", { key: a.key }), 404, "not_found");
+    expectError(await call("GET", "/v1/compliance/check", { key: a.key }), 422, "validation_error");
+    const b = await registerAccount("other");
+    expectError(await call("GET", `/v1/compliance/readiness/${a.sender.id}`, { key: b.key }), 404, "not_found");
+  });
+});
+
+describe("phishing-style content", () => {
+  it("is blocked with the signals that fired (422, audited, event); ordinary mail passes", async () => {
+    const a = await registerAccount("phish");
+    const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: {
+        to: ["victim@example.org"],
+        subject: "Your account has been suspended",
+        body_html:
+          '<p>Verify your account within 24 hours:</p><a href="http://paypa1-secure.com/login">https://www.paypal.com/signin</a>',
+      },
+    });
+    const err = expectError(res, 422, "send_blocked");
+    expect(err.details).toMatchObject({ reason: "phishing_suspected", threshold: 50, score: expect.any(Number) });
+    const names = err.details.signals.map((s: { name: string }) => s.name);
+    expect(names).toEqual(
+      expect.arrayContaining(["deceptive_anchor", "brand_lookalike_host", "credential_request_with_link"]),
+    );
+    expect(err.details.signals[0]).toMatchObject({ weight: expect.any(Number), evidence: expect.any(String) });
+    expect(await messageCount(a.inbox.id)).toBe(0);
+    const [audit] = await auditOf(a.account.id, "message.send_blocked");
+    expect(audit?.metadata.details.signals.length).toBe(names.length);
+    expect((await eventsOf(a.account.id, "message.blocked"))[0]?.data.reason).toBe("phishing_suspected");
+
+    const attachment = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: {
+        to: ["victim@example.org"],
+        subject: "Invoice",
+        body_text: "See attached.",
+        attachments: [{ filename: "invoice.pdf.exe", content: btoa("MZ"), content_type: "application/octet-stream" }],
+      },
+    });
+    expect(expectError(attachment, 422, "send_blocked").details.signals[0].name).toBe("double_extension_attachment");
+
+    const fine = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: {
+        to: ["client@example.org"],
+        subject: "Invoice INV-7",
+        body_text: "Invoice attached: https://billing.example.com/inv/7",
+      },
+    });
+    expect(fine.status, fine.text).toBe(202);
+  });
+
+  it("the same body sprayed to many new recipients adds a signal that tips a borderline message over", async () => {
+    const a = await registerAccount("spray");
+    await liftLimit(a.account.id);
+    const body = { subject: "Quick question", body_text: "Have a look at our offer: https://bit.ly/offer-42" };
+    const batch = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag}${i}@example.net`);
+    // Someone who has written to the account before is not a new recipient.
+    await deliver(
+      mail({ to: a.inbox.address, from: "friend@example.net", subject: "hello" }),
+      a.inbox.address,
+      "friend@example.net",
+    );
+    const first = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { ...body, to: [...batch(20, "a"), "friend@example.net"] },
+    });
+    expect(first.status, first.text).toBe(202);
+    const fp = await env.DB.prepare("SELECT new_recipients FROM send_fingerprints WHERE account_id = ?")
+      .bind(a.account.id)
+      .first<{ new_recipients: string }>();
+    expect(JSON.parse(fp?.new_recipients ?? "[]")).toHaveLength(20);
+
+    const second = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { ...body, to: batch(10, "b") },
+    });
+    const err = expectError(second, 422, "send_blocked");
+    expect(err.details.signals.map((s: { name: string }) => s.name).sort()).toEqual([
+      "same_body_sprayed",
+      "url_shortener",
+    ]);
+    // Another body to the same people is not a spray.
+    const other = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { subject: "Different", body_text: "A different note, https://bit.ly/other", to: batch(10, "b") },
+    });
+    expect(other.status, other.text).toBe(202);
+  });
+});

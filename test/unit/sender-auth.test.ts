@@ -1,0 +1,126 @@
+import { describe, expect, it } from "vitest";
+import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/compliance/checks";
+import { PHISHING_THRESHOLD, scorePhishing } from "../../src/features/compliance/phishing";
+import { dkimSign, generateDkimKeyPair, importSigningKey, publicKeyOf } from "../../src/features/domains/dkim";
+import { dohResolver, staticResolver } from "../../src/lib/dns";
+import labelled from "../fixtures/phishing/labelled.json";
+
+interface Labelled {
+  id: string;
+  label: "ham" | "phish";
+  subject: string;
+  text?: string;
+  html?: string;
+  attachments?: { filename: string; contentType: string }[];
+}
+
+describe("the phishing scorer on the labelled set (test/fixtures/phishing)", () => {
+  it("detects >= 95 % of the phishing-style messages with <= 2 % false positives", () => {
+    const messages = labelled.messages as Labelled[];
+    const ham = messages.filter((m) => m.label === "ham");
+    const phish = messages.filter((m) => m.label === "phish");
+    expect(ham.length).toBeGreaterThanOrEqual(20);
+    expect(phish.length).toBeGreaterThanOrEqual(20);
+    const verdict = (m: Labelled) =>
+      scorePhishing({
+        subject: m.subject,
+        text: m.text ?? null,
+        html: m.html ?? null,
+        attachments: m.attachments ?? [],
+      });
+    const missed = phish.filter((m) => !verdict(m).blocked).map((m) => m.id);
+    const falsePositives = ham.filter((m) => verdict(m).blocked).map((m) => m.id);
+    const detection = (phish.length - missed.length) / phish.length;
+    const fpRate = falsePositives.length / ham.length;
+    console.log(
+      `phishing scorer: detection ${(detection * 100).toFixed(1)} % (${phish.length - missed.length}/${phish.length}), ` +
+        `false positives ${(fpRate * 100).toFixed(1)} % (${falsePositives.length}/${ham.length}); missed ${JSON.stringify(missed)}, false positives ${JSON.stringify(falsePositives)}`,
+    );
+    expect(detection).toBeGreaterThanOrEqual(0.95);
+    expect(fpRate).toBeLessThanOrEqual(0.02);
+    // Every block explains itself.
+    for (const m of phish) {
+      const v = verdict(m);
+      if (v.blocked) expect(v.signals.length, m.id).toBeGreaterThan(0);
+      expect(v.threshold).toBe(PHISHING_THRESHOLD);
+    }
+  });
+
+  it("each signal fires on its own trick", () => {
+    const names = (input: Partial<Parameters<typeof scorePhishing>[0]>) =>
+      scorePhishing({ subject: "", text: null, html: null, attachments: [], ...input }).signals.map((s) => s.name);
+    expect(names({ html: '<a href="https://evil.example/x">www.mybank.com</a>' })).toContain("deceptive_anchor");
+    expect(names({ html: '<a href="https://docs.example.com/a">docs.example.com/a</a>' })).toEqual([]);
+    expect(names({ text: "see http://192.0.2.7/login" })).toContain("ip_literal_link");
+    expect(names({ text: "see https://xn--pypal-4ve.com/" })).toContain("punycode_host");
+    expect(names({ text: "see https://rnicrosoft.com/" })).toContain("brand_lookalike_host");
+    expect(names({ text: "see https://www.microsoft.com/" })).toEqual([]);
+    expect(names({ text: "see https://s3.amazonaws.com/bucket/file" })).toEqual([]);
+    expect(names({ text: "https://tinyurl.com/abc" })).toContain("url_shortener");
+    expect(names({ html: "<form action='https://x.example/post'><input name=a></form>" })).toContain("html_form");
+    expect(names({ html: "<a href='JavaScript:alert(1)'>x</a>" })).toContain("script_or_data_link");
+    expect(names({ attachments: [{ filename: "report.pdf.scr", contentType: "application/octet-stream" }] })).toEqual([
+      "double_extension_attachment",
+    ]);
+    expect(names({ attachments: [{ filename: "setup.exe", contentType: "application/x-msdownload" }] })).toEqual([
+      "dangerous_attachment",
+    ]);
+    expect(names({ sprayRecipients: 25 })).toEqual(["same_body_sprayed"]);
+    expect(names({ sprayRecipients: 24 })).toEqual([]);
+  });
+});
+
+describe("the SPF / DKIM / DMARC checks", () => {
+  const exp: Expectation = { spfInclude: "_spf.mx.cloudflare.net", dkimPublicKey: "AAAA", mxHosts: ["mx.example"] };
+
+  it("reads SPF split over several TXT character-strings (RFC 7208 §3.3) as one record", async () => {
+    const fetcher = (async (url: string) => {
+      const name = new URL(url).searchParams.get("name");
+      const data = name === "split.example" ? '"v=spf1 include:_spf.mx." "cloudflare.net -all"' : '"unrelated"';
+      return Response.json({ Status: 0, Answer: [{ name, type: 16, TTL: 60, data }] });
+    }) as unknown as typeof fetch;
+    const r = await checkSpf(dohResolver({ fetcher }), "split.example", exp);
+    expect(r).toMatchObject({ status: "pass", found: ["v=spf1 include:_spf.mx.cloudflare.net -all"] });
+  });
+
+  it("keeps missing, failing and temporarily unknown apart", async () => {
+    const r = staticResolver({
+      "ok.example": { TXT: ["v=spf1 include:_spf.mx.cloudflare.net -all", "google-site-verification=x"] },
+      "default._domainkey.ok.example": { TXT: ["v=DKIM1; k=rsa; p=AA AA"] },
+      "_dmarc.ok.example": { TXT: ["v=DMARC1; p=none"] },
+      "txt-only.example": { TXT: ["hello"] },
+      "down.example": "temporary_failure",
+      "_dmarc.down.example": "temporary_failure",
+      "default._domainkey.down.example": "temporary_failure",
+    });
+    expect((await checkSpf(r, "ok.example", exp)).status).toBe("pass");
+    expect((await checkDkim(r, "ok.example", exp)).status).toBe("pass");
+    expect((await checkDmarc(r, "ok.example")).status).toBe("pass");
+    expect((await checkSpf(r, "txt-only.example", exp)).status).toBe("missing");
+    expect((await checkSpf(r, "nowhere.example", exp)).status).toBe("missing");
+    expect((await checkDkim(r, "ok.example", { ...exp, dkimPublicKey: null })).status).toBe("fail");
+    for (const check of [
+      await checkSpf(r, "down.example", exp),
+      await checkDkim(r, "down.example", exp),
+      await checkDmarc(r, "down.example"),
+    ]) {
+      expect(check).toMatchObject({ status: "fail", temporary: true });
+    }
+  });
+
+  it("signs on top of the message with a key whose public half it reports (PEM or bare base64)", async () => {
+    const pair = await generateDkimKeyPair();
+    expect(await publicKeyOf(pair.privateKey)).toBe(pair.publicKey);
+    const pem = `-----BEGIN PRIVATE KEY-----\n${pair.privateKey.match(/.{1,64}/g)?.join("\n")}\n-----END PRIVATE KEY-----\n`;
+    expect(await publicKeyOf(pem)).toBe(pair.publicKey);
+    const key = await importSigningKey(pair.privateKey);
+    const raw = new TextEncoder().encode("From: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n");
+    const signed = new TextDecoder().decode(
+      await dkimSign(raw, { domain: "x.example", selector: "default", key, now: 0 }),
+    );
+    expect(signed).toMatch(
+      /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=x\.example; s=default; t=0;\r\n\th=from:subject:from;/,
+    );
+    expect(signed.endsWith("From: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n")).toBe(true);
+  });
+});
