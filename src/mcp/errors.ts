@@ -13,6 +13,8 @@ export interface ErrorBody {
 
 /** 403s that the agent can act on (another inbox, fewer inboxes); other 403s are authorization failures. */
 const FIXABLE_FORBIDDEN = new Set(["inbox_disabled", "inbox_limit_reached"]);
+/** 5xx answers that mean "try again later" (a temporary DNS failure), which the agent can act on. */
+const RETRYABLE_UNAVAILABLE = new Set(["dns_unavailable"]);
 
 function isZodError(err: unknown): err is Parameters<typeof fieldIssues>[0] {
   return typeof err === "object" && err !== null && (err as { name?: string }).name === "ZodError" && "issues" in err;
@@ -45,12 +47,12 @@ export function errorBody(err: AppError, requestId: string | null): ErrorBody {
 
 /**
  * The one MCP mapper. What the agent can fix (validation, not found, conflicts, a blocked send,
- * limits, a disabled inbox, a wait that timed out) is a tool result with `isError: true` and the
+ * limits, a disabled inbox, a wait that timed out, DNS temporarily unavailable) is a tool result with `isError: true` and the
  * API's code, so the model sees it and can adjust. Authentication, authorization and internal
  * failures are JSON-RPC errors: retrying the tool with other arguments cannot fix them.
  */
 export function errorResult(status: number, error: ErrorBody): CallToolResult {
-  if (status >= 500) {
+  if (status >= 500 && !RETRYABLE_UNAVAILABLE.has(error.code)) {
     throw new McpError(ErrorCode.InternalError, error.message, { code: error.code, request_id: error.request_id });
   }
   if (status === 401 || (status === 403 && !FIXABLE_FORBIDDEN.has(error.code))) {

@@ -1,4 +1,6 @@
 import { auditTools } from "../features/audit/audit.mcp";
+import { complianceTools } from "../features/compliance/compliance.mcp";
+import { domainTools } from "../features/domains/domains.mcp";
 import { eventTools } from "../features/events/events.mcp";
 import { inboxTools } from "../features/inboxes/inboxes.mcp";
 import { messageTools } from "../features/messages/messages.mcp";
@@ -9,4 +11,12 @@ import type { McpTool } from "./tool";
  * Every tool /mcp serves, in the order clients list them. A feature adds its tools in its own
  * `<feature>.mcp.ts` (an array of defineTool(...)) and one spread here.
  */
-export const TOOLS: McpTool[] = [...inboxTools, ...messageTools, ...threadTools, ...eventTools, ...auditTools];
+export const TOOLS: McpTool[] = [
+  ...inboxTools,
+  ...messageTools,
+  ...threadTools,
+  ...eventTools,
+  ...domainTools,
+  ...complianceTools,
+  ...auditTools,
+];

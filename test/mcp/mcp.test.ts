@@ -4,6 +4,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import main from "../../src/index";
+import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { call, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
@@ -24,6 +25,10 @@ const TOOL_NAMES = [
   "list_threads",
   "get_thread",
   "replay_event",
+  "add_domain",
+  "verify_domain",
+  "list_domains",
+  "check_compliance",
   "list_audit_log",
 ];
 
@@ -326,6 +331,95 @@ describe("MCP server at /mcp", () => {
     expect(filtered.items[0]).toMatchObject({ action: "inbox.created", actor: { type: "mcp" }, inbox_id: created.id });
   });
 
+  it("domain and compliance tools: add, list, verify and check a domain; a policy block is an isError result", async () => {
+    const a = await registerAccount("mcp-domains");
+    const mcp = await connect(a.key);
+    const name = `agent-${crypto.randomUUID().slice(0, 6)}.example`;
+    const added = await ok(mcp, "add_domain", { domain: name, idempotency_key: `dom-${name}` });
+    expect(added).toMatchObject({ id: expect.stringMatching(/^dom_/), domain: name, status: "pending" });
+    const purposes = new Set(added.dns_records.map((r: { purpose: string }) => r.purpose));
+    expect(purposes).toEqual(new Set(["dkim", "dmarc", "mx", "spf"]));
+    // The same key over HTTP replays the tool's answer: one domain row.
+    const replay = await call("POST", "/v1/domains", {
+      key: a.key,
+      body: { domain: name },
+      headers: { "Idempotency-Key": `dom-${name}` },
+    });
+    expect(replay.body.data.id).toBe(added.id);
+    const listed = await ok(mcp, "list_domains", {});
+    expect(listed.items.map((d: { id: string }) => d.id)).toEqual([added.id]);
+
+    try {
+      // Nothing published yet: verify leaves it pending, compliance shows what is missing.
+      setDnsResolver(staticResolver({}));
+      const pending = await ok(mcp, "verify_domain", { domain_id: added.id });
+      expect(pending).toMatchObject({ status: expect.not.stringMatching(/^verified$/), spf_verified: false });
+      const missing = await ok(mcp, "check_compliance", { domain: name });
+      expect(missing).toMatchObject({ domain: name, send_allowed: false, spf: { status: "missing" } });
+
+      // A temporary DNS failure is a retryable tool result, not a protocol error.
+      setDnsResolver(staticResolver({ [name]: "temporary_failure" }));
+      await fails(mcp, "verify_domain", { domain_id: added.id }, "dns_unavailable");
+
+      // The records published as asked: verified, with the domain.verified event and an mcp audit entry.
+      const table: Record<string, Partial<Record<DnsType, string[]>>> = {};
+      for (const r of added.dns_records as { type: DnsType; name: string; value: string }[]) {
+        const entry = table[r.name] ?? {};
+        entry[r.type] = [...(entry[r.type] ?? []), r.value];
+        table[r.name] = entry;
+      }
+      setDnsResolver(staticResolver(table));
+      const verified = await ok(mcp, "verify_domain", { domain_id: added.id });
+      expect(verified).toMatchObject({
+        status: "verified",
+        spf_verified: true,
+        dkim_verified: true,
+        dmarc_verified: true,
+      });
+      const passing = await ok(mcp, "check_compliance", { domain: name });
+      expect(passing).toMatchObject({ send_allowed: true, spf: { status: "pass" }, dkim: { status: "pass" } });
+      expect(await auditOf(added.id)).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ action: "domain.created", actor_type: "mcp" }),
+          expect.objectContaining({ action: "domain.verified", actor_type: "mcp" }),
+        ]),
+      );
+      const events = await env.DB.prepare("SELECT COUNT(*) AS n FROM events WHERE account_id = ? AND type = ?")
+        .bind(a.account.id, "domain.verified")
+        .first<{ n: number }>();
+      expect(events?.n).toBe(1);
+    } finally {
+      setDnsResolver(staticResolver({}));
+    }
+
+    // Phishing-style content from the shared-domain inbox: send_blocked with the signals, nothing stored.
+    const blocked = await fails(
+      mcp,
+      "send_message",
+      {
+        inbox_id: a.inbox.id,
+        to: [unique("victim")],
+        subject: "Your account has been suspended",
+        body_html:
+          '<p>Verify your account within 24 hours:</p><a href="http://paypa1-secure.com/login">https://www.paypal.com/signin</a>',
+      },
+      "send_blocked",
+    );
+    expect(blocked.data.error.details).toMatchObject({ reason: "phishing_suspected", signals: expect.any(Array) });
+    const stored = await env.DB.prepare(
+      "SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'",
+    )
+      .bind(a.inbox.id)
+      .first<{ n: number }>();
+    expect(stored?.n).toBe(0);
+    const audit = await env.DB.prepare(
+      "SELECT actor_type FROM audit_log WHERE account_id = ? AND action = 'message.send_blocked'",
+    )
+      .bind(a.account.id)
+      .all<{ actor_type: string }>();
+    expect(audit.results.map((r) => r.actor_type)).toEqual(["mcp"]);
+  });
+
   it("maps errors: what the agent can fix is an isError result with the API's code; auth failures are protocol errors", async () => {
     const { mcp, inbox, account, key, inbound } = await accountWithMail();
     const invalid = await fails(
@@ -417,9 +511,20 @@ describe("MCP server at /mcp", () => {
     const a = await accountWithMail();
     const event = await call("GET", "/v1/events?type=message.received", { key: a.key });
     const eventId = event.body.data[0].id as string;
+    const domain = await call("POST", "/v1/domains", {
+      key: a.key,
+      body: { domain: `tenant-${crypto.randomUUID().slice(0, 6)}.example` },
+    });
+    expect(domain.status, domain.text).toBe(201);
     const b = await registerAccount("intruder");
     const intruder = await connect(b.key);
-    const ids = { inbox_id: a.inbox.id, message_id: a.inbound.id, thread_id: a.inbound.thread_id, event_id: eventId };
+    const ids = {
+      inbox_id: a.inbox.id,
+      message_id: a.inbound.id,
+      thread_id: a.inbound.thread_id,
+      event_id: eventId,
+      domain_id: domain.body.data.id as string,
+    };
     const attempts: Record<string, Record<string, unknown>> = {
       get_inbox: { inbox_id: ids.inbox_id },
       send_message: { inbox_id: ids.inbox_id, to: [unique("x")], subject: "hijack", body_text: "x" },
@@ -432,6 +537,7 @@ describe("MCP server at /mcp", () => {
       list_threads: { inbox_id: ids.inbox_id },
       get_thread: { inbox_id: ids.inbox_id, thread_id: ids.thread_id },
       replay_event: { event_id: ids.event_id },
+      verify_domain: { domain_id: ids.domain_id },
     };
     const { tools } = await intruder.listTools();
     // Every tool with a required *_id argument must be tried here: a new tool (or a new id kind,
@@ -441,7 +547,9 @@ describe("MCP server at /mcp", () => {
     for (const t of withIds) {
       for (const p of (t.inputSchema.required ?? []).filter((r) => r.endsWith("_id"))) expect(ids).toHaveProperty(p);
     }
-    const secrets = [...Object.values(ids), a.inbox.address, a.sender, "zebra"];
+    const secrets = [...Object.values(ids), a.inbox.address, a.sender, "zebra", domain.body.data.domain];
+    // check_compliance takes a domain name, not an id: A's domain is not found for B either.
+    await fails(intruder, "check_compliance", { domain: domain.body.data.domain }, "not_found");
     for (const [name, args] of Object.entries(attempts)) {
       const r = await fails(intruder, name, args, "not_found");
       for (const s of secrets) expect(r.text, `${name} leaked ${s}`).not.toContain(s);
@@ -449,11 +557,13 @@ describe("MCP server at /mcp", () => {
     // Lists of B's own account never include A's data, even when filtered by A's inbox.
     const lists = [
       await tool(intruder, "list_inboxes", {}),
+      await tool(intruder, "list_domains", {}),
       await tool(intruder, "list_audit_log", { limit: 100 }),
       await tool(intruder, "list_audit_log", { inbox_id: ids.inbox_id }),
     ];
     for (const l of lists) for (const s of secrets) expect(l.text).not.toContain(s);
-    expect(lists[2]?.data.items).toEqual([]);
+    expect(lists[3]?.data.items).toEqual([]);
+    expect(lists[1]?.data.items).toEqual([]);
     // Nothing was written to A's inbox.
     const outbound = await env.DB.prepare(
       "SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'",

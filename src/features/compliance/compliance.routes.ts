@@ -5,15 +5,12 @@ import { serviceContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { InboxIdParam } from "../inboxes/inboxes.schemas";
-import type { CheckResult } from "./checks";
 import { ComplianceQuery, ComplianceWire, ReadinessWire } from "./compliance.schemas";
-import { checkCompliance, readiness } from "./compliance.service";
+import { checkCompliance, readiness, toComplianceWire } from "./compliance.service";
 
 const tags = ["Compliance"];
 
 export const complianceRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
-
-const wire = (c: CheckResult) => ({ status: c.status, found: c.found, expected: c.expected, problem: c.problem });
 
 complianceRoutes.openapi(
   jsonRoute({
@@ -27,20 +24,8 @@ complianceRoutes.openapi(
   }),
   async (c) => {
     requireScope(c, "read");
-    const r = await checkCompliance(serviceContext(c), c.req.valid("query").domain);
-    return c.json(
-      {
-        data: {
-          domain: r.domain,
-          spf: wire(r.spf),
-          dkim: wire(r.dkim),
-          dmarc: wire(r.dmarc),
-          mx: wire(r.mx),
-          send_allowed: r.send_allowed,
-        },
-      },
-      200,
-    );
+    const report = await checkCompliance(serviceContext(c), c.req.valid("query").domain);
+    return c.json({ data: toComplianceWire(report) }, 200);
   },
 );
 

@@ -215,6 +215,19 @@ export async function checkCompliance(ctx: ServiceContext, domain: string): Prom
   };
 }
 
+/** Wire shape of a report (the route's `data` and the `check_compliance` tool's result). */
+export function toComplianceWire(r: ComplianceReport) {
+  const wire = (c: CheckResult) => ({ status: c.status, found: c.found, expected: c.expected, problem: c.problem });
+  return {
+    domain: r.domain,
+    spf: wire(r.spf),
+    dkim: wire(r.dkim),
+    dmarc: wire(r.dmarc),
+    mx: wire(r.mx),
+    send_allowed: r.send_allowed,
+  };
+}
+
 export interface ReadinessCheck {
   name: string;
   passed: boolean;

@@ -8,7 +8,7 @@ export const inboxTools = [
   defineTool({
     name: "create_inbox",
     title: "Create an inbox",
-    description: `Creates an email inbox on the shared domain ({username}--{account}@domain) and returns it with its address. username: 1–64 of a-z 0-9 . _ - (lower-cased). Limited by the account's tier (inbox_limit_reached); a taken address is address_taken. Keys restricted to inboxes cannot create inboxes. ${IDEMPOTENCY_NOTE}`,
+    description: `Creates an email inbox on the shared domain ({username}--{account}@domain), or with domain on one of the account's verified domains ({username}@domain), and returns it with its address. username: 1–64 of a-z 0-9 . _ - (lower-cased). Limited by the account's tier (inbox_limit_reached); a taken address is address_taken. Keys restricted to inboxes cannot create inboxes. ${IDEMPOTENCY_NOTE}`,
     scope: "manage",
     input: CreateInboxInput.safeExtend({ idempotency_key: IdempotencyKeyArg }),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
