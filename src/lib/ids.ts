@@ -22,7 +22,9 @@ export type IdPrefix =
   | "dom"
   | "aud"
   | "req"
-  | "idem";
+  | "idem"
+  | "sup"
+  | "rev";
 
 let lastTime = -1;
 let lastRandom: number[] = [];
