@@ -70,7 +70,9 @@ export class InboxCounter extends DurableObject<Bindings> {
          PRIMARY KEY (metric, bucket)
        ) WITHOUT ROWID`,
     );
-    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID");
+    ctx.storage.sql.exec(
+      "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
+    );
   }
 
   /** Adds `n` to a metric in the current bucket and prunes buckets older than the window kept. */

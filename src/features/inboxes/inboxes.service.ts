@@ -12,6 +12,7 @@ import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { reputationReEnabled } from "../reputation/reputation.service";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
 /** `{username}--{short_id}@{MAIL_DOMAIN}` on the shared domain. */
@@ -209,6 +210,9 @@ async function setInboxStatus(
     ],
   );
   await publishEvents(ctx.env, [event.id]);
+  // The counter forgets its disable only now that D1 says active: the next input over a
+  // threshold disables the inbox again.
+  if (reason === null) await reputationReEnabled(ctx, inboxId);
   return next;
 }
 

@@ -130,9 +130,10 @@ export const MessageWire = z
     complained_at: Timestamp.nullable().openapi({
       description: "Outbound: when a recipient reported the message as spam (ARF or relay complaint)",
     }),
-    dropped_recipients: z
-      .array(z.object({ address: z.string(), reason: z.string() }))
-      .openapi({ description: "Outbound: recipients left out when the send was accepted, and why (`suppressed_hard_bounce`, `suppressed_complaint`)" }),
+    dropped_recipients: z.array(z.object({ address: z.string(), reason: z.string() })).openapi({
+      description:
+        "Outbound: recipients left out when the send was accepted, and why (`suppressed_hard_bounce`, `suppressed_complaint`)",
+    }),
   })
   .openapi("Message");
 

@@ -1,11 +1,11 @@
 import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { canonicalRecipient } from "../../email/address";
 import type { DeliveryReport, ReportFinding } from "../../email/reports";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
-import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { applySignals, type ReputationSignal, signalOf, suppressionStatement } from "../reputation/reputation.service";
@@ -90,7 +90,11 @@ export async function recordFindings(
   });
   await commitWithAudit(ctx, writes.statements, writes.audit);
   await publishEvents(ctx.env, writes.eventIds);
-  await applySignals(ctx, writes.signals, extraCounts.length > 0 ? { inboxId: original.inboxId, counts: extraCounts } : null);
+  await applySignals(
+    ctx,
+    writes.signals,
+    extraCounts.length > 0 ? { inboxId: original.inboxId, counts: extraCounts } : null,
+  );
   return { linked: true, writes };
 }
 
@@ -168,9 +172,7 @@ async function findingStatements(
             : null;
     if (!eventType) continue;
     const signal =
-      finding.kind === "bounce" || finding.kind === "complaint"
-        ? signalOf(linked, finding, carrier.source)
-        : null;
+      finding.kind === "bounce" || finding.kind === "complaint" ? signalOf(linked, finding, carrier.source) : null;
     const suppression = signal ? suppressionStatement(ctx, signal) : null;
     if (signal) signals.push(signal);
     if (suppression) statements.push(suppression);

@@ -75,8 +75,7 @@ export function suppressionStatement(ctx: ServiceContext, signal: ReputationSign
 
 /** The counter key of a signal: the same bounce reported twice (DSN and relay) counts once. */
 function counterSignal(s: ReputationSignal): CounterSignal | null {
-  const metric =
-    s.kind === "complaint" ? "complained" : s.bounceType === "hard" ? "bounced_hard" : "bounced_soft";
+  const metric = s.kind === "complaint" ? "complained" : s.bounceType === "hard" ? "bounced_hard" : "bounced_soft";
   return { metric, key: `${metric}:${s.messageId}:${s.recipient ?? "-"}` };
 }
 
@@ -131,7 +130,12 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
     }
   } catch (err) {
     console.error(
-      JSON.stringify({ level: "error", msg: "reputation counter update failed", inbox_id: inboxId, error: String(err) }),
+      JSON.stringify({
+        level: "error",
+        msg: "reputation counter update failed",
+        inbox_id: inboxId,
+        error: String(err),
+      }),
     );
   }
 }
@@ -149,7 +153,7 @@ async function disableInbox(
     .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
     .get();
   // Already off (deactivated by hand): the counter remembers its decision; nothing to announce.
-  if (!inbox || inbox.status !== "active") return;
+  if (inbox?.status !== "active") return;
   const now = ctx.now();
   const numbers = figuresWire(figures);
   const event = eventStatement(

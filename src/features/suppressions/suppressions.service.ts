@@ -87,7 +87,11 @@ export function toSuppressionWire(row: SuppressionRow): SuppressionWire {
 export async function screenRecipients<A extends { address: string }>(
   ctx: ServiceContext,
   lists: { to: A[]; cc: A[]; bcc: A[] },
-): Promise<{ kept: { to: A[]; cc: A[]; bcc: A[] }; dropped: { address: string; reason: string }[]; remaining: number }> {
+): Promise<{
+  kept: { to: A[]; cc: A[]; bcc: A[] };
+  dropped: { address: string; reason: string }[];
+  remaining: number;
+}> {
   const all = [...lists.to, ...lists.cc, ...lists.bcc].map((a) => a.address.toLowerCase());
   const suppressed = await suppressedAmong(ctx, [...new Set(all)]);
   if (suppressed.size === 0) return { kept: lists, dropped: [], remaining: all.length };
