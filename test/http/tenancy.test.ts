@@ -57,6 +57,13 @@ describe("tenancy", () => {
       { timeout: 10_000 },
     );
 
+    // A suppressed recipient of A (the reputation feature adds these on hard bounces and complaints).
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'suppressed-owner@example.org', 'hard_bounce', 'report', ?)",
+    )
+      .bind(`sup_${"0".repeat(26)}`, a.account.id, Date.now())
+      .run();
+
     const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
       .first<{ n: number }>();
@@ -70,6 +77,7 @@ describe("tenancy", () => {
           attachment_id: stored.attachment_id,
           webhook_id: hook.body.data.id,
           event_id: event.id,
+          address: "suppressed-owner@example.org",
         },
         secrets: [
           a.inbox.address,
@@ -111,6 +119,8 @@ describe("tenancy", () => {
         "GET /v1/webhooks/{webhook_id}/deliveries",
         "GET /v1/events/{event_id}",
         "POST /v1/events/{event_id}/replay",
+        "GET /v1/inboxes/{inbox_id}/reputation",
+        "DELETE /v1/suppressions/{address}",
       ]),
     );
 
@@ -135,11 +145,24 @@ describe("tenancy", () => {
       key: a.key,
       body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-list` },
     });
-    for (const path of ["/v1/inboxes", "/v1/api-keys", "/v1/audit-log", "/v1/webhooks", "/v1/events"]) {
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'listed-owner@example.org', 'complaint', 'report', ?)",
+    )
+      .bind(`sup_${"1".repeat(26)}`, a.account.id, Date.now())
+      .run();
+    for (const path of [
+      "/v1/inboxes",
+      "/v1/api-keys",
+      "/v1/audit-log",
+      "/v1/webhooks",
+      "/v1/events",
+      "/v1/suppressions",
+    ]) {
       const res = await call("GET", path, { key: b.key });
       expect(res.status).toBe(200);
       expect(res.text).not.toContain(a.account.id);
       expect(res.text).not.toContain(a.inbox.id);
+      expect(res.text).not.toContain("listed-owner");
     }
   });
 });

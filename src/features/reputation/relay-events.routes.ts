@@ -81,12 +81,17 @@ const RelayEventsResult = z
 
 /** `POST /webhooks/inbound/events`: bounce and complaint notifications from a relay, HMAC-authenticated. */
 export const relayEventRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+relayEventRoutes.openAPIRegistry.register("RelayEvents", RelayEventsBody);
 
 relayEventRoutes.openapi(
   jsonRoute({
     request: {
-      // Documentation only: the handler reads the bytes itself (the signature covers them exactly).
-      body: { required: true, content: { "application/json": { schema: RelayEventsBody } } },
+      // Documentation only (a $ref, not a zod schema, so no validator reads the body first): the
+      // handler checks the signature over the exact bytes, then validates them with RelayEventsBody.
+      body: {
+        required: true,
+        content: { "application/json": { schema: { $ref: "#/components/schemas/RelayEvents" } } },
+      },
     },
     method: "post",
     path: "/webhooks/inbound/events",

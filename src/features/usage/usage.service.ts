@@ -21,7 +21,8 @@ interface Figures {
 }
 
 const dayOf = (column: typeof messages.createdAt | typeof deliveryReports.createdAt) =>
-  sql<number>`(${column} / ${DAY_MS})`;
+  // A literal divisor: a bound JS number may arrive as REAL, and the division must stay integer.
+  sql<number>`(${column} / ${sql.raw(String(DAY_MS))})`;
 
 async function figuresByDay(ctx: ServiceContext, since: number, until: number): Promise<Map<number, Figures>> {
   const msgWhere: SQL[] = [
