@@ -3,7 +3,8 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound runs only that one.
+// BENCH_SUITE=latency|inbound|webhooks|outbound runs only that one; BENCH_SUITE=reputation runs
+// bench/reputation.mjs (the latency the InboxCounter check adds to an accepted send).
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -189,8 +190,10 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks", "outbound"].includes(SUITE)) {
-  console.error(`bench: BENCH_SUITE must be all, latency, inbound, webhooks or outbound, got ${JSON.stringify(SUITE)}`);
+if (!["all", "latency", "inbound", "webhooks", "outbound", "reputation"].includes(SUITE)) {
+  console.error(
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound or reputation, got ${JSON.stringify(SUITE)}`,
+  );
   process.exit(1);
 }
 
@@ -215,4 +218,5 @@ let status = 0;
 if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
+if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
 process.exit(status);

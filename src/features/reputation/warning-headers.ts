@@ -22,6 +22,8 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   const auth = c.get("auth");
   if ((!inboxMatch && !messageMatch) || !auth) return next();
   const started = Date.now();
+  const t0 = performance.now();
+  let lookupMs = 0;
   const lookup = (async () => {
     let inboxId = inboxMatch;
     if (messageMatch) {
@@ -34,13 +36,30 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
     }
     if (!inboxId || (auth.inboxIds && !auth.inboxIds.includes(inboxId))) return null;
     return warningHeaders(c.env, auth.account.id, inboxId, started);
-  })().catch((err: unknown) => {
-    // Warnings are advice: a counter that cannot answer must not fail the request it rides on.
-    console.error(JSON.stringify({ level: "error", msg: "reputation warning lookup failed", error: String(err) }));
-    return null;
-  });
+  })()
+    .finally(() => {
+      lookupMs = performance.now() - t0;
+    })
+    .catch((err: unknown) => {
+      // Warnings are advice: a counter that cannot answer must not fail the request it rides on.
+      console.error(JSON.stringify({ level: "error", msg: "reputation warning lookup failed", error: String(err) }));
+      return null;
+    });
   await next();
+  const handled = performance.now();
   const headers = await lookup;
-  if (!headers) return;
-  for (const [name, value] of Object.entries(headers)) c.res.headers.set(name, value);
+  // What the check cost and how much of it the response waited for (it runs beside the
+  // handler): the numbers bench/reputation.mjs reports.
+  const waitMs = Math.max(0, performance.now() - handled);
+  const add: [string, string][] = [
+    ["Server-Timing", `reputation;dur=${lookupMs.toFixed(2)}, reputation-wait;dur=${waitMs.toFixed(2)}`],
+    ...Object.entries(headers ?? {}),
+  ];
+  try {
+    for (const [name, value] of add) c.res.headers.append(name, value);
+  } catch {
+    // A response with immutable headers (one passed through from a fetch): copy it once.
+    c.res = new Response(c.res.body, c.res);
+    for (const [name, value] of add) c.res.headers.append(name, value);
+  }
 };
