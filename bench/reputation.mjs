@@ -173,7 +173,8 @@ async function main() {
     concurrency: C,
     fresh,
     warned,
-    reputation: rep.json.data,
+    accounts: ACCOUNTS,
+    reputation_of_first_inbox: rep.data,
   };
   const f = (x) => (x == null ? "n/a" : x.toFixed(2));
   console.log("reputation (InboxCounter check on an accepted send, wrangler dev):");
