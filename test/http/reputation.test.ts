@@ -563,3 +563,25 @@ describe("usage and suppression validation", () => {
     expectError(await call("GET", "/v1/usage"), 401, "missing_api_key");
   });
 });
+
+describe("OpenAPI", () => {
+  it("documents the new routes and the relay events body", async () => {
+    const doc = (await call("GET", "/openapi.json")).body;
+    for (const path of [
+      "/v1/inboxes/{inbox_id}/reputation",
+      "/v1/suppressions",
+      "/v1/suppressions/{address}",
+      "/v1/usage",
+      "/v1/usage/daily",
+      "/webhooks/inbound/events",
+    ]) {
+      expect(doc.paths[path], path).toBeDefined();
+    }
+    expect(doc.paths["/webhooks/inbound/events"].post.requestBody.content["application/json"].schema).toEqual({
+      $ref: "#/components/schemas/RelayEvents",
+    });
+    expect(doc.components.schemas.RelayEvents.properties.events).toBeDefined();
+    expect(doc.components.schemas.Message.properties).toHaveProperty("dropped_recipients");
+    expect(doc.components.schemas.Message.properties).toHaveProperty("complained_at");
+  });
+});
