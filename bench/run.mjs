@@ -3,8 +3,9 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth runs only that one (bench/mcp.mjs: /mcp tool calls;
-// bench/sender-auth.mjs: gate latency, phishing scorer rates).
+// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation runs only that one (bench/mcp.mjs:
+// /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
+// latency the InboxCounter check adds to an accepted send).
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -190,9 +191,9 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth"].includes(SUITE)) {
+if (!["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation"].includes(SUITE)) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp or sender-auth, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth or reputation, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -220,4 +221,5 @@ if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mj
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
 if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
 if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
+if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
 process.exit(status);

@@ -14,8 +14,13 @@ import { inboundRoutes } from "./features/messages/inbound.routes";
 import { messageRoutes } from "./features/messages/messages.routes";
 import { outboundRoutes } from "./features/messages/outbound.routes";
 import { SEND_BODY_LIMIT_BYTES } from "./features/messages/outbound.schemas";
+import { relayEventRoutes } from "./features/reputation/relay-events.routes";
+import { reputationRoutes } from "./features/reputation/reputation.routes";
+import { reputationWarnings } from "./features/reputation/warning-headers";
+import { suppressionRoutes } from "./features/suppressions/suppressions.routes";
 import { systemRoutes, VERSION } from "./features/system/system.routes";
 import { threadRoutes } from "./features/threads/threads.routes";
+import { usageRoutes } from "./features/usage/usage.routes";
 import { webhookRoutes } from "./features/webhooks/webhooks.routes";
 import { requireAdmin, requireApiKey } from "./http/auth";
 import { d1Stats } from "./http/d1-stats";
@@ -66,6 +71,7 @@ export function buildApp() {
     if (!routeTable().some((r) => r.pattern.test(path))) return next();
     return requireApiKey(c, next);
   });
+  app.use("/v1/*", reputationWarnings);
 
   app.route("/", systemRoutes);
   app.route("/v1", registerRoutes);
@@ -83,6 +89,10 @@ export function buildApp() {
   app.route("/v1", domainRoutes);
   app.route("/v1", complianceRoutes);
   app.route("/", mcpRoutes);
+  app.route("/v1", reputationRoutes);
+  app.route("/v1", suppressionRoutes);
+  app.route("/v1", usageRoutes);
+  app.route("/", relayEventRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {
     type: "http",

@@ -131,6 +131,12 @@ export interface AttachmentMeta {
   disposition: "attachment" | "inline";
 }
 
+/** A recipient a send left out, and why. */
+export interface DroppedRecipient {
+  address: string;
+  reason: string;
+}
+
 /** Verdicts of the receiving side's Authentication-Results (inbound mail only). */
 export interface AuthVerdicts {
   spf: string | null;
@@ -205,6 +211,8 @@ export const messages = sqliteTable(
     searchText: text("search_text").notNull(),
     searchAddresses: text("search_addresses").notNull(),
     complainedAt: integer("complained_at"),
+    /** Outbound: recipients left out at acceptance, with why (`[{ address, reason }]`, e.g. suppressed). */
+    droppedRecipients: text("dropped_recipients", { mode: "json" }).$type<DroppedRecipient[]>(),
     /** Outbound: delivery attempts made by the queue consumer. */
     attempts: integer("attempts").notNull().default(0),
     /** Outbound: why the last attempt failed (a permanent failure's reason stays here). */
@@ -227,6 +235,8 @@ export const messages = sqliteTable(
     index("messages_account_rfc_idx").on(t.accountId, t.rfcMessageId),
     // The scheduled sweep looks for sends whose queue message was lost: only queued rows are indexed.
     index("messages_queued_idx").on(t.updatedAt).where(sql`${t.status} = 'queued'`),
+    // Usage counts an account's messages by day.
+    index("messages_account_created_idx").on(t.accountId, t.createdAt),
   ],
 );
 
@@ -256,7 +266,10 @@ export const deliveryReports = sqliteTable(
     id: text("id").primaryKey(),
     accountId: text("account_id").notNull(),
     inboxId: text("inbox_id").notNull(),
-    /** The inbound message that carried the report. */
+    /**
+     * What carried the finding: the inbound DSN/ARF message (`source` report), the outbound
+     * message itself (transport: refused while sending) or the relay event's `rev_…` id (relay).
+     */
     reportMessageId: text("report_message_id").notNull(),
     /** Our outbound message it is about, when it could be linked. */
     originalMessageId: text("original_message_id"),
@@ -267,6 +280,10 @@ export const deliveryReports = sqliteTable(
     statusCode: text("status_code"),
     diagnostic: text("diagnostic"),
     feedbackType: text("feedback_type"),
+    /** `report` (a DSN/ARF mail), `transport` (refused while sending) or `relay` (POST /webhooks/inbound/events). */
+    source: text("source", { enum: ["report", "transport", "relay"] })
+      .notNull()
+      .default("report"),
     createdAt: integer("created_at").notNull(),
   },
   (t) => [
@@ -406,6 +423,32 @@ export const relaySignatures = sqliteTable(
   (t) => [index("relay_signatures_expires_idx").on(t.expiresAt)],
 );
 
+/**
+ * Addresses an account no longer sends to: hard-bounced or complained recipients (added by the
+ * reputation feature), removed by the account through `DELETE /v1/suppressions/:address`.
+ */
+export const suppressions = sqliteTable(
+  "suppressions",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    /** Lower-case bare address. */
+    address: text("address").notNull(),
+    reason: text("reason", { enum: ["hard_bounce", "complaint"] }).notNull(),
+    /** Where the fact came from: `report` (DSN/ARF), `transport` (refused at send), `relay`. */
+    source: text("source").notNull(),
+    inboxId: text("inbox_id"),
+    /** The outbound message that bounced or drew the complaint. */
+    messageId: text("message_id"),
+    detail: text("detail"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("suppressions_account_address_uq").on(t.accountId, t.address),
+    index("suppressions_account_idx").on(t.accountId, t.id),
+  ],
+);
+
 export type AccountRow = typeof accounts.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type InboxRow = typeof inboxes.$inferSelect;
@@ -418,6 +461,7 @@ export type EventRow = typeof events.$inferSelect;
 export type WebhookEndpointRow = typeof webhookEndpoints.$inferSelect;
 export type WebhookDispatchRow = typeof webhookDispatches.$inferSelect;
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect;
+export type SuppressionRow = typeof suppressions.$inferSelect;
 
 /**
  * A sending domain of an account (`dom_…`). The DKIM private key (selector `default`) is kept

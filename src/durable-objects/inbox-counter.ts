@@ -6,11 +6,60 @@ const KEEP_MS = 8 * 24 * BUCKET_MS;
 
 export type CounterMetric = "sent" | "bounced_hard" | "bounced_soft" | "complained" | "received";
 
+/** The reputation rules of API.md: judged over 7 days, from 20 sends, warned at 2/3 of a threshold. */
+export const REPUTATION_RULES = {
+  windowDays: 7,
+  minSends: 20,
+  /** Disabled when hard bounces / sends is ABOVE this. */
+  bounceRate: 0.1,
+  /** Disabled when complaints / sends is ABOVE this. */
+  complaintRate: 0.003,
+  /** Warned at or above this fraction of a threshold. */
+  warningFraction: 2 / 3,
+} as const;
+
+const WINDOW_MS = REPUTATION_RULES.windowDays * 24 * BUCKET_MS;
+
+export type DisableReason = "bounce_rate" | "complaint_rate";
+
+/** An inbox's standing over the window, as the counter sees it. */
+export interface ReputationFigures {
+  window_days: number;
+  sent: number;
+  bounced: number;
+  soft_bounced: number;
+  complained: number;
+  bounce_rate: number;
+  complaint_rate: number;
+  /** The rates at or above 2/3 of their threshold (whatever the number of sends). */
+  warnings: DisableReason[];
+  /** The counter's own memory of a disable it decided, until `enable()`. */
+  disabled: { reason: DisableReason; at: number } | null;
+}
+
+/** One counted fact. `key` makes it idempotent: a key seen in the last 8 days is not counted again. */
+export interface CounterSignal {
+  metric: CounterMetric;
+  n?: number;
+  key?: string;
+}
+
+export interface ApplyResult {
+  /** How many of the signals were new (not seen before by key). */
+  counted: number;
+  figures: ReputationFigures;
+  /**
+   * Set for exactly one call: the one whose signals took the inbox over a threshold while the
+   * counter did not already consider it disabled. The caller disables the inbox in D1.
+   */
+  disable: DisableReason | null;
+}
+
 /**
- * Per-inbox counters in hourly buckets (SQLite storage). This is the single authority for an
- * inbox's send, bounce and complaint counts: one object per inbox, every update a synchronous
- * UPSERT, so concurrent events neither double-count nor get lost. The reputation feature adds
- * its threshold decisions here.
+ * Per-inbox counters in hourly buckets (SQLite storage), and the reputation decisions. This is
+ * the single authority for an inbox's send, bounce and complaint counts: one object per inbox,
+ * every method synchronous SQL (no await inside), so each call runs alone: concurrent inputs
+ * neither double-count nor miss a threshold, and "disable" is answered to one caller only.
  */
 export class InboxCounter extends DurableObject<Bindings> {
   constructor(ctx: DurableObjectState, env: Bindings) {
@@ -20,6 +69,9 @@ export class InboxCounter extends DurableObject<Bindings> {
          metric TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
          PRIMARY KEY (metric, bucket)
        ) WITHOUT ROWID`,
+    );
+    ctx.storage.sql.exec(
+      "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
     );
   }
 
@@ -45,6 +97,93 @@ export class InboxCounter extends DurableObject<Bindings> {
       .toArray();
     return Object.fromEntries(rows.map((r) => [r.metric, r.total]));
   }
+
+  /**
+   * Counts the signals (skipping keys already counted), then decides: with at least 20 sends in
+   * the window and a rate above its threshold, the first call to see it gets `disable`, and the
+   * object remembers it until `enable()`, so every later input is told nothing new.
+   */
+  apply(signals: CounterSignal[], now: number = Date.now(), accountId?: string): ApplyResult {
+    const sql = this.ctx.storage.sql;
+    if (accountId && this.ctx.storage.kv.get("account") !== accountId) this.ctx.storage.kv.put("account", accountId);
+    let counted = 0;
+    for (const s of signals) {
+      if (s.key) {
+        const inserted = sql.exec("INSERT OR IGNORE INTO applied (key, at) VALUES (?, ?)", s.key, now).rowsWritten;
+        if (inserted === 0) continue;
+      }
+      this.record(s.metric, s.n ?? 1, now);
+      counted++;
+    }
+    sql.exec("DELETE FROM applied WHERE at < ?", now - KEEP_MS);
+    const figures = this.figures(now);
+    let disable: DisableReason | null = null;
+    if (!figures.disabled) {
+      disable = overThreshold(figures);
+      if (disable) {
+        this.ctx.storage.kv.put("disabled", { reason: disable, at: now });
+        figures.disabled = { reason: disable, at: now };
+      }
+    }
+    return { counted, figures, disable };
+  }
+
+  /**
+   * The inbox's figures over the window (read only). With `accountId`, null unless that account
+   * is the one whose inputs were counted here (warning headers never describe another's inbox).
+   */
+  snapshot(now: number = Date.now(), accountId?: string): ReputationFigures | null {
+    if (accountId && this.ctx.storage.kv.get("account") !== accountId) return null;
+    return this.figures(now);
+  }
+
+  private figures(now: number): ReputationFigures {
+    const t = this.totals(WINDOW_MS, now);
+    const sent = t.sent ?? 0;
+    const bounced = t.bounced_hard ?? 0;
+    const complained = t.complained ?? 0;
+    const warnings: DisableReason[] = [];
+    // Integer comparisons: 3 complaints in 1000 sends is exactly 0.3 %, never a float above it.
+    if (bounced > 0 && bounced * 15 >= sent) warnings.push("bounce_rate"); // >= 2/3 of 10 % = 1/15
+    if (complained > 0 && complained * 500 >= sent) warnings.push("complaint_rate"); // >= 2/3 of 0.3 % = 1/500
+    return {
+      window_days: REPUTATION_RULES.windowDays,
+      sent,
+      bounced,
+      soft_bounced: t.bounced_soft ?? 0,
+      complained,
+      bounce_rate: rate(bounced, sent),
+      complaint_rate: rate(complained, sent),
+      warnings,
+      disabled: this.ctx.storage.kv.get<{ reason: DisableReason; at: number }>("disabled") ?? null,
+    };
+  }
+
+  /** Forgets the disable (the inbox was re-enabled): the next input over a threshold disables again. */
+  enable(now: number = Date.now()): ReputationFigures {
+    this.ctx.storage.kv.delete("disabled");
+    return this.figures(now);
+  }
+
+  /** Takes back a disable whose D1 write failed, only if it is still the one decided at `at`. */
+  revertDisable(at: number): void {
+    const current = this.ctx.storage.kv.get<{ at: number }>("disabled");
+    if (current?.at === at) this.ctx.storage.kv.delete("disabled");
+  }
+}
+
+/** Which threshold the figures are above, once the window holds enough sends to judge. */
+function overThreshold(f: ReputationFigures): DisableReason | null {
+  if (f.sent < REPUTATION_RULES.minSends) return null;
+  if (f.complained * 1000 > f.sent * 3) return "complaint_rate"; // > 0.3 %
+  if (f.bounced * 10 > f.sent) return "bounce_rate"; // > 10 %
+  return null;
+}
+
+/** A rate in [0, 1]; reports of mail sent before the window can make the count exceed the sends. */
+function rate(count: number, sent: number): number {
+  if (sent === 0) return count > 0 ? 1 : 0;
+  return Math.min(1, count / sent);
 }
 
 /** The one client that names the InboxCounter namespace. */

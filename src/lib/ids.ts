@@ -23,6 +23,8 @@ export type IdPrefix =
   | "aud"
   | "req"
   | "idem"
+  | "sup"
+  | "rev"
   /** A send fingerprint (phishing scorer's recent-send state; internal). */
   | "sfp";
 

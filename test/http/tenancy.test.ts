@@ -59,6 +59,12 @@ describe("tenancy", () => {
 
     const domain = await call("POST", "/v1/domains", { key: a.key, body: { domain: "owner-tenancy.example" } });
     expect(domain.status, domain.text).toBe(201);
+    // A suppressed recipient of A (the reputation feature adds these on hard bounces and complaints).
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'suppressed-owner@example.org', 'hard_bounce', 'report', ?)",
+    )
+      .bind(`sup_${"0".repeat(26)}`, a.account.id, Date.now())
+      .run();
 
     const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
       .bind(a.account.id)
@@ -74,6 +80,7 @@ describe("tenancy", () => {
           webhook_id: hook.body.data.id,
           event_id: event.id,
           domain_id: domain.body.data.id,
+          address: "suppressed-owner@example.org",
         },
         secrets: [
           a.inbox.address,
@@ -120,6 +127,8 @@ describe("tenancy", () => {
         "POST /v1/domains/{domain_id}/verify",
         "DELETE /v1/domains/{domain_id}",
         "GET /v1/compliance/readiness/{inbox_id}",
+        "GET /v1/inboxes/{inbox_id}/reputation",
+        "DELETE /v1/suppressions/{address}",
       ]),
     );
 
@@ -144,11 +153,24 @@ describe("tenancy", () => {
       key: a.key,
       body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-list` },
     });
-    for (const path of ["/v1/inboxes", "/v1/api-keys", "/v1/audit-log", "/v1/webhooks", "/v1/events"]) {
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'listed-owner@example.org', 'complaint', 'report', ?)",
+    )
+      .bind(`sup_${"1".repeat(26)}`, a.account.id, Date.now())
+      .run();
+    for (const path of [
+      "/v1/inboxes",
+      "/v1/api-keys",
+      "/v1/audit-log",
+      "/v1/webhooks",
+      "/v1/events",
+      "/v1/suppressions",
+    ]) {
       const res = await call("GET", path, { key: b.key });
       expect(res.status).toBe(200);
       expect(res.text).not.toContain(a.account.id);
       expect(res.text).not.toContain(a.inbox.id);
+      expect(res.text).not.toContain("listed-owner");
     }
   });
 });

@@ -30,7 +30,7 @@ async function row(id: string) {
 }
 
 /** Waits for the queue consumer (run by miniflare) to bring a message to a final status. */
-async function settled(id: string, statuses = ["sent", "failed", "blocked"]) {
+async function settled(id: string, statuses = ["sent", "failed", "blocked", "bounced"]) {
   await vi.waitFor(
     async () => {
       const r = await row(id);
@@ -323,8 +323,8 @@ describe("internal delivery", () => {
       key: a.key,
       body: { to: ["nobody--zzzz@mailbot.test"], subject: "Ghost", body_text: "?" },
     });
-    const ghostRow = await settled(ghost.body.data.id);
-    expect(ghostRow.status).toBe("failed");
+    // Refused by the receiving side (here: ourselves) for good: a hard bounce (reputation, suppression).
+    const ghostRow = await settled(ghost.body.data.id, ["bounced"]);
     expect(ghostRow.last_error).toMatch(/unknown_recipient/);
   });
 });
@@ -511,12 +511,13 @@ describe("queue consumer", () => {
       key: a.key,
       body: { to: [unique("perm-")], subject: "never", body_text: "x" },
     });
-    // The permanent failure ends the message at once.
+    // The permanent failure ends the message at once; a 550 at RCPT is a hard bounce, so the
+    // message ends `bounced` (the reason stays in last_error).
     const failed = await settled(perm.body.data.id);
-    expect(failed.status).toBe("failed");
+    await vi.waitFor(async () => expect((await row(perm.body.data.id))?.status).toBe("bounced"));
     expect(failed.last_error).toMatch(/550/);
     const permAudit = (await auditActions(a.account.id, perm.body.data.id)).map((e) => e.action);
-    expect(permAudit).toEqual(["message.send_attempted", "message.failed"]);
+    expect(permAudit).toEqual(["message.send_attempted", "message.failed", "message.bounced"]);
 
     // The transient one goes back to queued with its error, and the queue message is retried.
     await vi.waitFor(

@@ -13,6 +13,7 @@ import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { isVerifiedDomainOf } from "../domains/ownership";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { reputationReEnabled } from "../reputation/reputation.service";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
 /** `{username}--{short_id}@{MAIL_DOMAIN}` on the shared domain. */
@@ -235,6 +236,9 @@ async function setInboxStatus(
     ],
   );
   await publishEvents(ctx.env, [event.id]);
+  // The counter forgets its disable only now that D1 says active: the next input over a
+  // threshold disables the inbox again.
+  if (reason === null) await reputationReEnabled(ctx, inboxId);
   return next;
 }
 

@@ -4,16 +4,20 @@ import { createDb } from "../../db/client";
 import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { canonicalRecipient } from "../../email/address";
 import { normalizeMessageId } from "../../email/parse";
+import type { ReportFinding } from "../../email/reports";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { AppError } from "../../lib/errors";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { recordSent, sentSignal } from "../reputation/reputation.service";
 import { RecipientRejected, receiveMail } from "./inbound.service";
 import { withBodies } from "./messages.service";
+import { recordFindings } from "./reports.service";
 import { blockedEvent, checkSendPolicy, signOutbound } from "./send-policy";
 import { attachmentKey } from "./storage";
 import { type OutboundEnvelope, selectTransport, TransportError, type TransportResult } from "./transports";
+import type { RecipientFailure } from "./transports/types";
 
 /** The outbound queue's message body (validated: the queue is a trust boundary too). */
 export const OutboundJob = z.object({
@@ -173,11 +177,26 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
       } catch (err) {
         // Internal recipients already have their copy (a retry finds it by Message-ID and skips it).
         if (err instanceof TransportError && err.permanent && result.internal === 0) {
-          return fail(ctx, message, err.code, err.message);
+          const outcome = await fail(ctx, message, err.code, err.message);
+          if (err.bounce) {
+            await reportAttempt(
+              ctx,
+              message,
+              external.map((recipient) => ({ recipient, code: err.code, message: err.message, permanent: true })),
+              0,
+            );
+          }
+          return outcome;
         }
         if (err instanceof TransportError && err.permanent) {
           result.rejected.push(
-            ...external.map((recipient) => ({ recipient, code: err.code, message: err.message, permanent: true })),
+            ...external.map((recipient) => ({
+              recipient,
+              code: err.code,
+              message: err.message,
+              permanent: true,
+              bounce: err.bounce,
+            })),
           );
         } else {
           throw err;
@@ -186,9 +205,17 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
     }
     if (result.accepted.length === 0) {
       const reasons = result.rejected.map((r) => `${r.recipient}: ${r.code} ${r.message}`).join("; ");
-      return fail(ctx, message, "all_recipients_refused", `Every recipient was refused. ${reasons}`.slice(0, 1000));
+      const outcome = await fail(
+        ctx,
+        message,
+        "all_recipients_refused",
+        `Every recipient was refused. ${reasons}`.slice(0, 1000),
+      );
+      await reportAttempt(ctx, message, result.rejected, 0);
+      return outcome;
     }
     await markSent(ctx, message, result);
+    await reportAttempt(ctx, message, result.rejected, result.accepted.length);
     return { kind: "done", status: "sent" };
   } catch (err) {
     if (err instanceof AppError && err.code === "send_blocked") {
@@ -217,6 +244,43 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
       ],
     );
     return { kind: "retry", delaySeconds, reason };
+  }
+}
+
+/**
+ * Feeds a finished attempt to the inbox's reputation: every recipient that was tried counts as a
+ * send (accepted, or refused by the receiving side), and each refusal of the receiving side is a
+ * bounce (hard when permanent) through the same path as a DSN: message marked, event, audit,
+ * suppression, counter. Refusals that are our configuration's doing (`bounce: false`) count as
+ * neither. The send itself is already recorded, so a failure here is logged, never retried.
+ */
+async function reportAttempt(
+  ctx: ServiceContext,
+  message: MessageRow,
+  rejected: RecipientFailure[],
+  accepted: number,
+): Promise<void> {
+  const bounced = rejected.filter((r) => r.bounce !== false);
+  const attempted = accepted + bounced.length;
+  try {
+    if (bounced.length === 0) return await recordSent(ctx, message.inboxId, message.id, attempted);
+    const findings: ReportFinding[] = bounced.map((r) => ({
+      kind: "bounce",
+      bounceType: r.permanent ? "hard" : "soft",
+      recipient: r.recipient,
+      statusCode: /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.code)
+        ? r.code
+        : (/\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(r.message)?.[1] ?? null),
+      diagnostic: `${r.code} ${r.message}`.slice(0, 1000),
+      feedbackType: null,
+    }));
+    await recordFindings(ctx, message.id, findings, { source: "transport", carrierId: message.id }, [
+      sentSignal(message.id, attempted),
+    ]);
+  } catch (err) {
+    console.error(
+      JSON.stringify({ level: "error", msg: "bounce recording failed", message_id: message.id, error: String(err) }),
+    );
   }
 }
 

@@ -95,7 +95,7 @@ inboundRoutes.openapi(
 );
 
 /** Reads a request body, refusing it (413) as soon as it passes `limit` bytes. */
-async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
+export async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
   if (!stream) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -120,7 +120,7 @@ async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: numb
 }
 
 /** Both headers present, a well-formed signature, and a timestamp within 5 minutes. */
-function checkHeaders(timestamp: string | undefined, signature: string | undefined): void {
+export function checkHeaders(timestamp: string | undefined, signature: string | undefined): void {
   if (!timestamp || !signature || !/^sha256=[0-9a-f]{64}$/i.test(signature.trim())) {
     throw new Unauthorized(
       "X-Mailbot-Timestamp and X-Mailbot-Signature (sha256=<64 hex>) are required.",
@@ -136,7 +136,12 @@ function checkHeaders(timestamp: string | undefined, signature: string | undefin
 }
 
 /** Checks `sha256=<hex HMAC(secret, timestamp + "." + body)>` in constant time. */
-async function verifySignature(secret: string, timestamp: string, signature: string, body: Uint8Array): Promise<void> {
+export async function verifySignature(
+  secret: string,
+  timestamp: string,
+  signature: string,
+  body: Uint8Array,
+): Promise<void> {
   const key = await crypto.subtle.importKey(
     "raw",
     new TextEncoder().encode(secret),

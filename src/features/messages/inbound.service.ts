@@ -35,6 +35,7 @@ import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import { reportStatements } from "./reports.service";
 import { attachmentKey, bodyKey, rawKey } from "./storage";
 
@@ -286,6 +287,7 @@ async function storeParsed(
       .join(" ")
       .slice(0, 8 * 1024),
     complainedAt: null,
+    droppedRecipients: null,
     attempts: 0,
     lastError: null,
     leaseUntil: null,
@@ -367,15 +369,19 @@ async function storeParsed(
 
   const eventIds = [event.id];
   const report = readReport(parsed);
+  const signals: ReputationSignal[] = [];
   if (report) {
     const fromReport = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
     statements.push(...fromReport.statements);
     audit.push(...fromReport.audit);
     eventIds.push(...fromReport.eventIds);
+    signals.push(...fromReport.signals);
   }
 
   await commitWithAudit(ctx, statements, audit);
   await publishEvents(env, eventIds);
+  // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
+  await applySignals(ctx, signals);
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
 }
 

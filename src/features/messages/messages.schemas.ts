@@ -127,6 +127,13 @@ export const MessageWire = z
     updated_at: Timestamp,
     sent_at: Timestamp.nullable(),
     received_at: Timestamp.nullable(),
+    complained_at: Timestamp.nullable().openapi({
+      description: "Outbound: when a recipient reported the message as spam (ARF or relay complaint)",
+    }),
+    dropped_recipients: z.array(z.object({ address: z.string(), reason: z.string() })).openapi({
+      description:
+        "Outbound: recipients left out when the send was accepted, and why (`suppressed_hard_bounce`, `suppressed_complaint`)",
+    }),
   })
   .openapi("Message");
 

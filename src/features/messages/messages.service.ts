@@ -335,5 +335,7 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     updated_at: iso(row.updatedAt),
     sent_at: iso(row.sentAt),
     received_at: iso(row.receivedAt),
+    complained_at: iso(row.complainedAt),
+    dropped_recipients: row.droppedRecipients ?? [],
   };
 }

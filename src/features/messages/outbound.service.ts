@@ -4,6 +4,7 @@ import {
   type AccountRow,
   accounts,
   attachments as attachmentsTable,
+  type DroppedRecipient,
   type InboxRow,
   inboxes,
   type MessageRow,
@@ -20,6 +21,7 @@ import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
+import { screenRecipients } from "../suppressions/suppressions.service";
 import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "./inbound.service";
 import { assertInboxAllowed, withBodies } from "./messages.service";
 import {
@@ -58,6 +60,8 @@ interface Draft {
   /** The thread it continues (replies, forwards); null starts a new one. */
   threadId: string | null;
   parentId: string | null;
+  /** Recipients left out at acceptance (suppressed), with why. */
+  dropped?: DroppedRecipient[];
 }
 
 /** `POST /v1/inboxes/:inbox_id/messages`: accepts a new message for sending (status `queued`). */
@@ -187,8 +191,14 @@ async function acceptDraft(
   ctx: ServiceContext,
   inbox: InboxRow,
   account: AccountRow,
-  draft: Draft,
+  input: Draft,
 ): Promise<MessageRow> {
+  // Suppressed recipients (hard bounces, complaints) are left out before the message is composed;
+  // when none remain the send is refused, after the inbox check (API.md's order).
+  const screened = await screenRecipients(ctx, { to: input.to, cc: input.cc, bcc: input.bcc });
+  const allSuppressed = screened.dropped.length > 0 && screened.remaining === 0;
+  const draft: Draft =
+    screened.dropped.length > 0 && !allSuppressed ? { ...input, ...screened.kept, dropped: screened.dropped } : input;
   const now = ctx.now();
   const messageId = newId("msg", now);
   const domain = inbox.address.slice(inbox.address.lastIndexOf("@") + 1);
@@ -251,6 +261,16 @@ async function acceptDraft(
       new Forbidden("inbox_disabled", `The inbox ${inbox.address} is disabled and cannot send.`, {
         disabled_reason: inbox.disabledReason,
       }),
+    );
+  }
+  if (allSuppressed) {
+    await refuse(
+      new AppError(
+        422,
+        "recipient_suppressed",
+        "Every recipient of this message is suppressed (an earlier hard bounce or complaint). Lift a suppression with DELETE /v1/suppressions/:address.",
+        { recipients: screened.dropped },
+      ),
     );
   }
 
@@ -409,6 +429,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       searchText: (c.text ?? "").slice(0, SEARCH_TEXT_LIMIT),
       searchAddresses: [c.from.address, ...c.recipients].join(" ").slice(0, 8 * 1024),
       complainedAt: null,
+      droppedRecipients: draft.dropped ?? [],
       attempts: 0,
       lastError: null,
       leaseUntil: null,
@@ -460,6 +481,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
           parent_id: draft.parentId,
           thread_id: threadId,
           recipients: c.recipients.length,
+          dropped_recipients: draft.dropped ?? [],
           attachments: draft.attachments.length,
           size: row.size,
           rfc_message_id: row.rfcMessageId,

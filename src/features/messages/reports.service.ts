@@ -1,12 +1,14 @@
 import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { canonicalRecipient } from "../../email/address";
 import type { DeliveryReport, ReportFinding } from "../../email/reports";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
-import type { AuditEntry } from "../audit/audit.service";
-import { eventStatement } from "../events/events.service";
+import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { eventStatement, publishEvents } from "../events/events.service";
+import { applySignals, type ReputationSignal, signalOf, suppressionStatement } from "../reputation/reputation.service";
 
 /** Our outbound message a report is about. */
 interface LinkedMessage {
@@ -21,12 +23,30 @@ interface LinkedMessage {
   subject: string | null;
 }
 
+/** Where a finding came from, and the id of what carried it (see `deliveryReports.reportMessageId`). */
+export interface FindingCarrier {
+  source: "report" | "transport" | "relay";
+  carrierId: string;
+  /** The inbox the carrier arrived at, for findings that cannot be linked. */
+  inboxId: string;
+  originalRfcMessageId: string | null;
+}
+
+/** What a batch of findings writes, and what it feeds to the reputation counters once committed. */
+export interface FindingWrites {
+  statements: BatchItem<"sqlite">[];
+  audit: AuditEntry[];
+  eventIds: string[];
+  signals: ReputationSignal[];
+}
+
 /**
  * The single entry point for delivery reports (DSN bounces/delays/deliveries and ARF
  * complaints): records each finding, links it to the outbound message it is about (by the
  * original Message-ID, else by a `+msg_…` tag on the envelope recipient), marks that message and
  * emits `message.bounced` / `message.delivered` / `message.complained`. Returns statements for
- * the caller's batch. The Reputation feature hooks its per-inbox counters in here.
+ * the caller's batch, and the signals the caller hands to `applySignals` after committing (the
+ * per-inbox reputation counters, suppressions are already among the statements).
  */
 export async function reportStatements(
   ctx: ServiceContext,
@@ -34,10 +54,58 @@ export async function reportStatements(
   reportMessage: MessageRow,
   report: DeliveryReport,
   envelopeTo: string,
-): Promise<{ statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; eventIds: string[] }> {
+): Promise<FindingWrites> {
   const original = await findOriginal(ctx, report, envelopeTo);
+  return findingStatements(ctx, original, report.findings, {
+    source: "report",
+    carrierId: reportMessage.id,
+    inboxId: inbox.id,
+    originalRfcMessageId: report.originalMessageId,
+  });
+}
+
+/**
+ * Findings about one of our outbound messages that did not come as a report mail: a transport's
+ * synchronous permanent refusal, or a relay's notification. Same writes as a report (one path),
+ * committed here with their audit entries, then fed to the counters. `extraCounts` are counted in
+ * the same counter call (the sends of the attempt that bounced).
+ */
+export async function recordFindings(
+  ctx: ServiceContext,
+  messageId: string,
+  findings: ReportFinding[],
+  carrier: Omit<FindingCarrier, "inboxId" | "originalRfcMessageId">,
+  extraCounts: CounterSignal[] = [],
+): Promise<{ linked: boolean; writes: FindingWrites }> {
+  const original = await ctx.db
+    .select(LINKED_COLUMNS)
+    .from(messages)
+    .where(and(eq(messages.accountId, ctx.accountId), eq(messages.id, messageId), eq(messages.direction, "outbound")))
+    .get();
+  if (!original) return { linked: false, writes: { statements: [], audit: [], eventIds: [], signals: [] } };
+  const writes = await findingStatements(ctx, original, findings, {
+    ...carrier,
+    inboxId: original.inboxId,
+    originalRfcMessageId: null,
+  });
+  await commitWithAudit(ctx, writes.statements, writes.audit);
+  await publishEvents(ctx.env, writes.eventIds);
+  await applySignals(
+    ctx,
+    writes.signals,
+    extraCounts.length > 0 ? { inboxId: original.inboxId, counts: extraCounts } : null,
+  );
+  return { linked: true, writes };
+}
+
+async function findingStatements(
+  ctx: ServiceContext,
+  original: LinkedMessage | null,
+  findings: ReportFinding[],
+  carrier: FindingCarrier,
+): Promise<FindingWrites> {
   // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
-  // the message really went to, and only once per (message, recipient, kind).
+  // the message really went to, and only once per (message, recipient, kind), whatever the source.
   const seen = new Set(
     original
       ? (
@@ -54,10 +122,11 @@ export async function reportStatements(
   const statements: BatchItem<"sqlite">[] = [];
   const audit: AuditEntry[] = [];
   const eventIds: string[] = [];
+  const signals: ReputationSignal[] = [];
   const now = ctx.now();
   let statusSet = false;
 
-  for (const finding of report.findings) {
+  for (const finding of findings) {
     const addressed =
       original !== null &&
       (finding.recipient === null || [...original.to, ...original.cc, ...original.bcc].includes(finding.recipient));
@@ -68,16 +137,17 @@ export async function reportStatements(
       ctx.db.insert(deliveryReports).values({
         id: newId("rpt", now),
         accountId: ctx.accountId,
-        inboxId: linked?.inboxId ?? inbox.id,
-        reportMessageId: reportMessage.id,
+        inboxId: linked?.inboxId ?? carrier.inboxId,
+        reportMessageId: carrier.carrierId,
         originalMessageId: linked?.id ?? null,
-        originalRfcMessageId: report.originalMessageId,
+        originalRfcMessageId: carrier.originalRfcMessageId,
         kind: finding.kind,
         bounceType: finding.bounceType,
         recipient: finding.recipient,
         statusCode: finding.statusCode,
         diagnostic: finding.diagnostic,
         feedbackType: finding.feedbackType,
+        source: carrier.source,
         createdAt: now,
       }),
     );
@@ -101,13 +171,20 @@ export async function reportStatements(
             ? "message.delivered"
             : null;
     if (!eventType) continue;
+    const signal =
+      finding.kind === "bounce" || finding.kind === "complaint" ? signalOf(linked, finding, carrier.source) : null;
+    const suppression = signal ? suppressionStatement(ctx, signal) : null;
+    if (signal) signals.push(signal);
+    if (suppression) statements.push(suppression);
     const details = {
       recipient: finding.recipient,
       bounce_type: finding.bounceType,
       status_code: finding.statusCode,
       diagnostic: finding.diagnostic,
       feedback_type: finding.feedbackType,
-      report_message_id: reportMessage.id,
+      source: carrier.source,
+      report_message_id: carrier.source === "report" ? carrier.carrierId : null,
+      ...(carrier.source === "relay" ? { relay_event_id: carrier.carrierId } : {}),
     };
     const event = eventStatement(
       ctx,
@@ -130,11 +207,11 @@ export async function reportStatements(
         action: eventType,
         target: { type: "message", id: linked.id },
         inboxId: linked.inboxId,
-        metadata: { ...details, event_id: event.id },
+        metadata: { ...details, suppressed: suppression ? finding.recipient : null, event_id: event.id },
       });
     }
   }
-  return { statements, audit, eventIds };
+  return { statements, audit, eventIds, signals };
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */
@@ -149,22 +226,24 @@ function messageChange(
   return null;
 }
 
+const LINKED_COLUMNS = {
+  id: messages.id,
+  inboxId: messages.inboxId,
+  threadId: messages.threadId,
+  status: messages.status,
+  fromAddress: messages.fromAddress,
+  to: messages.to,
+  cc: messages.cc,
+  bcc: messages.bcc,
+  subject: messages.subject,
+};
+
 async function findOriginal(
   ctx: ServiceContext,
   report: DeliveryReport,
   envelopeTo: string,
 ): Promise<LinkedMessage | null> {
-  const columns = {
-    id: messages.id,
-    inboxId: messages.inboxId,
-    threadId: messages.threadId,
-    status: messages.status,
-    fromAddress: messages.fromAddress,
-    to: messages.to,
-    cc: messages.cc,
-    bcc: messages.bcc,
-    subject: messages.subject,
-  };
+  const columns = LINKED_COLUMNS;
   if (report.originalMessageId) {
     const byRfc = await ctx.db
       .select(columns)

@@ -20,6 +20,8 @@ const PERMANENT = new Set([
   "E_FIELD_MISSING",
   "E_INVALID_ADDRESS",
 ]);
+/** Permanent errors that are the recipient's doing: hard bounces for the inbox's reputation. */
+const BOUNCE = new Set(["E_RECIPIENT_SUPPRESSED"]);
 /** Quota errors: retried, but not soon. */
 const QUOTA: Record<string, number> = { E_RATE_LIMIT_EXCEEDED: 60, E_DAILY_LIMIT_EXCEEDED: 3600 };
 /** Headers Email Service lets a sender set besides X-*; the rest are written by the platform. */
@@ -66,7 +68,7 @@ export function cloudflareTransport(binding: SendEmail): Transport {
       } catch (err) {
         const code = String((err as { code?: unknown }).code ?? "E_UNKNOWN");
         const message = `${code}: ${(err as Error).message ?? String(err)}`.slice(0, 500);
-        throw new TransportError(message, PERMANENT.has(code), code, QUOTA[code]);
+        throw new TransportError(message, PERMANENT.has(code), code, QUOTA[code], BOUNCE.has(code));
       }
     },
   };

@@ -20,7 +20,13 @@ export function smtpTransport(config: SmtpConfig): Transport {
         };
       } catch (err) {
         if (err instanceof SmtpError) {
-          throw new TransportError(err.message.slice(0, 500), err.permanent, `smtp_${err.code || err.stage}`);
+          throw new TransportError(
+            err.message.slice(0, 500),
+            err.permanent,
+            `smtp_${err.code || err.stage}`,
+            undefined,
+            err.permanent && ["rcpt", "data", "data-end"].includes(err.stage),
+          );
         }
         throw err;
       }

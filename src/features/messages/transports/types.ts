@@ -18,6 +18,8 @@ export interface RecipientFailure {
   code: string;
   message: string;
   permanent: boolean;
+  /** False when the refusal is not the recipient's doing (our configuration): not a bounce. Default: a bounce. */
+  bounce?: boolean;
 }
 
 export interface TransportResult {
@@ -35,6 +37,8 @@ export class TransportError extends Error {
     readonly code: string,
     /** A suggested wait before the next attempt (a rate limit, a daily quota). */
     readonly retryAfterSeconds?: number,
+    /** The receiving side refused the recipients for good (SMTP 5xx at RCPT/DATA, a suppressed recipient): a hard bounce. */
+    readonly bounce = false,
   ) {
     super(message);
     this.name = "TransportError";

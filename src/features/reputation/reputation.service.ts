@@ -1,0 +1,259 @@
+import { and, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { inboxes, suppressions } from "../../db/schema";
+import {
+  type CounterSignal,
+  type DisableReason,
+  inboxCounter,
+  REPUTATION_RULES,
+  type ReputationFigures,
+} from "../../durable-objects/inbox-counter";
+import { bareAddress } from "../../email/address";
+import type { ReportFinding } from "../../email/reports";
+import type { ServiceContext } from "../../lib/context";
+import { newId } from "../../lib/ids";
+import { commitWithAudit } from "../audit/audit.service";
+import { eventStatement, publishEvents } from "../events/events.service";
+import { getInbox } from "../inboxes/inboxes.service";
+
+/**
+ * Per-inbox reputation. The InboxCounter Durable Object (one per inbox) counts and decides;
+ * this module feeds it (sends when a message leaves, bounces and complaints from every input)
+ * and carries out its decisions in D1: suppress the recipient, disable the inbox exactly once.
+ */
+
+/** A bounce or complaint linked to one of our outbound messages. */
+export interface ReputationSignal {
+  inboxId: string;
+  messageId: string;
+  kind: "bounce" | "complaint";
+  bounceType: "hard" | "soft" | null;
+  recipient: string | null;
+  source: string;
+  detail: string | null;
+}
+
+/** The signal of a linked bounce/complaint finding. */
+export function signalOf(
+  message: { id: string; inboxId: string; to: string[]; cc: string[]; bcc: string[] },
+  finding: ReportFinding,
+  source: string,
+): ReputationSignal {
+  const all = [...new Set([...message.to, ...message.cc, ...message.bcc])];
+  // A report without a recipient (some ARF reporters redact it) is about the only one, if there is one.
+  const recipient = finding.recipient ?? (all.length === 1 ? (all[0] as string) : null);
+  return {
+    inboxId: message.inboxId,
+    messageId: message.id,
+    kind: finding.kind === "complaint" ? "complaint" : "bounce",
+    bounceType: finding.bounceType,
+    recipient: recipient ? bareAddress(recipient).toLowerCase() : null,
+    source,
+    detail: (finding.diagnostic ?? finding.feedbackType ?? finding.statusCode)?.slice(0, 500) ?? null,
+  };
+}
+
+/** Suppresses the recipient of a hard bounce or a complaint for the account (kept if already there). */
+export function suppressionStatement(ctx: ServiceContext, signal: ReputationSignal): BatchItem<"sqlite"> | null {
+  if (!signal.recipient) return null;
+  if (signal.kind === "bounce" && signal.bounceType !== "hard") return null;
+  return ctx.db
+    .insert(suppressions)
+    .values({
+      id: newId("sup", ctx.now()),
+      accountId: ctx.accountId,
+      address: signal.recipient,
+      reason: signal.kind === "complaint" ? "complaint" : "hard_bounce",
+      source: signal.source,
+      inboxId: signal.inboxId,
+      messageId: signal.messageId,
+      detail: signal.detail,
+      createdAt: ctx.now(),
+    })
+    .onConflictDoNothing();
+}
+
+/** The counter key of a signal: the same bounce reported twice (DSN and relay) counts once. */
+function counterSignal(s: ReputationSignal): CounterSignal | null {
+  const metric = s.kind === "complaint" ? "complained" : s.bounceType === "hard" ? "bounced_hard" : "bounced_soft";
+  return { metric, key: `${metric}:${s.messageId}:${s.recipient ?? "-"}` };
+}
+
+/**
+ * Feeds committed signals to their inboxes' counters (one call per inbox) and carries out a
+ * disable the counter decides. `extra` adds counts for one inbox in the same call.
+ */
+export async function applySignals(
+  ctx: ServiceContext,
+  signals: ReputationSignal[],
+  extra: { inboxId: string; counts: CounterSignal[] } | null = null,
+): Promise<void> {
+  const byInbox = new Map<string, CounterSignal[]>();
+  if (extra) byInbox.set(extra.inboxId, [...extra.counts]);
+  for (const s of signals) {
+    const c = counterSignal(s);
+    if (!c) continue;
+    byInbox.set(s.inboxId, [...(byInbox.get(s.inboxId) ?? []), c]);
+  }
+  for (const [inboxId, counts] of byInbox) await count(ctx, inboxId, counts);
+}
+
+/**
+ * Counts the recipients of a message that left (accepted or refused by the receiving side): the
+ * denominator of both rates is recipients sent, so one bounced recipient of ten is 10 %.
+ */
+export async function recordSent(ctx: ServiceContext, inboxId: string, messageId: string, recipients: number) {
+  if (recipients <= 0) return;
+  await count(ctx, inboxId, [sentSignal(messageId, recipients)]);
+}
+
+/** The counter signal of a message's sends (keyed: a redelivered queue message counts once). */
+export function sentSignal(messageId: string, recipients: number): CounterSignal {
+  return { metric: "sent", n: recipients, key: `sent:${messageId}` };
+}
+
+async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal[]): Promise<void> {
+  // The facts are already committed in D1 and no caller's retry would feed them again (a
+  // redelivered mail is a duplicate, a re-run send is terminal), so a failure here is logged,
+  // not thrown: throwing would only make the sender retry for nothing.
+  try {
+    const counter = inboxCounter(ctx.env, inboxId);
+    const result = await counter.apply(counts, ctx.now(), ctx.accountId);
+    if (result.disable && result.figures.disabled) {
+      try {
+        await disableInbox(ctx, inboxId, result.disable, result.figures);
+      } catch (err) {
+        // The counter said "disable" to this call only: if D1 did not take it, the next input must.
+        await counter.revertDisable(result.figures.disabled.at);
+        throw err;
+      }
+    }
+  } catch (err) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "reputation counter update failed",
+        inbox_id: inboxId,
+        error: String(err),
+      }),
+    );
+  }
+}
+
+/** Disables the inbox for its rates: status, `inbox.disabled` event and audit with the figures, in one batch. */
+async function disableInbox(
+  ctx: ServiceContext,
+  inboxId: string,
+  reason: DisableReason,
+  figures: ReputationFigures,
+): Promise<void> {
+  const inbox = await ctx.db
+    .select()
+    .from(inboxes)
+    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
+    .get();
+  // Already off (deactivated by hand): the counter remembers its decision; nothing to announce.
+  if (inbox?.status !== "active") return;
+  const now = ctx.now();
+  const numbers = figuresWire(figures);
+  const event = eventStatement(
+    ctx,
+    "inbox.disabled",
+    { inboxId },
+    {
+      inbox_id: inboxId,
+      address: inbox.address,
+      status: "disabled",
+      disabled_reason: reason,
+      reputation: numbers,
+    },
+  );
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(inboxes)
+        .set({ status: "disabled", disabledReason: reason, updatedAt: now })
+        .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId), eq(inboxes.status, "active"))),
+      event.statement,
+    ],
+    [
+      {
+        action: "inbox.disabled",
+        target: { type: "inbox", id: inboxId },
+        inboxId,
+        actor: { type: "system", id: null },
+        metadata: { reason, ...numbers, thresholds: thresholdsWire(), event_id: event.id },
+      },
+    ],
+  );
+  await publishEvents(ctx.env, [event.id]);
+}
+
+/** Tells the counter the inbox was re-enabled: the next input over a threshold disables it again. */
+export async function reputationReEnabled(ctx: ServiceContext, inboxId: string): Promise<void> {
+  await inboxCounter(ctx.env, inboxId).enable(ctx.now());
+}
+
+/** The rates and counts of the wire (reputation route, event and audit figures). */
+function figuresWire(f: ReputationFigures) {
+  return {
+    window_days: f.window_days,
+    sent: f.sent,
+    bounced: f.bounced,
+    soft_bounced: f.soft_bounced,
+    complained: f.complained,
+    bounce_rate: round(f.bounce_rate),
+    complaint_rate: round(f.complaint_rate),
+  };
+}
+
+export function thresholdsWire() {
+  const r = REPUTATION_RULES;
+  return {
+    bounce_rate: r.bounceRate,
+    complaint_rate: r.complaintRate,
+    bounce_rate_warning: round(r.bounceRate * r.warningFraction),
+    complaint_rate_warning: round(r.complaintRate * r.warningFraction),
+    min_sends: r.minSends,
+  };
+}
+
+/** Rates on the wire and in headers: fractions with at most 6 decimals. */
+export function round(rate: number): number {
+  return Math.round(rate * 1e6) / 1e6;
+}
+
+/** `GET /v1/inboxes/:inbox_id/reputation`. */
+export async function getReputation(ctx: ServiceContext, inboxId: string) {
+  const inbox = await getInbox(ctx, inboxId);
+  const figures = await inboxCounter(ctx.env, inbox.id).snapshot(ctx.now(), ctx.accountId);
+  const status = inbox.status === "disabled" ? "disabled" : (figures?.warnings.length ?? 0) > 0 ? "warning" : "ok";
+  const empty = { window_days: REPUTATION_RULES.windowDays, sent: 0, bounced: 0, soft_bounced: 0, complained: 0 };
+  return {
+    ...(figures ? figuresWire(figures) : { ...empty, bounce_rate: 0, complaint_rate: 0 }),
+    status,
+    disabled_reason: inbox.disabledReason ?? null,
+    warnings: (figures?.warnings ?? []).map((w) => `${w}_approaching_threshold`),
+    thresholds: thresholdsWire(),
+  } as const;
+}
+
+/** The warning headers of API.md for an inbox of the caller's account, or none. */
+export async function warningHeaders(
+  env: ServiceContext["env"],
+  accountId: string,
+  inboxId: string,
+  now: number,
+): Promise<Record<string, string> | null> {
+  const figures = await inboxCounter(env, inboxId).snapshot(now, accountId);
+  if (!figures || figures.warnings.length === 0) return null;
+  const headers: Record<string, string> = {
+    "X-Mailbot-Warning": figures.warnings.map((w) => `${w}_approaching_threshold`).join(", "),
+  };
+  if (figures.warnings.includes("complaint_rate")) {
+    headers["X-Mailbot-Complaint-Rate"] = String(round(figures.complaint_rate));
+  }
+  if (figures.warnings.includes("bounce_rate")) headers["X-Mailbot-Bounce-Rate"] = String(round(figures.bounce_rate));
+  return headers;
+}

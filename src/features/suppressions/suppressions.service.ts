@@ -1,0 +1,102 @@
+import { and, desc, eq, lt, type SQL } from "drizzle-orm";
+import { type SuppressionRow, suppressions } from "../../db/schema";
+import { inList } from "../../db/sql";
+import type { Page } from "../../http/pagination";
+import type { ServiceContext } from "../../lib/context";
+import { Forbidden, NotFound } from "../../lib/errors";
+import { iso } from "../../lib/time";
+import { commitWithAudit } from "../audit/audit.service";
+import type { SuppressionWire } from "./suppressions.schemas";
+
+/**
+ * The account's suppression list: recipients that hard-bounced or complained. The reputation
+ * feature adds to it (in the same batch as the bounce/complaint it records); sends consult it;
+ * the account removes entries here.
+ */
+
+/** Which of `addresses` (lower-case bare) the account has suppressed, with the reason. */
+export async function suppressedAmong(ctx: ServiceContext, addresses: string[]): Promise<Map<string, string>> {
+  if (addresses.length === 0) return new Map();
+  const rows = await ctx.db
+    .select({ address: suppressions.address, reason: suppressions.reason })
+    .from(suppressions)
+    .where(and(eq(suppressions.accountId, ctx.accountId), inList(suppressions.address, addresses)))
+    .all();
+  return new Map(rows.map((r) => [r.address, r.reason]));
+}
+
+/** Newest-first page of the account's suppressions. */
+export async function listSuppressions(
+  ctx: ServiceContext,
+  filters: { address?: string | undefined; reason?: string | undefined },
+  page: Page,
+): Promise<SuppressionRow[]> {
+  const where: SQL[] = [eq(suppressions.accountId, ctx.accountId)];
+  if (filters.address) where.push(eq(suppressions.address, filters.address));
+  if (filters.reason) where.push(eq(suppressions.reason, filters.reason as SuppressionRow["reason"]));
+  if (page.before) where.push(lt(suppressions.id, page.before));
+  return ctx.db
+    .select()
+    .from(suppressions)
+    .where(and(...where))
+    .orderBy(desc(suppressions.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+/** Lifts a suppression (audited); 404 when the account has none for the address. */
+export async function deleteSuppression(ctx: ServiceContext, address: string): Promise<SuppressionRow> {
+  // The list is account-wide: a key restricted to some inboxes may read it but not change it.
+  if (ctx.inboxIds) throw new Forbidden("insufficient_scope", "A key restricted to inboxes cannot lift suppressions.");
+  const row = await ctx.db
+    .select()
+    .from(suppressions)
+    .where(and(eq(suppressions.accountId, ctx.accountId), eq(suppressions.address, address)))
+    .get();
+  if (!row) throw new NotFound("Suppression");
+  await commitWithAudit(
+    ctx,
+    [ctx.db.delete(suppressions).where(and(eq(suppressions.id, row.id), eq(suppressions.accountId, ctx.accountId)))],
+    [
+      {
+        action: "suppression.deleted",
+        target: { type: "suppression", id: row.id },
+        inboxId: row.inboxId,
+        metadata: { address: row.address, reason: row.reason, source: row.source, message_id: row.messageId },
+      },
+    ],
+  );
+  return row;
+}
+
+/** Wire shape of a suppression. */
+export function toSuppressionWire(row: SuppressionRow): SuppressionWire {
+  return {
+    id: row.id,
+    address: row.address,
+    reason: row.reason,
+    source: row.source,
+    inbox_id: row.inboxId,
+    message_id: row.messageId,
+    detail: row.detail,
+    created_at: iso(row.createdAt),
+  };
+}
+
+/** A send's recipient lists with the suppressed addresses taken out, and those left out with why. */
+export async function screenRecipients<A extends { address: string }>(
+  ctx: ServiceContext,
+  lists: { to: A[]; cc: A[]; bcc: A[] },
+): Promise<{
+  kept: { to: A[]; cc: A[]; bcc: A[] };
+  dropped: { address: string; reason: string }[];
+  remaining: number;
+}> {
+  const all = [...lists.to, ...lists.cc, ...lists.bcc].map((a) => a.address.toLowerCase());
+  const suppressed = await suppressedAmong(ctx, [...new Set(all)]);
+  if (suppressed.size === 0) return { kept: lists, dropped: [], remaining: all.length };
+  const keep = (list: A[]) => list.filter((a) => !suppressed.has(a.address.toLowerCase()));
+  const kept = { to: keep(lists.to), cc: keep(lists.cc), bcc: keep(lists.bcc) };
+  const dropped = [...suppressed].map(([address, reason]) => ({ address, reason: `suppressed_${reason}` }));
+  return { kept, dropped, remaining: kept.to.length + kept.cc.length + kept.bcc.length };
+}
