@@ -5,6 +5,7 @@ import { eventTools } from "../features/events/events.mcp";
 import { inboxTools } from "../features/inboxes/inboxes.mcp";
 import { messageTools } from "../features/messages/messages.mcp";
 import { threadTools } from "../features/threads/threads.mcp";
+import { usageTools } from "../features/usage/usage.mcp";
 import type { McpTool } from "./tool";
 
 /**
@@ -16,6 +17,7 @@ export const TOOLS: McpTool[] = [
   ...messageTools,
   ...threadTools,
   ...eventTools,
+  ...usageTools,
   ...domainTools,
   ...complianceTools,
   ...auditTools,

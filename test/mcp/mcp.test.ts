@@ -25,6 +25,7 @@ const TOOL_NAMES = [
   "list_threads",
   "get_thread",
   "replay_event",
+  "get_usage",
   "add_domain",
   "verify_domain",
   "list_domains",
@@ -322,6 +323,18 @@ describe("MCP server at /mcp", () => {
     expect(replay).toEqual({ event_id: eventId, webhook_ids: [webhook.body.data.id], target_url: null });
     const deliveries = await hook.waitFor((d) => d.some((x) => x.body.includes(eventId)));
     expect(deliveries.some((d) => JSON.parse(d.body).id === eventId)).toBe(true);
+
+    // get_usage: the same object as GET /v1/usage for the same period.
+    const period = {
+      since: new Date(Date.now() - 3_600_000).toISOString(),
+      until: new Date(Date.now() + 60_000).toISOString(),
+    };
+    const usage = await ok(mcp, "get_usage", period);
+    const httpUsage = await call("GET", `/v1/usage?since=${period.since}&until=${period.until}`, { key: key });
+    expect(usage).toEqual(httpUsage.body.data);
+    expect(usage.received).toBeGreaterThanOrEqual(1);
+    expect(usage.send_limit).toMatchObject({ limit: 10, window_hours: 24 });
+    await fails(mcp, "get_usage", { since: period.until, until: period.since }, "validation_error");
 
     const log = await ok(mcp, "list_audit_log", { limit: 100 });
     const actions = log.items.map((e: { action: string; actor: { type: string } }) => `${e.actor.type}:${e.action}`);

@@ -89,6 +89,11 @@ function total(days: Map<number, Figures>): Figures {
   return t;
 }
 
+/** The period of a usage query (ISO strings, validated by UsageQuery) in epoch milliseconds. */
+export function usagePeriod(q: { since?: string | undefined; until?: string | undefined }) {
+  return { since: q.since ? Date.parse(q.since) : undefined, until: q.until ? Date.parse(q.until) : undefined };
+}
+
 /** `GET /v1/usage`: totals over a period (default: the current UTC month) and the send limit now. */
 export async function getUsage(
   ctx: ServiceContext,
