@@ -1,6 +1,6 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { createDb } from "../../db/client";
-import type { AppEnv } from "../../env";
+import type { AppEnv, Bindings } from "../../env";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { safeEqual, toHex } from "../../lib/crypto";
@@ -62,14 +62,7 @@ inboundRoutes.openapi(
     }),
   },
   async (c) => {
-    const secret = c.env.INBOUND_SECRET;
-    if (!secret) {
-      throw new AppError(
-        503,
-        "inbound_not_configured",
-        "This deployment has no INBOUND_SECRET; the relay endpoint is off.",
-      );
-    }
+    const secret = inboundSecret(c.env);
     const timestamp = c.req.header("X-Mailbot-Timestamp");
     const signature = c.req.header("X-Mailbot-Signature");
     // Cheap refusals first: no body is read for a request that cannot be valid.
@@ -120,6 +113,18 @@ export async function readCapped(stream: ReadableStream<Uint8Array> | null, limi
 }
 
 /** Both headers present, a well-formed signature, and a timestamp within 5 minutes. */
+/** The relay endpoints' HMAC key; without one they are off (503), never open. */
+export function inboundSecret(env: Bindings): string {
+  if (!env.INBOUND_SECRET) {
+    throw new AppError(
+      503,
+      "inbound_not_configured",
+      "This deployment has no INBOUND_SECRET; the relay endpoints are off.",
+    );
+  }
+  return env.INBOUND_SECRET;
+}
+
 export function checkHeaders(timestamp: string | undefined, signature: string | undefined): void {
   if (!timestamp || !signature || !/^sha256=[0-9a-f]{64}$/i.test(signature.trim())) {
     throw new Unauthorized(

@@ -10,7 +10,7 @@ import { validationHook } from "../../http/validation";
 import type { ServiceContext } from "../../lib/context";
 import { AppError, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
-import { checkHeaders, readCapped, verifySignature } from "../messages/inbound.routes";
+import { checkHeaders, inboundSecret, readCapped, verifySignature } from "../messages/inbound.routes";
 import { claimRelaySignature } from "../messages/inbound.service";
 import { recordFindings } from "../messages/reports.service";
 
@@ -110,14 +110,7 @@ relayEventRoutes.openapi(
     },
   }),
   async (c) => {
-    const secret = c.env.INBOUND_SECRET;
-    if (!secret) {
-      throw new AppError(
-        503,
-        "inbound_not_configured",
-        "This deployment has no INBOUND_SECRET; the relay endpoints are off.",
-      );
-    }
+    const secret = inboundSecret(c.env);
     const timestamp = c.req.header("X-Mailbot-Timestamp");
     const signature = c.req.header("X-Mailbot-Signature");
     checkHeaders(timestamp, signature);
