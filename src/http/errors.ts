@@ -12,45 +12,51 @@ export function fieldIssues(error: ZodError): FieldIssue[] {
   }));
 }
 
+/**
+ * Any failure as a member of the AppError family: HTTP and zod errors keep their meaning;
+ * anything else is an internal error, logged with the request id and never echoed.
+ */
+export function toAppError(err: unknown, requestId: string | null): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof HTTPException) {
+    return err.status === 400 && /json/i.test(err.message)
+      ? new AppError(400, "invalid_json", "The request body is not valid JSON.")
+      : new AppError(
+          err.status === 413 ? 413 : 400,
+          err.status === 413 ? "payload_too_large" : "bad_request",
+          err.message,
+        );
+  }
+  if (isZodError(err)) return new ValidationFailed(fieldIssues(err));
+  console.error(
+    JSON.stringify({ level: "error", request_id: requestId, error: String(err), stack: (err as Error)?.stack }),
+  );
+  return new AppError(
+    500,
+    "internal_error",
+    "Something went wrong on our side. Quote the request id if you contact support.",
+  );
+}
+
+/** The envelope's `error` object (HTTP responses and MCP tool results carry the same one). */
+export interface ErrorBody {
+  code: string;
+  message: string;
+  request_id: string | null;
+  details?: unknown;
+}
+
+export function errorBody(err: AppError, requestId: string | null): ErrorBody {
+  const body: ErrorBody = { code: err.code, message: err.message, request_id: requestId };
+  if (err.details !== undefined) body.details = err.details;
+  return body;
+}
+
 /** The one HTTP mapper: every failure becomes the documented error envelope. */
 export function errorResponse(c: Context<AppEnv>, err: unknown): Response {
-  let appError: AppError;
-  if (err instanceof AppError) {
-    appError = err;
-  } else if (err instanceof HTTPException) {
-    appError =
-      err.status === 400 && /json/i.test(err.message)
-        ? new AppError(400, "invalid_json", "The request body is not valid JSON.")
-        : new AppError(
-            err.status === 413 ? 413 : 400,
-            err.status === 413 ? "payload_too_large" : "bad_request",
-            err.message,
-          );
-  } else if (isZodError(err)) {
-    appError = new ValidationFailed(fieldIssues(err));
-  } else {
-    // Internal failures are logged with the request id and never echoed to the client.
-    console.error(
-      JSON.stringify({
-        level: "error",
-        request_id: c.get("requestId"),
-        error: String(err),
-        stack: (err as Error)?.stack,
-      }),
-    );
-    appError = new AppError(
-      500,
-      "internal_error",
-      "Something went wrong on our side. Quote the request id if you contact support.",
-    );
-  }
-  const body: Record<string, unknown> = {
-    code: appError.code,
-    message: appError.message,
-    request_id: c.get("requestId") ?? null,
-  };
-  if (appError.details !== undefined) body.details = appError.details;
-  const res = c.json({ error: body }, appError.status);
+  const requestId = c.get("requestId") ?? null;
+  const appError = toAppError(err, requestId);
+  const res = c.json({ error: errorBody(appError, requestId) }, appError.status);
   for (const [k, v] of Object.entries(appError.headers ?? {})) res.headers.set(k, v);
   return res;
 }

@@ -45,13 +45,26 @@ mcpRoutes.use(
 mcpRoutes.post("/mcp", async (c) => {
   const auth = c.get("auth");
   if (!auth) throw new Unauthorized();
+  // The body is read here, not by the SDK: a JSON-RPC batch would run many tool calls on one
+  // rate-limit token (the SDK accepts up to 100 and starts them all at once), so only single
+  // messages are served. MCP 2025-06-18 dropped batching; the official clients never send one.
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    return jsonRpcError(400, -32700, "Parse error: the body is not a JSON-RPC message.");
+  }
+  if (Array.isArray(body) && body.length !== 1) {
+    return jsonRpcError(400, -32600, "Batch requests are not supported: send one JSON-RPC message per request.");
+  }
   const server = buildMcpServer({ ctx: serviceContext(c), auth }, c.req.raw.signal);
   const transport = new WebStandardStreamableHTTPServerTransport({
     sessionIdGenerator: undefined,
     enableJsonResponse: true,
+    maxRequestBodySize: SEND_BODY_LIMIT_BYTES,
   });
   await server.connect(transport);
-  return transport.handleRequest(c.req.raw);
+  return transport.handleRequest(c.req.raw, { parsedBody: body });
 });
 
 mcpRoutes.on(["GET", "DELETE"], "/mcp", () => {
@@ -65,3 +78,8 @@ mcpRoutes.on(["GET", "DELETE"], "/mcp", () => {
     },
   );
 });
+
+/** A JSON-RPC error answered before the SDK sees the request (the shape the SDK's transport uses). */
+function jsonRpcError(status: number, code: number, message: string): Response {
+  return Response.json({ jsonrpc: "2.0", error: { code, message }, id: null }, { status });
+}

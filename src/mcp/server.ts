@@ -10,10 +10,10 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { VERSION } from "../features/system/system.routes";
 import { assertScope } from "../http/auth";
-import { fieldIssues } from "../http/errors";
+import { type ErrorBody, errorBody, fieldIssues, toAppError } from "../http/errors";
 import { runIdempotent } from "../http/idempotency";
 import { type AppError, ValidationFailed } from "../lib/errors";
-import { type ErrorBody, errorBody, errorResult, toAppError } from "./errors";
+import { errorResult } from "./errors";
 import { type McpTool, type ToolCall, UNTRUSTED_NOTE } from "./tool";
 import { TOOLS } from "./tools";
 
@@ -21,12 +21,26 @@ const INSTRUCTIONS = `mailbot gives this agent email inboxes: create inboxes, se
 
 /** Tool listings are the same for every request: their JSON Schemas are built once per isolate. */
 const listings = new WeakMap<McpTool, Tool>();
+const argSchemas = new WeakMap<McpTool, z.ZodType>();
+
+/**
+ * A tool's arguments refuse unknown names (`validation_error`), like the send routes' bodies: a
+ * misspelt `timeout` on wait_for_message must not silently wait the full 30 s.
+ */
+function argSchema(tool: McpTool): z.ZodType {
+  let found = argSchemas.get(tool);
+  if (!found) {
+    found = tool.input instanceof z.ZodObject ? tool.input.strict() : tool.input;
+    argSchemas.set(tool, found);
+  }
+  return found;
+}
 
 function listing(tool: McpTool): Tool {
   let found = listings.get(tool);
   if (!found) {
     // Input side of the schema: what the agent sends (defaults optional, transforms before they run).
-    const { $schema: _, ...schema } = z.toJSONSchema(tool.input, { io: "input", unrepresentable: "any" });
+    const { $schema: _, ...schema } = z.toJSONSchema(argSchema(tool), { io: "input", unrepresentable: "any" });
     found = {
       name: tool.name,
       title: tool.title,
@@ -54,7 +68,7 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
   const requestId = call.ctx.requestId;
   try {
     assertScope(call.auth, tool.scope);
-    const parsed = tool.input.safeParse(rawArgs);
+    const parsed = argSchema(tool).safeParse(rawArgs);
     if (!parsed.success) throw new ValidationFailed(fieldIssues(parsed.error));
     const args = parsed.data as Record<string, unknown>;
     const key = args.idempotency_key;
@@ -91,6 +105,8 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
     if (envelope.error) return errorResult(stored.status, envelope.error);
     return success(tool, envelope.data);
   } catch (err) {
+    // errorResult already turned a stored refusal into a protocol error: pass it on as it is.
+    if (err instanceof McpError) throw err;
     const appError: AppError = toAppError(err, requestId);
     return errorResult(appError.status, errorBody(appError, requestId));
   }

@@ -324,7 +324,19 @@ describe("MCP server at /mcp", () => {
     const deliveries = await hook.waitFor((d) => d.some((x) => x.body.includes(eventId)));
     expect(deliveries.some((d) => JSON.parse(d.body).id === eventId)).toBe(true);
 
-    // get_usage: the same object as GET /v1/usage for the same period.
+    // get_usage: the same object as GET /v1/usage for the same period, once the consumer has
+    // finished with this account's sends (a send leaving between the two reads changes `sent`).
+    await vi.waitFor(
+      async () => {
+        const pending = await env.DB.prepare(
+          "SELECT COUNT(*) AS n FROM messages WHERE account_id = ? AND status IN ('queued', 'sending')",
+        )
+          .bind(account.id)
+          .first<{ n: number }>();
+        expect(pending?.n).toBe(0);
+      },
+      { timeout: 15_000, interval: 50 },
+    );
     const period = {
       since: new Date(Date.now() - 3_600_000).toISOString(),
       until: new Date(Date.now() + 60_000).toISOString(),
@@ -518,6 +530,34 @@ describe("MCP server at /mcp", () => {
     const get = await call("GET", "/mcp", { key: a.key });
     expect(get.status).toBe(405);
     expect(get.headers.get("Allow")).toBe("POST");
+    expect((await call("DELETE", "/mcp", { key: a.key })).status).toBe(405);
+    // A notification has no answer: 202 and no body.
+    const note = await call("POST", "/mcp", {
+      key: a.key,
+      body: { jsonrpc: "2.0", method: "notifications/initialized" },
+      headers,
+    });
+    expect(note.status).toBe(202);
+    // A client that cannot read JSON answers is refused by the transport.
+    const noAccept = await call("POST", "/mcp", { key: a.key, body: initialize });
+    expect(noAccept.status).toBe(406);
+    // Batches would run many tool calls on one rate-limit token: refused before any runs.
+    const listCall = (id: number) => ({
+      jsonrpc: "2.0",
+      id,
+      method: "tools/call",
+      params: { name: "list_inboxes", arguments: {} },
+    });
+    const batch = await call("POST", "/mcp", { key: a.key, body: [listCall(1), listCall(2)], headers });
+    expect(batch.status).toBe(400);
+    expect(batch.body.error.code).toBe(-32600);
+    const garbage = await call("POST", "/mcp", {
+      key: a.key,
+      rawBody: "{not json",
+      headers: { ...headers, "Content-Type": "application/json" },
+    });
+    expect(garbage.status).toBe(400);
+    expect(garbage.body.error.code).toBe(-32700);
   });
 
   it("tenancy: another account's key cannot see or touch A's inboxes through any tool", async () => {
@@ -598,25 +638,64 @@ describe("MCP server at /mcp", () => {
     const restricted = await connect(created.body.data.key);
     expect((await ok(restricted, "list_inboxes", {})).items.map((i: { id: string }) => i.id)).toEqual([second.id]);
     expect((await ok(restricted, "list_messages", { inbox_id: second.id })).items).toHaveLength(1);
-    await fails(restricted, "get_inbox", { inbox_id: a.inbox.id }, "not_found");
-    await fails(restricted, "list_messages", { inbox_id: a.inbox.id }, "not_found");
-    await fails(restricted, "search_messages", { inbox_id: a.inbox.id, query: "zebra" }, "not_found");
-    await fails(restricted, "get_message", { inbox_id: a.inbox.id, message_id: a.inbound.id }, "not_found");
-    await fails(restricted, "reply_to_message", { message_id: a.inbound.id, body_text: "x" }, "not_found");
-    await fails(restricted, "get_thread", { inbox_id: a.inbox.id, thread_id: a.inbound.thread_id }, "not_found");
-    await fails(
-      restricted,
-      "send_message",
-      { inbox_id: a.inbox.id, to: [unique("x")], subject: "s", body_text: "x" },
-      "not_found",
-    );
+    // Every tool that names an inbox, message, thread or event of the other inbox: not found.
+    const event = await call("GET", `/v1/events?type=message.received&inbox_id=${a.inbox.id}`, { key: a.key });
+    const eventId = event.body.data[0].id as string;
+    const outside: Record<string, Record<string, unknown>> = {
+      get_inbox: { inbox_id: a.inbox.id },
+      send_message: { inbox_id: a.inbox.id, to: [unique("x")], subject: "s", body_text: "x" },
+      list_messages: { inbox_id: a.inbox.id },
+      get_message: { inbox_id: a.inbox.id, message_id: a.inbound.id },
+      reply_to_message: { message_id: a.inbound.id, body_text: "x" },
+      forward_message: { message_id: a.inbound.id, to: [unique("x")] },
+      search_messages: { inbox_id: a.inbox.id, query: "zebra" },
+      wait_for_message: { inbox_id: a.inbox.id, timeout_ms: 0 },
+      list_threads: { inbox_id: a.inbox.id },
+      get_thread: { inbox_id: a.inbox.id, thread_id: a.inbound.thread_id },
+      replay_event: { event_id: eventId },
+    };
+    for (const [name, args] of Object.entries(outside)) await fails(restricted, name, args, "not_found");
+    const before = await env.DB.prepare(
+      "SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'",
+    )
+      .bind(a.inbox.id)
+      .first<{ n: number }>();
+    expect(before?.n).toBe(0);
     const audit = await ok(restricted, "list_audit_log", { limit: 100 });
+    expect(audit.items.length).toBeGreaterThan(0);
     expect(audit.items.every((e: { inbox_id: string | null }) => e.inbox_id === second.id)).toBe(true);
-    await expect(restricted.callTool({ name: "create_inbox", arguments: { username: "third" } })).rejects.toMatchObject(
-      {
-        data: { code: "insufficient_scope" },
-      },
-    );
+    expect((await ok(restricted, "list_audit_log", { inbox_id: a.inbox.id })).items).toEqual([]);
+    // Managing the account (new inboxes, domains) needs an unrestricted key: a protocol
+    // error, the same on a retry with the same idempotency key.
+    for (let i = 0; i < 2; i++) {
+      await expect(
+        restricted.callTool({
+          name: "create_inbox",
+          arguments: { username: "third", idempotency_key: "restricted-1" },
+        }),
+      ).rejects.toMatchObject({ code: -32600, data: { code: "insufficient_scope" } });
+    }
+    await expect(
+      restricted.callTool({ name: "add_domain", arguments: { domain: "restricted.example" } }),
+    ).rejects.toMatchObject({ data: { code: "insufficient_scope" } });
+    const inboxes = await env.DB.prepare("SELECT COUNT(*) AS n FROM inboxes WHERE account_id = ?")
+      .bind(a.account.id)
+      .first<{ n: number }>();
+    expect(inboxes?.n).toBe(2);
+  });
+
+  it("idempotency keys belong to the key that used them; arguments nobody declared are refused", async () => {
+    const a = await registerAccount("mcp-idem");
+    const first = await connect(a.key);
+    const other = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
+    const second = await connect(other.body.data.key);
+    const args = { username: "desk", idempotency_key: "same-key" };
+    const made = await ok(first, "create_inbox", args);
+    expect((await ok(first, "create_inbox", args)).id).toBe(made.id);
+    // Another key of the same account does not get the first key's answer: it runs the call itself.
+    await fails(second, "create_inbox", args, "address_taken");
+    await fails(first, "wait_for_message", { inbox_id: a.inbox.id, timeout: 5000 }, "validation_error");
+    await fails(first, "list_inboxes", { limit: 5, offset: 10 }, "validation_error");
   });
 
   it("MCP_ACCOUNT_ID pins the endpoint to one account", async () => {

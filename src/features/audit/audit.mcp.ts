@@ -2,7 +2,7 @@ import { pageOf, toPage } from "../../http/pagination";
 import { defineTool } from "../../mcp/tool";
 import { toAuditWire } from "./audit.routes";
 import { AuditQuery } from "./audit.schemas";
-import { listAudit } from "./audit.service";
+import { auditFilters, listAudit } from "./audit.service";
 
 /** MCP tools of the audit feature: same schemas and service verbs as its routes. */
 export const auditTools = [
@@ -15,16 +15,7 @@ export const auditTools = [
     input: AuditQuery,
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx }, q) => {
-      const rows = await listAudit(
-        ctx,
-        {
-          action: q.action,
-          inboxId: q.inbox_id,
-          sinceMs: q.since ? Date.parse(q.since) : undefined,
-          untilMs: q.until ? Date.parse(q.until) : undefined,
-        },
-        toPage(q),
-      );
+      const rows = await listAudit(ctx, auditFilters(q), toPage(q));
       const { items, nextCursor } = pageOf(rows, q.limit);
       return { items: items.map(toAuditWire), next_cursor: nextCursor };
     },

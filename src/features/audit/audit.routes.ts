@@ -9,7 +9,7 @@ import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
 import { iso } from "../../lib/time";
 import { AuditEntryWire, AuditQuery, AuditVerifyWire } from "./audit.schemas";
-import { listAudit, verifyAudit } from "./audit.service";
+import { auditFilters, listAudit, verifyAudit } from "./audit.service";
 
 const tags = ["Audit log"];
 
@@ -47,16 +47,7 @@ auditRoutes.openapi(
     requireScope(c, "read");
     const q = c.req.valid("query");
     const ctx = serviceContext(c);
-    const rows = await listAudit(
-      ctx,
-      {
-        action: q.action,
-        inboxId: q.inbox_id,
-        sinceMs: q.since ? Date.parse(q.since) : undefined,
-        untilMs: q.until ? Date.parse(q.until) : undefined,
-      },
-      toPage(q),
-    );
+    const rows = await listAudit(ctx, auditFilters(q), toPage(q));
     const { items, nextCursor } = pageOf(rows, q.limit);
     return c.json({ data: items.map(toAuditWire), meta: { limit: q.limit, next_cursor: nextCursor } }, 200);
   },

@@ -120,6 +120,21 @@ export interface AuditFilters {
   untilMs?: number | undefined;
 }
 
+/** The filters of an audit query (the route's query string and the list_audit_log tool's arguments). */
+export function auditFilters(q: {
+  action?: string | undefined;
+  inbox_id?: string | undefined;
+  since?: string | undefined;
+  until?: string | undefined;
+}): AuditFilters {
+  return {
+    action: q.action,
+    inboxId: q.inbox_id,
+    sinceMs: q.since ? Date.parse(q.since) : undefined,
+    untilMs: q.until ? Date.parse(q.until) : undefined,
+  };
+}
+
 /** Newest-first page of the account's audit entries. */
 export async function listAudit(ctx: ServiceContext, filters: AuditFilters, page: Page): Promise<AuditRow[]> {
   const where: SQL[] = [eq(auditLog.accountId, ctx.accountId)];

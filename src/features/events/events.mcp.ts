@@ -1,5 +1,5 @@
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/tool";
-import { replayEvent } from "../webhooks/webhooks.service";
+import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
 import { EventIdParam, ReplayInput } from "./events.schemas";
 
 /** MCP tools of the events feature: same schemas and service verbs as its routes. */
@@ -12,10 +12,8 @@ export const eventTools = [
     input: ReplayInput.safeExtend({ event_id: EventIdParam.shape.event_id, idempotency_key: IdempotencyKeyArg }),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
     idempotent: { path: (a) => `/v1/events/${a.event_id}/replay`, pathParams: ["event_id"], status: 202 },
-    run: async ({ ctx }, { event_id, idempotency_key: _, ...input }) => {
-      const result = await replayEvent(ctx, event_id, input);
-      return { event_id: result.eventId, webhook_ids: result.webhookIds, target_url: result.targetUrl };
-    },
+    run: async ({ ctx }, { event_id, idempotency_key: _, ...input }) =>
+      toReplayWire(await replayEvent(ctx, event_id, input)),
     summary: (r) => `Replaying ${r.event_id} to ${r.target_url ?? `${r.webhook_ids.length} webhook endpoint(s)`}.`,
   }),
 ];

@@ -6,7 +6,7 @@ import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
-import { replayEvent } from "../webhooks/webhooks.service";
+import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
 import { EventIdParam, EventWire, ListEventsQuery, ReplayInput, ReplayWire } from "./events.schemas";
 import { eventsAfter, getEvent, listEvents, toEventWire, waitForEvents } from "./events.service";
 
@@ -78,9 +78,6 @@ eventRoutes.openapi(
   async (c) => {
     requireScope(c, "manage");
     const result = await replayEvent(serviceContext(c), c.req.valid("param").event_id, c.req.valid("json"));
-    return c.json(
-      { data: { event_id: result.eventId, webhook_ids: result.webhookIds, target_url: result.targetUrl } },
-      202,
-    );
+    return c.json({ data: toReplayWire(result) }, 202);
   },
 );

@@ -1,7 +1,13 @@
 import { defineTool } from "../../mcp/tool";
 import { InboxParam, ListThreadsQuery, ThreadParams } from "../messages/messages.schemas";
-import { toMessageWire } from "../messages/messages.service";
-import { getThread, listThreads, threadPageOf, toThreadPage, toThreadWire } from "./threads.service";
+import {
+  getThread,
+  listThreads,
+  threadPageOf,
+  toThreadPage,
+  toThreadWire,
+  toThreadWithMessagesWire,
+} from "./threads.service";
 
 /** MCP tools of the threads feature: same schemas and service verbs as its routes. */
 export const threadTools = [
@@ -31,10 +37,8 @@ export const threadTools = [
     scope: "read",
     input: ThreadParams,
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: async ({ ctx }, { inbox_id, thread_id }) => {
-      const { thread, messages, truncated } = await getThread(ctx, inbox_id, thread_id);
-      return { ...toThreadWire(thread), messages: messages.map(toMessageWire), messages_truncated: truncated };
-    },
+    run: async ({ ctx }, { inbox_id, thread_id }) =>
+      toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id)),
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),
 ];

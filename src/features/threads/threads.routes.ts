@@ -11,8 +11,14 @@ import {
   ThreadWire,
   ThreadWithMessagesWire,
 } from "../messages/messages.schemas";
-import { toMessageWire } from "../messages/messages.service";
-import { getThread, listThreads, threadPageOf, toThreadPage, toThreadWire } from "./threads.service";
+import {
+  getThread,
+  listThreads,
+  threadPageOf,
+  toThreadPage,
+  toThreadWire,
+  toThreadWithMessagesWire,
+} from "./threads.service";
 
 const tags = ["Threads"];
 
@@ -55,10 +61,6 @@ threadRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const { inbox_id, thread_id } = c.req.valid("param");
-    const { thread, messages, truncated } = await getThread(ctx, inbox_id, thread_id);
-    return c.json(
-      { data: { ...toThreadWire(thread), messages: messages.map(toMessageWire), messages_truncated: truncated } },
-      200,
-    );
+    return c.json({ data: toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id)) }, 200);
   },
 );

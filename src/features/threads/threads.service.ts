@@ -5,7 +5,7 @@ import type { ServiceContext } from "../../lib/context";
 import { BadRequest, NotFound } from "../../lib/errors";
 import { iso } from "../../lib/time";
 import type { ThreadWire } from "../messages/messages.schemas";
-import { assertInboxAllowed, requireInbox } from "../messages/messages.service";
+import { assertInboxAllowed, requireInbox, toMessageWire } from "../messages/messages.service";
 
 /** A thread page is ordered by latest activity, so its cursor carries (last_message_at, id). */
 export interface ThreadPage {
@@ -103,4 +103,9 @@ export function toThreadWire(row: ThreadRow): z.infer<typeof ThreadWire> {
     created_at: iso(row.createdAt),
     updated_at: iso(row.updatedAt),
   };
+}
+
+/** Wire shape of a thread with its messages (the route's `data` and the get_thread tool's result). */
+export function toThreadWithMessagesWire({ thread, messages, truncated }: Awaited<ReturnType<typeof getThread>>) {
+  return { ...toThreadWire(thread), messages: messages.map(toMessageWire), messages_truncated: truncated };
 }

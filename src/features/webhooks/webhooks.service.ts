@@ -411,3 +411,8 @@ export function toDeliveryWire(row: WebhookDeliveryRow): z.infer<typeof Delivery
     created_at: iso(row.createdAt),
   };
 }
+
+/** Wire shape of a replay (the route's `data` and the replay_event tool's result). */
+export function toReplayWire(r: Awaited<ReturnType<typeof replayEvent>>) {
+  return { event_id: r.eventId, webhook_ids: r.webhookIds, target_url: r.targetUrl };
+}
