@@ -53,6 +53,12 @@ export interface ApplyResult {
    * counter did not already consider it disabled. The caller disables the inbox in D1.
    */
   disable: DisableReason | null;
+  /**
+   * The threshold the figures are above now (enough sends to judge), whether or not this call
+   * decided the disable: with `figures.disabled` already set, the caller checks that D1 agrees
+   * (a disable whose D1 write was lost, or a re-enable the counter never heard of).
+   */
+  over: DisableReason | null;
 }
 
 /**
@@ -118,14 +124,15 @@ export class InboxCounter extends DurableObject<Bindings> {
     sql.exec("DELETE FROM applied WHERE at < ?", now - KEEP_MS);
     const figures = this.figures(now);
     let disable: DisableReason | null = null;
+    const over = overThreshold(figures);
     if (!figures.disabled) {
-      disable = overThreshold(figures);
+      disable = over;
       if (disable) {
         this.ctx.storage.kv.put("disabled", { reason: disable, at: now });
         figures.disabled = { reason: disable, at: now };
       }
     }
-    return { counted, figures, disable };
+    return { counted, figures, disable, over };
   }
 
   /**

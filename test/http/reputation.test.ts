@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
 import { messages, threads } from "../../src/db/schema";
-import { applySignals, recordSent } from "../../src/features/reputation/reputation.service";
+import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
 import { newId } from "../../src/lib/ids";
@@ -285,6 +285,98 @@ describe("auto-disable", () => {
     await stub.enable();
     const again = await Promise.all([1, 2, 3].map(() => stub.apply([{ metric: "sent" }])));
     expect(again.filter((r) => r.disable === "bounce_rate")).toHaveLength(1);
+  });
+});
+
+/** A hard bounce signal of `msg` for the counter (what a linked report feeds it). */
+const hardBounce = (a: Account, msg: string, recipient: string) => ({
+  inboxId: a.inbox.id,
+  messageId: msg,
+  kind: "bounce" as const,
+  bounceType: "hard" as const,
+  recipient,
+  source: "relay",
+  detail: null,
+});
+
+describe("recovery from a failed counter or D1 call", () => {
+  it("a disable the counter remembers but D1 lost is carried out by the next input, announced once", async () => {
+    const a = await registerAccount("stuck-disable");
+    await sends(a, 100);
+    // The counter decided a disable whose D1 write failed, and its revert failed too.
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    expect((await stub.apply(lost, Date.now(), a.account.id)).disable).toBe("bounce_rate");
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "active", disabled_reason: null });
+
+    // Concurrent inputs all see "already disabled" in the counter and an active inbox in D1:
+    // the guarded update lets one of them disable it, and only that one announces it.
+    const ctx = systemContext(a.account.id);
+    const msg = await sentMessage(a, ["s@example.net"]);
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) => applySignals(ctx, [hardBounce(a, msg, `s${i}@example.net`)])),
+    );
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "disabled", disabled_reason: "bounce_rate" });
+    expect(await disabledEvents(a.inbox.id)).toBe(1);
+    expect(await disabledAudits(a.inbox.id)).toBe(1);
+  });
+
+  it("a deactivated inbox is not announced as disabled for its rates", async () => {
+    const a = await registerAccount("stuck-deactivated");
+    await sends(a, 100);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    await stub.apply(lost, Date.now(), a.account.id);
+    expect((await call("DELETE", `/v1/inboxes/${a.inbox.id}`, { key: a.key })).status).toBe(200);
+    const before = await disabledEvents(a.inbox.id); // the deactivation's own inbox.disabled
+    const msg = await sentMessage(a, ["d@example.net"]);
+    await applySignals(systemContext(a.account.id), [hardBounce(a, msg, "d@example.net")]);
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "disabled", disabled_reason: "deactivated" });
+    expect(await disabledEvents(a.inbox.id)).toBe(before);
+    expect(await disabledAudits(a.inbox.id)).toBe(0);
+  });
+
+  it("enabling an inbox D1 already holds active still tells the counter (a lost re-enable is repaired)", async () => {
+    const a = await registerAccount("stuck-enable");
+    await sends(a, 100);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    await stub.apply(lost, Date.now(), a.account.id);
+    expect((await stub.snapshot())?.disabled).not.toBeNull();
+    const enabled = await call("POST", `/v1/inboxes/${a.inbox.id}/enable`, { key: a.key });
+    expect(enabled.status, enabled.text).toBe(200);
+    expect((await stub.snapshot())?.disabled).toBeNull();
+    // The counter answers `disable` again to the next input over the threshold.
+    const next = await stub.apply([{ metric: "sent", key: "after-enable" }], Date.now(), a.account.id);
+    expect(next.disable).toBe("bounce_rate");
+  });
+
+  it("signals whose counter call failed are kept in D1 and applied once by the sweep", async () => {
+    const a = await registerAccount("pending");
+    const broken = {
+      ...env,
+      INBOX_COUNTER: {
+        getByName: () => ({
+          apply: async () => {
+            throw new Error("counter unavailable");
+          },
+        }),
+      },
+    } as unknown as typeof env;
+    const ctx = { ...systemContext(a.account.id), env: broken };
+    const msg = await sentMessage(a, ["p@example.net"]);
+    await recordSent(ctx, a.inbox.id, msg, 25);
+    await applySignals(ctx, [hardBounce(a, msg, "p@example.net")]);
+    const pending = () => countRows("SELECT COUNT(*) AS n FROM reputation_pending WHERE inbox_id = ?", a.inbox.id);
+    expect(await pending()).toBe(2);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    expect(await stub.snapshot()).toMatchObject({ sent: 0, bounced: 0 });
+
+    // One of them did reach the counter after all (the failure was on the way back): counted once.
+    await recordSent(systemContext(a.account.id), a.inbox.id, msg, 25);
+    await reapplyPending(env, Date.now());
+    expect(await pending()).toBe(0);
+    expect(await stub.snapshot()).toMatchObject({ sent: 25, bounced: 1 });
   });
 });
 
