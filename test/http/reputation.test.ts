@@ -532,6 +532,49 @@ describe("the inputs, end to end", () => {
     expect(ok.status).toBe(202);
   });
 
+  it("a disabled inbox still takes the reports of its own mail, and nothing else", async () => {
+    const a = await registerAccount("disabled-bounce");
+    const rcpt = "htfgvhyufthdgcvhgjyfthgc@ethereal.email";
+    const id = await sentMessage(a, [rcpt]);
+    await env.DB.prepare("UPDATE inboxes SET status = 'disabled', disabled_reason = 'bounce_rate' WHERE id = ?")
+      .bind(a.inbox.id)
+      .run();
+    const [user, domain] = a.inbox.address.split("@");
+    const dsn = await deliver(dsnBounce, `${user}+${id}@${domain}`, "");
+    expect(dsn.setReject).not.toHaveBeenCalled();
+    const row = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
+    expect(row?.status).toBe("bounced");
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ? AND address = ?",
+        a.account.id,
+        rcpt,
+      ),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", id),
+    ).toBe(1);
+    expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBe(1);
+
+    // Deactivated by hand: a report of its mail is still taken (the suppressions are the account's).
+    expect((await call("POST", `/v1/inboxes/${a.inbox.id}/enable`, { key: a.key })).status).toBe(200);
+    expect((await call("DELETE", `/v1/inboxes/${a.inbox.id}`, { key: a.key })).status).toBe(200);
+    const complaintTo = "user@example.com";
+    const second = await sentMessage(a, [complaintTo]);
+    const arf = await deliver(arfComplaint, `${user}+${second}@${domain}`, "abusedesk@example.com");
+    expect(arf.setReject).not.toHaveBeenCalled();
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.complained' AND message_id = ?", second),
+    ).toBe(1);
+
+    // Ordinary mail, and a tag naming no message of this inbox, are still refused.
+    const plain = "From: a@example.org\r\nTo: x@y\r\nSubject: hi\r\nMessage-ID: <plain-1@example.org>\r\n\r\nhello\r\n";
+    const refused = await deliver(plain, a.inbox.address, "a@example.org");
+    expect(refused.setReject).toHaveBeenCalledWith(expect.stringContaining("disabled"));
+    const forged = await deliver(plain, `${user}+msg_${"0".repeat(26)}@${domain}`, "a@example.org");
+    expect(forged.setReject).toHaveBeenCalled();
+  });
+
   it("an ARF complaint: message complained, counter, suppression, event and audit", async () => {
     const a = await registerAccount("e2e-arf");
     const id = await sendAndSettle(a, ["user@example.com"]);

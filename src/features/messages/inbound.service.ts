@@ -80,8 +80,16 @@ export class MessageTooLarge extends AppError {
   }
 }
 
-/** Finds the inbox an envelope recipient reaches, or refuses it with a reason for the sender. */
-export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
+/**
+ * Finds the inbox an envelope recipient reaches, or refuses it with a reason for the sender.
+ * With `disabled`, a disabled inbox of an active account is returned too (the caller accepts
+ * only reports of its own mail there, see `acceptedWhileDisabled`).
+ */
+export async function resolveRecipient(
+  db: Db,
+  envelopeTo: string,
+  opts: { disabled?: boolean } = {},
+): Promise<{ inbox: InboxRow; account: AccountRow }> {
   const { address } = canonicalRecipient(envelopeTo);
   const row = await db
     .select({ inbox: inboxes, account: accounts })
@@ -91,8 +99,29 @@ export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ in
     .get();
   if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
   if (row.account.status !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
-  if (row.inbox.status !== "active") throw new RecipientRejected(`The mailbox ${address} is disabled.`);
+  if (row.inbox.status !== "active" && !opts.disabled) {
+    throw new RecipientRejected(`The mailbox ${address} is disabled.`);
+  }
   return row;
+}
+
+/**
+ * Whether a disabled inbox (auto-disabled for its rates, or deactivated) takes this mail: only
+ * what reports on mail it already sent, so bounces and complaints of mail in flight are still
+ * recorded, suppress their recipients and count: mail to its VERP bounce address
+ * (`local+msg_…@domain`) naming one of its outbound messages, or a DSN / ARF report.
+ */
+async function acceptedWhileDisabled(db: Db, inbox: InboxRow, envelopeTo: string, raw: Uint8Array): Promise<boolean> {
+  const { tag } = canonicalRecipient(envelopeTo);
+  if (tag && /^msg_[0-9a-z]{26}$/.test(tag)) {
+    const own = await db
+      .select({ id: messages.id })
+      .from(messages)
+      .where(and(eq(messages.id, tag), eq(messages.inboxId, inbox.id), eq(messages.direction, "outbound")))
+      .get();
+    if (own) return true;
+  }
+  return readReport(await parseMail(raw)) !== null;
 }
 
 /**
@@ -103,9 +132,12 @@ export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ in
  */
 export async function receiveMail(env: Bindings, input: InboundMail, now = Date.now()): Promise<InboundResult> {
   const db = createDb(env.DB);
-  const { inbox } = await resolveRecipient(db, input.envelopeTo);
+  const { inbox } = await resolveRecipient(db, input.envelopeTo, { disabled: true });
   const raw = await input.readRaw();
   if (raw.byteLength > MAX_INBOUND_BYTES) throw new MessageTooLarge(raw.byteLength);
+  if (inbox.status !== "active" && !(await acceptedWhileDisabled(db, inbox, input.envelopeTo, raw))) {
+    throw new RecipientRejected(`The mailbox ${inbox.address} is disabled.`);
+  }
   const mail = { ...input, raw };
   const ctx: ServiceContext = {
     accountId: inbox.accountId,
