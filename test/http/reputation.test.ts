@@ -623,6 +623,38 @@ describe("the inputs, end to end", () => {
       [id, second].sort(),
     );
   });
+
+  it("a refusal of the whole transaction blames nobody when several outside recipients were tried", async () => {
+    const a = await registerAccount("e2e-data-multi");
+    const to = [1, 2].map((i) => `dataperm-${i}-${crypto.randomUUID().slice(0, 8)}@example.org`);
+    const id = await sendAndSettle(a, to);
+    const row = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
+    expect(row?.status).toBe("failed");
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
+    expect(await countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE original_message_id = ?", id)).toBe(0);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", id),
+    ).toBe(0);
+    // A later message to one such recipient is a bounce: once it is counted, the first one's
+    // attempt (recorded before it) has been too, and added nothing.
+    await sendAndSettle(a, [`dataperm-${crypto.randomUUID().slice(0, 8)}@example.org`]);
+    await vi.waitFor(async () => {
+      expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBeGreaterThan(0);
+    });
+    expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ sent: 1, bounced: 1 });
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(1);
+  });
+
+  it("copies delivered to our own inboxes are not sends for the inbox's reputation", async () => {
+    const a = await registerAccount("e2e-internal-send");
+    const b = await registerAccount("e2e-internal-rcpt");
+    await sendAndSettle(a, [b.inbox.address, "outside@example.org"]);
+    await vi.waitFor(async () => {
+      expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.sent).toBe(1);
+    });
+    // Delivered to b all the same.
+    expect(await countRows("SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ?", b.inbox.id)).toBe(1);
+  });
 });
 
 describe("POST /webhooks/inbound/events", () => {
