@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
 import { messages, threads } from "../../src/db/schema";
+import { recordFindings } from "../../src/features/messages/reports.service";
 import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
@@ -699,6 +700,62 @@ describe("POST /webhooks/inbound/events", () => {
     // A soft bounce is counted but suppresses nobody.
     expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ soft_bounced: 1, bounced: 0 });
     expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
+  });
+});
+
+describe("each finding counts once", () => {
+  it("a hard bounce after a soft one for the same recipient is recorded and suppresses", async () => {
+    const a = await registerAccount("soft-then-hard");
+    const msg = await sentMessage(a, ["sh@example.net"]);
+    const soft = await relay([{ ...bounce(msg, "sh@example.net"), bounce_type: "soft" }]);
+    expect(soft.body.data.results[0]).toMatchObject({ linked: true, counted: true });
+    const hard = await relay([{ ...bounce(msg, "sh@example.net"), bounce_type: "hard" }]);
+    expect(hard.body.data.results[0]).toMatchObject({ linked: true, counted: true });
+    expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ soft_bounced: 1, bounced: 1 });
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ? AND address = ?",
+        a.account.id,
+        "sh@example.net",
+      ),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", msg),
+    ).toBe(2);
+  });
+
+  it("the same bounce reported concurrently by several carriers is evented and audited once", async () => {
+    const a = await registerAccount("concurrent-reports");
+    const msg = await sentMessage(a, ["cr@example.net"]);
+    const ctx = systemContext(a.account.id);
+    const finding = {
+      kind: "bounce" as const,
+      bounceType: "hard" as const,
+      recipient: "cr@example.net",
+      statusCode: "5.1.1",
+      diagnostic: "user unknown",
+      feedbackType: null,
+    };
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        recordFindings(ctx, msg, [finding], { source: "relay", carrierId: `rev_concurrent_${i}` }),
+      ),
+    );
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", msg),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'message.bounced' AND target_id = ?", msg),
+    ).toBe(1);
+    expect(await countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE original_message_id = ?", msg)).toBe(1);
+    // Every carrier is kept; the repeats unlinked.
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM delivery_reports WHERE report_message_id LIKE 'rev_concurrent_%' AND account_id = ?",
+        a.account.id,
+      ),
+    ).toBe(6);
+    expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBe(1);
   });
 });
 

@@ -36,7 +36,7 @@ import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
-import { reportStatements } from "./reports.service";
+import { releaseClaims, reportStatements } from "./reports.service";
 import { attachmentKey, bodyKey, rawKey } from "./storage";
 
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
@@ -402,15 +402,23 @@ async function storeParsed(
   const eventIds = [event.id];
   const report = readReport(parsed);
   const signals: ReputationSignal[] = [];
+  const claims: string[] = [];
   if (report) {
     const fromReport = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
     statements.push(...fromReport.statements);
     audit.push(...fromReport.audit);
     eventIds.push(...fromReport.eventIds);
     signals.push(...fromReport.signals);
+    claims.push(...fromReport.claims);
   }
 
-  await commitWithAudit(ctx, statements, audit);
+  try {
+    await commitWithAudit(ctx, statements, audit);
+  } catch (err) {
+    // The findings' claims were written ahead of the batch: a redelivery must find them free.
+    await releaseClaims(ctx, claims);
+    throw err;
+  }
   await publishEvents(env, eventIds);
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);
