@@ -686,6 +686,27 @@ describe("POST /webhooks/inbound/events", () => {
     expect(unknown.body.data).toMatchObject({ received: 1, results: [{ linked: false, counted: false }] });
   });
 
+  it("refuses a replayed request (a signature counts once); a fresh signature for the same events is accepted", async () => {
+    const a = await registerAccount("relay-replay");
+    const msg = await sentMessage(a, ["rp@example.net"]);
+    const body = JSON.stringify({ events: [bounce(msg, "rp@example.net")] });
+    const headers = await signed(body);
+    const first = await call("POST", "/webhooks/inbound/events", { rawBody: body, headers });
+    expect(first.status, first.text).toBe(202);
+    const replay = await call("POST", "/webhooks/inbound/events", { rawBody: body, headers });
+    expectError(replay, 401, "invalid_signature");
+    const reports = () =>
+      countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE account_id = ? AND source = 'relay'", a.account.id);
+    expect(await reports()).toBe(1);
+    const resigned = await call("POST", "/webhooks/inbound/events", {
+      rawBody: body,
+      headers: await signed(body, { timestamp: Math.floor(Date.now() / 1000) - 1 }),
+    });
+    expect(resigned.status).toBe(202);
+    expect(resigned.body.data.results[0]).toMatchObject({ linked: true, counted: false });
+    expect(await reports()).toBe(2);
+  });
+
   it("links by the Message-ID we sent, and refuses a recipient the message never went to", async () => {
     const a = await registerAccount("relay-link");
     const msg = await sentMessage(a, ["ana@example.net"]);

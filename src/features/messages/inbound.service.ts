@@ -544,16 +544,28 @@ const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
 
 /**
  * Binds an accepted relay signature to its recipient. The same signed request may be retried
- * (the message dedupe makes that harmless), but never pointed at another `to`.
+ * (the message dedupe makes that harmless), but never pointed at another `to`. With `once`
+ * (the events endpoint), a signature already seen is refused outright: a replayed request is
+ * a 401 `invalid_signature`; a relay retrying signs again with a fresh timestamp.
+ * Returns the claimed hash (see `releaseRelaySignature`).
  */
-export async function claimRelaySignature(db: Db, signature: string, envelopeTo: string, now: number): Promise<void> {
+export async function claimRelaySignature(
+  db: Db,
+  signature: string,
+  envelopeTo: string,
+  now: number,
+  opts: { once?: boolean } = {},
+): Promise<string> {
   const signatureHash = await sha256Hex(signature.trim().toLowerCase());
   const to = bareAddress(envelopeTo);
-  await db
+  const inserted = await db
     .insert(relaySignatures)
     .values({ signatureHash, envelopeTo: to, expiresAt: now + RELAY_SIGNATURE_TTL_MS })
     .onConflictDoNothing()
-    .run();
+    .returning({ hash: relaySignatures.signatureHash })
+    .all();
+  if (inserted.length > 0) return signatureHash;
+  if (opts.once) throw new Unauthorized("This signature was already used.", "invalid_signature");
   const claimed = await db
     .select({ envelopeTo: relaySignatures.envelopeTo })
     .from(relaySignatures)
@@ -562,6 +574,15 @@ export async function claimRelaySignature(db: Db, signature: string, envelopeTo:
   if (claimed && claimed.envelopeTo !== to) {
     throw new Unauthorized("This signature was already used for another recipient.", "invalid_signature");
   }
+  return signatureHash;
+}
+
+/** Forgets a claimed signature whose request failed, so the relay may retry it as it was. */
+export async function releaseRelaySignature(db: Db, signatureHash: string): Promise<void> {
+  await db
+    .delete(relaySignatures)
+    .where(eq(relaySignatures.signatureHash, signatureHash))
+    .catch(() => undefined);
 }
 
 /** Drops relay signatures past their window (the hourly cron). */
