@@ -780,6 +780,42 @@ describe("each finding counts once", () => {
   });
 });
 
+describe("suppressed forms", () => {
+  it("a suppression covers the address whatever its case and +tag", async () => {
+    const a = await registerAccount("sup-canonical");
+    const msg = await sentMessage(a, ["bob+news@example.net"]);
+    await relay([bounce(msg, "bob+news@example.net")]);
+    const rows = await env.DB.prepare("SELECT address FROM suppressions WHERE account_id = ?")
+      .bind(a.account.id)
+      .all<{ address: string }>();
+    expect(rows.results).toEqual([{ address: "bob@example.net" }]);
+
+    const alone = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: ["Bob@Example.NET"], subject: "x", body_text: "x" },
+    });
+    expectError(alone, 422, "recipient_suppressed");
+    const mixed = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: ["other@example.org", "BOB+promo@example.net"], subject: "x", body_text: "x" },
+    });
+    expect(mixed.status, mixed.text).toBe(202);
+    expect(mixed.body.data).toMatchObject({
+      to: ["other@example.org"],
+      dropped_recipients: [{ address: "bob+promo@example.net", reason: "suppressed_hard_bounce" }],
+    });
+    const listed = await call("GET", `/v1/suppressions?address=${encodeURIComponent("Bob+x@example.net")}`, {
+      key: a.key,
+    });
+    expect(listed.body.data).toHaveLength(1);
+    const lifted = await call("DELETE", `/v1/suppressions/${encodeURIComponent("BOB+news@example.net")}`, {
+      key: a.key,
+    });
+    expect(lifted.status, lifted.text).toBe(200);
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
+  });
+});
+
 describe("usage and suppression validation", () => {
   it("GET /v1/usage and /v1/usage/daily count the log; bad input is a 422", async () => {
     const a = await registerAccount("usage");

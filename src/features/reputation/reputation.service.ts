@@ -9,7 +9,7 @@ import {
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import { bareAddress } from "../../email/address";
+import { bareAddress, suppressionAddress } from "../../email/address";
 import type { ReportFinding } from "../../email/reports";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
@@ -64,7 +64,7 @@ export function suppressionStatement(ctx: ServiceContext, signal: ReputationSign
     .values({
       id: newId("sup", ctx.now()),
       accountId: ctx.accountId,
-      address: signal.recipient,
+      address: suppressionAddress(signal.recipient),
       reason: signal.kind === "complaint" ? "complaint" : "hard_bounce",
       source: signal.source,
       inboxId: signal.inboxId,
