@@ -398,6 +398,8 @@ describe("warning headers", () => {
     expect(at.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     expect(at.headers.get("X-Mailbot-Bounce-Rate")).toBe("0.066667");
     expect(at.headers.get("X-Mailbot-Complaint-Rate")).toBeNull();
+    // Timings are for the bench under `wrangler dev` only.
+    expect(at.headers.get("Server-Timing")).toBeNull();
     const send = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: ["fresh@example.org"], subject: "still sending", body_text: "x" },
@@ -407,6 +409,8 @@ describe("warning headers", () => {
     const reply = await call("POST", `/v1/messages/${msg}/reply`, { key: a.key, body: { body_text: "follow-up" } });
     expect(reply.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     const rep = await call("GET", `/v1/inboxes/${a.inbox.id}/reputation`, { key: a.key });
+    expect(rep.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
+    expect(rep.headers.get("X-Mailbot-Bounce-Rate")).toBe("0.066667");
     expect(rep.body.data).toMatchObject({
       status: "warning",
       warnings: ["bounce_rate_approaching_threshold"],

@@ -300,17 +300,23 @@ export function round(rate: number): number {
 
 /** `GET /v1/inboxes/:inbox_id/reputation`. */
 export async function getReputation(ctx: ServiceContext, inboxId: string) {
+  return (await getReputationWithHeaders(ctx, inboxId)).data;
+}
+
+/** The reputation and its warning headers from one counter call (the route adds them itself). */
+export async function getReputationWithHeaders(ctx: ServiceContext, inboxId: string) {
   const inbox = await getInbox(ctx, inboxId);
   const figures = await inboxCounter(ctx.env, inbox.id).snapshot(ctx.now(), ctx.accountId);
   const status = inbox.status === "disabled" ? "disabled" : (figures?.warnings.length ?? 0) > 0 ? "warning" : "ok";
   const empty = { window_days: REPUTATION_RULES.windowDays, sent: 0, bounced: 0, soft_bounced: 0, complained: 0 };
-  return {
+  const data = {
     ...(figures ? figuresWire(figures) : { ...empty, bounce_rate: 0, complaint_rate: 0 }),
     status,
     disabled_reason: inbox.disabledReason ?? null,
     warnings: (figures?.warnings ?? []).map((w) => `${w}_approaching_threshold`),
     thresholds: thresholdsWire(),
   } as const;
+  return { data, headers: headersOf(figures) };
 }
 
 /** The warning headers of API.md for an inbox of the caller's account, or none. */
@@ -320,7 +326,10 @@ export async function warningHeaders(
   inboxId: string,
   now: number,
 ): Promise<Record<string, string> | null> {
-  const figures = await inboxCounter(env, inboxId).snapshot(now, accountId);
+  return headersOf(await inboxCounter(env, inboxId).snapshot(now, accountId));
+}
+
+function headersOf(figures: ReputationFigures | null): Record<string, string> | null {
   if (!figures || figures.warnings.length === 0) return null;
   const headers: Record<string, string> = {
     "X-Mailbot-Warning": figures.warnings.map((w) => `${w}_approaching_threshold`).join(", "),
