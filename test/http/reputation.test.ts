@@ -381,6 +381,43 @@ describe("recovery from a failed counter or D1 call", () => {
   });
 });
 
+describe("the counter's window", () => {
+  const HOUR = 60 * 60 * 1000;
+  const DAY = 24 * HOUR;
+
+  it("slides: an input older than 7 days (by an hour) no longer counts, one just inside does", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_window_${crypto.randomUUID()}`);
+    const now = Date.now();
+    await stub.apply([{ metric: "sent", n: 40, key: "s" }], now);
+    await stub.apply([{ metric: "bounced_hard", key: "old" }], now - 7 * DAY - HOUR);
+    await stub.apply([{ metric: "bounced_hard", key: "inside" }], now - 7 * DAY + HOUR);
+    expect(await stub.snapshot(now)).toMatchObject({ sent: 40, bounced: 1 });
+    // An hour later the second one has left the window too.
+    expect(await stub.snapshot(now + 2 * HOUR)).toMatchObject({ sent: 40, bounced: 0 });
+  });
+
+  it("forgets idempotency keys past the 8 days kept, pruning once per hour", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_prune_${crypto.randomUUID()}`);
+    const now = Date.now();
+    await stub.apply([{ metric: "complained", key: "k" }], now - 9 * DAY);
+    expect((await stub.apply([{ metric: "complained", key: "k" }], now - 9 * DAY)).counted).toBe(0);
+    // Now (a new hour bucket): the prune runs and the 9-day-old key is gone, so it counts again.
+    expect((await stub.apply([{ metric: "sent", key: "trigger" }], now)).counted).toBe(1);
+    expect((await stub.apply([{ metric: "complained", key: "k" }], now)).counted).toBe(1);
+  });
+
+  it("warns at 2/3 of the bounce threshold, not just under it (2 in 31 sends)", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_warn_${crypto.randomUUID()}`);
+    await stub.apply([
+      { metric: "sent", n: 31 },
+      { metric: "bounced_hard", n: 2 },
+    ]);
+    expect((await stub.snapshot())?.warnings).toEqual([]); // 6.45 % < 6.67 %
+    await stub.apply([{ metric: "bounced_hard" }]);
+    expect((await stub.snapshot())?.warnings).toEqual(["bounce_rate"]); // 3/31 = 9.7 %
+  });
+});
+
 describe("warning headers", () => {
   it("appear at 2/3 of the bounce threshold and not below, on inbox routes and sends", async () => {
     const a = await registerAccount("warn-bounce");
