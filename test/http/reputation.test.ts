@@ -849,6 +849,19 @@ describe("suppressed forms", () => {
       key: a.key,
     });
     expect(listed.body.data).toHaveLength(1);
+    // A key restricted to another inbox sees the entry, not which inbox's message caused it.
+    const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: `sup-second-${Date.now()}` } });
+    expect(second.status, second.text).toBe(201);
+    const restricted = await call("POST", "/v1/api-keys", {
+      key: a.key,
+      body: { name: "other-inbox", scopes: ["read"], inbox_ids: [second.body.data.id] },
+    });
+    const seen = await call("GET", "/v1/suppressions", { key: restricted.body.data.key });
+    expect(seen.body.data).toEqual([
+      expect.objectContaining({ address: "bob@example.net", inbox_id: null, message_id: null, detail: null }),
+    ]);
+    const own = await call("GET", "/v1/suppressions", { key: a.key });
+    expect(own.body.data[0]).toMatchObject({ inbox_id: a.inbox.id, message_id: msg });
     const lifted = await call("DELETE", `/v1/suppressions/${encodeURIComponent("BOB+news@example.net")}`, {
       key: a.key,
     });

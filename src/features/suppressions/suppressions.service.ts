@@ -74,8 +74,14 @@ export async function deleteSuppression(ctx: ServiceContext, address: string): P
   return row;
 }
 
-/** Wire shape of a suppression. */
-export function toSuppressionWire(row: SuppressionRow): SuppressionWire {
+/**
+ * Wire shape of a suppression. The list is account-wide, but a key restricted to some inboxes
+ * (`visible`) is not told which other inbox's message caused an entry, nor its detail.
+ */
+export function toSuppressionWire(row: SuppressionRow, visible: string[] | null = null): SuppressionWire {
+  if (visible && !(row.inboxId && visible.includes(row.inboxId))) {
+    return { ...toSuppressionWire(row), inbox_id: null, message_id: null, detail: null };
+  }
   return {
     id: row.id,
     address: row.address,
