@@ -891,6 +891,13 @@ describe("usage and suppression validation", () => {
       bounced: 1,
       complained: 1,
     });
+    expect(daily.body.meta).toEqual({ limit: 3, next_cursor: null });
+    // A message queued two days ago that left today counts as sent today.
+    await env.DB.prepare("UPDATE messages SET created_at = ? WHERE id = ?")
+      .bind(Date.now() - 2 * 24 * 60 * 60 * 1000, msg)
+      .run();
+    const moved = await call("GET", "/v1/usage/daily?days=3", { key: a.key });
+    expect(moved.body.data.map((d: { sent: number }) => d.sent)).toEqual([1, 0, 0]);
     expectError(await call("GET", "/v1/usage/daily?days=0", { key: a.key }), 422, "validation_error");
     expectError(await call("GET", "/v1/usage?since=yesterday", { key: a.key }), 422, "validation_error");
     expectError(await call("GET", "/v1/suppressions?reason=spam", { key: a.key }), 422, "validation_error");
