@@ -152,14 +152,9 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
         result.internal++;
       } catch (err) {
         if (!(err instanceof RecipientRejected)) throw err;
-        // Our own inbox refusing: neither a send nor a bounce for the sender's reputation.
-        result.rejected.push({
-          recipient: rcpt,
-          code: "unknown_recipient",
-          message: err.message,
-          permanent: true,
-          bounce: false,
-        });
+        // No inbox by that name (or one refusing mail): a bad address like an outside 550, so a
+        // send and a hard bounce for the reputation. Copies our inboxes accepted count as neither.
+        result.rejected.push({ recipient: rcpt, code: "unknown_recipient", message: err.message, permanent: true });
       }
     }
     if (external.length > 0) {
