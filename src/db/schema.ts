@@ -285,10 +285,20 @@ export const deliveryReports = sqliteTable(
       .notNull()
       .default("report"),
     createdAt: integer("created_at").notNull(),
+    /**
+     * `kind:bounce_type:recipient` of a finding linked to `original_message_id` (null when not
+     * linked): with the unique index below, the claim that makes each finding count once.
+     */
+    claimKey: text("claim_key"),
   },
   (t) => [
     index("delivery_reports_original_idx").on(t.originalMessageId),
     index("delivery_reports_account_idx").on(t.accountId, t.id),
+    /**
+     * The claim of a linked finding: one row per (message, kind, bounce type, recipient), so a
+     * report seen twice (DSN and relay, concurrently) is counted, evented and audited once.
+     */
+    uniqueIndex("delivery_reports_claim_uq").on(t.originalMessageId, t.claimKey),
   ],
 );
 
@@ -447,6 +457,30 @@ export const suppressions = sqliteTable(
     uniqueIndex("suppressions_account_address_uq").on(t.accountId, t.address),
     index("suppressions_account_idx").on(t.accountId, t.id),
   ],
+);
+
+/**
+ * Reputation counter inputs whose InboxCounter call failed after their facts were committed in
+ * D1. The 5-minute sweep re-applies them (the counter's idempotency keys make that safe) and
+ * deletes the row once the counter took them.
+ */
+export const reputationPending = sqliteTable(
+  "reputation_pending",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id").notNull(),
+    inboxId: text("inbox_id").notNull(),
+    /** The counter signals (`{ metric, n?, key? }`) as they were to be applied. */
+    signals: text("signals", { mode: "json" })
+      .$type<
+        { metric: "sent" | "bounced_hard" | "bounced_soft" | "complained" | "received"; n?: number; key?: string }[]
+      >()
+      .notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("reputation_pending_created_idx").on(t.createdAt)],
 );
 
 export type AccountRow = typeof accounts.$inferSelect;

@@ -53,6 +53,12 @@ export interface ApplyResult {
    * counter did not already consider it disabled. The caller disables the inbox in D1.
    */
   disable: DisableReason | null;
+  /**
+   * The threshold the figures are above now (enough sends to judge), whether or not this call
+   * decided the disable: with `figures.disabled` already set, the caller checks that D1 agrees
+   * (a disable whose D1 write was lost, or a re-enable the counter never heard of).
+   */
+  over: DisableReason | null;
 }
 
 /**
@@ -73,9 +79,22 @@ export class InboxCounter extends DurableObject<Bindings> {
     ctx.storage.sql.exec(
       "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
     );
+    ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS applied_at ON applied (at)");
   }
 
-  /** Adds `n` to a metric in the current bucket and prunes buckets older than the window kept. */
+  /**
+   * Drops buckets and idempotency keys older than the 8 days kept, at most once per hour bucket
+   * (the hour it last ran is kept in KV), so an input pays for a range delete on the index once an hour.
+   */
+  private prune(now: number): void {
+    const bucket = Math.floor(now / BUCKET_MS);
+    if (this.ctx.storage.kv.get<number>("pruned") === bucket) return;
+    this.ctx.storage.sql.exec("DELETE FROM counters WHERE bucket < ?", Math.floor((now - KEEP_MS) / BUCKET_MS));
+    this.ctx.storage.sql.exec("DELETE FROM applied WHERE at < ?", now - KEEP_MS);
+    this.ctx.storage.kv.put("pruned", bucket);
+  }
+
+  /** Adds `n` to a metric in the current bucket (and prunes, once an hour). */
   record(metric: CounterMetric, n = 1, now: number = Date.now()): void {
     const bucket = Math.floor(now / BUCKET_MS);
     this.ctx.storage.sql.exec(
@@ -84,7 +103,7 @@ export class InboxCounter extends DurableObject<Bindings> {
       bucket,
       n,
     );
-    this.ctx.storage.sql.exec("DELETE FROM counters WHERE bucket < ?", Math.floor((now - KEEP_MS) / BUCKET_MS));
+    this.prune(now);
   }
 
   /** Sums of every metric over the last `windowMs`. */
@@ -115,17 +134,18 @@ export class InboxCounter extends DurableObject<Bindings> {
       this.record(s.metric, s.n ?? 1, now);
       counted++;
     }
-    sql.exec("DELETE FROM applied WHERE at < ?", now - KEEP_MS);
+    this.prune(now);
     const figures = this.figures(now);
     let disable: DisableReason | null = null;
+    const over = overThreshold(figures);
     if (!figures.disabled) {
-      disable = overThreshold(figures);
+      disable = over;
       if (disable) {
         this.ctx.storage.kv.put("disabled", { reason: disable, at: now });
         figures.disabled = { reason: disable, at: now };
       }
     }
-    return { counted, figures, disable };
+    return { counted, figures, disable, over };
   }
 
   /**

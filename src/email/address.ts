@@ -18,3 +18,17 @@ export function canonicalRecipient(address: string): { address: string; tag: str
   if (!m) return { address: a, tag: null };
   return { address: `${local.replace(m[0], "")}@${domain}`, tag: m[1] || null };
 }
+
+/**
+ * The form an outside address is suppressed under: lower-cased whole (most mailbox providers
+ * ignore case in the local part, and on a suppression list treating `Bob@` and `bob@` as one
+ * errs on the safe side), without a `+tag` sub-address (`bob+news@x` reaches `bob@x`).
+ */
+export function suppressionAddress(address: string): string {
+  const a = bareAddress(address);
+  const at = a.lastIndexOf("@");
+  if (at <= 0) return a;
+  const plus = a.indexOf("+");
+  if (plus <= 0 || plus > at) return a;
+  return `${a.slice(0, plus)}${a.slice(at)}`;
+}

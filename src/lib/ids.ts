@@ -25,6 +25,8 @@ export type IdPrefix =
   | "idem"
   | "sup"
   | "rev"
+  /** Reputation counter signals waiting for the sweep to apply them (internal). */
+  | "rpp"
   /** A send fingerprint (phishing scorer's recent-send state; internal). */
   | "sfp";
 

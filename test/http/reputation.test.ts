@@ -2,7 +2,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
 import { messages, threads } from "../../src/db/schema";
-import { applySignals, recordSent } from "../../src/features/reputation/reputation.service";
+import { recordFindings } from "../../src/features/messages/reports.service";
+import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
 import { newId } from "../../src/lib/ids";
@@ -288,6 +289,135 @@ describe("auto-disable", () => {
   });
 });
 
+/** A hard bounce signal of `msg` for the counter (what a linked report feeds it). */
+const hardBounce = (a: Account, msg: string, recipient: string) => ({
+  inboxId: a.inbox.id,
+  messageId: msg,
+  kind: "bounce" as const,
+  bounceType: "hard" as const,
+  recipient,
+  source: "relay",
+  detail: null,
+});
+
+describe("recovery from a failed counter or D1 call", () => {
+  it("a disable the counter remembers but D1 lost is carried out by the next input, announced once", async () => {
+    const a = await registerAccount("stuck-disable");
+    await sends(a, 100);
+    // The counter decided a disable whose D1 write failed, and its revert failed too.
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    expect((await stub.apply(lost, Date.now(), a.account.id)).disable).toBe("bounce_rate");
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "active", disabled_reason: null });
+
+    // Concurrent inputs all see "already disabled" in the counter and an active inbox in D1:
+    // the guarded update lets one of them disable it, and only that one announces it.
+    const ctx = systemContext(a.account.id);
+    const msg = await sentMessage(a, ["s@example.net"]);
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) => applySignals(ctx, [hardBounce(a, msg, `s${i}@example.net`)])),
+    );
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "disabled", disabled_reason: "bounce_rate" });
+    expect(await disabledEvents(a.inbox.id)).toBe(1);
+    expect(await disabledAudits(a.inbox.id)).toBe(1);
+  });
+
+  it("a deactivated inbox is not announced as disabled for its rates", async () => {
+    const a = await registerAccount("stuck-deactivated");
+    await sends(a, 100);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    await stub.apply(lost, Date.now(), a.account.id);
+    expect((await call("DELETE", `/v1/inboxes/${a.inbox.id}`, { key: a.key })).status).toBe(200);
+    const before = await disabledEvents(a.inbox.id); // the deactivation's own inbox.disabled
+    const msg = await sentMessage(a, ["d@example.net"]);
+    await applySignals(systemContext(a.account.id), [hardBounce(a, msg, "d@example.net")]);
+    expect(await inboxRow(a.inbox.id)).toEqual({ status: "disabled", disabled_reason: "deactivated" });
+    expect(await disabledEvents(a.inbox.id)).toBe(before);
+    expect(await disabledAudits(a.inbox.id)).toBe(0);
+  });
+
+  it("enabling an inbox D1 already holds active still tells the counter (a lost re-enable is repaired)", async () => {
+    const a = await registerAccount("stuck-enable");
+    await sends(a, 100);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
+    await stub.apply(lost, Date.now(), a.account.id);
+    expect((await stub.snapshot())?.disabled).not.toBeNull();
+    const enabled = await call("POST", `/v1/inboxes/${a.inbox.id}/enable`, { key: a.key });
+    expect(enabled.status, enabled.text).toBe(200);
+    expect((await stub.snapshot())?.disabled).toBeNull();
+    // The counter answers `disable` again to the next input over the threshold.
+    const next = await stub.apply([{ metric: "sent", key: "after-enable" }], Date.now(), a.account.id);
+    expect(next.disable).toBe("bounce_rate");
+  });
+
+  it("signals whose counter call failed are kept in D1 and applied once by the sweep", async () => {
+    const a = await registerAccount("pending");
+    const broken = {
+      ...env,
+      INBOX_COUNTER: {
+        getByName: () => ({
+          apply: async () => {
+            throw new Error("counter unavailable");
+          },
+        }),
+      },
+    } as unknown as typeof env;
+    const ctx = { ...systemContext(a.account.id), env: broken };
+    const msg = await sentMessage(a, ["p@example.net"]);
+    await recordSent(ctx, a.inbox.id, msg, 25);
+    await applySignals(ctx, [hardBounce(a, msg, "p@example.net")]);
+    const pending = () => countRows("SELECT COUNT(*) AS n FROM reputation_pending WHERE inbox_id = ?", a.inbox.id);
+    expect(await pending()).toBe(2);
+    const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
+    expect(await stub.snapshot()).toMatchObject({ sent: 0, bounced: 0 });
+
+    // One of them did reach the counter after all (the failure was on the way back): counted once.
+    await recordSent(systemContext(a.account.id), a.inbox.id, msg, 25);
+    await reapplyPending(env, Date.now());
+    expect(await pending()).toBe(0);
+    expect(await stub.snapshot()).toMatchObject({ sent: 25, bounced: 1 });
+  });
+});
+
+describe("the counter's window", () => {
+  const HOUR = 60 * 60 * 1000;
+  const DAY = 24 * HOUR;
+
+  it("slides: an input older than 7 days (by an hour) no longer counts, one just inside does", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_window_${crypto.randomUUID()}`);
+    const now = Date.now();
+    await stub.apply([{ metric: "sent", n: 40, key: "s" }], now);
+    await stub.apply([{ metric: "bounced_hard", key: "old" }], now - 7 * DAY - HOUR);
+    await stub.apply([{ metric: "bounced_hard", key: "inside" }], now - 7 * DAY + HOUR);
+    expect(await stub.snapshot(now)).toMatchObject({ sent: 40, bounced: 1 });
+    // An hour later the second one has left the window too.
+    expect(await stub.snapshot(now + 2 * HOUR)).toMatchObject({ sent: 40, bounced: 0 });
+  });
+
+  it("forgets idempotency keys past the 8 days kept, pruning once per hour", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_prune_${crypto.randomUUID()}`);
+    const now = Date.now();
+    await stub.apply([{ metric: "complained", key: "k" }], now - 9 * DAY);
+    expect((await stub.apply([{ metric: "complained", key: "k" }], now - 9 * DAY)).counted).toBe(0);
+    // Now (a new hour bucket): the prune runs and the 9-day-old key is gone, so it counts again.
+    expect((await stub.apply([{ metric: "sent", key: "trigger" }], now)).counted).toBe(1);
+    expect((await stub.apply([{ metric: "complained", key: "k" }], now)).counted).toBe(1);
+  });
+
+  it("warns at 2/3 of the bounce threshold, not just under it (2 in 31 sends)", async () => {
+    const stub = env.INBOX_COUNTER.getByName(`inbox_warn_${crypto.randomUUID()}`);
+    await stub.apply([
+      { metric: "sent", n: 31 },
+      { metric: "bounced_hard", n: 2 },
+    ]);
+    expect((await stub.snapshot())?.warnings).toEqual([]); // 6.45 % < 6.67 %
+    await stub.apply([{ metric: "bounced_hard" }]);
+    expect((await stub.snapshot())?.warnings).toEqual(["bounce_rate"]); // 3/31 = 9.7 %
+  });
+});
+
 describe("warning headers", () => {
   it("appear at 2/3 of the bounce threshold and not below, on inbox routes and sends", async () => {
     const a = await registerAccount("warn-bounce");
@@ -305,6 +435,8 @@ describe("warning headers", () => {
     expect(at.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     expect(at.headers.get("X-Mailbot-Bounce-Rate")).toBe("0.066667");
     expect(at.headers.get("X-Mailbot-Complaint-Rate")).toBeNull();
+    // Timings are for the bench under `wrangler dev` only.
+    expect(at.headers.get("Server-Timing")).toBeNull();
     const send = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: ["fresh@example.org"], subject: "still sending", body_text: "x" },
@@ -314,6 +446,8 @@ describe("warning headers", () => {
     const reply = await call("POST", `/v1/messages/${msg}/reply`, { key: a.key, body: { body_text: "follow-up" } });
     expect(reply.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     const rep = await call("GET", `/v1/inboxes/${a.inbox.id}/reputation`, { key: a.key });
+    expect(rep.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
+    expect(rep.headers.get("X-Mailbot-Bounce-Rate")).toBe("0.066667");
     expect(rep.body.data).toMatchObject({
       status: "warning",
       warnings: ["bounce_rate_approaching_threshold"],
@@ -440,6 +574,49 @@ describe("the inputs, end to end", () => {
     expect(ok.status).toBe(202);
   });
 
+  it("a disabled inbox still takes the reports of its own mail, and nothing else", async () => {
+    const a = await registerAccount("disabled-bounce");
+    const rcpt = "htfgvhyufthdgcvhgjyfthgc@ethereal.email";
+    const id = await sentMessage(a, [rcpt]);
+    await env.DB.prepare("UPDATE inboxes SET status = 'disabled', disabled_reason = 'bounce_rate' WHERE id = ?")
+      .bind(a.inbox.id)
+      .run();
+    const [user, domain] = a.inbox.address.split("@");
+    const dsn = await deliver(dsnBounce, `${user}+${id}@${domain}`, "");
+    expect(dsn.setReject).not.toHaveBeenCalled();
+    const row = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
+    expect(row?.status).toBe("bounced");
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ? AND address = ?",
+        a.account.id,
+        rcpt,
+      ),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", id),
+    ).toBe(1);
+    expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBe(1);
+
+    // Deactivated by hand: a report of its mail is still taken (the suppressions are the account's).
+    expect((await call("POST", `/v1/inboxes/${a.inbox.id}/enable`, { key: a.key })).status).toBe(200);
+    expect((await call("DELETE", `/v1/inboxes/${a.inbox.id}`, { key: a.key })).status).toBe(200);
+    const complaintTo = "user@example.com";
+    const second = await sentMessage(a, [complaintTo]);
+    const arf = await deliver(arfComplaint, `${user}+${second}@${domain}`, "abusedesk@example.com");
+    expect(arf.setReject).not.toHaveBeenCalled();
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.complained' AND message_id = ?", second),
+    ).toBe(1);
+
+    // Ordinary mail, and a tag naming no message of this inbox, are still refused.
+    const plain = "From: a@example.org\r\nTo: x@y\r\nSubject: hi\r\nMessage-ID: <plain-1@example.org>\r\n\r\nhello\r\n";
+    const refused = await deliver(plain, a.inbox.address, "a@example.org");
+    expect(refused.setReject).toHaveBeenCalledWith(expect.stringContaining("disabled"));
+    const forged = await deliver(plain, `${user}+msg_${"0".repeat(26)}@${domain}`, "a@example.org");
+    expect(forged.setReject).toHaveBeenCalled();
+  });
+
   it("an ARF complaint: message complained, counter, suppression, event and audit", async () => {
     const a = await registerAccount("e2e-arf");
     const id = await sendAndSettle(a, ["user@example.com"]);
@@ -488,6 +665,38 @@ describe("the inputs, end to end", () => {
       [id, second].sort(),
     );
   });
+
+  it("a refusal of the whole transaction blames nobody when several outside recipients were tried", async () => {
+    const a = await registerAccount("e2e-data-multi");
+    const to = [1, 2].map((i) => `dataperm-${i}-${crypto.randomUUID().slice(0, 8)}@example.org`);
+    const id = await sendAndSettle(a, to);
+    const row = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
+    expect(row?.status).toBe("failed");
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
+    expect(await countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE original_message_id = ?", id)).toBe(0);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", id),
+    ).toBe(0);
+    // A later message to one such recipient is a bounce: once it is counted, the first one's
+    // attempt (recorded before it) has been too, and added nothing.
+    await sendAndSettle(a, [`dataperm-${crypto.randomUUID().slice(0, 8)}@example.org`]);
+    await vi.waitFor(async () => {
+      expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBeGreaterThan(0);
+    });
+    expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ sent: 1, bounced: 1 });
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(1);
+  });
+
+  it("copies delivered to our own inboxes are not sends for the inbox's reputation", async () => {
+    const a = await registerAccount("e2e-internal-send");
+    const b = await registerAccount("e2e-internal-rcpt");
+    await sendAndSettle(a, [b.inbox.address, "outside@example.org"]);
+    await vi.waitFor(async () => {
+      expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.sent).toBe(1);
+    });
+    // Delivered to b all the same.
+    expect(await countRows("SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ?", b.inbox.id)).toBe(1);
+  });
 });
 
 describe("POST /webhooks/inbound/events", () => {
@@ -518,6 +727,27 @@ describe("POST /webhooks/inbound/events", () => {
     expect(unknown.body.data).toMatchObject({ received: 1, results: [{ linked: false, counted: false }] });
   });
 
+  it("refuses a replayed request (a signature counts once); a fresh signature for the same events is accepted", async () => {
+    const a = await registerAccount("relay-replay");
+    const msg = await sentMessage(a, ["rp@example.net"]);
+    const body = JSON.stringify({ events: [bounce(msg, "rp@example.net")] });
+    const headers = await signed(body);
+    const first = await call("POST", "/webhooks/inbound/events", { rawBody: body, headers });
+    expect(first.status, first.text).toBe(202);
+    const replay = await call("POST", "/webhooks/inbound/events", { rawBody: body, headers });
+    expectError(replay, 401, "invalid_signature");
+    const reports = () =>
+      countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE account_id = ? AND source = 'relay'", a.account.id);
+    expect(await reports()).toBe(1);
+    const resigned = await call("POST", "/webhooks/inbound/events", {
+      rawBody: body,
+      headers: await signed(body, { timestamp: Math.floor(Date.now() / 1000) - 1 }),
+    });
+    expect(resigned.status).toBe(202);
+    expect(resigned.body.data.results[0]).toMatchObject({ linked: true, counted: false });
+    expect(await reports()).toBe(2);
+  });
+
   it("links by the Message-ID we sent, and refuses a recipient the message never went to", async () => {
     const a = await registerAccount("relay-link");
     const msg = await sentMessage(a, ["ana@example.net"]);
@@ -531,6 +761,111 @@ describe("POST /webhooks/inbound/events", () => {
     ]);
     // A soft bounce is counted but suppresses nobody.
     expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ soft_bounced: 1, bounced: 0 });
+    expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
+  });
+});
+
+describe("each finding counts once", () => {
+  it("a hard bounce after a soft one for the same recipient is recorded and suppresses", async () => {
+    const a = await registerAccount("soft-then-hard");
+    const msg = await sentMessage(a, ["sh@example.net"]);
+    const soft = await relay([{ ...bounce(msg, "sh@example.net"), bounce_type: "soft" }]);
+    expect(soft.body.data.results[0]).toMatchObject({ linked: true, counted: true });
+    const hard = await relay([{ ...bounce(msg, "sh@example.net"), bounce_type: "hard" }]);
+    expect(hard.body.data.results[0]).toMatchObject({ linked: true, counted: true });
+    expect(await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot()).toMatchObject({ soft_bounced: 1, bounced: 1 });
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ? AND address = ?",
+        a.account.id,
+        "sh@example.net",
+      ),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", msg),
+    ).toBe(2);
+  });
+
+  it("the same bounce reported concurrently by several carriers is evented and audited once", async () => {
+    const a = await registerAccount("concurrent-reports");
+    const msg = await sentMessage(a, ["cr@example.net"]);
+    const ctx = systemContext(a.account.id);
+    const finding = {
+      kind: "bounce" as const,
+      bounceType: "hard" as const,
+      recipient: "cr@example.net",
+      statusCode: "5.1.1",
+      diagnostic: "user unknown",
+      feedbackType: null,
+    };
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        recordFindings(ctx, msg, [finding], { source: "relay", carrierId: `rev_concurrent_${i}` }),
+      ),
+    );
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM events WHERE type = 'message.bounced' AND message_id = ?", msg),
+    ).toBe(1);
+    expect(
+      await countRows("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'message.bounced' AND target_id = ?", msg),
+    ).toBe(1);
+    expect(await countRows("SELECT COUNT(*) AS n FROM delivery_reports WHERE original_message_id = ?", msg)).toBe(1);
+    // Every carrier is kept; the repeats unlinked.
+    expect(
+      await countRows(
+        "SELECT COUNT(*) AS n FROM delivery_reports WHERE report_message_id LIKE 'rev_concurrent_%' AND account_id = ?",
+        a.account.id,
+      ),
+    ).toBe(6);
+    expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.bounced).toBe(1);
+  });
+});
+
+describe("suppressed forms", () => {
+  it("a suppression covers the address whatever its case and +tag", async () => {
+    const a = await registerAccount("sup-canonical");
+    const msg = await sentMessage(a, ["bob+news@example.net"]);
+    await relay([bounce(msg, "bob+news@example.net")]);
+    const rows = await env.DB.prepare("SELECT address FROM suppressions WHERE account_id = ?")
+      .bind(a.account.id)
+      .all<{ address: string }>();
+    expect(rows.results).toEqual([{ address: "bob@example.net" }]);
+
+    const alone = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: ["Bob@Example.NET"], subject: "x", body_text: "x" },
+    });
+    expectError(alone, 422, "recipient_suppressed");
+    const mixed = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: ["other@example.org", "BOB+promo@example.net"], subject: "x", body_text: "x" },
+    });
+    expect(mixed.status, mixed.text).toBe(202);
+    expect(mixed.body.data).toMatchObject({
+      to: ["other@example.org"],
+      dropped_recipients: [{ address: "bob+promo@example.net", reason: "suppressed_hard_bounce" }],
+    });
+    const listed = await call("GET", `/v1/suppressions?address=${encodeURIComponent("Bob+x@example.net")}`, {
+      key: a.key,
+    });
+    expect(listed.body.data).toHaveLength(1);
+    // A key restricted to another inbox sees the entry, not which inbox's message caused it.
+    const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: `sup-second-${Date.now()}` } });
+    expect(second.status, second.text).toBe(201);
+    const restricted = await call("POST", "/v1/api-keys", {
+      key: a.key,
+      body: { name: "other-inbox", scopes: ["read"], inbox_ids: [second.body.data.id] },
+    });
+    const seen = await call("GET", "/v1/suppressions", { key: restricted.body.data.key });
+    expect(seen.body.data).toEqual([
+      expect.objectContaining({ address: "bob@example.net", inbox_id: null, message_id: null, detail: null }),
+    ]);
+    const own = await call("GET", "/v1/suppressions", { key: a.key });
+    expect(own.body.data[0]).toMatchObject({ inbox_id: a.inbox.id, message_id: msg });
+    const lifted = await call("DELETE", `/v1/suppressions/${encodeURIComponent("BOB+news@example.net")}`, {
+      key: a.key,
+    });
+    expect(lifted.status, lifted.text).toBe(200);
     expect(await countRows("SELECT COUNT(*) AS n FROM suppressions WHERE account_id = ?", a.account.id)).toBe(0);
   });
 });
@@ -556,6 +891,13 @@ describe("usage and suppression validation", () => {
       bounced: 1,
       complained: 1,
     });
+    expect(daily.body.meta).toEqual({ limit: 3, next_cursor: null });
+    // A message queued two days ago that left today counts as sent today.
+    await env.DB.prepare("UPDATE messages SET created_at = ? WHERE id = ?")
+      .bind(Date.now() - 2 * 24 * 60 * 60 * 1000, msg)
+      .run();
+    const moved = await call("GET", "/v1/usage/daily?days=3", { key: a.key });
+    expect(moved.body.data.map((d: { sent: number }) => d.sent)).toEqual([1, 0, 0]);
     expectError(await call("GET", "/v1/usage/daily?days=0", { key: a.key }), 422, "validation_error");
     expectError(await call("GET", "/v1/usage?since=yesterday", { key: a.key }), 422, "validation_error");
     expectError(await call("GET", "/v1/suppressions?reason=spam", { key: a.key }), 422, "validation_error");

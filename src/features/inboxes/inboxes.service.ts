@@ -212,7 +212,12 @@ async function setInboxStatus(
 ): Promise<InboxRow> {
   const current = await getInbox(ctx, inboxId);
   const status = reason === null ? "active" : "disabled";
-  if (current.status === status && current.disabledReason === reason) return current;
+  if (current.status === status && current.disabledReason === reason) {
+    // Already active in D1, but a previous enable may have failed to reach the counter after
+    // its commit: tell it again (idempotent), so the next input over a threshold disables again.
+    if (reason === null) await reputationReEnabled(ctx, inboxId);
+    return current;
+  }
   const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
   // A deactivation is reported as `inbox.disabled` too (with disabled_reason "deactivated"):
   // to a subscriber it is the same fact, the inbox stopped taking mail.

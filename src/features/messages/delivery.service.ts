@@ -152,6 +152,8 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
         result.internal++;
       } catch (err) {
         if (!(err instanceof RecipientRejected)) throw err;
+        // No inbox by that name (or one refusing mail): a bad address like an outside 550, so a
+        // send and a hard bounce for the reputation. Copies our inboxes accepted count as neither.
         result.rejected.push({ recipient: rcpt, code: "unknown_recipient", message: err.message, permanent: true });
       }
     }
@@ -175,10 +177,14 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
         result.rejected.push(...sent.rejected);
         result.providerMessageId = sent.providerMessageId;
       } catch (err) {
+        // One refusal of the whole transaction (Cloudflare's "recipient suppressed", an SMTP 5xx
+        // at DATA) names no recipient: it is a bounce only when a single outside recipient was
+        // tried. With several, nobody is blamed: the message fails, nothing is suppressed or counted.
+        const bounce = err instanceof TransportError && err.bounce && external.length === 1;
         // Internal recipients already have their copy (a retry finds it by Message-ID and skips it).
         if (err instanceof TransportError && err.permanent && result.internal === 0) {
           const outcome = await fail(ctx, message, err.code, err.message);
-          if (err.bounce) {
+          if (bounce) {
             await reportAttempt(
               ctx,
               message,
@@ -195,7 +201,7 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
               code: err.code,
               message: err.message,
               permanent: true,
-              bounce: err.bounce,
+              bounce,
             })),
           );
         } else {
@@ -215,7 +221,8 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
       return outcome;
     }
     await markSent(ctx, message, result);
-    await reportAttempt(ctx, message, result.rejected, result.accepted.length);
+    // Copies delivered to our own inboxes are not sends for the inbox's reputation.
+    await reportAttempt(ctx, message, result.rejected, result.accepted.length - result.internal);
     return { kind: "done", status: "sent" };
   } catch (err) {
     if (err instanceof AppError && err.code === "send_blocked") {

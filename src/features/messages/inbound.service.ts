@@ -36,7 +36,7 @@ import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
-import { reportStatements } from "./reports.service";
+import { releaseClaims, reportStatements } from "./reports.service";
 import { attachmentKey, bodyKey, rawKey } from "./storage";
 
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
@@ -80,8 +80,16 @@ export class MessageTooLarge extends AppError {
   }
 }
 
-/** Finds the inbox an envelope recipient reaches, or refuses it with a reason for the sender. */
-export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
+/**
+ * Finds the inbox an envelope recipient reaches, or refuses it with a reason for the sender.
+ * With `disabled`, a disabled inbox of an active account is returned too (the caller accepts
+ * only reports of its own mail there, see `acceptedWhileDisabled`).
+ */
+export async function resolveRecipient(
+  db: Db,
+  envelopeTo: string,
+  opts: { disabled?: boolean } = {},
+): Promise<{ inbox: InboxRow; account: AccountRow }> {
   const { address } = canonicalRecipient(envelopeTo);
   const row = await db
     .select({ inbox: inboxes, account: accounts })
@@ -91,8 +99,29 @@ export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ in
     .get();
   if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
   if (row.account.status !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
-  if (row.inbox.status !== "active") throw new RecipientRejected(`The mailbox ${address} is disabled.`);
+  if (row.inbox.status !== "active" && !opts.disabled) {
+    throw new RecipientRejected(`The mailbox ${address} is disabled.`);
+  }
   return row;
+}
+
+/**
+ * Whether a disabled inbox (auto-disabled for its rates, or deactivated) takes this mail: only
+ * what reports on mail it already sent, so bounces and complaints of mail in flight are still
+ * recorded, suppress their recipients and count: mail to its VERP bounce address
+ * (`local+msg_…@domain`) naming one of its outbound messages, or a DSN / ARF report.
+ */
+async function acceptedWhileDisabled(db: Db, inbox: InboxRow, envelopeTo: string, raw: Uint8Array): Promise<boolean> {
+  const { tag } = canonicalRecipient(envelopeTo);
+  if (tag && /^msg_[0-9a-z]{26}$/.test(tag)) {
+    const own = await db
+      .select({ id: messages.id })
+      .from(messages)
+      .where(and(eq(messages.id, tag), eq(messages.inboxId, inbox.id), eq(messages.direction, "outbound")))
+      .get();
+    if (own) return true;
+  }
+  return readReport(await parseMail(raw)) !== null;
 }
 
 /**
@@ -103,9 +132,12 @@ export async function resolveRecipient(db: Db, envelopeTo: string): Promise<{ in
  */
 export async function receiveMail(env: Bindings, input: InboundMail, now = Date.now()): Promise<InboundResult> {
   const db = createDb(env.DB);
-  const { inbox } = await resolveRecipient(db, input.envelopeTo);
+  const { inbox } = await resolveRecipient(db, input.envelopeTo, { disabled: true });
   const raw = await input.readRaw();
   if (raw.byteLength > MAX_INBOUND_BYTES) throw new MessageTooLarge(raw.byteLength);
+  if (inbox.status !== "active" && !(await acceptedWhileDisabled(db, inbox, input.envelopeTo, raw))) {
+    throw new RecipientRejected(`The mailbox ${inbox.address} is disabled.`);
+  }
   const mail = { ...input, raw };
   const ctx: ServiceContext = {
     accountId: inbox.accountId,
@@ -370,15 +402,23 @@ async function storeParsed(
   const eventIds = [event.id];
   const report = readReport(parsed);
   const signals: ReputationSignal[] = [];
+  const claims: string[] = [];
   if (report) {
     const fromReport = await reportStatements(ctx, inbox, row, report, mail.envelopeTo);
     statements.push(...fromReport.statements);
     audit.push(...fromReport.audit);
     eventIds.push(...fromReport.eventIds);
     signals.push(...fromReport.signals);
+    claims.push(...fromReport.claims);
   }
 
-  await commitWithAudit(ctx, statements, audit);
+  try {
+    await commitWithAudit(ctx, statements, audit);
+  } catch (err) {
+    // The findings' claims were written ahead of the batch: a redelivery must find them free.
+    await releaseClaims(ctx, claims);
+    throw err;
+  }
   await publishEvents(env, eventIds);
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);
@@ -504,16 +544,28 @@ const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
 
 /**
  * Binds an accepted relay signature to its recipient. The same signed request may be retried
- * (the message dedupe makes that harmless), but never pointed at another `to`.
+ * (the message dedupe makes that harmless), but never pointed at another `to`. With `once`
+ * (the events endpoint), a signature already seen is refused outright: a replayed request is
+ * a 401 `invalid_signature`; a relay retrying signs again with a fresh timestamp.
+ * Returns the claimed hash (see `releaseRelaySignature`).
  */
-export async function claimRelaySignature(db: Db, signature: string, envelopeTo: string, now: number): Promise<void> {
+export async function claimRelaySignature(
+  db: Db,
+  signature: string,
+  envelopeTo: string,
+  now: number,
+  opts: { once?: boolean } = {},
+): Promise<string> {
   const signatureHash = await sha256Hex(signature.trim().toLowerCase());
   const to = bareAddress(envelopeTo);
-  await db
+  const inserted = await db
     .insert(relaySignatures)
     .values({ signatureHash, envelopeTo: to, expiresAt: now + RELAY_SIGNATURE_TTL_MS })
     .onConflictDoNothing()
-    .run();
+    .returning({ hash: relaySignatures.signatureHash })
+    .all();
+  if (inserted.length > 0) return signatureHash;
+  if (opts.once) throw new Unauthorized("This signature was already used.", "invalid_signature");
   const claimed = await db
     .select({ envelopeTo: relaySignatures.envelopeTo })
     .from(relaySignatures)
@@ -522,6 +574,15 @@ export async function claimRelaySignature(db: Db, signature: string, envelopeTo:
   if (claimed && claimed.envelopeTo !== to) {
     throw new Unauthorized("This signature was already used for another recipient.", "invalid_signature");
   }
+  return signatureHash;
+}
+
+/** Forgets a claimed signature whose request failed, so the relay may retry it as it was. */
+export async function releaseRelaySignature(db: Db, signatureHash: string): Promise<void> {
+  await db
+    .delete(relaySignatures)
+    .where(eq(relaySignatures.signatureHash, signatureHash))
+    .catch(() => undefined);
 }
 
 /** Drops relay signatures past their window (the hourly cron). */

@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, inArray } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
@@ -38,6 +38,8 @@ export interface FindingWrites {
   audit: AuditEntry[];
   eventIds: string[];
   signals: ReputationSignal[];
+  /** Report rows already inserted as claims: the caller releases them if its batch fails. */
+  claims: string[];
 }
 
 /**
@@ -82,13 +84,18 @@ export async function recordFindings(
     .from(messages)
     .where(and(eq(messages.accountId, ctx.accountId), eq(messages.id, messageId), eq(messages.direction, "outbound")))
     .get();
-  if (!original) return { linked: false, writes: { statements: [], audit: [], eventIds: [], signals: [] } };
+  if (!original) return { linked: false, writes: { statements: [], audit: [], eventIds: [], signals: [], claims: [] } };
   const writes = await findingStatements(ctx, original, findings, {
     ...carrier,
     inboxId: original.inboxId,
     originalRfcMessageId: null,
   });
-  await commitWithAudit(ctx, writes.statements, writes.audit);
+  try {
+    await commitWithAudit(ctx, writes.statements, writes.audit);
+  } catch (err) {
+    await releaseClaims(ctx, writes.claims);
+    throw err;
+  }
   await publishEvents(ctx.env, writes.eventIds);
   await applySignals(
     ctx,
@@ -104,53 +111,54 @@ async function findingStatements(
   findings: ReportFinding[],
   carrier: FindingCarrier,
 ): Promise<FindingWrites> {
-  // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
-  // the message really went to, and only once per (message, recipient, kind), whatever the source.
-  const seen = new Set(
-    original
-      ? (
-          await ctx.db
-            .select({ recipient: deliveryReports.recipient, kind: deliveryReports.kind })
-            .from(deliveryReports)
-            .where(
-              and(eq(deliveryReports.accountId, ctx.accountId), eq(deliveryReports.originalMessageId, original.id)),
-            )
-            .all()
-        ).map((r) => `${r.kind}:${r.recipient}`)
-      : [],
-  );
   const statements: BatchItem<"sqlite">[] = [];
   const audit: AuditEntry[] = [];
   const eventIds: string[] = [];
   const signals: ReputationSignal[] = [];
+  const claims: string[] = [];
   const now = ctx.now();
   let statusSet = false;
 
   for (const finding of findings) {
+    // Anyone who received our mail knows its Message-ID, so a report only counts for a recipient
+    // the message really went to, and only once per (message, kind, bounce type, recipient),
+    // whatever the source: the report row is the claim, inserted at once against a unique index,
+    // so of two concurrent reports of the same thing exactly one is linked (and evented, audited).
     const addressed =
       original !== null &&
       (finding.recipient === null || [...original.to, ...original.cc, ...original.bcc].includes(finding.recipient));
-    const fresh = !seen.has(`${finding.kind}:${finding.recipient}`);
-    seen.add(`${finding.kind}:${finding.recipient}`);
-    const linked = addressed && fresh ? original : null;
-    statements.push(
-      ctx.db.insert(deliveryReports).values({
-        id: newId("rpt", now),
-        accountId: ctx.accountId,
-        inboxId: linked?.inboxId ?? carrier.inboxId,
-        reportMessageId: carrier.carrierId,
-        originalMessageId: linked?.id ?? null,
-        originalRfcMessageId: carrier.originalRfcMessageId,
-        kind: finding.kind,
-        bounceType: finding.bounceType,
-        recipient: finding.recipient,
-        statusCode: finding.statusCode,
-        diagnostic: finding.diagnostic,
-        feedbackType: finding.feedbackType,
-        source: carrier.source,
-        createdAt: now,
-      }),
-    );
+    const row = {
+      id: newId("rpt", now),
+      accountId: ctx.accountId,
+      inboxId: carrier.inboxId,
+      reportMessageId: carrier.carrierId,
+      originalMessageId: null as string | null,
+      originalRfcMessageId: carrier.originalRfcMessageId,
+      kind: finding.kind,
+      bounceType: finding.bounceType,
+      recipient: finding.recipient,
+      statusCode: finding.statusCode,
+      diagnostic: finding.diagnostic,
+      feedbackType: finding.feedbackType,
+      source: carrier.source,
+      createdAt: now,
+    };
+    let linked: LinkedMessage | null = null;
+    if (original && addressed) {
+      const claimKey = `${finding.kind}:${finding.bounceType ?? ""}:${finding.recipient?.toLowerCase() ?? ""}`;
+      const claimed = await ctx.db
+        .insert(deliveryReports)
+        .values({ ...row, inboxId: original.inboxId, originalMessageId: original.id, claimKey })
+        .onConflictDoNothing()
+        .returning({ id: deliveryReports.id })
+        .all();
+      if (claimed.length > 0) {
+        linked = original;
+        claims.push(row.id);
+      }
+    }
+    // A repeat (or a report about a recipient the message never had) is kept, unlinked.
+    if (!linked) statements.push(ctx.db.insert(deliveryReports).values(row));
     if (!linked) continue;
     const change = messageChange(finding, linked.status, now);
     if (change && !statusSet) {
@@ -211,7 +219,18 @@ async function findingStatements(
       });
     }
   }
-  return { statements, audit, eventIds, signals };
+  return { statements, audit, eventIds, signals, claims };
+}
+
+/** Takes back the claims of findings whose batch did not commit, so a retry of the carrier counts them. */
+export async function releaseClaims(ctx: ServiceContext, claims: string[]): Promise<void> {
+  if (claims.length === 0) return;
+  await ctx.db
+    .delete(deliveryReports)
+    .where(and(eq(deliveryReports.accountId, ctx.accountId), inArray(deliveryReports.id, claims)))
+    .catch((err: unknown) =>
+      console.error(JSON.stringify({ level: "error", msg: "report claims not released", claims, error: String(err) })),
+    );
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */

@@ -1,6 +1,7 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
-import { createDb } from "../../db/client";
+import type { Context } from "hono";
+import { createDb, type Db } from "../../db/client";
 import { messages } from "../../db/schema";
 import type { ReportFinding } from "../../email/reports";
 import type { AppEnv } from "../../env";
@@ -11,7 +12,7 @@ import type { ServiceContext } from "../../lib/context";
 import { AppError, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { checkHeaders, inboundSecret, readCapped, verifySignature } from "../messages/inbound.routes";
-import { claimRelaySignature } from "../messages/inbound.service";
+import { claimRelaySignature, releaseRelaySignature } from "../messages/inbound.service";
 import { recordFindings } from "../messages/reports.service";
 
 /** A relay's notifications are small; a batch of 100 fits well under this. */
@@ -98,12 +99,12 @@ relayEventRoutes.openapi(
     tags: ["Inbound"],
     summary: "Bounce and complaint notifications from a relay",
     description:
-      'Authenticated like `/webhooks/inbound/raw`: `X-Mailbot-Timestamp` (unix seconds, within 5 minutes) and `X-Mailbot-Signature: sha256=<hex HMAC-SHA256(INBOUND_SECRET, timestamp + "." + body)>`. Each event goes through the same path as a DSN or ARF report: the message is marked (`bounced`, `complained_at`), `message.bounced` / `message.complained` is emitted and audited, the recipient is suppressed (hard bounces, complaints) and the inbox\'s reputation counters move. A repeat of an event already recorded counts once.',
+      'Authenticated like `/webhooks/inbound/raw`: `X-Mailbot-Timestamp` (unix seconds, within 5 minutes) and `X-Mailbot-Signature: sha256=<hex HMAC-SHA256(INBOUND_SECRET, timestamp + "." + body)>`. A signature is accepted once: a replayed request is a 401 `invalid_signature` (a relay retrying signs again with a fresh timestamp; events already recorded count once). Each event goes through the same path as a DSN or ARF report: the message is marked (`bounced`, `complained_at`), `message.bounced` / `message.complained` is emitted and audited, the recipient is suppressed (hard bounces, complaints) and the inbox\'s reputation counters move. A repeat of an event already recorded counts once.',
     data: RelayEventsResult,
     status: 202,
     security: "none",
     errors: {
-      401: "`invalid_signature` or `timestamp_out_of_range`",
+      401: "`invalid_signature` (also a signature already used) or `timestamp_out_of_range`",
       413: "`payload_too_large`: over 256 KiB",
       422: "`validation_error`: the body is not a valid batch of events (`details` lists each bad field)",
       503: "`inbound_not_configured`: the deployment has no INBOUND_SECRET",
@@ -131,47 +132,63 @@ relayEventRoutes.openapi(
     if (!parsed.success) throw new ValidationFailed(fieldIssues(parsed.error));
     const db = createDb(c.env.DB);
     const now = Date.now();
-    await claimRelaySignature(db, signature as string, EVENTS_BINDING, now);
-
-    const results: z.infer<typeof RelayEventsResult>["results"] = [];
-    for (const [index, e] of parsed.data.events.entries()) {
-      const eventId = newId("rev", now);
-      // Our Message-IDs are `<msg_…@domain>`: the relay may only know the header.
-      const messageId = e.message_id ?? /^<?(msg_[0-9a-z]{26})@/.exec(e.rfc_message_id ?? "")?.[1] ?? null;
-      // The relay is trusted by the deployment's secret, not by an account: the message names the account.
-      const owner = messageId
-        ? await db
-            .select({ accountId: messages.accountId })
-            .from(messages)
-            .where(and(eq(messages.id, messageId), eq(messages.direction, "outbound")))
-            .get()
-        : undefined;
-      if (!owner || !messageId) {
-        results.push({ index, event_id: eventId, message_id: null, linked: false, counted: false });
-        continue;
-      }
-      const ctx: ServiceContext = {
-        accountId: owner.accountId,
-        actor: { type: "system", id: null },
-        requestId: c.get("requestId"),
-        db,
-        env: c.env,
-        now: () => now,
-      };
-      const finding: ReportFinding = {
-        kind: e.type,
-        bounceType: e.type === "bounce" ? e.bounce_type : null,
-        recipient: e.recipient,
-        statusCode: e.status_code ?? null,
-        diagnostic: e.diagnostic ?? null,
-        feedbackType: e.type === "complaint" ? (e.feedback_type ?? "abuse") : null,
-      };
-      const { linked, writes } = await recordFindings(ctx, messageId, [finding], {
-        source: "relay",
-        carrierId: eventId,
-      });
-      results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
+    // A signature counts once: a replay of the same request is refused (401 invalid_signature).
+    const claim = await claimRelaySignature(db, signature as string, EVENTS_BINDING, now, { once: true });
+    try {
+      return c.json({ data: await recordRelayEvents(c, db, parsed.data.events, now) }, 202);
+    } catch (err) {
+      // Nothing (or only some idempotent part) was recorded: the relay may retry as it was.
+      await releaseRelaySignature(db, claim);
+      throw err;
     }
-    return c.json({ data: { received: results.length, results } }, 202);
   },
 );
+
+/** Records each relay event through the one findings path; `linked`/`counted` per event. */
+async function recordRelayEvents(
+  c: Context<AppEnv>,
+  db: Db,
+  events: z.infer<typeof RelayEventsBody>["events"],
+  now: number,
+): Promise<z.infer<typeof RelayEventsResult>> {
+  const results: z.infer<typeof RelayEventsResult>["results"] = [];
+  for (const [index, e] of events.entries()) {
+    const eventId = newId("rev", now);
+    // Our Message-IDs are `<msg_…@domain>`: the relay may only know the header.
+    const messageId = e.message_id ?? /^<?(msg_[0-9a-z]{26})@/.exec(e.rfc_message_id ?? "")?.[1] ?? null;
+    // The relay is trusted by the deployment's secret, not by an account: the message names the account.
+    const owner = messageId
+      ? await db
+          .select({ accountId: messages.accountId })
+          .from(messages)
+          .where(and(eq(messages.id, messageId), eq(messages.direction, "outbound")))
+          .get()
+      : undefined;
+    if (!owner || !messageId) {
+      results.push({ index, event_id: eventId, message_id: null, linked: false, counted: false });
+      continue;
+    }
+    const ctx: ServiceContext = {
+      accountId: owner.accountId,
+      actor: { type: "system", id: null },
+      requestId: c.get("requestId"),
+      db,
+      env: c.env,
+      now: () => now,
+    };
+    const finding: ReportFinding = {
+      kind: e.type,
+      bounceType: e.type === "bounce" ? e.bounce_type : null,
+      recipient: e.recipient,
+      statusCode: e.status_code ?? null,
+      diagnostic: e.diagnostic ?? null,
+      feedbackType: e.type === "complaint" ? (e.feedback_type ?? "abuse") : null,
+    };
+    const { linked, writes } = await recordFindings(ctx, messageId, [finding], {
+      source: "relay",
+      carrierId: eventId,
+    });
+    results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
+  }
+  return { received: results.length, results };
+}

@@ -1,6 +1,7 @@
-import { and, eq } from "drizzle-orm";
+import { and, asc, eq, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { inboxes, suppressions } from "../../db/schema";
+import { createDb } from "../../db/client";
+import { inboxes, reputationPending, suppressions } from "../../db/schema";
 import {
   type CounterSignal,
   type DisableReason,
@@ -8,8 +9,9 @@ import {
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import { bareAddress } from "../../email/address";
+import { bareAddress, suppressionAddress } from "../../email/address";
 import type { ReportFinding } from "../../email/reports";
+import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { commitWithAudit } from "../audit/audit.service";
@@ -62,7 +64,7 @@ export function suppressionStatement(ctx: ServiceContext, signal: ReputationSign
     .values({
       id: newId("sup", ctx.now()),
       accountId: ctx.accountId,
-      address: signal.recipient,
+      address: suppressionAddress(signal.recipient),
       reason: signal.kind === "complaint" ? "complaint" : "hard_bounce",
       source: signal.source,
       inboxId: signal.inboxId,
@@ -114,20 +116,10 @@ export function sentSignal(messageId: string, recipients: number): CounterSignal
 
 async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal[]): Promise<void> {
   // The facts are already committed in D1 and no caller's retry would feed them again (a
-  // redelivered mail is a duplicate, a re-run send is terminal), so a failure here is logged,
-  // not thrown: throwing would only make the sender retry for nothing.
+  // redelivered mail is a duplicate, a re-run send is terminal), so a failure here is not thrown:
+  // the signals are kept in D1 and the 5-minute sweep applies them again (`reapplyPending`).
   try {
-    const counter = inboxCounter(ctx.env, inboxId);
-    const result = await counter.apply(counts, ctx.now(), ctx.accountId);
-    if (result.disable && result.figures.disabled) {
-      try {
-        await disableInbox(ctx, inboxId, result.disable, result.figures);
-      } catch (err) {
-        // The counter said "disable" to this call only: if D1 did not take it, the next input must.
-        await counter.revertDisable(result.figures.disabled.at);
-        throw err;
-      }
-    }
+    await applyToCounter(ctx, inboxId, counts, ctx.now());
   } catch (err) {
     console.error(
       JSON.stringify({
@@ -137,24 +129,112 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
         error: String(err),
       }),
     );
+    await keepPending(ctx, inboxId, counts, err);
   }
 }
 
-/** Disables the inbox for its rates: status, `inbox.disabled` event and audit with the figures, in one batch. */
+/** Applies signals to the inbox's counter and carries out the disable it decides, or D1 lacks. */
+async function applyToCounter(ctx: ServiceContext, inboxId: string, counts: CounterSignal[], at: number) {
+  const counter = inboxCounter(ctx.env, inboxId);
+  const result = await counter.apply(counts, at, ctx.accountId);
+  if (result.disable && result.figures.disabled) {
+    try {
+      await disableInbox(ctx, inboxId, result.disable, result.figures);
+    } catch (err) {
+      // The counter said "disable" to this call only: if D1 did not take it, the next input must
+      // (and should the revert fail too, the next input over a threshold finds D1 active, below).
+      await counter.revertDisable(result.figures.disabled.at).catch(() => undefined);
+      throw err;
+    }
+  } else if (result.over && result.figures.disabled) {
+    // The counter remembers a disable, but D1 may not hold it: its D1 write failed and so did the
+    // revert, or the inbox was re-enabled and the counter never heard of it. D1 decides: the
+    // guarded update changes an active inbox only, and announces only a change it made.
+    await disableInbox(ctx, inboxId, result.over, result.figures);
+  }
+}
+
+/** Keeps signals the counter did not take, for the sweep; a failure here is only logged. */
+async function keepPending(ctx: ServiceContext, inboxId: string, counts: CounterSignal[], err: unknown) {
+  try {
+    await ctx.db.insert(reputationPending).values({
+      id: newId("rpp", ctx.now()),
+      accountId: ctx.accountId,
+      inboxId,
+      signals: counts,
+      attempts: 1,
+      lastError: String(err).slice(0, 500),
+      createdAt: ctx.now(),
+    });
+  } catch (again) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "reputation signals lost",
+        inbox_id: inboxId,
+        signals: counts,
+        error: String(again),
+      }),
+    );
+  }
+}
+
+/** Pending signals older than this are dropped: the counter no longer keeps their window. */
+const PENDING_MAX_AGE_MS = 8 * 24 * 60 * 60 * 1000;
+
+/**
+ * The cron's half of `count`: applies signals whose counter call failed, oldest first, at the
+ * time their facts were recorded (the counter skips keys it already counted, so a signal applied
+ * before the failure surfaced counts once). Returns how many rows were applied.
+ */
+export async function reapplyPending(env: Bindings, now: number, limit = 100): Promise<number> {
+  const db = createDb(env.DB);
+  await db.delete(reputationPending).where(lt(reputationPending.createdAt, now - PENDING_MAX_AGE_MS));
+  const rows = await db.select().from(reputationPending).orderBy(asc(reputationPending.createdAt)).limit(limit).all();
+  let applied = 0;
+  for (const row of rows) {
+    const ctx: ServiceContext = {
+      accountId: row.accountId,
+      actor: { type: "system", id: null },
+      requestId: null,
+      db,
+      env,
+      now: () => now,
+    };
+    try {
+      await applyToCounter(ctx, row.inboxId, row.signals, row.createdAt);
+      await db.delete(reputationPending).where(eq(reputationPending.id, row.id));
+      applied++;
+    } catch (err) {
+      await db
+        .update(reputationPending)
+        .set({ attempts: sql`${reputationPending.attempts} + 1`, lastError: String(err).slice(0, 500) })
+        .where(eq(reputationPending.id, row.id));
+    }
+  }
+  return applied;
+}
+
+/**
+ * Disables the inbox for its rates: the guarded update first (an active inbox only), then, only
+ * if it changed the row, the `inbox.disabled` event and the audit entry with the figures. A
+ * deactivation or another caller's disable that got there first is announced by nobody here.
+ */
 async function disableInbox(
   ctx: ServiceContext,
   inboxId: string,
   reason: DisableReason,
   figures: ReputationFigures,
 ): Promise<void> {
-  const inbox = await ctx.db
-    .select()
-    .from(inboxes)
-    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
-    .get();
-  // Already off (deactivated by hand): the counter remembers its decision; nothing to announce.
-  if (inbox?.status !== "active") return;
   const now = ctx.now();
+  const changed = await ctx.db
+    .update(inboxes)
+    .set({ status: "disabled", disabledReason: reason, updatedAt: now })
+    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId), eq(inboxes.status, "active")))
+    .returning({ address: inboxes.address })
+    .all();
+  const inbox = changed[0];
+  if (!inbox) return;
   const numbers = figuresWire(figures);
   const event = eventStatement(
     ctx,
@@ -170,13 +250,7 @@ async function disableInbox(
   );
   await commitWithAudit(
     ctx,
-    [
-      ctx.db
-        .update(inboxes)
-        .set({ status: "disabled", disabledReason: reason, updatedAt: now })
-        .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId), eq(inboxes.status, "active"))),
-      event.statement,
-    ],
+    [event.statement],
     [
       {
         action: "inbox.disabled",
@@ -226,17 +300,23 @@ export function round(rate: number): number {
 
 /** `GET /v1/inboxes/:inbox_id/reputation`. */
 export async function getReputation(ctx: ServiceContext, inboxId: string) {
+  return (await getReputationWithHeaders(ctx, inboxId)).data;
+}
+
+/** The reputation and its warning headers from one counter call (the route adds them itself). */
+export async function getReputationWithHeaders(ctx: ServiceContext, inboxId: string) {
   const inbox = await getInbox(ctx, inboxId);
   const figures = await inboxCounter(ctx.env, inbox.id).snapshot(ctx.now(), ctx.accountId);
   const status = inbox.status === "disabled" ? "disabled" : (figures?.warnings.length ?? 0) > 0 ? "warning" : "ok";
   const empty = { window_days: REPUTATION_RULES.windowDays, sent: 0, bounced: 0, soft_bounced: 0, complained: 0 };
-  return {
+  const data = {
     ...(figures ? figuresWire(figures) : { ...empty, bounce_rate: 0, complaint_rate: 0 }),
     status,
     disabled_reason: inbox.disabledReason ?? null,
     warnings: (figures?.warnings ?? []).map((w) => `${w}_approaching_threshold`),
     thresholds: thresholdsWire(),
   } as const;
+  return { data, headers: headersOf(figures) };
 }
 
 /** The warning headers of API.md for an inbox of the caller's account, or none. */
@@ -246,7 +326,10 @@ export async function warningHeaders(
   inboxId: string,
   now: number,
 ): Promise<Record<string, string> | null> {
-  const figures = await inboxCounter(env, inboxId).snapshot(now, accountId);
+  return headersOf(await inboxCounter(env, inboxId).snapshot(now, accountId));
+}
+
+function headersOf(figures: ReputationFigures | null): Record<string, string> | null {
   if (!figures || figures.warnings.length === 0) return null;
   const headers: Record<string, string> = {
     "X-Mailbot-Warning": figures.warnings.map((w) => `${w}_approaching_threshold`).join(", "),

@@ -6,6 +6,8 @@ import type { AppEnv } from "../../env";
 import { warningHeaders } from "./reputation.service";
 
 const INBOX_PATH = /^\/v1\/inboxes\/(inbox_[0-9a-z]{26})(?:\/|$)/;
+/** The reputation route asks the counter itself and sets the same headers from that one answer. */
+const REPUTATION_PATH = /^\/v1\/inboxes\/inbox_[0-9a-z]{26}\/reputation$/;
 const MESSAGE_PATH = /^\/v1\/messages\/(msg_[0-9a-z]{26})\/(?:reply|forward)$/;
 
 /**
@@ -20,7 +22,7 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   const inboxMatch = INBOX_PATH.exec(path)?.[1];
   const messageMatch = inboxMatch ? undefined : MESSAGE_PATH.exec(path)?.[1];
   const auth = c.get("auth");
-  if ((!inboxMatch && !messageMatch) || !auth) return next();
+  if ((!inboxMatch && !messageMatch) || !auth || REPUTATION_PATH.test(path)) return next();
   const started = Date.now();
   const t0 = performance.now();
   let lookupMs = 0;
@@ -51,10 +53,19 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   // What the check cost and how much of it the response waited for (it runs beside the
   // handler): the numbers bench/reputation.mjs reports.
   const waitMs = Math.max(0, performance.now() - handled);
+  // Timings are for the bench (run under `wrangler dev`): not shown to production clients.
   const add: [string, string][] = [
-    ["Server-Timing", `reputation;dur=${lookupMs.toFixed(2)}, reputation-wait;dur=${waitMs.toFixed(2)}`],
+    ...(c.env.ENVIRONMENT === "development"
+      ? [
+          ["Server-Timing", `reputation;dur=${lookupMs.toFixed(2)}, reputation-wait;dur=${waitMs.toFixed(2)}`] as [
+            string,
+            string,
+          ],
+        ]
+      : []),
     ...Object.entries(headers ?? {}),
   ];
+  if (add.length === 0) return;
   try {
     for (const [name, value] of add) c.res.headers.append(name, value);
   } catch {

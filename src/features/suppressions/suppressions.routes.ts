@@ -28,9 +28,14 @@ suppressionRoutes.openapi(
   async (c) => {
     requireScope(c, "read");
     const q = c.req.valid("query");
-    const rows = await listSuppressions(serviceContext(c), { address: q.address, reason: q.reason }, toPage(q));
+    const ctx = serviceContext(c);
+    const rows = await listSuppressions(ctx, { address: q.address, reason: q.reason }, toPage(q));
     const { items, nextCursor } = pageOf(rows, q.limit);
-    return c.json({ data: items.map(toSuppressionWire), meta: { limit: q.limit, next_cursor: nextCursor } }, 200);
+    const visible = ctx.inboxIds ?? null;
+    return c.json(
+      { data: items.map((r) => toSuppressionWire(r, visible)), meta: { limit: q.limit, next_cursor: nextCursor } },
+      200,
+    );
   },
 );
 

@@ -1,6 +1,7 @@
 import { and, desc, eq, lt, type SQL } from "drizzle-orm";
 import { type SuppressionRow, suppressions } from "../../db/schema";
 import { inList } from "../../db/sql";
+import { suppressionAddress } from "../../email/address";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { Forbidden, NotFound } from "../../lib/errors";
@@ -14,13 +15,17 @@ import type { SuppressionWire } from "./suppressions.schemas";
  * the account removes entries here.
  */
 
-/** Which of `addresses` (lower-case bare) the account has suppressed, with the reason. */
+/**
+ * Which of `addresses` the account has suppressed, with the reason, keyed by the suppressed form
+ * (`suppressionAddress`: lower-case, no `+tag`), so `Bob+x@Example.com` finds `bob@example.com`.
+ */
 export async function suppressedAmong(ctx: ServiceContext, addresses: string[]): Promise<Map<string, string>> {
-  if (addresses.length === 0) return new Map();
+  const keys = [...new Set(addresses.map(suppressionAddress))];
+  if (keys.length === 0) return new Map();
   const rows = await ctx.db
     .select({ address: suppressions.address, reason: suppressions.reason })
     .from(suppressions)
-    .where(and(eq(suppressions.accountId, ctx.accountId), inList(suppressions.address, addresses)))
+    .where(and(eq(suppressions.accountId, ctx.accountId), inList(suppressions.address, keys)))
     .all();
   return new Map(rows.map((r) => [r.address, r.reason]));
 }
@@ -32,7 +37,7 @@ export async function listSuppressions(
   page: Page,
 ): Promise<SuppressionRow[]> {
   const where: SQL[] = [eq(suppressions.accountId, ctx.accountId)];
-  if (filters.address) where.push(eq(suppressions.address, filters.address));
+  if (filters.address) where.push(eq(suppressions.address, suppressionAddress(filters.address)));
   if (filters.reason) where.push(eq(suppressions.reason, filters.reason as SuppressionRow["reason"]));
   if (page.before) where.push(lt(suppressions.id, page.before));
   return ctx.db
@@ -51,7 +56,7 @@ export async function deleteSuppression(ctx: ServiceContext, address: string): P
   const row = await ctx.db
     .select()
     .from(suppressions)
-    .where(and(eq(suppressions.accountId, ctx.accountId), eq(suppressions.address, address)))
+    .where(and(eq(suppressions.accountId, ctx.accountId), eq(suppressions.address, suppressionAddress(address))))
     .get();
   if (!row) throw new NotFound("Suppression");
   await commitWithAudit(
@@ -69,8 +74,14 @@ export async function deleteSuppression(ctx: ServiceContext, address: string): P
   return row;
 }
 
-/** Wire shape of a suppression. */
-export function toSuppressionWire(row: SuppressionRow): SuppressionWire {
+/**
+ * Wire shape of a suppression. The list is account-wide, but a key restricted to some inboxes
+ * (`visible`) is not told which other inbox's message caused an entry, nor its detail.
+ */
+export function toSuppressionWire(row: SuppressionRow, visible: string[] | null = null): SuppressionWire {
+  if (visible && !(row.inboxId && visible.includes(row.inboxId))) {
+    return { ...toSuppressionWire(row), inbox_id: null, message_id: null, detail: null };
+  }
   return {
     id: row.id,
     address: row.address,
@@ -93,10 +104,15 @@ export async function screenRecipients<A extends { address: string }>(
   remaining: number;
 }> {
   const all = [...lists.to, ...lists.cc, ...lists.bcc].map((a) => a.address.toLowerCase());
-  const suppressed = await suppressedAmong(ctx, [...new Set(all)]);
+  const suppressed = await suppressedAmong(ctx, all);
   if (suppressed.size === 0) return { kept: lists, dropped: [], remaining: all.length };
-  const keep = (list: A[]) => list.filter((a) => !suppressed.has(a.address.toLowerCase()));
+  const reasonOf = (address: string) => suppressed.get(suppressionAddress(address));
+  const keep = (list: A[]) => list.filter((a) => !reasonOf(a.address));
   const kept = { to: keep(lists.to), cc: keep(lists.cc), bcc: keep(lists.bcc) };
-  const dropped = [...suppressed].map(([address, reason]) => ({ address, reason: `suppressed_${reason}` }));
+  // Each address as given (lower-cased, once), with the reason of the suppression it falls under.
+  const dropped = [...new Set(all)].flatMap((address) => {
+    const reason = reasonOf(address);
+    return reason ? [{ address, reason: `suppressed_${reason}` }] : [];
+  });
   return { kept, dropped, remaining: kept.to.length + kept.cc.length + kept.bcc.length };
 }

@@ -1,4 +1,4 @@
-import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
@@ -35,11 +35,15 @@ usageRoutes.openapi(
     path: "/usage/daily",
     tags,
     summary: "Usage per UTC day (newest first)",
-    data: z.array(DailyWire),
+    description:
+      "One row per day, empty days included; `meta` follows the list convention (`limit` is `days`, one page: `next_cursor` is null). A message counts as sent on the day it left.",
+    data: DailyWire,
+    list: true,
   }),
   async (c) => {
     requireScope(c, "read");
-    const data = await getDailyUsage(serviceContext(c), c.req.valid("query").days);
-    return c.json({ data }, 200);
+    const days = c.req.valid("query").days;
+    const data = await getDailyUsage(serviceContext(c), days);
+    return c.json({ data, meta: { limit: days, next_cursor: null } }, 200);
   },
 );

@@ -20,7 +20,7 @@ interface Figures {
   complained: number;
 }
 
-const dayOf = (column: typeof messages.createdAt | typeof deliveryReports.createdAt) =>
+const dayOf = (column: typeof messages.createdAt | typeof messages.sentAt | typeof deliveryReports.createdAt) =>
   // A literal divisor: a bound JS number may arrive as REAL, and the division must stay integer.
   sql<number>`(${column} / ${sql.raw(String(DAY_MS))})`;
 
@@ -40,18 +40,30 @@ async function figuresByDay(ctx: ServiceContext, since: number, until: number): 
     msgWhere.push(inList(messages.inboxId, ctx.inboxIds));
     rptWhere.push(inList(deliveryReports.inboxId, ctx.inboxIds));
   }
+  // Sent on the day the message left (sent_at), not the day it was queued.
+  const sentWhere: SQL[] = [
+    eq(messages.accountId, ctx.accountId),
+    eq(messages.direction, "outbound"),
+    gte(messages.sentAt, since),
+    lt(messages.sentAt, until),
+  ];
+  if (ctx.inboxIds) sentWhere.push(inList(messages.inboxId, ctx.inboxIds));
+  msgWhere.push(eq(messages.direction, "inbound"));
   const mDay = dayOf(messages.createdAt);
+  const sDay = dayOf(messages.sentAt);
   const rDay = dayOf(deliveryReports.createdAt);
-  const [msgRows, rptRows] = await Promise.all([
+  const [receivedRows, sentRows, rptRows] = await Promise.all([
     ctx.db
-      .select({
-        day: mDay,
-        received: sql<number>`SUM(CASE WHEN ${messages.direction} = 'inbound' THEN 1 ELSE 0 END)`,
-        sent: sql<number>`SUM(CASE WHEN ${messages.direction} = 'outbound' AND ${messages.sentAt} IS NOT NULL THEN 1 ELSE 0 END)`,
-      })
+      .select({ day: mDay, received: sql<number>`COUNT(*)` })
       .from(messages)
       .where(and(...msgWhere))
       .groupBy(mDay)
+      .all(),
+    ctx.db
+      .select({ day: sDay, sent: sql<number>`COUNT(*)` })
+      .from(messages)
+      .where(and(...sentWhere))
+      .groupBy(sDay)
       .all(),
     ctx.db
       .select({
@@ -70,8 +82,8 @@ async function figuresByDay(ctx: ServiceContext, since: number, until: number): 
     days.set(d, f);
     return f;
   };
-  for (const r of msgRows)
-    Object.assign(at(Number(r.day)), { sent: Number(r.sent ?? 0), received: Number(r.received ?? 0) });
+  for (const r of receivedRows) at(Number(r.day)).received = Number(r.received ?? 0);
+  for (const r of sentRows) at(Number(r.day)).sent = Number(r.sent ?? 0);
   for (const r of rptRows) {
     Object.assign(at(Number(r.day)), { bounced: Number(r.bounced ?? 0), complained: Number(r.complained ?? 0) });
   }
