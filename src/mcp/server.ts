@@ -8,6 +8,7 @@ import {
   McpError,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
+import { warningHeaders } from "../features/reputation/reputation.service";
 import { VERSION } from "../features/system/system.routes";
 import { assertScope } from "../http/auth";
 import { type ErrorBody, errorBody, fieldIssues, toAppError } from "../http/errors";
@@ -53,13 +54,28 @@ function listing(tool: McpTool): Tool {
   return found;
 }
 
-function success(tool: McpTool, data: unknown): CallToolResult {
+async function success(tool: McpTool, data: unknown, call: ToolCall): Promise<CallToolResult> {
+  let summary = (tool.summary as (d: unknown) => string)(data);
+  let warnings: Record<string, string> | null = null;
+  const inboxId = (data as { inbox_id?: unknown }).inbox_id;
+  if (tool.warns && typeof inboxId === "string") {
+    warnings = await warningHeaders(call.ctx.env, call.ctx.accountId, inboxId, call.ctx.now()).catch((err: unknown) => {
+      // Warnings are advice: a counter that cannot answer must not fail the send it rides on.
+      console.error(JSON.stringify({ level: "error", msg: "reputation warning lookup failed", error: String(err) }));
+      return null;
+    });
+    if (warnings)
+      summary = `Warning: ${Object.entries(warnings)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join("; ")}. ${summary}`;
+  }
   return {
     content: [
-      { type: "text", text: (tool.summary as (d: unknown) => string)(data) },
+      { type: "text", text: summary },
       { type: "text", text: JSON.stringify(data) },
     ],
     structuredContent: data as Record<string, unknown>,
+    ...(warnings ? { _meta: { "mailbot/warnings": warnings } } : {}),
   };
 }
 
@@ -72,7 +88,7 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
     if (!parsed.success) throw new ValidationFailed(fieldIssues(parsed.error));
     const args = parsed.data as Record<string, unknown>;
     const key = args.idempotency_key;
-    if (!tool.idempotent || typeof key !== "string") return success(tool, await tool.run(call, args));
+    if (!tool.idempotent || typeof key !== "string") return await success(tool, await tool.run(call, args), call);
 
     // The HTTP route's idempotency, keyed the same way: the body is the arguments minus the
     // path parameters and the key itself, exactly what the HTTP request would carry.
@@ -103,7 +119,7 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
     );
     const envelope = JSON.parse(stored.body) as { data?: unknown; error?: ErrorBody };
     if (envelope.error) return errorResult(stored.status, envelope.error);
-    return success(tool, envelope.data);
+    return await success(tool, envelope.data, call);
   } catch (err) {
     // errorResult already turned a stored refusal into a protocol error: pass it on as it is.
     if (err instanceof McpError) throw err;

@@ -41,6 +41,12 @@ export interface McpTool<S extends z.ZodType = z.ZodType> {
   run(call: ToolCall, args: z.output<S>): Promise<unknown>;
   /** One line for the text content (the JSON follows it). */
   summary(data: never): string;
+  /**
+   * Sending tools: the result carries the inbox's reputation warnings (the HTTP API's
+   * `X-Mailbot-Warning` headers), in `_meta` and ahead of the summary, so an agent hears that
+   * its bounce or complaint rate nears the auto-disable threshold before it is disabled.
+   */
+  warns?: boolean;
 }
 
 /** Declares a tool with its argument types inferred from the schema. */

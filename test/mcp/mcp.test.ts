@@ -3,9 +3,10 @@ import { env, exports } from "cloudflare:workers";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
+import { inboxCounter } from "../../src/durable-objects/inbox-counter";
 import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { call, registerAccount } from "../helpers/api";
+import { ADMIN_TOKEN, call, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
 
@@ -696,6 +697,36 @@ describe("MCP server at /mcp", () => {
     await fails(second, "create_inbox", args, "address_taken");
     await fails(first, "wait_for_message", { inbox_id: a.inbox.id, timeout: 5000 }, "validation_error");
     await fails(first, "list_inboxes", { limit: 5, offset: 10 }, "validation_error");
+  });
+
+  it("sending tools carry the inbox's reputation warnings, like the HTTP headers", async () => {
+    const a = await registerAccount("mcp-warn");
+    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
+    const mcp = await connect(a.key);
+    const send = { inbox_id: a.inbox.id, to: [unique("w")], subject: "Status", body_text: "All good." };
+    const calm = await mcp.callTool({ name: "send_message", arguments: send });
+    expect(calm._meta?.["mailbot/warnings"]).toBeUndefined();
+    // 3 hard bounces in 30 sends: 10 %, past 2/3 of the threshold but not above it (and still
+    // past 2/3 once the first send, which the consumer may count at any moment, is in).
+    await inboxCounter(env, a.inbox.id).apply(
+      [
+        { metric: "sent", n: 30, key: "mcp-warn-sent" },
+        { metric: "bounced_hard", n: 3, key: "mcp-warn-bounces" },
+      ],
+      Date.now(),
+      a.account.id,
+    );
+    const warned = await mcp.callTool({ name: "send_message", arguments: { ...send, to: [unique("w")] } });
+    expect(warned.isError).toBeFalsy();
+    expect(warned._meta?.["mailbot/warnings"]).toEqual({
+      "X-Mailbot-Warning": "bounce_rate_approaching_threshold",
+      "X-Mailbot-Bounce-Rate": expect.stringMatching(/^0\.(1|09\d*)$/),
+    });
+    expect((warned.content as { text: string }[])[0]?.text).toMatch(
+      /^Warning: X-Mailbot-Warning: bounce_rate_approaching_threshold/,
+    );
+    const http = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
+    expect(http.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
   });
 
   it("MCP_ACCOUNT_ID pins the endpoint to one account", async () => {

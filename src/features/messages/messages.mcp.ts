@@ -38,6 +38,7 @@ export const messageTools = [
     idempotent: { path: (a) => `/v1/inboxes/${a.inbox_id}/messages`, pathParams: ["inbox_id"], status: 202 },
     run: async ({ ctx }, { inbox_id, idempotency_key: _, ...input }) =>
       toMessageWire(await sendMessage(ctx, inbox_id, input)),
+    warns: true,
     summary: one("Queued"),
   }),
   defineTool({
@@ -83,6 +84,7 @@ export const messageTools = [
     idempotent: { path: (a) => `/v1/messages/${a.message_id}/reply`, pathParams: ["message_id"], status: 202 },
     run: async ({ ctx }, { message_id, idempotency_key: _, ...input }) =>
       toMessageWire(await replyToMessage(ctx, message_id, input)),
+    warns: true,
     summary: one("Queued reply"),
   }),
   defineTool({
@@ -95,6 +97,7 @@ export const messageTools = [
     idempotent: { path: (a) => `/v1/messages/${a.message_id}/forward`, pathParams: ["message_id"], status: 202 },
     run: async ({ ctx }, { message_id, idempotency_key: _, ...input }) =>
       toMessageWire(await forwardMessage(ctx, message_id, input)),
+    warns: true,
     summary: one("Queued forward"),
   }),
   defineTool({
