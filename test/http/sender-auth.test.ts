@@ -323,8 +323,17 @@ describe("the gate before every send", () => {
     {
       name: "SPF without our include",
       reason: "spf_failed",
-      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.google.com ~all"]),
-      problem: /include:_spf.mx.cloudflare.net not found/,
+      edit: (t, d) => {
+        (t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.google.com ~all"];
+        t["_spf.google.com"] = { TXT: ["v=spf1 ip4:192.0.2.0/24 ~all"] };
+      },
+      problem: /`~all` at acme-.* ends the evaluation before include:_spf\.mx\.cloudflare\.net/,
+    },
+    {
+      name: "-all before our include",
+      reason: "spf_failed",
+      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 -all include:_spf.mx.cloudflare.net"]),
+      problem: /`-all` at .* ends the evaluation/,
     },
     {
       name: "two SPF records",

@@ -108,6 +108,78 @@ describe("the SPF / DKIM / DMARC checks", () => {
     }
   });
 
+  it("evaluates SPF terms left to right (RFC 7208): order, qualifiers, redirect, loops, limits", async () => {
+    const ours = "include:_spf.mx.cloudflare.net";
+    const r = staticResolver({
+      "all-first.example": { TXT: [`v=spf1 -all ${ours}`] },
+      "soft.example": { TXT: [`v=spf1 ~${ours} -all`] },
+      "neutral.example": { TXT: [`v=spf1 ?${ours} -all`] },
+      "minus.example": { TXT: [`v=spf1 -${ours} ~all`] },
+      "plus.example": { TXT: [`v=spf1 +${ours} -all`] },
+      "redirect.example": { TXT: ["v=spf1 redirect=_spf.mx.cloudflare.net"] },
+      "redirect-all.example": { TXT: ["v=spf1 -all redirect=_spf.mx.cloudflare.net"] },
+      "redirect-via.example": { TXT: ["v=spf1 ip4:192.0.2.1 redirect=spf.via.example"] },
+      "spf.via.example": { TXT: [`v=spf1 ${ours} -all`] },
+      "nested.example": { TXT: ["v=spf1 include:spf.provider.example -all"] },
+      "spf.provider.example": { TXT: [`v=spf1 ip4:198.51.100.0/24 ${ours} ~all`] },
+      "soft-nested.example": { TXT: ["v=spf1 ~include:spf.provider.example -all"] },
+      "missing-include.example": { TXT: [`v=spf1 include:gone.example ${ours} -all`] },
+      "loop.example": { TXT: ["v=spf1 include:loop2.example -all"] },
+      "loop2.example": { TXT: ["v=spf1 include:loop.example -all"] },
+      // 10 a/mx lookups before ours: ours is the 11th DNS-querying term.
+      "many.example": {
+        TXT: [`v=spf1 a mx a mx a mx a mx a mx ${ours} -all`],
+        A: ["192.0.2.1"],
+        MX: ["10 mx.many.example"],
+      },
+      "nine.example": {
+        TXT: [`v=spf1 a mx a mx a mx a mx a ${ours} -all`],
+        A: ["192.0.2.1"],
+        MX: ["10 mx.many.example"],
+      },
+      "voids.example": { TXT: [`v=spf1 a:none1.example a:none2.example a:none3.example ${ours} -all`] },
+      "two-voids.example": { TXT: [`v=spf1 a:none1.example a:none2.example ${ours} -all`] },
+      "temp-nested.example": { TXT: [`v=spf1 include:flaky.example ${ours} -all`] },
+      "flaky.example": "temporary_failure",
+      "ours-first.example": { TXT: [`v=spf1 ${ours} include:flaky.example -all`] },
+      "garbage.example": { TXT: [`v=spf1 ${ours} bogus:thing -all`] },
+    });
+    const spf = (domain: string) => checkSpf(r, domain, exp);
+    for (const [domain, problem] of [
+      ["all-first.example", /`-all` at all-first\.example ends the evaluation/],
+      ["soft.example", /softfail/],
+      ["neutral.example", /neutral/],
+      ["minus.example", /fail/],
+      ["redirect-all.example", /`-all`/],
+      ["soft-nested.example", /softfail/],
+      ["missing-include.example", /include:gone\.example has no SPF record/],
+      ["loop.example", /SPF loop/],
+      ["many.example", /more than 10 DNS-querying terms/],
+      ["voids.example", /more than 2 void DNS lookups/],
+      ["garbage.example", /not an SPF term/],
+    ] as const) {
+      const result = await spf(domain);
+      expect(result.status, domain).toBe("fail");
+      expect(result.temporary, domain).toBeUndefined();
+      expect(result.problem, domain).toMatch(problem);
+      expect(result.found, domain).toHaveLength(1);
+      expect(result.expected).toContain("include:_spf.mx.cloudflare.net");
+    }
+    for (const domain of [
+      "plus.example",
+      "redirect.example",
+      "redirect-via.example",
+      "nested.example",
+      "nine.example",
+      "two-voids.example",
+      "ours-first.example",
+    ]) {
+      expect((await spf(domain)).status, domain).toBe("pass");
+    }
+    // A temporary failure in a nested include before ours decides nothing: never a pass.
+    expect(await spf("temp-nested.example")).toMatchObject({ status: "fail", temporary: true });
+  });
+
   it("signs on top of the message with a key whose public half it reports (PEM or bare base64)", async () => {
     const pair = await generateDkimKeyPair();
     expect(await publicKeyOf(pair.privateKey)).toBe(pair.publicKey);
