@@ -508,6 +508,38 @@ describe("the gate before every send", () => {
     });
     await expect(enforceSenderAuth(prodCtx, row)).resolves.toBeUndefined();
   });
+
+  it("fails closed in any ENVIRONMENT but exactly development: real DNS, no ephemeral DKIM key", async () => {
+    const a = await registerAccount("staging-shared");
+    const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
+    const row = {
+      ...(inbox as Record<string, unknown>),
+      accountId: a.account.id,
+      domain: "mailbot.test",
+    } as unknown as Parameters<typeof enforceSenderAuth>[1];
+    const ctxIn = (environment: string) => ({
+      accountId: a.account.id,
+      actor: { type: "system" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, ENVIRONMENT: environment },
+      now: Date.now,
+    });
+    useDns({});
+    // Development (this suite's setting) answers MAIL_DOMAIN from configuration …
+    await expect(enforceSenderAuth(ctxIn("development"), row)).resolves.toBeUndefined();
+    // … nothing else does, however close the name.
+    for (const environment of ["staging", "test", "Development", "development "]) {
+      await expect(enforceSenderAuth(ctxIn(environment), row), environment).rejects.toMatchObject({
+        code: "send_blocked",
+        details: { reason: "spf_failed", found: null },
+      });
+    }
+    const noSecret = { ...env, DKIM_PRIVATE_KEY: undefined };
+    expect(await sharedDomainKey({ ...noSecret, ENVIRONMENT: "staging" })).toBeNull();
+    expect(await sharedDomainKey({ ...noSecret, ENVIRONMENT: "production" })).toBeNull();
+    expect((await sharedDomainKey({ ...noSecret, ENVIRONMENT: "development" }))?.publicKey).toMatch(/^MIIBIjAN/);
+  });
 });
 
 describe("compliance endpoints", () => {

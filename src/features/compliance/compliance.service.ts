@@ -43,21 +43,26 @@ export function mxHosts(env: Bindings): string[] {
   return hosts.length > 0 ? hosts : DEFAULT_MX_HOSTS;
 }
 
-function isProduction(env: Bindings): boolean {
-  return env.ENVIRONMENT === "production";
+/**
+ * Only a development deployment (`npm run dev`, the test suite, the benches) may take the shared
+ * domain's records from configuration. Any other ENVIRONMENT ("production", "staging", a typo)
+ * checks real DNS: the gate fails closed.
+ */
+export function isDevelopment(env: Pick<Bindings, "ENVIRONMENT">): boolean {
+  return env.ENVIRONMENT === "development";
 }
 
 /**
  * The resolver sender authentication uses: the isolate's (DoH in production, a fake in tests),
- * except that outside production the shared MAIL_DOMAIN answers from configuration, so local
- * development and the test suite send from it with no network. A bench-only delay
- * (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache.
+ * except that with ENVIRONMENT exactly "development" the shared MAIL_DOMAIN answers from
+ * configuration, so local development and the test suite send from it with no network. A
+ * bench-only delay (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache.
  */
 export function authResolver(env: Bindings): Resolver {
   const base = dnsResolver();
-  if (isProduction(env)) return base;
+  if (!isDevelopment(env)) return base;
   const mailDomain = env.MAIL_DOMAIN.toLowerCase();
-  const delayMs = env.ENVIRONMENT === "development" ? Number(env.BENCH_DNS_DELAY_MS ?? 0) || 0 : 0;
+  const delayMs = Number(env.BENCH_DNS_DELAY_MS ?? 0) || 0;
   return {
     async resolve(rawName: string, type: DnsType): Promise<DnsAnswer> {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
