@@ -4,6 +4,7 @@ import { handleEmail } from "./email/handler";
 import type { Bindings } from "./env";
 import { purgeRelaySignatures } from "./features/messages/inbound.service";
 import { requeueStale } from "./features/messages/outbound.service";
+import { sweepSendFingerprints } from "./features/messages/send-policy";
 import { purgeExpired } from "./features/system/idempotency.service";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
 import { consumeOutbound, consumeOutboundDeadLetters } from "./queues/outbound.consumer";
@@ -48,7 +49,8 @@ export default {
         purgeRelaySignatures(db, now),
         sweepWebhooks(env, now),
         requeueStale({ db, env }, now),
-      ]).then(([idempotency, relay, webhooks, requeued]) =>
+        sweepSendFingerprints(db, now),
+      ]).then(([idempotency, relay, webhooks, requeued, fingerprints]) =>
         console.log(
           JSON.stringify({
             level: "info",
@@ -59,6 +61,7 @@ export default {
             webhook_events_swept: webhooks.events,
             webhook_dispatches_requeued: webhooks.dispatches,
             outbound_requeued: requeued,
+            send_fingerprints_swept: fingerprints,
           }),
         ),
       ),

@@ -1,3 +1,4 @@
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
@@ -6,9 +7,14 @@ import { sharedDomainKey } from "../../src/features/domains/keys";
 import { deliverOutbound } from "../../src/features/messages/delivery.service";
 import { SendMessageInput } from "../../src/features/messages/outbound.schemas";
 import { sendMessage } from "../../src/features/messages/outbound.service";
+import { knownSendersQuery } from "../../src/features/messages/send-policy";
+import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
+
+// The handlers as the runtime sees them.
+const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
 interface DnsRecord {
@@ -658,5 +664,62 @@ describe("phishing-style content", () => {
       body: { subject: "Different", body_text: "A different note, https://bit.ly/other", to: batch(10, "b") },
     });
     expect(other.status, other.text).toBe(202);
+  });
+
+  it("the known-sender lookup of every send uses the partial index on lower(from_address)", async () => {
+    const a = await registerAccount("plan");
+    const query = knownSendersQuery(createDb(env.DB), a.account.id, ["x@example.net", "y@example.net"]).toSQL();
+    const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+      .bind(...query.params)
+      .all<{ detail: string }>();
+    const details = plan.results.map((r) => r.detail).join("\n");
+    expect(details).toMatch(/USING (COVERING )?INDEX messages_account_inbound_from_idx/);
+    expect(details).not.toMatch(/SCAN messages/);
+    // And it answers: a sender that wrote in (any case) is known, an outbound recipient is not.
+    await deliver(
+      mail({ to: a.inbox.address, from: "Known@Example.net", subject: "hi" }),
+      a.inbox.address,
+      "Known@Example.net",
+    );
+    const rows = await knownSendersQuery(createDb(env.DB), a.account.id, [
+      "known@example.net",
+      "new@example.net",
+    ]).all();
+    expect(rows.map((r) => r.a)).toEqual(["known@example.net"]);
+  });
+
+  it("old send fingerprints are swept by scheduled(), not on the send path", async () => {
+    const a = await registerAccount("sweep");
+    const old = Date.now() - 25 * 3_600_000;
+    await env.DB.prepare(
+      "INSERT INTO send_fingerprints (id, account_id, body_hash, new_recipients, created_at) VALUES ('sfp_old', ?, 'h', '[]', ?), ('sfp_recent', ?, 'h', '[]', ?)",
+    )
+      .bind(a.account.id, old, a.account.id, Date.now() - 3_600_000)
+      .run();
+    const ids = async () =>
+      (
+        await env.DB.prepare("SELECT id FROM send_fingerprints WHERE account_id = ? ORDER BY id")
+          .bind(a.account.id)
+          .all<{ id: string }>()
+      ).results.map((r) => r.id);
+    // A send to a new recipient records its fingerprint and leaves the old row alone.
+    const sent = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: [unique("fp-")], subject: "hello", body_text: "A plain note." },
+    });
+    expect(sent.status, sent.text).toBe(202);
+    expect(await ids()).toHaveLength(3);
+    expect(await ids()).toContain("sfp_old");
+    const ctx = createExecutionContext();
+    await worker.scheduled(createScheduledController({ scheduledTime: Date.now(), cron: "*/5 * * * *" }), env, ctx);
+    await waitOnExecutionContext(ctx);
+    const left = await ids();
+    expect(left).toHaveLength(2);
+    expect(left).not.toContain("sfp_old");
+    expect(left).toContain("sfp_recent");
+    const plan = await env.DB.prepare("EXPLAIN QUERY PLAN DELETE FROM send_fingerprints WHERE created_at < ?")
+      .bind(old)
+      .all<{ detail: string }>();
+    expect(plan.results.map((r) => r.detail).join("\n")).toMatch(/INDEX send_fingerprints_created_idx/);
   });
 });
