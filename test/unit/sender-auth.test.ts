@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/compliance/checks";
-import { PHISHING_THRESHOLD, scorePhishing } from "../../src/features/compliance/phishing";
+import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/compliance/phishing";
 import { dkimSign, generateDkimKeyPair, importSigningKey, publicKeyOf } from "../../src/features/domains/dkim";
 import { dohResolver, staticResolver } from "../../src/lib/dns";
 import labelled from "../fixtures/phishing/labelled.json";
@@ -67,6 +67,28 @@ describe("the phishing scorer on the labelled set (test/fixtures/phishing)", () 
     ]);
     expect(names({ sprayRecipients: 25 })).toEqual(["same_body_sprayed"]);
     expect(names({ sprayRecipients: 24 })).toEqual([]);
+  });
+});
+
+describe("the phishing scorer on adversarial input", () => {
+  it("scores 2 MB of unclosed tags and anchors (bounded spans), reading only the first 256 KiB", () => {
+    const score = (html: string, text: string | null = null) =>
+      scorePhishing({ subject: "s", text, html, attachments: [] }).signals.map((s) => s.name);
+    // Each of these made the unbounded expressions backtrack quadratically (seconds to minutes at 2 MB).
+    for (const filler of ["<a href=x>", "<a ", "<", "<script>", "<input ", "<a href=x>yyyyyyyyyy<b>"]) {
+      const html = filler.repeat(Math.ceil(2_000_000 / filler.length));
+      expect(html.length).toBeGreaterThanOrEqual(2_000_000);
+      expect(score(html), filler).toEqual([]);
+    }
+    // What lies within the cap is scored, what lies past it is not.
+    const pad = "<p>filler</p>".repeat(Math.ceil(MAX_SCORED_CHARS / 13));
+    expect(score(`<form action="https://x.example/p"></form>${pad}`)).toContain("html_form");
+    expect(score(`${pad}<form action="https://x.example/p"></form>`)).not.toContain("html_form");
+    expect(score("", `${"a".repeat(MAX_SCORED_CHARS)} http://192.0.2.7/login`)).not.toContain("ip_literal_link");
+    expect(score("", `http://192.0.2.7/login ${"a".repeat(MAX_SCORED_CHARS)}`)).toContain("ip_literal_link");
+    // Anchors and password fields are still read.
+    expect(score('<a href="https://evil.example/x">www.mybank.com</a>')).toContain("deceptive_anchor");
+    expect(score('<input name="p" type="password">')).toContain("password_field");
   });
 });
 
