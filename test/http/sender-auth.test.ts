@@ -7,7 +7,8 @@ import { sharedDomainKey } from "../../src/features/domains/keys";
 import { deliverOutbound } from "../../src/features/messages/delivery.service";
 import { SendMessageInput } from "../../src/features/messages/outbound.schemas";
 import { sendMessage } from "../../src/features/messages/outbound.service";
-import { knownSendersQuery } from "../../src/features/messages/send-policy";
+import { knownSendersQuery, signOutbound } from "../../src/features/messages/send-policy";
+import { selectTransport, transportName } from "../../src/features/messages/transports";
 import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
@@ -721,5 +722,30 @@ describe("phishing-style content", () => {
       .bind(old)
       .all<{ detail: string }>();
     expect(plan.results.map((r) => r.detail).join("\n")).toMatch(/INDEX send_fingerprints_created_idx/);
+  });
+
+  it("the signer and the transport read OUTBOUND_TRANSPORT alike: `smtp ` is signed SMTP", async () => {
+    const a = await registerAccount("transport-name");
+    const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
+    if (!inbox) throw new Error("no inbox");
+    const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);
+    const ctxWith = (transport: string | undefined) => ({
+      accountId: a.account.id,
+      actor: { type: "system" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, OUTBOUND_TRANSPORT: transport },
+      now: Date.now,
+    });
+    const head = async (transport: string | undefined) =>
+      new TextDecoder().decode((await signOutbound(ctxWith(transport), inbox, raw)).subarray(0, 15));
+    for (const t of ["smtp", "smtp ", " smtp\t"]) {
+      expect(transportName({ ENVIRONMENT: "development", OUTBOUND_TRANSPORT: t })).toBe("smtp");
+      expect(selectTransport({ ...env, OUTBOUND_TRANSPORT: t }).name, JSON.stringify(t)).toBe("smtp");
+      expect(await head(t), JSON.stringify(t)).toBe("DKIM-Signature:");
+    }
+    expect(await head("dev")).toMatch(/^From: /);
+    expect(await head(undefined)).toMatch(/^From: /);
+    expect(transportName({ ENVIRONMENT: "production", OUTBOUND_TRANSPORT: undefined })).toBe("cloudflare");
   });
 });

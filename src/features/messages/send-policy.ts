@@ -13,6 +13,7 @@ import { scorePhishing } from "../compliance/phishing";
 import { DKIM_SELECTOR, dkimSign } from "../domains/dkim";
 import { domainSigningKey, sharedDomainKey } from "../domains/keys";
 import { eventStatement } from "../events/events.service";
+import { transportName } from "./transports";
 
 /** What the pre-send policy sees: the inbox, the envelope and the exact bytes that would leave. */
 export interface PolicyInput {
@@ -140,8 +141,7 @@ export function knownSendersQuery(db: Db, accountId: string, addresses: string[]
  * such a send, so this only happens for a bench run with the policy switched off.
  */
 export async function signOutbound(ctx: ServiceContext, inbox: InboxRow, raw: Uint8Array): Promise<Uint8Array> {
-  const transport = ctx.env.OUTBOUND_TRANSPORT ?? (ctx.env.ENVIRONMENT === "production" ? "cloudflare" : "dev");
-  if (transport !== "smtp") return raw;
+  if (transportName(ctx.env) !== "smtp") return raw;
   // A retry after a transient failure finds the bytes it signed (and stored) last time.
   if (new TextDecoder().decode(raw.subarray(0, 15)).toLowerCase() === "dkim-signature:") return raw;
   const domain = inbox.domain.toLowerCase();
