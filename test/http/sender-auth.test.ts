@@ -304,6 +304,70 @@ describe("the gate before every send", () => {
     );
   });
 
+  it("mailauth verifies an attachment, a quoted-printable body, folded To/References and List-Unsubscribe", async () => {
+    const a = await verifiedSender();
+    const dkim = a.records.find((r) => r.purpose === "dkim") as DnsRecord;
+    const dns = { [dkim.name]: dkim.value };
+    const recipients = Array.from({ length: 12 }, (_, i) => unique(`a-rather-long-recipient-name-${i}-`));
+    const res = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: {
+        to: recipients,
+        subject: "Invoice INV-2041 – März",
+        body_text: `Grüße aus München — your invoice is attached.\n${"A long line of prose that will need soft line breaks. ".repeat(6)}\n`,
+        body_html: '<p>Grüße — <a href="https://billing.example.org/inv/2041">invoice INV-2041</a></p>',
+        attachments: [
+          {
+            filename: "INV-2041.pdf",
+            content_type: "application/pdf",
+            content: btoa("%PDF-1.4\n% fake invoice\n".repeat(200)),
+          },
+        ],
+        headers: {
+          "List-Unsubscribe": "<https://news.example.org/u/abc>, <mailto:unsubscribe@news.example.org>",
+          "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+      },
+    });
+    expect(res.status, res.text).toBe(202);
+    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    const raw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${res.body.data.id}/raw`, { key: a.key });
+    expect(raw.text).toMatch(/\r\nTo: [^\r]+,\r\n[ \t]/); // To is folded
+    expect(raw.text).toMatch(/Content-Transfer-Encoding: quoted-printable/i);
+    expect(raw.text).toMatch(/Content-Disposition: attachment/i);
+    expect(raw.text).toMatch(/h=[^;]*list-unsubscribe:list-unsubscribe-post/);
+    expect((await dkimVerdicts(recipients[0] as string, dns))[0]).toMatchObject({
+      signingDomain: a.name,
+      status: { result: "pass" },
+    });
+
+    // A reply carries the thread's long References, folded.
+    const refs = Array.from({ length: 14 }, (_, i) => `<thread-${i}.${crypto.randomUUID()}@mail.example.org>`);
+    const customer = unique("customer-");
+    await deliver(
+      mail({ to: a.sender.address, from: customer, subject: "Re: invoice", references: refs.join(" ") }),
+      a.sender.address,
+      customer,
+    );
+    const inbound = await env.DB.prepare(
+      "SELECT id FROM messages WHERE inbox_id = ? AND direction = 'inbound' ORDER BY created_at DESC",
+    )
+      .bind(a.sender.id)
+      .first<{ id: string }>();
+    const reply = await call("POST", `/v1/messages/${inbound?.id}/reply`, {
+      key: a.key,
+      body: { body_text: "Thanks — we have reissued the invoice." },
+    });
+    expect(reply.status, reply.text).toBe(202);
+    expect((await settled(reply.body.data.id))?.status).toBe("sent");
+    const replyRaw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${reply.body.data.id}/raw`, {
+      key: a.key,
+    });
+    expect(replyRaw.text).toMatch(/\r\nReferences: [^\r]+\r\n[ \t]/);
+    expect(replyRaw.text).toContain(refs[13]);
+    expect((await dkimVerdicts(customer, dns))[0]).toMatchObject({ signingDomain: a.name, status: { result: "pass" } });
+  });
+
   it("the shared MAIL_DOMAIN is signed with its configured key and verifies too", async () => {
     const a = await registerAccount("shared");
     const to = unique("shared-");

@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/compliance/checks";
 import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/compliance/phishing";
-import { dkimSign, generateDkimKeyPair, importSigningKey, publicKeyOf } from "../../src/features/domains/dkim";
+import {
+  dkimSign,
+  generateDkimKeyPair,
+  importSigningKey,
+  publicKeyOf,
+  relaxedHeader,
+} from "../../src/features/domains/dkim";
 import { dohResolver, staticResolver } from "../../src/lib/dns";
 import labelled from "../fixtures/phishing/labelled.json";
 
@@ -200,6 +206,14 @@ describe("the SPF / DKIM / DMARC checks", () => {
     }
     // A temporary failure in a nested include before ours decides nothing: never a pass.
     expect(await spf("temp-nested.example")).toMatchObject({ status: "fail", temporary: true });
+  });
+
+  it("relaxed header canonicalisation strips and collapses only WSP (space, tab), per RFC 6376 §3.4.2", () => {
+    expect(relaxedHeader("Subject \t", " \t caf\u00a0 \t\r\n  au\u00a0lait\u00a0 \t")).toBe(
+      "subject:caf\u00a0 au\u00a0lait\u00a0\r\n",
+    );
+    expect(relaxedHeader("X-A", "\u00a0x\u000b")).toBe("x-a:\u00a0x\u000b\r\n");
+    expect(relaxedHeader("To", "  a@x.example,\r\n\tb@y.example  ")).toBe("to:a@x.example, b@y.example\r\n");
   });
 
   it("signs on top of the message with a key whose public half it reports (PEM or bare base64)", async () => {
