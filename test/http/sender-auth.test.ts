@@ -10,7 +10,7 @@ import { sendMessage } from "../../src/features/messages/outbound.service";
 import { knownSendersQuery, signOutbound } from "../../src/features/messages/send-policy";
 import { selectTransport, transportName } from "../../src/features/messages/transports";
 import main from "../../src/index";
-import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
+import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
@@ -189,6 +189,42 @@ describe("domains", () => {
       "validation_error",
     );
     expectError(await call("POST", "/v1/domains", { body: { domain: "x.example" } }), 401, "missing_api_key");
+  });
+
+  it("verify bypasses the DNS cache (a record published a moment ago counts); the gate keeps using it", async () => {
+    const a = await withDomain();
+    // A caching DoH resolver over a table the test edits, counting the questions it is asked.
+    let table: Table = {};
+    const asked: string[] = [];
+    const codes: Record<string, number> = { TXT: 16, MX: 15, A: 1, AAAA: 28 };
+    const fetcher = (async (url: string) => {
+      const name = new URL(url).searchParams.get("name") as string;
+      const type = new URL(url).searchParams.get("type") as DnsType;
+      asked.push(`${type} ${name}`);
+      const entry = table[name];
+      if (entry === undefined) return Response.json({ Status: 3 });
+      const records = entry === "temporary_failure" ? [] : (entry[type] ?? []);
+      return Response.json({
+        Status: 0,
+        Answer: records.map((r) => ({ name, type: codes[type], TTL: 300, data: type === "TXT" ? `"${r}"` : r })),
+      });
+    }) as unknown as typeof fetch;
+    setDnsResolver(dohResolver({ fetcher }));
+
+    const first = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(first.body.data.status).toBe("pending");
+    const afterFirst = asked.length;
+    expect(afterFirst).toBeGreaterThanOrEqual(4);
+    // The owner publishes; verifying right away sees it, although NXDOMAIN answers are cached.
+    table = published(a.records);
+    const second = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(second.body.data).toMatchObject({ status: "verified", spf_verified: true, mx_verified: true });
+    expect(asked.length).toBeGreaterThan(afterFirst);
+    // The gate's lookups answer from the cache verify refreshed: no new questions.
+    const before = asked.length;
+    const check = await call("GET", `/v1/compliance/check?domain=${a.name}`, { key: a.key });
+    expect(check.body.data.send_allowed).toBe(true);
+    expect(asked.length).toBe(before);
   });
 
   it("verify checks live DNS: pending with next steps, then verified (event + audit); inboxes need it; inbound resolves", async () => {
