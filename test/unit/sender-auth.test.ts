@@ -25,7 +25,8 @@ describe("the phishing scorer on the labelled set (test/fixtures/phishing)", () 
     const messages = labelled.messages as Labelled[];
     const ham = messages.filter((m) => m.label === "ham");
     const phish = messages.filter((m) => m.label === "phish");
-    expect(ham.length).toBeGreaterThanOrEqual(20);
+    // At least 50 ordinary messages, so that one false positive (2 %) is a measurable rate.
+    expect(ham.length).toBeGreaterThanOrEqual(50);
     expect(phish.length).toBeGreaterThanOrEqual(20);
     const verdict = (m: Labelled) =>
       scorePhishing({
