@@ -541,9 +541,26 @@ describe("the gate before every send", () => {
       expect(res.headers.get("Retry-After")).toBe("30");
       expect(err.details.domain).toBe(a.name);
     }
+    // A temporary failure in an include evaluated before ours decides nothing either.
+    useDns(
+      published(a.records, (t) => {
+        (t[a.name] as { TXT: string[] }).TXT = ["v=spf1 include:spf.flaky.example include:_spf.mx.cloudflare.net -all"];
+        t["spf.flaky.example"] = "temporary_failure";
+      }),
+    );
+    const nested = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: { to: [unique("temp-dns-")], subject: "dns down", body_text: "x" },
+    });
+    expect(expectError(nested, 503, "dns_unavailable").details.checks.spf).toMatch(/spf\.flaky\.example/);
     expect(await messageCount(a.sender.id)).toBe(0);
     const refused = await auditOf(a.account.id, "message.send_refused");
-    expect(refused.map((r) => r.metadata.reason)).toEqual(["dns_unavailable", "dns_unavailable", "dns_unavailable"]);
+    expect(refused.map((r) => r.metadata.reason)).toEqual([
+      "dns_unavailable",
+      "dns_unavailable",
+      "dns_unavailable",
+      "dns_unavailable",
+    ]);
     expect(await eventsOf(a.account.id, "message.blocked")).toHaveLength(0);
 
     // Accepted while DNS was fine (queue left out, so the test drives the consumer) …
