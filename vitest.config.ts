@@ -22,7 +22,9 @@ export default defineConfig(async () => {
           },
           bindings: {
             TEST_MIGRATIONS: migrations,
-            ENVIRONMENT: "test",
+            // "development": the shared MAIL_DOMAIN resolves from configuration (see authResolver);
+            // any other value would make the gate look it up in real DNS.
+            ENVIRONMENT: "development",
             REGISTRATION: "open",
             MAIL_DOMAIN: "mailbot.test",
             ADMIN_TOKEN: "test-admin-token-0123456789",
@@ -47,7 +49,7 @@ export default defineConfig(async () => {
             SMTP_SECURITY: "none",
             SMTP_USERNAME: "mailbot",
             SMTP_PASSWORD: "test-smtp-password",
-            // Sender authentication: MAIL_DOMAIN resolves from configuration outside production;
+            // Sender authentication: MAIL_DOMAIN resolves from configuration in development;
             // custom domains resolve through the fake resolver a test installs.
             DKIM_ENCRYPTION_KEY: "test-dkim-encryption-key",
             DKIM_PRIVATE_KEY: dkimPrivateKey,

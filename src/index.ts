@@ -5,6 +5,7 @@ import type { Bindings } from "./env";
 import { purgeRelaySignatures } from "./features/messages/inbound.service";
 import { requeueStale } from "./features/messages/outbound.service";
 import { reapplyPending } from "./features/reputation/reputation.service";
+import { sweepSendFingerprints } from "./features/messages/send-policy";
 import { purgeExpired } from "./features/system/idempotency.service";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
 import { consumeOutbound, consumeOutboundDeadLetters } from "./queues/outbound.consumer";
@@ -50,7 +51,8 @@ export default {
         sweepWebhooks(env, now),
         requeueStale({ db, env }, now),
         reapplyPending(env, now),
-      ]).then(([idempotency, relay, webhooks, requeued, reputation]) =>
+        sweepSendFingerprints(db, now),
+      ]).then(([idempotency, relay, webhooks, requeued, reputation, fingerprints]) =>
         console.log(
           JSON.stringify({
             level: "info",
@@ -63,6 +65,7 @@ export default {
             outbound_requeued: requeued,
             // Reputation signals whose counter call had failed, applied now.
             reputation_signals_reapplied: reputation,
+            send_fingerprints_swept: fingerprints,
           }),
         ),
       ),

@@ -237,6 +237,12 @@ export const messages = sqliteTable(
     index("messages_queued_idx").on(t.updatedAt).where(sql`${t.status} = 'queued'`),
     // Usage counts an account's messages by day.
     index("messages_account_created_idx").on(t.accountId, t.createdAt),
+    // The phishing scorer asks, per send, which recipients have ever written to the account
+    // (send-policy.ts knownSendersQuery). The query must repeat `lower(from_address)` and imply
+    // `direction = 'inbound'` for SQLite to use this partial index.
+    index("messages_account_inbound_from_idx")
+      .on(t.accountId, sql`lower(${t.fromAddress})`)
+      .where(sql`direction = 'inbound'`),
   ],
 );
 
@@ -534,7 +540,8 @@ export const domains = sqliteTable(
 
 /**
  * Recent sends by body fingerprint, for the phishing scorer's "same body sprayed to many new
- * recipients" signal. Rows older than the window are useless and are swept by `scheduled()`.
+ * recipients" signal. Rows older than the window are useless and are swept by `scheduled()`
+ * (sweepSendFingerprints, on the created_at index).
  */
 export const sendFingerprints = sqliteTable(
   "send_fingerprints",
@@ -547,7 +554,10 @@ export const sendFingerprints = sqliteTable(
     newRecipients: text("new_recipients", { mode: "json" }).$type<string[]>().notNull(),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [index("send_fingerprints_lookup_idx").on(t.accountId, t.bodyHash, t.createdAt)],
+  (t) => [
+    index("send_fingerprints_lookup_idx").on(t.accountId, t.bodyHash, t.createdAt),
+    index("send_fingerprints_created_idx").on(t.createdAt),
+  ],
 );
 
 export type DomainRow = typeof domains.$inferSelect;

@@ -1,5 +1,6 @@
 import PostalMime, { type Address, addressParser, decodeWords, type Email } from "postal-mime";
 import type { AuthVerdicts } from "../db/schema";
+import { bytesToLatin1 } from "../lib/crypto";
 
 /**
  * The parse wrapper: raw RFC 5322 bytes in, the fields mailbot stores out. It never throws for
@@ -193,7 +194,7 @@ export function rawHeaderPairs(
   maxBytes = PARSE_OPTIONS.maxHeadersSize,
 ): { key: string; value: string }[] {
   const end = headerEnd(raw, maxBytes);
-  const block = latin1(raw.subarray(0, end === -1 ? Math.min(raw.byteLength, maxBytes) : end));
+  const block = bytesToLatin1(raw.subarray(0, end === -1 ? Math.min(raw.byteLength, maxBytes) : end));
   const pairs: { key: string; value: string }[] = [];
   for (const line of block.split(/\r?\n(?![ \t])/)) {
     const i = line.indexOf(":");
@@ -209,15 +210,6 @@ export function rawHeaderPairs(
     });
   }
   return pairs;
-}
-
-/** Bytes as latin-1 (every byte maps to one char), by hand: workerd's TextDecoder may lack it. */
-function latin1(bytes: Uint8Array): string {
-  let out = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    out += String.fromCharCode(...bytes.subarray(i, i + 8192));
-  }
-  return out;
 }
 
 /** The Message-ID (normalised) of a raw message, from its header block, without a full parse. */

@@ -20,14 +20,41 @@ export function safeEqual(a: string, b: string): boolean {
   return crypto.subtle.timingSafeEqual(x, y);
 }
 
-function b64(bytes: Uint8Array): string {
+/** Bytes → one char per byte, 0x00–0xff (TextDecoder's "latin1" is windows-1252 and remaps 0x80–0x9f). */
+export function bytesToLatin1(bytes: ArrayBuffer | Uint8Array): string {
+  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
+  for (let i = 0; i < view.length; i += 0x8000) s += String.fromCharCode(...view.subarray(i, i + 0x8000));
+  return s;
 }
 
-function unb64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+/** One byte per char (the low 8 bits): the inverse of bytesToLatin1. */
+export function latin1ToBytes(text: string): Uint8Array {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
+  return out;
+}
+
+/** Standard base64 of bytes. */
+export function toBase64(bytes: ArrayBuffer | Uint8Array): string {
+  return btoa(bytesToLatin1(bytes));
+}
+
+/** Bytes of standard base64 text. */
+export function fromBase64(text: string): Uint8Array {
+  return latin1ToBytes(atob(text));
+}
+
+/** The parts one after another (strings as UTF-8). */
+export function concatBytes(...parts: (string | Uint8Array)[]): Uint8Array {
+  const chunks = parts.map((p) => (typeof p === "string" ? encoder.encode(p) : p));
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }
 
 async function derivedAesKey(secret: string, info: string): Promise<CryptoKey> {
@@ -46,7 +73,7 @@ export async function sealText(secret: string, info: string, plaintext: string):
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const key = await derivedAesKey(secret, info);
   const ct = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, encoder.encode(plaintext)));
-  return `${b64(iv)}.${b64(ct)}`;
+  return `${toBase64(iv)}.${toBase64(ct)}`;
 }
 
 /** Reverses `sealText`; throws if the secret or data is wrong. */
@@ -54,6 +81,6 @@ export async function openText(secret: string, info: string, sealed: string): Pr
   const [iv, ct] = sealed.split(".");
   if (!iv || !ct) throw new Error("malformed sealed text");
   const key = await derivedAesKey(secret, info);
-  const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: unb64(iv) }, key, unb64(ct));
+  const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64(iv) }, key, fromBase64(ct));
   return new TextDecoder().decode(pt);
 }

@@ -15,8 +15,13 @@ export type DnsAnswer =
   /** SERVFAIL, a timeout, an unreachable resolver: retry later, decide nothing. */
   | { status: "temporary_failure"; error: string };
 
+export interface ResolveOptions {
+  /** Skip the cache and ask the authority now (the fresh answer then replaces the cached one). */
+  fresh?: boolean;
+}
+
 export interface Resolver {
-  resolve(name: string, type: DnsType): Promise<DnsAnswer>;
+  resolve(name: string, type: DnsType, options?: ResolveOptions): Promise<DnsAnswer>;
 }
 
 const TYPE_CODES: Record<DnsType, number> = { A: 1, AAAA: 28, TXT: 16, MX: 15 };
@@ -40,7 +45,7 @@ export function joinTxt(data: string): string {
   return parts.length > 0 ? parts.join("") : data;
 }
 
-/** A resolver over the DoH JSON API, caching per isolate for min(TTL, 5 min). */
+/** A resolver over the DoH JSON API, caching per isolate for min(TTL, 5 min) unless asked for `fresh`. */
 export function dohResolver(options: { fetcher?: typeof fetch; endpoint?: string; now?: () => number } = {}): Resolver {
   const fetcher = options.fetcher ?? ((input, init) => fetch(input, init));
   const endpoint = options.endpoint ?? "https://cloudflare-dns.com/dns-query";
@@ -48,10 +53,10 @@ export function dohResolver(options: { fetcher?: typeof fetch; endpoint?: string
   const cache = new Map<string, { answer: DnsAnswer; expiresAt: number }>();
 
   return {
-    async resolve(rawName, type) {
+    async resolve(rawName, type, options) {
       const name = rawName.toLowerCase().replace(/\.$/, "");
       const key = `${type} ${name}`;
-      const hit = cache.get(key);
+      const hit = options?.fresh ? undefined : cache.get(key);
       if (hit && hit.expiresAt > now()) return hit.answer;
       const answer = await lookup(fetcher, endpoint, name, type);
       const ttl =

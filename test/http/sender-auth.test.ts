@@ -1,3 +1,4 @@
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
@@ -6,9 +7,15 @@ import { sharedDomainKey } from "../../src/features/domains/keys";
 import { deliverOutbound } from "../../src/features/messages/delivery.service";
 import { SendMessageInput } from "../../src/features/messages/outbound.schemas";
 import { sendMessage } from "../../src/features/messages/outbound.service";
-import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
+import { knownSendersQuery, signOutbound } from "../../src/features/messages/send-policy";
+import { selectTransport, transportName } from "../../src/features/messages/transports";
+import main from "../../src/index";
+import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
+
+// The handlers as the runtime sees them.
+const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
 interface DnsRecord {
@@ -184,6 +191,42 @@ describe("domains", () => {
     expectError(await call("POST", "/v1/domains", { body: { domain: "x.example" } }), 401, "missing_api_key");
   });
 
+  it("verify bypasses the DNS cache (a record published a moment ago counts); the gate keeps using it", async () => {
+    const a = await withDomain();
+    // A caching DoH resolver over a table the test edits, counting the questions it is asked.
+    let table: Table = {};
+    const asked: string[] = [];
+    const codes: Record<string, number> = { TXT: 16, MX: 15, A: 1, AAAA: 28 };
+    const fetcher = (async (url: string) => {
+      const name = new URL(url).searchParams.get("name") as string;
+      const type = new URL(url).searchParams.get("type") as DnsType;
+      asked.push(`${type} ${name}`);
+      const entry = table[name];
+      if (entry === undefined) return Response.json({ Status: 3 });
+      const records = entry === "temporary_failure" ? [] : (entry[type] ?? []);
+      return Response.json({
+        Status: 0,
+        Answer: records.map((r) => ({ name, type: codes[type], TTL: 300, data: type === "TXT" ? `"${r}"` : r })),
+      });
+    }) as unknown as typeof fetch;
+    setDnsResolver(dohResolver({ fetcher }));
+
+    const first = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(first.body.data.status).toBe("pending");
+    const afterFirst = asked.length;
+    expect(afterFirst).toBeGreaterThanOrEqual(4);
+    // The owner publishes; verifying right away sees it, although NXDOMAIN answers are cached.
+    table = published(a.records);
+    const second = await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: a.key });
+    expect(second.body.data).toMatchObject({ status: "verified", spf_verified: true, mx_verified: true });
+    expect(asked.length).toBeGreaterThan(afterFirst);
+    // The gate's lookups answer from the cache verify refreshed: no new questions.
+    const before = asked.length;
+    const check = await call("GET", `/v1/compliance/check?domain=${a.name}`, { key: a.key });
+    expect(check.body.data.send_allowed).toBe(true);
+    expect(asked.length).toBe(before);
+  });
+
   it("verify checks live DNS: pending with next steps, then verified (event + audit); inboxes need it; inbound resolves", async () => {
     const a = await withDomain();
     // Nothing published yet: an inbox on the domain is refused, verify stays pending and says why.
@@ -297,6 +340,70 @@ describe("the gate before every send", () => {
     );
   });
 
+  it("mailauth verifies an attachment, a quoted-printable body, folded To/References and List-Unsubscribe", async () => {
+    const a = await verifiedSender();
+    const dkim = a.records.find((r) => r.purpose === "dkim") as DnsRecord;
+    const dns = { [dkim.name]: dkim.value };
+    const recipients = Array.from({ length: 12 }, (_, i) => unique(`a-rather-long-recipient-name-${i}-`));
+    const res = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: {
+        to: recipients,
+        subject: "Invoice INV-2041 – März",
+        body_text: `Grüße aus München — your invoice is attached.\n${"A long line of prose that will need soft line breaks. ".repeat(6)}\n`,
+        body_html: '<p>Grüße — <a href="https://billing.example.org/inv/2041">invoice INV-2041</a></p>',
+        attachments: [
+          {
+            filename: "INV-2041.pdf",
+            content_type: "application/pdf",
+            content: btoa("%PDF-1.4\n% fake invoice\n".repeat(200)),
+          },
+        ],
+        headers: {
+          "List-Unsubscribe": "<https://news.example.org/u/abc>, <mailto:unsubscribe@news.example.org>",
+          "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+      },
+    });
+    expect(res.status, res.text).toBe(202);
+    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    const raw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${res.body.data.id}/raw`, { key: a.key });
+    expect(raw.text).toMatch(/\r\nTo: [^\r]+,\r\n[ \t]/); // To is folded
+    expect(raw.text).toMatch(/Content-Transfer-Encoding: quoted-printable/i);
+    expect(raw.text).toMatch(/Content-Disposition: attachment/i);
+    expect(raw.text).toMatch(/h=[^;]*list-unsubscribe:list-unsubscribe-post/);
+    expect((await dkimVerdicts(recipients[0] as string, dns))[0]).toMatchObject({
+      signingDomain: a.name,
+      status: { result: "pass" },
+    });
+
+    // A reply carries the thread's long References, folded.
+    const refs = Array.from({ length: 14 }, (_, i) => `<thread-${i}.${crypto.randomUUID()}@mail.example.org>`);
+    const customer = unique("customer-");
+    await deliver(
+      mail({ to: a.sender.address, from: customer, subject: "Re: invoice", references: refs.join(" ") }),
+      a.sender.address,
+      customer,
+    );
+    const inbound = await env.DB.prepare(
+      "SELECT id FROM messages WHERE inbox_id = ? AND direction = 'inbound' ORDER BY created_at DESC",
+    )
+      .bind(a.sender.id)
+      .first<{ id: string }>();
+    const reply = await call("POST", `/v1/messages/${inbound?.id}/reply`, {
+      key: a.key,
+      body: { body_text: "Thanks — we have reissued the invoice." },
+    });
+    expect(reply.status, reply.text).toBe(202);
+    expect((await settled(reply.body.data.id))?.status).toBe("sent");
+    const replyRaw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${reply.body.data.id}/raw`, {
+      key: a.key,
+    });
+    expect(replyRaw.text).toMatch(/\r\nReferences: [^\r]+\r\n[ \t]/);
+    expect(replyRaw.text).toContain(refs[13]);
+    expect((await dkimVerdicts(customer, dns))[0]).toMatchObject({ signingDomain: a.name, status: { result: "pass" } });
+  });
+
   it("the shared MAIL_DOMAIN is signed with its configured key and verifies too", async () => {
     const a = await registerAccount("shared");
     const to = unique("shared-");
@@ -323,8 +430,17 @@ describe("the gate before every send", () => {
     {
       name: "SPF without our include",
       reason: "spf_failed",
-      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.google.com ~all"]),
-      problem: /include:_spf.mx.cloudflare.net not found/,
+      edit: (t, d) => {
+        (t[d] as { TXT: string[] }).TXT = ["v=spf1 include:_spf.google.com ~all"];
+        t["_spf.google.com"] = { TXT: ["v=spf1 ip4:192.0.2.0/24 ~all"] };
+      },
+      problem: /`~all` at acme-.* ends the evaluation before include:_spf\.mx\.cloudflare\.net/,
+    },
+    {
+      name: "-all before our include",
+      reason: "spf_failed",
+      edit: (t, d) => ((t[d] as { TXT: string[] }).TXT = ["v=spf1 -all include:_spf.mx.cloudflare.net"]),
+      problem: /`-all` at .* ends the evaluation/,
     },
     {
       name: "two SPF records",
@@ -425,9 +541,26 @@ describe("the gate before every send", () => {
       expect(res.headers.get("Retry-After")).toBe("30");
       expect(err.details.domain).toBe(a.name);
     }
+    // A temporary failure in an include evaluated before ours decides nothing either.
+    useDns(
+      published(a.records, (t) => {
+        (t[a.name] as { TXT: string[] }).TXT = ["v=spf1 include:spf.flaky.example include:_spf.mx.cloudflare.net -all"];
+        t["spf.flaky.example"] = "temporary_failure";
+      }),
+    );
+    const nested = await call("POST", `/v1/inboxes/${a.sender.id}/messages`, {
+      key: a.key,
+      body: { to: [unique("temp-dns-")], subject: "dns down", body_text: "x" },
+    });
+    expect(expectError(nested, 503, "dns_unavailable").details.checks.spf).toMatch(/spf\.flaky\.example/);
     expect(await messageCount(a.sender.id)).toBe(0);
     const refused = await auditOf(a.account.id, "message.send_refused");
-    expect(refused.map((r) => r.metadata.reason)).toEqual(["dns_unavailable", "dns_unavailable", "dns_unavailable"]);
+    expect(refused.map((r) => r.metadata.reason)).toEqual([
+      "dns_unavailable",
+      "dns_unavailable",
+      "dns_unavailable",
+      "dns_unavailable",
+    ]);
     expect(await eventsOf(a.account.id, "message.blocked")).toHaveLength(0);
 
     // Accepted while DNS was fine (queue left out, so the test drives the consumer) …
@@ -498,6 +631,38 @@ describe("the gate before every send", () => {
       "_dmarc.mailbot.test": { TXT: ["v=DMARC1; p=reject"] },
     });
     await expect(enforceSenderAuth(prodCtx, row)).resolves.toBeUndefined();
+  });
+
+  it("fails closed in any ENVIRONMENT but exactly development: real DNS, no ephemeral DKIM key", async () => {
+    const a = await registerAccount("staging-shared");
+    const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
+    const row = {
+      ...(inbox as Record<string, unknown>),
+      accountId: a.account.id,
+      domain: "mailbot.test",
+    } as unknown as Parameters<typeof enforceSenderAuth>[1];
+    const ctxIn = (environment: string) => ({
+      accountId: a.account.id,
+      actor: { type: "system" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, ENVIRONMENT: environment },
+      now: Date.now,
+    });
+    useDns({});
+    // Development (this suite's setting) answers MAIL_DOMAIN from configuration …
+    await expect(enforceSenderAuth(ctxIn("development"), row)).resolves.toBeUndefined();
+    // … nothing else does, however close the name.
+    for (const environment of ["staging", "test", "Development", "development "]) {
+      await expect(enforceSenderAuth(ctxIn(environment), row), environment).rejects.toMatchObject({
+        code: "send_blocked",
+        details: { reason: "spf_failed", found: null },
+      });
+    }
+    const noSecret = { ...env, DKIM_PRIVATE_KEY: undefined };
+    expect(await sharedDomainKey({ ...noSecret, ENVIRONMENT: "staging" })).toBeNull();
+    expect(await sharedDomainKey({ ...noSecret, ENVIRONMENT: "production" })).toBeNull();
+    expect((await sharedDomainKey({ ...noSecret, ENVIRONMENT: "development" }))?.publicKey).toMatch(/^MIIBIjAN/);
   });
 });
 
@@ -617,5 +782,87 @@ describe("phishing-style content", () => {
       body: { subject: "Different", body_text: "A different note, https://bit.ly/other", to: batch(10, "b") },
     });
     expect(other.status, other.text).toBe(202);
+  });
+
+  it("the known-sender lookup of every send uses the partial index on lower(from_address)", async () => {
+    const a = await registerAccount("plan");
+    const query = knownSendersQuery(createDb(env.DB), a.account.id, ["x@example.net", "y@example.net"]).toSQL();
+    const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+      .bind(...query.params)
+      .all<{ detail: string }>();
+    const details = plan.results.map((r) => r.detail).join("\n");
+    expect(details).toMatch(/USING (COVERING )?INDEX messages_account_inbound_from_idx/);
+    expect(details).not.toMatch(/SCAN messages/);
+    // And it answers: a sender that wrote in (any case) is known, an outbound recipient is not.
+    await deliver(
+      mail({ to: a.inbox.address, from: "Known@Example.net", subject: "hi" }),
+      a.inbox.address,
+      "Known@Example.net",
+    );
+    const rows = await knownSendersQuery(createDb(env.DB), a.account.id, [
+      "known@example.net",
+      "new@example.net",
+    ]).all();
+    expect(rows.map((r) => r.a)).toEqual(["known@example.net"]);
+  });
+
+  it("old send fingerprints are swept by scheduled(), not on the send path", async () => {
+    const a = await registerAccount("sweep");
+    const old = Date.now() - 25 * 3_600_000;
+    await env.DB.prepare(
+      "INSERT INTO send_fingerprints (id, account_id, body_hash, new_recipients, created_at) VALUES ('sfp_old', ?, 'h', '[]', ?), ('sfp_recent', ?, 'h', '[]', ?)",
+    )
+      .bind(a.account.id, old, a.account.id, Date.now() - 3_600_000)
+      .run();
+    const ids = async () =>
+      (
+        await env.DB.prepare("SELECT id FROM send_fingerprints WHERE account_id = ? ORDER BY id")
+          .bind(a.account.id)
+          .all<{ id: string }>()
+      ).results.map((r) => r.id);
+    // A send to a new recipient records its fingerprint and leaves the old row alone.
+    const sent = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: [unique("fp-")], subject: "hello", body_text: "A plain note." },
+    });
+    expect(sent.status, sent.text).toBe(202);
+    expect(await ids()).toHaveLength(3);
+    expect(await ids()).toContain("sfp_old");
+    const ctx = createExecutionContext();
+    await worker.scheduled(createScheduledController({ scheduledTime: Date.now(), cron: "*/5 * * * *" }), env, ctx);
+    await waitOnExecutionContext(ctx);
+    const left = await ids();
+    expect(left).toHaveLength(2);
+    expect(left).not.toContain("sfp_old");
+    expect(left).toContain("sfp_recent");
+    const plan = await env.DB.prepare("EXPLAIN QUERY PLAN DELETE FROM send_fingerprints WHERE created_at < ?")
+      .bind(old)
+      .all<{ detail: string }>();
+    expect(plan.results.map((r) => r.detail).join("\n")).toMatch(/INDEX send_fingerprints_created_idx/);
+  });
+
+  it("the signer and the transport read OUTBOUND_TRANSPORT alike: `smtp ` is signed SMTP", async () => {
+    const a = await registerAccount("transport-name");
+    const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
+    if (!inbox) throw new Error("no inbox");
+    const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);
+    const ctxWith = (transport: string | undefined) => ({
+      accountId: a.account.id,
+      actor: { type: "system" as const, id: null },
+      requestId: null,
+      db: createDb(env.DB),
+      env: { ...env, OUTBOUND_TRANSPORT: transport },
+      now: Date.now,
+    });
+    const head = async (transport: string | undefined) =>
+      new TextDecoder().decode((await signOutbound(ctxWith(transport), inbox, raw)).subarray(0, 15));
+    for (const t of ["smtp", "smtp ", " smtp\t"]) {
+      expect(transportName({ ENVIRONMENT: "development", OUTBOUND_TRANSPORT: t })).toBe("smtp");
+      expect(selectTransport({ ...env, OUTBOUND_TRANSPORT: t }).name, JSON.stringify(t)).toBe("smtp");
+      expect(await head(t), JSON.stringify(t)).toBe("DKIM-Signature:");
+    }
+    expect(await head("dev")).toMatch(/^From: /);
+    expect(await head(undefined)).toMatch(/^From: /);
+    expect(transportName({ ENVIRONMENT: "production", OUTBOUND_TRANSPORT: undefined })).toBe("cloudflare");
   });
 });

@@ -43,21 +43,30 @@ export function mxHosts(env: Bindings): string[] {
   return hosts.length > 0 ? hosts : DEFAULT_MX_HOSTS;
 }
 
-function isProduction(env: Bindings): boolean {
-  return env.ENVIRONMENT === "production";
+/**
+ * Only a development deployment (`npm run dev`, the test suite, the benches) may take the shared
+ * domain's records from configuration. Any other ENVIRONMENT ("production", "staging", a typo)
+ * checks real DNS: the gate fails closed.
+ */
+export function isDevelopment(env: Pick<Bindings, "ENVIRONMENT">): boolean {
+  return env.ENVIRONMENT === "development";
 }
 
 /**
  * The resolver sender authentication uses: the isolate's (DoH in production, a fake in tests),
- * except that outside production the shared MAIL_DOMAIN answers from configuration, so local
- * development and the test suite send from it with no network. A bench-only delay
- * (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache.
+ * except that with ENVIRONMENT exactly "development" the shared MAIL_DOMAIN answers from
+ * configuration, so local development and the test suite send from it with no network. A
+ * bench-only delay (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache.
  */
-export function authResolver(env: Bindings): Resolver {
-  const base = dnsResolver();
-  if (isProduction(env)) return base;
+export function authResolver(env: Bindings, options: { fresh?: boolean } = {}): Resolver {
+  const shared = dnsResolver();
+  // `fresh`: every lookup bypasses the DNS cache (verify_domain is a live check).
+  const base: Resolver = options.fresh
+    ? { resolve: (name, type) => shared.resolve(name, type, { fresh: true }) }
+    : shared;
+  if (!isDevelopment(env)) return base;
   const mailDomain = env.MAIL_DOMAIN.toLowerCase();
-  const delayMs = env.ENVIRONMENT === "development" ? Number(env.BENCH_DNS_DELAY_MS ?? 0) || 0 : 0;
+  const delayMs = Number(env.BENCH_DNS_DELAY_MS ?? 0) || 0;
   return {
     async resolve(rawName: string, type: DnsType): Promise<DnsAnswer> {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
@@ -140,9 +149,18 @@ export interface DomainChecks {
   mx: CheckResult;
 }
 
-/** All four checks of a domain against an expectation, looked up in parallel. */
-export async function runChecks(env: Bindings, domain: string, exp: Expectation, withMx = true): Promise<DomainChecks> {
-  const resolver = authResolver(env);
+/**
+ * All four checks of a domain against an expectation, looked up in parallel. `fresh` bypasses
+ * the DNS cache (verify); the gate and the compliance endpoints use cached answers.
+ */
+export async function runChecks(
+  env: Bindings,
+  domain: string,
+  exp: Expectation,
+  options: { withMx?: boolean; fresh?: boolean } = {},
+): Promise<DomainChecks> {
+  const resolver = authResolver(env, { fresh: options.fresh });
+  const withMx = options.withMx ?? true;
   const skipped: CheckResult = { status: "missing", found: null, expected: "", problem: "not checked" };
   const [spf, dkim, dmarc, mx] = await Promise.all([
     checkSpf(resolver, domain, exp),
@@ -154,7 +172,7 @@ export async function runChecks(env: Bindings, domain: string, exp: Expectation,
 }
 
 /** Throws DnsUnavailable when any of the named checks could not be looked up. */
-function assertDecided(checks: DomainChecks, names: ("spf" | "dkim" | "dmarc" | "mx")[]): void {
+export function assertDecided(checks: DomainChecks, names: ("spf" | "dkim" | "dmarc" | "mx")[]): void {
   const temp = names.filter((n) => checks[n].temporary);
   if (temp.length > 0) {
     throw new DnsUnavailable(checks.domain, Object.fromEntries(temp.map((n) => [n, checks[n].problem])));
@@ -173,7 +191,7 @@ export async function enforceSenderAuth(ctx: ServiceContext, inbox: InboxRow): P
     dkimPublicKey: null,
     mxHosts: mxHosts(ctx.env),
   };
-  const checks = await runChecks(ctx.env, domain, exp, false);
+  const checks = await runChecks(ctx.env, domain, exp, { withMx: false });
   assertDecided(checks, ["spf", "dkim", "dmarc"]);
   for (const name of ["spf", "dkim", "dmarc"] as const) {
     const c = checks[name];

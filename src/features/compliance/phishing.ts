@@ -11,6 +11,19 @@
 
 export const PHISHING_THRESHOLD = 50;
 
+/**
+ * The scorer reads at most this many characters of the text body and of the HTML body. It runs
+ * before the size checks, on bodies of up to several MiB: whatever lies past the cap is NOT
+ * scored (a phishing trick placed after 256 KiB of filler goes unseen by this step). Together
+ * with the bounded spans in the expressions below, this keeps the time per message linear and
+ * small whatever the input.
+ */
+export const MAX_SCORED_CHARS = 256 * 1024;
+/** Longest tag or anchor text the expressions look across. */
+const SPAN = 2048;
+/** Longest `<script>` / `<style>` element stripped before reading the text (newsletters carry long CSS). */
+const BLOCK_SPAN = 64 * 1024;
+
 export interface ScoreInput {
   subject: string;
   text: string | null;
@@ -141,6 +154,18 @@ const URGENCY =
 const MONEY_TRICK =
   /\b(gift\s*cards?|wire\s+transfer|new\s+bank\s+(account|details)|changed\s+our\s+bank|bitcoin\s+wallet|send\s+(the\s+)?codes?)\b/i;
 
+// Linear time whatever the input: every open-ended span is bounded (SPAN) and stops at the next
+// `<` (or, inside an anchor / a script, at the next opening of the same element). An unbounded
+// lazy `[\s\S]*?` or `[^>]*` retried from each of many unclosed `<a`/`<` made a 200 KB body
+// cost a third of a second, 4× more per doubling (quadratic backtracking).
+const SCRIPT_OR_STYLE = new RegExp(`<(script|style)\\b(?:(?!<\\/?\\1\\b)[\\s\\S]){0,${BLOCK_SPAN}}<\\/\\1\\s*>`, "gi");
+const TAG = new RegExp(`<[^<>]{1,${SPAN}}>`, "g");
+const ANCHOR = new RegExp(
+  `<a\\b[^<>]{0,${SPAN}}?\\bhref\\s*=\\s*("([^"<>]{0,${SPAN}})"|'([^'<>]{0,${SPAN}})'|([^\\s<>]{1,${SPAN}}))[^<>]{0,${SPAN}}>((?:(?!<\\/?a\\b)[\\s\\S]){0,${SPAN}})<\\/a\\s*>`,
+  "gi",
+);
+const INPUT_PASSWORD = new RegExp(`<input\\b[^<>]{0,${SPAN}}?type\\s*=\\s*["']?password`, "i");
+
 interface Link {
   href: string;
   text: string | null;
@@ -152,9 +177,10 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
   const add = (name: string, weight: number, evidence: string) => {
     if (!signals.some((s) => s.name === name)) signals.push({ name, weight, evidence: evidence.slice(0, 200) });
   };
-  const html = input.html ?? "";
-  const plain = `${input.subject}\n${input.text ?? ""}\n${html ? stripTags(html) : ""}`;
-  const links = extractLinks(input.text ?? "", html);
+  const html = (input.html ?? "").slice(0, MAX_SCORED_CHARS);
+  const text = (input.text ?? "").slice(0, MAX_SCORED_CHARS);
+  const plain = `${input.subject.slice(0, SPAN)}\n${text}\n${html ? stripTags(html) : ""}`;
+  const links = extractLinks(text, html);
 
   for (const link of links) {
     const lower = link.href.trim().toLowerCase();
@@ -180,7 +206,7 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
   }
 
   if (/<form[\s>]/i.test(html)) add("html_form", 50, "<form>");
-  if (/<input[^>]+type\s*=\s*["']?password/i.test(html)) add("password_field", 40, '<input type="password">');
+  if (INPUT_PASSWORD.test(html)) add("password_field", 40, '<input type="password">');
 
   const credential = CREDENTIAL.exec(plain);
   const urgency = URGENCY.exec(plain);
@@ -213,12 +239,7 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
 }
 
 function stripTags(html: string): string {
-  return decodeEntities(
-    html
-      .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
-      .replace(/<[^>]+>/g, " ")
-      .replace(/\s+/g, " "),
-  );
+  return decodeEntities(html.replace(SCRIPT_OR_STYLE, " ").replace(TAG, " ").replace(/\s+/g, " "));
 }
 
 function decodeEntities(s: string): string {
@@ -238,7 +259,7 @@ function stripScheme(s: string): string {
 /** Anchors (href + visible text), `src`/`action` targets, and bare URLs in the text body. */
 function extractLinks(text: string, html: string): Link[] {
   const links: Link[] = [];
-  for (const m of html.matchAll(/<a\b[^>]*?\bhref\s*=\s*("([^"]*)"|'([^']*)'|([^\s>]+))[^>]*>([\s\S]*?)<\/a>/gi)) {
+  for (const m of html.matchAll(ANCHOR)) {
     const href = decodeEntities(m[2] ?? m[3] ?? m[4] ?? "");
     links.push({ href, text: stripTags(m[5] ?? "").trim() || null });
   }

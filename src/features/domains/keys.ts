@@ -21,15 +21,16 @@ const domainCache = new Map<string, Promise<CryptoKey>>();
 let ephemeral: Promise<string> | null = null;
 
 /**
- * The shared domain's signing key. Outside production with no DKIM_PRIVATE_KEY configured, an
- * ephemeral key made once per isolate stands in (the local records resolver publishes its public
- * half), so `npm run dev` sends without any setup. Production without the secret has none: the
- * gate then blocks shared-domain sends with `dkim_failed` rather than send unsigned.
+ * The shared domain's signing key. With ENVIRONMENT exactly "development" and no DKIM_PRIVATE_KEY
+ * configured, an ephemeral key made once per isolate stands in (the local records resolver
+ * publishes its public half), so `npm run dev` sends without any setup. Any other environment
+ * without the secret has none: the gate then blocks shared-domain sends with `dkim_failed`
+ * rather than send unsigned or under a key nobody published.
  */
 export async function sharedDomainKey(env: Bindings): Promise<SigningKey | null> {
   let pkcs8 = env.DKIM_PRIVATE_KEY?.trim();
   if (!pkcs8) {
-    if (env.ENVIRONMENT === "production") return null;
+    if (env.ENVIRONMENT !== "development") return null;
     ephemeral ??= generateDkimKeyPair().then((p) => p.privateKey);
     pkcs8 = await ephemeral;
   }

@@ -1,5 +1,6 @@
 import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
 import type { MailAddress } from "../../email/compose";
 import type { ServiceContext } from "../../lib/context";
@@ -12,6 +13,7 @@ import { scorePhishing } from "../compliance/phishing";
 import { DKIM_SELECTOR, dkimSign } from "../domains/dkim";
 import { domainSigningKey, sharedDomainKey } from "../domains/keys";
 import { eventStatement } from "../events/events.service";
+import { transportName } from "./transports";
 
 /** What the pre-send policy sees: the inbox, the envelope and the exact bytes that would leave. */
 export interface PolicyInput {
@@ -79,20 +81,24 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
     );
   }
   if (fresh.length > 0) {
-    // Remembered only for sends that passed; old rows of the account are dropped in the same batch.
-    await ctx.db.batch([
-      ctx.db.insert(sendFingerprints).values({
-        id: newId("sfp", ctx.now()),
-        accountId: ctx.accountId,
-        bodyHash,
-        newRecipients: fresh,
-        createdAt: ctx.now(),
-      }),
-      ctx.db
-        .delete(sendFingerprints)
-        .where(and(eq(sendFingerprints.accountId, ctx.accountId), lt(sendFingerprints.createdAt, since))),
-    ]);
+    // Remembered only for sends that passed; rows past the window are swept by scheduled().
+    await ctx.db.insert(sendFingerprints).values({
+      id: newId("sfp", ctx.now()),
+      accountId: ctx.accountId,
+      bodyHash,
+      newRecipients: fresh,
+      createdAt: ctx.now(),
+    });
   }
+}
+
+/** Drops send fingerprints older than the spray window (the 5-minute cron; created_at index). */
+export async function sweepSendFingerprints(db: Db, now: number): Promise<number> {
+  const result = await db
+    .delete(sendFingerprints)
+    .where(lt(sendFingerprints.createdAt, now - SPRAY_WINDOW_MS))
+    .run();
+  return result.meta.changes ?? 0;
 }
 
 /** Text with whitespace and case folded, so trivial variations of one body hash alike. */
@@ -104,19 +110,28 @@ function normaliseBody(text: string): string {
 async function newRecipients(ctx: ServiceContext, recipients: string[]): Promise<string[]> {
   const all = [...new Set(recipients.map((r) => r.toLowerCase()))];
   if (all.length === 0) return [];
-  const known = await ctx.db
+  const known = await knownSendersQuery(ctx.db, ctx.accountId, all).all();
+  const seen = new Set(known.map((k) => k.a));
+  return all.filter((r) => !seen.has(r));
+}
+
+/**
+ * Which of `addresses` (lower-case) have written to the account. Shaped for the partial index
+ * messages_account_inbound_from_idx: the same `lower(from_address)` expression and the literal
+ * `direction = 'inbound'` (so the planner proves the index's WHERE from the SQL text alone,
+ * without relying on re-preparing with bound values). Tested with EXPLAIN QUERY PLAN.
+ */
+export function knownSendersQuery(db: Db, accountId: string, addresses: string[]) {
+  return db
     .selectDistinct({ a: sql<string>`lower(${messages.fromAddress})` })
     .from(messages)
     .where(
       and(
-        eq(messages.accountId, ctx.accountId),
-        eq(messages.direction, "inbound"),
-        inArray(sql`lower(${messages.fromAddress})`, all),
+        eq(messages.accountId, accountId),
+        sql`${messages.direction} = 'inbound'`,
+        inArray(sql`lower(${messages.fromAddress})`, addresses),
       ),
-    )
-    .all();
-  const seen = new Set(known.map((k) => k.a));
-  return all.filter((r) => !seen.has(r));
+    );
 }
 
 /**
@@ -126,8 +141,7 @@ async function newRecipients(ctx: ServiceContext, recipients: string[]): Promise
  * such a send, so this only happens for a bench run with the policy switched off.
  */
 export async function signOutbound(ctx: ServiceContext, inbox: InboxRow, raw: Uint8Array): Promise<Uint8Array> {
-  const transport = ctx.env.OUTBOUND_TRANSPORT ?? (ctx.env.ENVIRONMENT === "production" ? "cloudflare" : "dev");
-  if (transport !== "smtp") return raw;
+  if (transportName(ctx.env) !== "smtp") return raw;
   // A retry after a transient failure finds the bytes it signed (and stored) last time.
   if (new TextDecoder().decode(raw.subarray(0, 15)).toLowerCase() === "dkim-signature:") return raw;
   const domain = inbox.domain.toLowerCase();

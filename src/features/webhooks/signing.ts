@@ -1,5 +1,5 @@
 import type { Bindings } from "../../env";
-import { openText, sealText, toHex } from "../../lib/crypto";
+import { concatBytes, fromBase64, openText, sealText, toBase64, toHex } from "../../lib/crypto";
 
 /**
  * Webhook signatures, exactly as API.md: our own `X-Mailbot-Signature` (hex HMAC keyed by the
@@ -12,15 +12,9 @@ const SECRET_PREFIX = "whsec_";
 const SEALED_PREFIX = "sealed:v1:";
 const SEAL_INFO = "mailbot webhook secret";
 
-function b64(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
 /** A fresh signing secret: `whsec_` + base64 of 24 random bytes (Standard Webhooks wants 24–64). */
 export function newSecret(): string {
-  return SECRET_PREFIX + b64(crypto.getRandomValues(new Uint8Array(24)));
+  return SECRET_PREFIX + toBase64(crypto.getRandomValues(new Uint8Array(24)));
 }
 
 async function hmac(key: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
@@ -28,20 +22,9 @@ async function hmac(key: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, message));
 }
 
-function concat(...parts: (string | Uint8Array)[]): Uint8Array {
-  const chunks = parts.map((p) => (typeof p === "string" ? encoder.encode(p) : p));
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}
-
 /** The Standard Webhooks key: the base64-decoded part after `whsec_`. */
 function standardKey(secret: string): Uint8Array {
-  return Uint8Array.from(atob(secret.slice(SECRET_PREFIX.length)), (c) => c.charCodeAt(0));
+  return fromBase64(secret.slice(SECRET_PREFIX.length));
 }
 
 /**
@@ -56,11 +39,11 @@ export async function signatureHeaders(input: {
 }): Promise<Record<string, string>> {
   const ts = String(input.timestampSeconds);
   const ours = await Promise.all(
-    input.secrets.map(async (s) => `sha256=${toHex(await hmac(encoder.encode(s), concat(ts, ".", input.body)))}`),
+    input.secrets.map(async (s) => `sha256=${toHex(await hmac(encoder.encode(s), concatBytes(ts, ".", input.body)))}`),
   );
   const standard = await Promise.all(
     input.secrets.map(
-      async (s) => `v1,${b64(await hmac(standardKey(s), concat(input.eventId, ".", ts, ".", input.body)))}`,
+      async (s) => `v1,${toBase64(await hmac(standardKey(s), concatBytes(input.eventId, ".", ts, ".", input.body)))}`,
     ),
   );
   return {

@@ -8,12 +8,21 @@ export type { OutboundEnvelope, Transport, TransportResult } from "./types";
 export { TransportError } from "./types";
 
 /**
+ * The transport name OUTBOUND_TRANSPORT configures (trimmed), or the environment's default:
+ * `cloudflare` in production, `dev` elsewhere. The one reading of the setting: selectTransport
+ * and the DKIM signer (signOutbound) must agree on which transport a message leaves through.
+ */
+export function transportName(env: Pick<Bindings, "OUTBOUND_TRANSPORT" | "ENVIRONMENT">): string {
+  return (env.OUTBOUND_TRANSPORT ?? (env.ENVIRONMENT === "production" ? "cloudflare" : "dev")).trim();
+}
+
+/**
  * The transport OUTBOUND_TRANSPORT names: `cloudflare` (production default), `smtp`, or `dev`
  * (the local default: nothing leaves the machine). A configuration mistake is a retryable
  * failure, so messages wait in the queue while the operator fixes it.
  */
 export function selectTransport(env: Bindings): Transport {
-  const name = (env.OUTBOUND_TRANSPORT ?? (env.ENVIRONMENT === "production" ? "cloudflare" : "dev")).trim();
+  const name = transportName(env);
   if (name === "dev") return devTransport;
   if (name === "cloudflare") {
     if (!env.EMAIL)

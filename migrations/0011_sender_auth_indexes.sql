@@ -1,0 +1,2 @@
+CREATE INDEX `messages_account_inbound_from_idx` ON `messages` (`account_id`,lower("from_address")) WHERE direction = 'inbound';--> statement-breakpoint
+CREATE INDEX `send_fingerprints_created_idx` ON `send_fingerprints` (`created_at`);
