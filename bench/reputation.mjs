@@ -124,6 +124,7 @@ async function main() {
     vars: {
       REGISTRATION: "open",
       ENVIRONMENT: "development",
+      BENCH_SERVER_TIMING: "on",
       ADMIN_TOKEN: adminToken,
       INBOUND_SECRET: inboundSecret,
       OUTBOUND_TRANSPORT: "dev",

@@ -55,6 +55,8 @@ export interface Bindings {
   BENCH_DNS_DELAY_MS?: string;
   /** Bench only (ENVIRONMENT=development): "off" skips the pre-send policy, to measure what it adds. */
   BENCH_SEND_POLICY?: string;
+  /** Bench only (ENVIRONMENT=development): "on" adds the reputation check's Server-Timing header. */
+  BENCH_SERVER_TIMING?: string;
 }
 
 /** What the authentication middleware leaves on the request context. */

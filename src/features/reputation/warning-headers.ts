@@ -53,9 +53,9 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   // What the check cost and how much of it the response waited for (it runs beside the
   // handler): the numbers bench/reputation.mjs reports.
   const waitMs = Math.max(0, performance.now() - handled);
-  // Timings are for the bench (run under `wrangler dev`): not shown to production clients.
+  // Timings are for the bench (run under `wrangler dev`), never shown to production clients.
   const add: [string, string][] = [
-    ...(c.env.ENVIRONMENT === "development"
+    ...(c.env.ENVIRONMENT === "development" && c.env.BENCH_SERVER_TIMING === "on"
       ? [
           ["Server-Timing", `reputation;dur=${lookupMs.toFixed(2)}, reputation-wait;dur=${waitMs.toFixed(2)}`] as [
             string,
