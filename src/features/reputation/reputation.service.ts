@@ -136,6 +136,7 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
 /** Applies signals to the inbox's counter and carries out the disable it decides, or D1 lacks. */
 async function applyToCounter(ctx: ServiceContext, inboxId: string, counts: CounterSignal[], at: number) {
   const counter = inboxCounter(ctx.env, inboxId);
+  warningCache.delete(inboxId);
   const result = await counter.apply(counts, at, ctx.accountId);
   if (result.disable && result.figures.disabled) {
     try {
@@ -266,6 +267,7 @@ async function disableInbox(
 
 /** Tells the counter the inbox was re-enabled: the next input over a threshold disables it again. */
 export async function reputationReEnabled(ctx: ServiceContext, inboxId: string): Promise<void> {
+  warningCache.delete(inboxId);
   await inboxCounter(ctx.env, inboxId).enable(ctx.now());
 }
 
@@ -326,8 +328,23 @@ export async function warningHeaders(
   inboxId: string,
   now: number,
 ): Promise<Record<string, string> | null> {
-  return headersOf(await inboxCounter(env, inboxId).snapshot(now, accountId));
+  const hit = warningCache.get(inboxId);
+  if (hit && hit.accountId === accountId && now >= hit.at && now - hit.at < WARNING_TTL_MS) return hit.headers;
+  const headers = headersOf(await inboxCounter(env, inboxId).snapshot(now, accountId));
+  if (warningCache.size >= WARNING_CACHE_MAX) warningCache.clear();
+  warningCache.set(inboxId, { accountId, at: now, headers });
+  return headers;
 }
+
+/**
+ * Warnings are advice, not decisions (the counter alone decides a disable), so each isolate keeps
+ * an inbox's warning headers for a few seconds: a busy inbox's requests then skip the counter
+ * round trip, which under load cost reads as much as their own work. Inputs applied in this
+ * isolate drop the entry at once; another isolate's inputs show within WARNING_TTL_MS.
+ */
+const WARNING_TTL_MS = 5_000;
+const WARNING_CACHE_MAX = 10_000;
+const warningCache = new Map<string, { accountId: string; at: number; headers: Record<string, string> | null }>();
 
 function headersOf(figures: ReputationFigures | null): Record<string, string> | null {
   if (!figures || figures.warnings.length === 0) return null;
