@@ -1,15 +1,13 @@
 import { createExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createDb } from "../../src/db/client";
-import { messages, threads } from "../../src/db/schema";
 import main from "../../src/index";
-import { newId } from "../../src/lib/ids";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
 import dsnDeliveryStatus from "../fixtures/emails/dsn-delivery-status.eml?raw";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
+import { insertSentMessage } from "../helpers/outbound";
 
 const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
@@ -35,71 +33,9 @@ async function countMessages(inboxId: string) {
   return r?.n ?? 0;
 }
 
-/** An outbound message as the sending feature will store it, so reports have something to link to. */
-async function insertOutbound(a: Account, rfcMessageId: string, to = "someone@example.net") {
-  const now = Date.now();
-  const id = newId("msg", now);
-  const threadId = newId("thr", now);
-  const db = createDb(env.DB);
-  await db.batch([
-    db.insert(threads).values({
-      id: threadId,
-      accountId: a.account.id,
-      inboxId: a.inbox.id,
-      subject: "Our newsletter",
-      subjectKey: "our newsletter",
-      participants: [a.inbox.address, to],
-      messageCount: 1,
-      lastMessageAt: now,
-      labels: [],
-      createdAt: now,
-      updatedAt: now,
-    }),
-    db.insert(messages).values({
-      id,
-      accountId: a.account.id,
-      inboxId: a.inbox.id,
-      threadId,
-      direction: "outbound",
-      status: "sent",
-      fromAddress: a.inbox.address,
-      fromName: null,
-      to: [to],
-      cc: [],
-      bcc: [],
-      replyTo: null,
-      subject: "Our newsletter",
-      bodyText: "Hello",
-      bodyHtml: null,
-      bodyTextKey: null,
-      bodyHtmlKey: null,
-      headers: {},
-      headersTruncated: false,
-      rfcMessageId,
-      inReplyTo: null,
-      references: [],
-      labels: [],
-      attachments: [],
-      size: 100,
-      authentication: null,
-      autoSubmitted: null,
-      reportType: null,
-      parseError: null,
-      envelopeFrom: a.inbox.address,
-      envelopeTo: to,
-      rawKey: `${a.account.id}/outbound/${id}.eml`,
-      // Outbound rows keep their own dedupe namespace, so an inbound copy of the same mail is not a duplicate.
-      dedupeKey: `out:${id}`,
-      searchText: "Hello",
-      searchAddresses: to,
-      complainedAt: null,
-      createdAt: now,
-      updatedAt: now,
-      sentAt: now,
-      receivedAt: null,
-    }),
-  ]);
-  return { id, threadId };
+/** An outbound message as the sending feature stores it, so reports have something to link to. */
+function insertOutbound(a: Account, rfcMessageId: string, to = "someone@example.net") {
+  return insertSentMessage(a, { to: [to], rfcMessageId });
 }
 
 describe("recipient resolution", () => {

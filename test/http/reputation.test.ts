@@ -1,16 +1,15 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
-import { messages, threads } from "../../src/db/schema";
 import { recordFindings } from "../../src/features/messages/reports.service";
 import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
-import { newId } from "../../src/lib/ids";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver } from "../helpers/mail";
+import { insertSentMessage } from "../helpers/outbound";
 
 type Account = Awaited<ReturnType<typeof registerAccount>>;
 
@@ -29,73 +28,7 @@ function systemContext(accountId: string): ServiceContext {
 
 /** An outbound message that already left, to the given recipients (what the inputs link to). */
 async function sentMessage(a: Account, to: string[]): Promise<string> {
-  const now = Date.now();
-  const id = newId("msg", now);
-  const threadId = newId("thr", now);
-  const db = createDb(env.DB);
-  await db.batch([
-    db.insert(threads).values({
-      id: threadId,
-      accountId: a.account.id,
-      inboxId: a.inbox.id,
-      subject: "Newsletter",
-      subjectKey: "newsletter",
-      participants: [a.inbox.address, ...to],
-      messageCount: 1,
-      lastMessageAt: now,
-      labels: [],
-      createdAt: now,
-      updatedAt: now,
-    }),
-    db.insert(messages).values({
-      id,
-      accountId: a.account.id,
-      inboxId: a.inbox.id,
-      threadId,
-      direction: "outbound",
-      status: "sent",
-      fromAddress: a.inbox.address,
-      fromName: null,
-      to,
-      cc: [],
-      bcc: [],
-      replyTo: null,
-      subject: "Newsletter",
-      bodyText: "hello",
-      bodyHtml: null,
-      bodyTextKey: null,
-      bodyHtmlKey: null,
-      headers: {},
-      headersTruncated: false,
-      rfcMessageId: `<${id}@mailbot.test>`,
-      inReplyTo: null,
-      references: [],
-      labels: [],
-      attachments: [],
-      size: 10,
-      authentication: null,
-      autoSubmitted: null,
-      reportType: null,
-      parseError: null,
-      envelopeFrom: a.inbox.address,
-      envelopeTo: null,
-      rawKey: `${a.account.id}/x/${id}.eml`,
-      dedupeKey: `out:${id}`,
-      searchText: "",
-      searchAddresses: "",
-      complainedAt: null,
-      droppedRecipients: [],
-      attempts: 1,
-      lastError: null,
-      leaseUntil: null,
-      providerMessageId: null,
-      createdAt: now,
-      updatedAt: now,
-      sentAt: now,
-      receivedAt: null,
-    }),
-  ]);
-  return id;
+  return (await insertSentMessage(a, { to, subject: "Newsletter" })).id;
 }
 
 /** Counts `n` sends, one message each (what the delivery consumer records when mail leaves). */

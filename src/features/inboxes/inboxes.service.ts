@@ -21,19 +21,16 @@ export function sharedAddress(username: string, shortId: string, mailDomain: str
   return `${username}--${shortId}@${mailDomain}`.toLowerCase();
 }
 
-/** Builds (but does not write) a new inbox row on the shared domain. */
-export function newSharedInbox(
-  account: Pick<AccountRow, "id" | "shortId">,
-  mailDomain: string,
-  input: { username: string; display_name?: string | undefined; labels?: string[] | undefined },
-  now: number,
-): InboxRow {
+type NewInboxInput = { username: string; display_name?: string | undefined; labels?: string[] | undefined };
+
+/** Builds (but does not write) a new inbox row at `address` on `domain`. */
+function newInboxRow(accountId: string, domain: string, address: string, input: NewInboxInput, now: number): InboxRow {
   return {
     id: newId("inbox", now),
-    accountId: account.id,
+    accountId,
     username: input.username,
-    domain: mailDomain.toLowerCase(),
-    address: sharedAddress(input.username, account.shortId, mailDomain),
+    domain: domain.toLowerCase(),
+    address: address.toLowerCase(),
     displayName: input.display_name ?? null,
     status: "active",
     disabledReason: null,
@@ -43,26 +40,19 @@ export function newSharedInbox(
   };
 }
 
-/** Builds (but does not write) a new inbox row on a verified custom domain: `{username}@{domain}`. */
-function newCustomInbox(
-  account: Pick<AccountRow, "id">,
-  domain: string,
-  input: { username: string; display_name?: string | undefined; labels?: string[] | undefined },
+/** Builds (but does not write) a new inbox row on the shared domain. */
+export function newSharedInbox(
+  account: Pick<AccountRow, "id" | "shortId">,
+  mailDomain: string,
+  input: NewInboxInput,
   now: number,
 ): InboxRow {
-  return {
-    id: newId("inbox", now),
-    accountId: account.id,
-    username: input.username,
-    domain,
-    address: `${input.username}@${domain}`.toLowerCase(),
-    displayName: input.display_name ?? null,
-    status: "active",
-    disabledReason: null,
-    labels: input.labels ?? [],
-    createdAt: now,
-    updatedAt: now,
-  };
+  return newInboxRow(account.id, mailDomain, sharedAddress(input.username, account.shortId, mailDomain), input, now);
+}
+
+/** Builds (but does not write) a new inbox row on a verified custom domain: `{username}@{domain}`. */
+function newCustomInbox(account: Pick<AccountRow, "id">, domain: string, input: NewInboxInput, now: number): InboxRow {
+  return newInboxRow(account.id, domain, `${input.username}@${domain}`, input, now);
 }
 
 /** The `inbox.created` / `inbox.enabled` / `inbox.disabled` event of a change, for its batch. */
