@@ -77,6 +77,14 @@ export default async function setup(project: TestProject) {
     smtp.once("error", reject);
     smtp.listen(0, "127.0.0.1", () => resolve());
   });
+  // smtp-server re-emits every connection's socket error on the server. A client that drops its
+  // connection (our client does not wait for QUIT's answer; a test ending tears down its Worker
+  // mid-session) is a fact of the client's, not a failure of this server: without a listener the
+  // 'error' event would kill the whole test run.
+  smtp.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "ECONNRESET" || err.code === "EPIPE") return;
+    console.error(`smtp test server: ${err.message}`);
+  });
   // vitest.config.ts hands this port to the Worker as SMTP_PORT.
   project.provide("smtpPort", (smtp.server.address() as AddressInfo).port);
 
