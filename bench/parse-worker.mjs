@@ -2,7 +2,7 @@
 // how long that took, so postal-mime's own cost is measured in the same runtime as the pipeline.
 // POST /?k=200&mode=postal-mime|parseMail   body: the raw message
 import PostalMime from "postal-mime";
-import { parseMail } from "../src/email/parse.ts";
+import { parseMail } from "../src/mail/parse.ts";
 
 // The options src/email/parse.ts passes (kept in step by hand; parseMail mode uses the real ones).
 const PARSE_OPTIONS = {

@@ -4,7 +4,7 @@
 // isolate: parse, hashing, drizzle, JSON). Single stream, so nothing else shares the isolate.
 // POST /init   {"migrations": ["<sql>", …], "address": "…"}   → creates the schema, an account, an inbox
 // POST /receive?to=<address>   body: the raw message  → { ms, d1_ms, r2_ms, storage_ms, d1_calls, r2_calls }
-import { receiveMail } from "../src/features/messages/inbound.service.ts";
+import { receiveMail } from "../src/features/inbound/inbound.service.ts";
 
 // Wall time during which at least one D1 (or R2, or either) call was pending: overlapping calls
 // (the attachments are stored in parallel) count once, so `ms - any` is time spent on the isolate.

@@ -13,7 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { startLocalWorker } from "../scripts/local-worker.mjs";
-import { scorePhishing } from "../src/features/compliance/phishing.ts";
+import { scorePhishing } from "../src/features/sender-auth/phishing.ts";
 import { BenchError, call, fail, positiveInt } from "./common.mjs";
 
 const N = positiveInt("BENCH_SENDS", 200);

@@ -1,15 +1,15 @@
 import { app } from "./app";
 import { createDb } from "./db/client";
-import { handleEmail } from "./email/handler";
+import { handleEmail } from "./triggers/email";
 import type { Bindings } from "./env";
-import { purgeRelaySignatures } from "./features/messages/inbound.service";
-import { requeueStale } from "./features/messages/outbound.service";
-import { sweepSendFingerprints } from "./features/messages/send-policy";
+import { purgeRelaySignatures } from "./features/inbound/inbound.service";
+import { requeueStale } from "./features/outbound/outbound.service";
+import { sweepSendFingerprints } from "./features/sender-auth/send-policy";
 import { reapplyPending } from "./features/reputation/reputation.service";
-import { purgeExpired } from "./features/system/idempotency.service";
+import { purgeExpired } from "./features/idempotency/idempotency.service";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
-import { consumeOutbound, consumeOutboundDeadLetters } from "./queues/outbound.consumer";
-import { consumeWebhooks } from "./queues/webhooks.consumer";
+import { consumeOutbound, consumeOutboundDeadLetters } from "./triggers/queue-outbound";
+import { consumeWebhooks } from "./triggers/queue-webhooks";
 
 /** Queue names as wrangler.toml declares them (a renamed queue must be renamed here too). */
 const OUTBOUND_QUEUE = "mailbot-outbound";

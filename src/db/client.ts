@@ -1,5 +1,5 @@
 import { drizzle } from "drizzle-orm/d1";
-import { currentD1Stats, meteredD1 } from "../http/d1-stats";
+import { currentD1Stats, meteredD1 } from "./metering";
 import * as schema from "./schema";
 
 /** A drizzle handle over D1; cheap, made per request. In development its reads are counted (d1-stats). */

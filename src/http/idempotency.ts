@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { createDb, type Db } from "../db/client";
 import type { AppEnv } from "../env";
-import { complete, release, reserve } from "../features/system/idempotency.service";
+import { complete, release, reserve } from "../features/idempotency/idempotency.service";
 import { openText, sealText, sha256Hex } from "../lib/crypto";
 import { BadRequest, Conflict } from "../lib/errors";
 import { DAY_MS } from "../lib/time";

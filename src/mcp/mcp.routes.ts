@@ -2,7 +2,7 @@ import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { AppEnv } from "../env";
-import { SEND_BODY_LIMIT_BYTES } from "../features/messages/outbound.schemas";
+import { SEND_BODY_LIMIT_BYTES } from "../features/outbound/outbound.schemas";
 import { requireApiKey } from "../http/auth";
 import { serviceContext } from "../http/context";
 import { AppError, Forbidden, PayloadTooLarge, Unauthorized } from "../lib/errors";

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
-import { recordFindings } from "../../src/features/messages/reports.service";
+import { recordFindings } from "../../src/features/bounces/bounces.service";
 import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";

@@ -6,7 +6,7 @@ import { webhookDispatches } from "../../src/db/schema";
 import { eventStatement } from "../../src/features/events/events.service";
 import { newDispatch, sweepWebhooks } from "../../src/features/webhooks/dispatch";
 import { setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { consumeWebhooks } from "../../src/queues/webhooks.consumer";
+import { consumeWebhooks } from "../../src/triggers/queue-webhooks";
 import { call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { eventOf, type ReceivedDelivery, receiver, receiverHasPython } from "../helpers/webhooks";

@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/compliance/checks";
-import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/compliance/phishing";
+import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/sender-auth/dns-checks";
+import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/sender-auth/phishing";
 import {
   dkimSign,
   generateDkimKeyPair,
   importSigningKey,
   publicKeyOf,
   relaxedHeader,
-} from "../../src/features/domains/dkim";
+} from "../../src/features/sender-auth/dkim";
 import { dohResolver, staticResolver } from "../../src/lib/dns";
 import labelled from "../fixtures/phishing/labelled.json";
 

@@ -1,6 +1,6 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/delivery";
+import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/attempt";
 import { openSecret, sealSecret, signatureHeaders } from "../../src/features/webhooks/signing";
 import { allowLocalWebhooks, checkWebhookUrl, isPublicIpv6, parseIpv6 } from "../../src/features/webhooks/url-guard";
 import { dohResolver, joinTxt, staticResolver } from "../../src/lib/dns";

@@ -1,5 +1,5 @@
 import { pageOf, toPage } from "../../http/pagination";
-import { defineTool } from "../../mcp/tool";
+import { defineTool } from "../../mcp/define-tool";
 import { toAuditWire } from "./audit.routes";
 import { AuditQuery } from "./audit.schemas";
 import { auditFilters, listAudit } from "./audit.service";

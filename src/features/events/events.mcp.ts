@@ -1,4 +1,4 @@
-import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/tool";
+import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/define-tool";
 import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
 import { EventIdParam, ReplayInput } from "./events.schemas";
 

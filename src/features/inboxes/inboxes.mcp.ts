@@ -1,5 +1,5 @@
 import { PageQuery, pageOf, toPage } from "../../http/pagination";
-import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/tool";
+import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/define-tool";
 import { CreateInboxInput, InboxIdParam } from "./inboxes.schemas";
 import { createInbox, getInbox, listInboxes, toInboxWire } from "./inboxes.service";
 

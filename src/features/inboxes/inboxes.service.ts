@@ -11,7 +11,7 @@ import { newId } from "../../lib/ids";
 import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
-import { isVerifiedDomainOf } from "../domains/ownership";
+import { isVerifiedDomainOf } from "../sender-auth/domain-ownership";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { reputationReEnabled } from "../reputation/reputation.service";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";

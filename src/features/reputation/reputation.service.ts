@@ -9,8 +9,8 @@ import {
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import { bareAddress, suppressionAddress } from "../../email/address";
-import type { ReportFinding } from "../../email/reports";
+import { bareAddress, suppressionAddress } from "../../mail/address";
+import type { ReportFinding } from "../../mail/dsn-arf";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";

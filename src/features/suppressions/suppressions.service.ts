@@ -1,7 +1,7 @@
 import { and, desc, eq, lt, type SQL } from "drizzle-orm";
 import { type SuppressionRow, suppressions } from "../../db/schema";
 import { inList } from "../../db/sql";
-import { suppressionAddress } from "../../email/address";
+import { suppressionAddress } from "../../mail/address";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { Forbidden, NotFound } from "../../lib/errors";

@@ -1,4 +1,4 @@
-import { defineTool } from "../../mcp/tool";
+import { defineTool } from "../../mcp/define-tool";
 import { InboxParam, ListThreadsQuery, ThreadParams } from "../messages/messages.schemas";
 import {
   getThread,

@@ -1,4 +1,4 @@
-import { defineTool } from "../../mcp/tool";
+import { defineTool } from "../../mcp/define-tool";
 import { UsageQuery } from "./usage.schemas";
 import { getUsage, usagePeriod } from "./usage.service";
 

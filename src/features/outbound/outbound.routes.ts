@@ -5,8 +5,8 @@ import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { InboxParam, MessageWire } from "./messages.schemas";
-import { toMessageWire } from "./messages.service";
+import { InboxParam, MessageWire } from "../messages/messages.schemas";
+import { toMessageWire } from "../messages/messages.service";
 import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "./outbound.schemas";
 import { forwardMessage, replyToMessage, sendMessage } from "./outbound.service";
 

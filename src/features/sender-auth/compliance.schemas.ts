@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { DomainName } from "../domains/domains.schemas";
+import { DomainName } from "./domains.schemas";
 
 export const ComplianceQuery = z.object({
   domain: DomainName.openapi({ param: { name: "domain", in: "query" }, example: "mail.example.com" }),

@@ -1,5 +1,5 @@
 import type { Bindings } from "../env";
-import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/messages/inbound.service";
+import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/inbound/inbound.service";
 import { AppError } from "../lib/errors";
 import { newId } from "../lib/ids";
 

@@ -4,10 +4,10 @@ import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { type DnsAnswer, type DnsType, dnsResolver, type Resolver } from "../../lib/dns";
 import { AppError, NotFound, SendBlocked } from "../../lib/errors";
-import { DKIM_SELECTOR, dkimRecordValue } from "../domains/dkim";
-import { sharedDomainKey } from "../domains/keys";
+import { DKIM_SELECTOR, dkimRecordValue } from "./dkim";
+import { sharedDomainKey } from "./dkim-keys";
 import { getInbox } from "../inboxes/inboxes.service";
-import { type CheckResult, checkDkim, checkDmarc, checkMx, checkSpf, type Expectation, tagList } from "./checks";
+import { type CheckResult, checkDkim, checkDmarc, checkMx, checkSpf, type Expectation, tagList } from "./dns-checks";
 
 /** Cloudflare Email Service's SPF include, unless SPF_INCLUDE says otherwise. */
 export const DEFAULT_SPF_INCLUDE = "_spf.mx.cloudflare.net";

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import type { MailAddress } from "../../email/compose";
-import { MessageParams } from "./messages.schemas";
+import type { MailAddress } from "../../mail/compose";
+import { MessageParams } from "../messages/messages.schemas";
 
 /** Most recipients (to + cc + bcc) of one message: Cloudflare Email Service's limit too. */
 export const MAX_RECIPIENTS = 50;

@@ -1,5 +1,5 @@
 import { PageQuery, pageOf, toPage } from "../../http/pagination";
-import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/tool";
+import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/define-tool";
 import { CreateDomainInput, DomainIdParam } from "./domains.schemas";
 import { addDomain, listDomains, toDomainWire, verifyDomain } from "./domains.service";
 

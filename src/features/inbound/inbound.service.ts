@@ -16,7 +16,7 @@ import {
   threads,
 } from "../../db/schema";
 import { inList } from "../../db/sql";
-import { bareAddress, canonicalRecipient } from "../../email/address";
+import { bareAddress, canonicalRecipient } from "../../mail/address";
 import {
   authenticationVerdicts,
   htmlToPlain,
@@ -25,8 +25,8 @@ import {
   parseMail,
   rawMessageId,
   subjectKey,
-} from "../../email/parse";
-import { readReport } from "../../email/reports";
+} from "../../mail/parse";
+import { readReport } from "../../mail/dsn-arf";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
@@ -36,8 +36,8 @@ import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
-import { releaseClaims, reportStatements } from "./reports.service";
-import { attachmentKey, bodyKey, rawKey } from "./storage";
+import { releaseClaims, reportStatements } from "../bounces/bounces.service";
+import { attachmentKey, bodyKey, rawKey } from "../messages/message-store";
 
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
 export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;

@@ -1,5 +1,5 @@
 import type { Bindings } from "../env";
-import { deadLettered, deliverOutbound, OutboundJob } from "../features/messages/delivery.service";
+import { deadLettered, deliverOutbound, OutboundJob } from "../features/outbound/delivery.service";
 
 /**
  * The outbound queue's consumer: one message at a time, each acknowledged or retried on its own,

@@ -1,5 +1,5 @@
 import type { Bindings } from "../env";
-import { attemptDispatch } from "../features/webhooks/delivery";
+import { attemptDispatch } from "../features/webhooks/attempt";
 import { WebhookQueueBody } from "../features/webhooks/dispatch";
 
 /** How long to wait before retrying a message whose processing threw (D1 busy, a bug). */

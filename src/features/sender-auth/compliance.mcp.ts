@@ -1,4 +1,4 @@
-import { defineTool } from "../../mcp/tool";
+import { defineTool } from "../../mcp/define-tool";
 import { ComplianceQuery } from "./compliance.schemas";
 import { checkCompliance, toComplianceWire } from "./compliance.service";
 

@@ -11,8 +11,8 @@ import {
   messages,
 } from "../../db/schema";
 import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
-import { canonicalRecipient } from "../../email/address";
-import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../email/compose";
+import { canonicalRecipient } from "../../mail/address";
+import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../mail/compose";
 import type { ServiceContext } from "../../lib/context";
 import { toHex } from "../../lib/crypto";
 import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
@@ -22,8 +22,8 @@ import { DAY_MS, iso } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
 import { screenRecipients } from "../suppressions/suppressions.service";
-import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "./inbound.service";
-import { assertInboxAllowed, withBodies } from "./messages.service";
+import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "../inbound/inbound.service";
+import { assertInboxAllowed, withBodies } from "../messages/messages.service";
 import {
   type AttachmentInput,
   type ForwardInput,
@@ -32,8 +32,8 @@ import {
   type ReplyInput,
   type SendMessageInput,
 } from "./outbound.schemas";
-import { blockedEvent, checkSendPolicy } from "./send-policy";
-import { attachmentKey, bodyKey, rawKey } from "./storage";
+import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
+import { attachmentKey, bodyKey, rawKey } from "../messages/message-store";
 
 /** Body of a message on the outbound queue: ids only (a queue message is capped at 128 KB). */
 export interface OutboundJob {

@@ -1,5 +1,5 @@
 import type { DnsAnswer, Resolver } from "../../lib/dns";
-import { DKIM_SELECTOR, normalizeKeyText } from "../domains/dkim";
+import { DKIM_SELECTOR, normalizeKeyText } from "./dkim";
 
 /**
  * The sender-authentication checks, as pure functions of DNS answers: SPF, DKIM, DMARC (the send

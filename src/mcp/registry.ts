@@ -1,12 +1,12 @@
 import { auditTools } from "../features/audit/audit.mcp";
-import { complianceTools } from "../features/compliance/compliance.mcp";
-import { domainTools } from "../features/domains/domains.mcp";
+import { complianceTools } from "../features/sender-auth/compliance.mcp";
+import { domainTools } from "../features/sender-auth/domains.mcp";
 import { eventTools } from "../features/events/events.mcp";
 import { inboxTools } from "../features/inboxes/inboxes.mcp";
 import { messageTools } from "../features/messages/messages.mcp";
 import { threadTools } from "../features/threads/threads.mcp";
 import { usageTools } from "../features/usage/usage.mcp";
-import type { McpTool } from "./tool";
+import type { McpTool } from "./define-tool";
 
 /**
  * Every tool /mcp serves, in the order clients list them. A feature adds its tools in its own
