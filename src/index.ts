@@ -1,13 +1,13 @@
 import { app } from "./app";
 import { createDb } from "./db/client";
-import { handleEmail } from "./triggers/email";
 import type { Bindings } from "./env";
-import { purgeRelaySignatures } from "./features/inbound/inbound.service";
-import { requeueStale } from "./features/outbound/outbound.service";
-import { sweepSendFingerprints } from "./features/sender-auth/send-policy";
-import { reapplyPending } from "./features/reputation/reputation.service";
 import { purgeExpired } from "./features/idempotency/idempotency.service";
+import { purgeRelaySignatures } from "./features/inbound/relay-auth";
+import { requeueStale } from "./features/outbound/outbound.service";
+import { reapplyPending } from "./features/reputation/reputation.service";
+import { sweepSendFingerprints } from "./features/sender-auth/send-policy";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
+import { handleEmail } from "./triggers/email";
 import { consumeOutbound, consumeOutboundDeadLetters } from "./triggers/queue-outbound";
 import { consumeWebhooks } from "./triggers/queue-webhooks";
 

@@ -8,14 +8,14 @@ import {
   McpError,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
-import { warningHeaders } from "../features/reputation/reputation.service";
 import { VERSION } from "../features/meta/meta.routes";
+import { warningHeaders } from "../features/reputation/reputation.service";
 import { assertScope } from "../http/auth";
 import { type ErrorBody, errorBody, fieldIssues, toAppError } from "../http/errors";
 import { runIdempotent } from "../http/idempotency";
 import { type AppError, ValidationFailed } from "../lib/errors";
-import { errorResult } from "./errors";
 import { type McpTool, type ToolCall, UNTRUSTED_NOTE } from "./define-tool";
+import { errorResult } from "./errors";
 import { TOOLS } from "./registry";
 
 const INSTRUCTIONS = `mailbot gives this agent email inboxes: create inboxes, send, reply, forward, search, wait for mail, read threads and the audit log. Every tool acts only on the API key's account (and only on its inboxes when the key is restricted). ${UNTRUSTED_NOTE}`;

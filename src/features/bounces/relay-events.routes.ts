@@ -3,7 +3,6 @@ import { and, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { createDb, type Db } from "../../db/client";
 import { messages } from "../../db/schema";
-import type { ReportFinding } from "../../mail/dsn-arf";
 import type { AppEnv } from "../../env";
 import { fieldIssues } from "../../http/errors";
 import { jsonRoute } from "../../http/openapi";
@@ -11,8 +10,15 @@ import { validationHook } from "../../http/validation";
 import type { ServiceContext } from "../../lib/context";
 import { AppError, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
-import { checkHeaders, inboundSecret, readCapped, verifySignature } from "../inbound/inbound-relay.routes";
-import { claimRelaySignature, releaseRelaySignature } from "../inbound/inbound.service";
+import type { ReportFinding } from "../../mail/dsn-arf";
+import {
+  checkHeaders,
+  claimRelaySignature,
+  inboundSecret,
+  readCapped,
+  releaseRelaySignature,
+  verifySignature,
+} from "../inbound/relay-auth";
 import { recordFindings } from "./bounces.service";
 
 /** A relay's notifications are small; a batch of 100 fits well under this. */

@@ -1,14 +1,10 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { createDb } from "../../db/client";
-import type { AppEnv, Bindings } from "../../env";
+import type { AppEnv } from "../../env";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { safeEqual, toHex } from "../../lib/crypto";
-import { AppError, Unauthorized } from "../../lib/errors";
-import { claimRelaySignature, MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
-
-/** Signatures older or newer than this are refused (replay window). */
-const MAX_SKEW_SECONDS = 300;
+import { MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
+import { checkHeaders, claimRelaySignature, inboundSecret, readCapped, verifySignature } from "./relay-auth";
 
 const RelayQuery = z.object({
   to: z.string().trim().min(3).max(320).openapi({ example: "support--k3x9m2@mail.example.com" }),
@@ -86,80 +82,3 @@ inboundRoutes.openapi(
     );
   },
 );
-
-/** Reads a request body, refusing it (413) as soon as it passes `limit` bytes. */
-export async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
-  if (!stream) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel();
-      throw new MessageTooLarge(total);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
-/** Both headers present, a well-formed signature, and a timestamp within 5 minutes. */
-/** The relay endpoints' HMAC key; without one they are off (503), never open. */
-export function inboundSecret(env: Bindings): string {
-  if (!env.INBOUND_SECRET) {
-    throw new AppError(
-      503,
-      "inbound_not_configured",
-      "This deployment has no INBOUND_SECRET; the relay endpoints are off.",
-    );
-  }
-  return env.INBOUND_SECRET;
-}
-
-export function checkHeaders(timestamp: string | undefined, signature: string | undefined): void {
-  if (!timestamp || !signature || !/^sha256=[0-9a-f]{64}$/i.test(signature.trim())) {
-    throw new Unauthorized(
-      "X-Mailbot-Timestamp and X-Mailbot-Signature (sha256=<64 hex>) are required.",
-      "invalid_signature",
-    );
-  }
-  if (!/^\d{1,12}$/.test(timestamp) || Math.abs(Date.now() / 1000 - Number(timestamp)) > MAX_SKEW_SECONDS) {
-    throw new Unauthorized(
-      "X-Mailbot-Timestamp is more than 5 minutes away from the server's clock.",
-      "timestamp_out_of_range",
-    );
-  }
-}
-
-/** Checks `sha256=<hex HMAC(secret, timestamp + "." + body)>` in constant time. */
-export async function verifySignature(
-  secret: string,
-  timestamp: string,
-  signature: string,
-  body: Uint8Array,
-): Promise<void> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const prefix = new TextEncoder().encode(`${timestamp}.`);
-  const signed = new Uint8Array(prefix.byteLength + body.byteLength);
-  signed.set(prefix, 0);
-  signed.set(body, prefix.byteLength);
-  const expected = `sha256=${toHex(await crypto.subtle.sign("HMAC", key, signed))}`;
-  if (!safeEqual(expected, signature.trim().toLowerCase())) {
-    throw new Unauthorized("The signature does not match the body.", "invalid_signature");
-  }
-}

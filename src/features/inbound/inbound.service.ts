@@ -1,6 +1,5 @@
-import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { createDb, type Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import {
@@ -12,11 +11,14 @@ import {
   inboxes,
   type MessageRow,
   messages,
-  relaySignatures,
-  threads,
 } from "../../db/schema";
-import { inList } from "../../db/sql";
+import type { Bindings } from "../../env";
+import type { ServiceContext } from "../../lib/context";
+import { sha256Hex, toHex } from "../../lib/crypto";
+import { AppError } from "../../lib/errors";
+import { newId } from "../../lib/ids";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
+import { readReport } from "../../mail/dsn-arf";
 import {
   authenticationVerdicts,
   htmlToPlain,
@@ -24,28 +26,16 @@ import {
   type ParsedMail,
   parseMail,
   rawMessageId,
-  subjectKey,
 } from "../../mail/parse";
-import { readReport } from "../../mail/dsn-arf";
-import type { Bindings } from "../../env";
-import type { ServiceContext } from "../../lib/context";
-import { sha256Hex, toHex } from "../../lib/crypto";
-import { AppError, Unauthorized } from "../../lib/errors";
-import { newId } from "../../lib/ids";
-import { DAY_MS } from "../../lib/time";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
-import { eventStatement, publishEvents } from "../events/events.service";
-import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
-import { attachmentKey, bodyKey, rawKey } from "../messages/message-store";
+import { eventStatement, publishEvents } from "../events/events.service";
+import { attachmentKey, bodyKey, inlineOrR2, rawKey, SEARCH_TEXT_LIMIT } from "../messages/message-store";
+import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
+import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
 export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
-/** Bodies above this many bytes go to R2 so a message row stays far below D1's 2 MB. */
-export const BODY_INLINE_LIMIT = 384 * 1024;
-/** The search index reads at most this much body text per message. */
-export const SEARCH_TEXT_LIMIT = 32 * 1024;
-const SUBJECT_THREAD_WINDOW_MS = 7 * DAY_MS;
 /** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
 const DEFAULT_TRUSTED_AUTHSERV_IDS = "mx.cloudflare.net";
 
@@ -425,172 +415,8 @@ async function storeParsed(
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
 }
 
-/** Most participants a thread lists; the messages keep every address. */
-export const PARTICIPANT_LIMIT = 50;
-
-/**
- * The thread write of a new message: counters, activity time and participants merged in SQL
- * (race-free) on an existing thread, or the insert of a new one. Shared by inbound and outbound.
- */
-export function threadStatement(
-  ctx: ServiceContext,
-  t: {
-    existing: string | null;
-    id: string;
-    inboxId: string;
-    subject: string | null;
-    participants: string[];
-    labels: string[];
-    now: number;
-  },
-): BatchItem<"sqlite"> {
-  if (t.existing) {
-    return ctx.db
-      .update(threads)
-      .set({
-        messageCount: sql`${threads.messageCount} + 1`,
-        lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
-        participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
-        labels: unionCapped(threads.labels, t.labels, 50),
-        updatedAt: t.now,
-      })
-      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
-  }
-  return ctx.db.insert(threads).values({
-    id: t.id,
-    accountId: ctx.accountId,
-    inboxId: t.inboxId,
-    subject: t.subject,
-    subjectKey: subjectKey(t.subject),
-    participants: t.participants,
-    messageCount: 1,
-    lastMessageAt: t.now,
-    labels: t.labels,
-    createdAt: t.now,
-    updatedAt: t.now,
-  });
-}
-
-/** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
-function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
-  return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
-}
-
 /** A body for the event payload, unless its JSON would make the event row too large. */
 function eventBody(body: string | null): string | null {
   return body !== null && JSON.stringify(body).length <= EVENT_BODY_LIMIT ? body : null;
 }
 const EVENT_BODY_LIMIT = 256 * 1024;
-
-/** A body inline in the row when small, else in R2 under `key` (recorded in `written`). */
-export async function inlineOrR2(
-  env: Bindings,
-  body: string | null,
-  key: string,
-  written: string[],
-): Promise<{ inline: string | null; key: string | null }> {
-  if (body === null) return { inline: null, key: null };
-  const bytes = new TextEncoder().encode(body);
-  if (bytes.byteLength <= BODY_INLINE_LIMIT) return { inline: body, key: null };
-  written.push(key);
-  await env.MAIL_BUCKET.put(key, bytes, {
-    httpMetadata: { contentType: key.endsWith(".html") ? "text/html; charset=utf-8" : "text/plain; charset=utf-8" },
-  });
-  return { inline: null, key };
-}
-
-/**
- * The thread a message belongs to: In-Reply-To, then References from right to left, then the
- * same normalised subject in this inbox within 7 days; null means a new thread.
- */
-async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMail): Promise<string | null> {
-  const wanted = [parsed.inReplyTo, ...[...parsed.references].reverse()].filter((x): x is string => Boolean(x));
-  if (wanted.length > 0) {
-    const ids = [...new Set(wanted)].slice(0, 100);
-    const found = await ctx.db
-      .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
-      .from(messages)
-      .where(
-        and(eq(messages.accountId, ctx.accountId), eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)),
-      )
-      .all();
-    const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
-    for (const id of ids) {
-      const hit = byRfc.get(id);
-      if (hit) return hit;
-    }
-  }
-  const key = subjectKey(parsed.subject);
-  if (!key) return null;
-  const recent = await ctx.db
-    .select({ id: threads.id })
-    .from(threads)
-    .where(
-      and(
-        eq(threads.accountId, ctx.accountId),
-        eq(threads.inboxId, inboxId),
-        eq(threads.subjectKey, key),
-        gte(threads.lastMessageAt, ctx.now() - SUBJECT_THREAD_WINDOW_MS),
-      ),
-    )
-    .orderBy(desc(threads.lastMessageAt))
-    .limit(1)
-    .get();
-  return recent?.id ?? null;
-}
-
-/** How long an accepted relay signature is remembered (beyond the 5-minute skew window both ways). */
-const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
-
-/**
- * Binds an accepted relay signature to its recipient. The same signed request may be retried
- * (the message dedupe makes that harmless), but never pointed at another `to`. With `once`
- * (the events endpoint), a signature already seen is refused outright: a replayed request is
- * a 401 `invalid_signature`; a relay retrying signs again with a fresh timestamp.
- * Returns the claimed hash (see `releaseRelaySignature`).
- */
-export async function claimRelaySignature(
-  db: Db,
-  signature: string,
-  envelopeTo: string,
-  now: number,
-  opts: { once?: boolean } = {},
-): Promise<string> {
-  const signatureHash = await sha256Hex(signature.trim().toLowerCase());
-  const to = bareAddress(envelopeTo);
-  const inserted = await db
-    .insert(relaySignatures)
-    .values({ signatureHash, envelopeTo: to, expiresAt: now + RELAY_SIGNATURE_TTL_MS })
-    .onConflictDoNothing()
-    .returning({ hash: relaySignatures.signatureHash })
-    .all();
-  if (inserted.length > 0) return signatureHash;
-  if (opts.once) throw new Unauthorized("This signature was already used.", "invalid_signature");
-  const claimed = await db
-    .select({ envelopeTo: relaySignatures.envelopeTo })
-    .from(relaySignatures)
-    .where(eq(relaySignatures.signatureHash, signatureHash))
-    .get();
-  if (claimed && claimed.envelopeTo !== to) {
-    throw new Unauthorized("This signature was already used for another recipient.", "invalid_signature");
-  }
-  return signatureHash;
-}
-
-/** Forgets a claimed signature whose request failed, so the relay may retry it as it was. */
-export async function releaseRelaySignature(db: Db, signatureHash: string): Promise<void> {
-  await db
-    .delete(relaySignatures)
-    .where(eq(relaySignatures.signatureHash, signatureHash))
-    .catch(() => undefined);
-}
-
-/** Drops relay signatures past their window (the hourly cron). */
-export async function purgeRelaySignatures(db: Db, now: number): Promise<number> {
-  const gone = await db
-    .delete(relaySignatures)
-    .where(lt(relaySignatures.expiresAt, now))
-    .returning({ hash: relaySignatures.signatureHash })
-    .all();
-  return gone.length;
-}

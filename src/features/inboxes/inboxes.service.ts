@@ -11,9 +11,9 @@ import { newId } from "../../lib/ids";
 import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
-import { isVerifiedDomainOf } from "../sender-auth/domain-ownership";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { reputationReEnabled } from "../reputation/reputation.service";
+import { isVerifiedDomainOf } from "../sender-auth/domain-ownership";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
 /** `{username}--{short_id}@{MAIL_DOMAIN}` on the shared domain. */

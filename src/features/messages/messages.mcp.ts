@@ -1,6 +1,8 @@
 import type { z } from "@hono/zod-openapi";
 import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg, type ListResult } from "../../mcp/define-tool";
+import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "../outbound/outbound.schemas";
+import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outbound.service";
 import {
   InboxParam,
   ListMessagesQuery,
@@ -10,8 +12,6 @@ import {
   WaitMessagesQuery,
 } from "./messages.schemas";
 import { awaitMessage, getMessage, listMessages, searchMessages, toMessageWire, withBodies } from "./messages.service";
-import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "../outbound/outbound.schemas";
-import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outbound.service";
 
 type Message = z.infer<typeof MessageWire>;
 

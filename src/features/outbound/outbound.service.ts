@@ -11,19 +11,21 @@ import {
   messages,
 } from "../../db/schema";
 import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
-import { canonicalRecipient } from "../../mail/address";
-import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../mail/compose";
 import type { ServiceContext } from "../../lib/context";
 import { toHex } from "../../lib/crypto";
 import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
+import { canonicalRecipient } from "../../mail/address";
+import { type ComposeAttachment, composeMessage, htmlToText, type MailAddress } from "../../mail/compose";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
-import { screenRecipients } from "../suppressions/suppressions.service";
-import { inlineOrR2, PARTICIPANT_LIMIT, SEARCH_TEXT_LIMIT, threadStatement } from "../inbound/inbound.service";
+import { attachmentKey, bodyKey, inlineOrR2, rawKey, SEARCH_TEXT_LIMIT } from "../messages/message-store";
 import { assertInboxAllowed, withBodies } from "../messages/messages.service";
+import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
+import { screenRecipients } from "../suppressions/suppressions.service";
+import { PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 import {
   type AttachmentInput,
   type ForwardInput,
@@ -32,8 +34,6 @@ import {
   type ReplyInput,
   type SendMessageInput,
 } from "./outbound.schemas";
-import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
-import { attachmentKey, bodyKey, rawKey } from "../messages/message-store";
 
 /** Body of a message on the outbound queue: ids only (a queue message is capped at 128 KB). */
 export interface OutboundJob {

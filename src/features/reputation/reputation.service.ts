@@ -9,11 +9,11 @@ import {
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import { bareAddress, suppressionAddress } from "../../mail/address";
-import type { ReportFinding } from "../../mail/dsn-arf";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
+import { bareAddress, suppressionAddress } from "../../mail/address";
+import type { ReportFinding } from "../../mail/dsn-arf";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { getInbox } from "../inboxes/inboxes.service";

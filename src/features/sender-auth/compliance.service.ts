@@ -4,9 +4,9 @@ import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { type DnsAnswer, type DnsType, dnsResolver, type Resolver } from "../../lib/dns";
 import { AppError, NotFound, SendBlocked } from "../../lib/errors";
+import { getInbox } from "../inboxes/inboxes.service";
 import { DKIM_SELECTOR, dkimRecordValue } from "./dkim";
 import { sharedDomainKey } from "./dkim-keys";
-import { getInbox } from "../inboxes/inboxes.service";
 import { type CheckResult, checkDkim, checkDmarc, checkMx, checkSpf, type Expectation, tagList } from "./dns-checks";
 
 /** Cloudflare Email Service's SPF include, unless SPF_INCLUDE says otherwise. */

@@ -9,11 +9,11 @@ import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/error
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
-import { assertDecided, mxHosts, recordsFor, runChecks, spfInclude } from "./compliance.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { assertDecided, mxHosts, recordsFor, runChecks, spfInclude } from "./compliance.service";
 import { DKIM_SELECTOR } from "./dkim";
-import type { DomainWire, VerifyResultWire } from "./domains.schemas";
 import { newDomainKey } from "./dkim-keys";
+import type { DomainWire, VerifyResultWire } from "./domains.schemas";
 
 /** The service verbs of custom sending domains (HTTP routes and MCP tools call these). */
 

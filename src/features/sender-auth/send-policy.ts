@@ -2,18 +2,18 @@ import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
-import type { MailAddress } from "../../mail/compose";
 import type { ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
 import { SendBlocked } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
-import { enforceSenderAuth } from "./compliance.service";
-import { scorePhishing } from "./phishing";
-import { DKIM_SELECTOR, dkimSign } from "./dkim";
-import { domainSigningKey, sharedDomainKey } from "./dkim-keys";
+import type { MailAddress } from "../../mail/compose";
 import { eventStatement } from "../events/events.service";
 import { transportName } from "../outbound/transports";
+import { enforceSenderAuth } from "./compliance.service";
+import { DKIM_SELECTOR, dkimSign } from "./dkim";
+import { domainSigningKey, sharedDomainKey } from "./dkim-keys";
+import { scorePhishing } from "./phishing";
 
 /** What the pre-send policy sees: the inbox, the envelope and the exact bytes that would leave. */
 export interface PolicyInput {

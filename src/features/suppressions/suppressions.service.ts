@@ -1,11 +1,11 @@
 import { and, desc, eq, lt, type SQL } from "drizzle-orm";
 import { type SuppressionRow, suppressions } from "../../db/schema";
 import { inList } from "../../db/sql";
-import { suppressionAddress } from "../../mail/address";
 import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { Forbidden, NotFound } from "../../lib/errors";
 import { iso } from "../../lib/time";
+import { suppressionAddress } from "../../mail/address";
 import { commitWithAudit } from "../audit/audit.service";
 import type { SuppressionWire } from "./suppressions.schemas";
 

@@ -1,0 +1,103 @@
+import { and, desc, eq, gte, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import { messages, threads } from "../../db/schema";
+import { inList } from "../../db/sql";
+import type { ServiceContext } from "../../lib/context";
+import { DAY_MS } from "../../lib/time";
+import { type ParsedMail, subjectKey } from "../../mail/parse";
+
+/** Threading shared by inbound and outbound: which thread a message joins, and the thread write. */
+
+const SUBJECT_THREAD_WINDOW_MS = 7 * DAY_MS;
+
+/** Most participants a thread lists; the messages keep every address. */
+export const PARTICIPANT_LIMIT = 50;
+
+/**
+ * The thread write of a new message: counters, activity time and participants merged in SQL
+ * (race-free) on an existing thread, or the insert of a new one. Shared by inbound and outbound.
+ */
+export function threadStatement(
+  ctx: ServiceContext,
+  t: {
+    existing: string | null;
+    id: string;
+    inboxId: string;
+    subject: string | null;
+    participants: string[];
+    labels: string[];
+    now: number;
+  },
+): BatchItem<"sqlite"> {
+  if (t.existing) {
+    return ctx.db
+      .update(threads)
+      .set({
+        messageCount: sql`${threads.messageCount} + 1`,
+        lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
+        participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
+        labels: unionCapped(threads.labels, t.labels, 50),
+        updatedAt: t.now,
+      })
+      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+  }
+  return ctx.db.insert(threads).values({
+    id: t.id,
+    accountId: ctx.accountId,
+    inboxId: t.inboxId,
+    subject: t.subject,
+    subjectKey: subjectKey(t.subject),
+    participants: t.participants,
+    messageCount: 1,
+    lastMessageAt: t.now,
+    labels: t.labels,
+    createdAt: t.now,
+    updatedAt: t.now,
+  });
+}
+
+/** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
+function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
+  return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
+}
+
+/**
+ * The thread a message belongs to: In-Reply-To, then References from right to left, then the
+ * same normalised subject in this inbox within 7 days; null means a new thread.
+ */
+export async function findThread(ctx: ServiceContext, inboxId: string, parsed: ParsedMail): Promise<string | null> {
+  const wanted = [parsed.inReplyTo, ...[...parsed.references].reverse()].filter((x): x is string => Boolean(x));
+  if (wanted.length > 0) {
+    const ids = [...new Set(wanted)].slice(0, 100);
+    const found = await ctx.db
+      .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
+      .from(messages)
+      .where(
+        and(eq(messages.accountId, ctx.accountId), eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)),
+      )
+      .all();
+    const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
+    for (const id of ids) {
+      const hit = byRfc.get(id);
+      if (hit) return hit;
+    }
+  }
+  const key = subjectKey(parsed.subject);
+  if (!key) return null;
+  const recent = await ctx.db
+    .select({ id: threads.id })
+    .from(threads)
+    .where(
+      and(
+        eq(threads.accountId, ctx.accountId),
+        eq(threads.inboxId, inboxId),
+        eq(threads.subjectKey, key),
+        gte(threads.lastMessageAt, ctx.now() - SUBJECT_THREAD_WINDOW_MS),
+      ),
+    )
+    .orderBy(desc(threads.lastMessageAt))
+    .limit(1)
+    .get();
+  return recent?.id ?? null;
+}
