@@ -2,13 +2,13 @@ import { createExecutionContext, createScheduledController, waitOnExecutionConte
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
-import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.service";
-import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
 import { deliverOutbound } from "../../src/features/outbound/delivery.service";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
-import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
 import { selectTransport, transportName } from "../../src/features/outbound/transports";
+import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.service";
+import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
+import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
 import main from "../../src/index";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";

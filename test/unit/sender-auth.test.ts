@@ -1,6 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/sender-auth/dns-checks";
-import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/sender-auth/phishing";
 import {
   dkimSign,
   generateDkimKeyPair,
@@ -8,6 +6,8 @@ import {
   publicKeyOf,
   relaxedHeader,
 } from "../../src/features/sender-auth/dkim";
+import { checkDkim, checkDmarc, checkSpf, type Expectation } from "../../src/features/sender-auth/dns-checks";
+import { MAX_SCORED_CHARS, PHISHING_THRESHOLD, scorePhishing } from "../../src/features/sender-auth/phishing";
 import { dohResolver, staticResolver } from "../../src/lib/dns";
 import labelled from "../fixtures/phishing/labelled.json";
 
