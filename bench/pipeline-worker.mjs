@@ -5,6 +5,7 @@
 // POST /init   {"migrations": ["<sql>", …], "address": "…"}   → creates the schema, an account, an inbox
 // POST /receive?to=<address>   body: the raw message  → { ms, d1_ms, r2_ms, storage_ms, d1_calls, r2_calls }
 import { receiveMail } from "../src/features/inbound/inbound.service.ts";
+import { systemContext } from "../src/lib/context.ts";
 
 // Wall time during which at least one D1 (or R2, or either) call was pending: overlapping calls
 // (the attachments are stored in parallel) count once, so `ms - any` is time spent on the isolate.
@@ -86,7 +87,7 @@ export default {
     reset();
     const t0 = performance.now();
     const result = await receiveMail(
-      { ...env, DB: timedD1(env.DB), MAIL_BUCKET: timedR2(env.MAIL_BUCKET) },
+      systemContext({ ...env, DB: timedD1(env.DB), MAIL_BUCKET: timedR2(env.MAIL_BUCKET) }),
       {
         readRaw: async () => raw,
         envelopeFrom: "ada@sender.example.org",

@@ -1,7 +1,5 @@
-import type { AccountRow, ApiKeyRow } from "./db/schema";
 import type { InboxCounter } from "./durable-objects/inbox-counter";
 import type { RateLimiter } from "./durable-objects/rate-limiter";
-import type { Actor } from "./lib/context";
 
 /** Every binding, var and secret the Worker reads, in one place. */
 export interface Bindings {
@@ -57,25 +55,6 @@ export interface Bindings {
   BENCH_SEND_POLICY?: string;
   /** Bench only (ENVIRONMENT=development): "on" adds the reputation check's Server-Timing header. */
   BENCH_SERVER_TIMING?: string;
-}
-
-/** What the authentication middleware leaves on the request context. */
-export interface AuthState {
-  account: AccountRow;
-  key: ApiKeyRow;
-  scopes: string[];
-  inboxIds: string[] | null;
-}
-
-export interface Variables {
-  requestId: string;
-  auth?: AuthState;
-  actor?: Actor;
-}
-
-export interface AppEnv {
-  Bindings: Bindings;
-  Variables: Variables;
 }
 
 declare global {

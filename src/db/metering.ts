@@ -1,6 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { MiddlewareHandler } from "hono";
-import type { AppEnv } from "../env";
 
 /**
  * Development-only D1 accounting: with ENVIRONMENT=development every response carries
@@ -23,15 +21,12 @@ export function currentD1Stats(): D1Stats | undefined {
   return current.getStore();
 }
 
-export const d1Stats: MiddlewareHandler<AppEnv> = async (c, next) => {
-  if (c.env?.ENVIRONMENT !== "development") return next();
+/** Runs `fn` with a fresh counter that every createDb in it feeds (the HTTP middleware's seam). */
+export async function withD1Stats<T>(fn: () => Promise<T>): Promise<{ result: T; stats: D1Stats }> {
   const stats: D1Stats = { queries: 0, rowsRead: 0, rowsWritten: 0, unmetered: 0 };
-  await current.run(stats, next);
-  c.res.headers.set("X-Mailbot-D1-Rows-Read", String(stats.rowsRead));
-  c.res.headers.set("X-Mailbot-D1-Rows-Written", String(stats.rowsWritten));
-  c.res.headers.set("X-Mailbot-D1-Queries", String(stats.queries));
-  if (stats.unmetered > 0) c.res.headers.set("X-Mailbot-D1-Unmetered", String(stats.unmetered));
-};
+  const result = await current.run(stats, fn);
+  return { result, stats };
+}
 
 function count(stats: D1Stats, result: { meta?: Partial<D1Meta> }): void {
   stats.queries++;

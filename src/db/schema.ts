@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { AuthVerdicts } from "../mail/parse";
 
 /**
  * D1 schema. Conventions: snake_case columns, epoch-ms integer times, prefixed time-sortable
@@ -135,14 +136,6 @@ export interface AttachmentMeta {
 export interface DroppedRecipient {
   address: string;
   reason: string;
-}
-
-/** Verdicts of the receiving side's Authentication-Results (inbound mail only). */
-export interface AuthVerdicts {
-  spf: string | null;
-  dkim: string | null;
-  dmarc: string | null;
-  authserv_id: string;
 }
 
 export const threads = sqliteTable(
@@ -562,3 +555,5 @@ export const sendFingerprints = sqliteTable(
 
 export type DomainRow = typeof domains.$inferSelect;
 export type SendFingerprintRow = typeof sendFingerprints.$inferSelect;
+
+export type { AuthVerdicts };

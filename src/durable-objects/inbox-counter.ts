@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Bindings } from "../env";
 
 const BUCKET_MS = 60 * 60 * 1000;
 const KEEP_MS = 8 * 24 * BUCKET_MS;
@@ -67,8 +66,8 @@ export interface ApplyResult {
  * every method synchronous SQL (no await inside), so each call runs alone: concurrent inputs
  * neither double-count nor miss a threshold, and "disable" is answered to one caller only.
  */
-export class InboxCounter extends DurableObject<Bindings> {
-  constructor(ctx: DurableObjectState, env: Bindings) {
+export class InboxCounter extends DurableObject<unknown> {
+  constructor(ctx: DurableObjectState, env: unknown) {
     super(ctx, env);
     ctx.storage.sql.exec(
       `CREATE TABLE IF NOT EXISTS counters (
@@ -204,9 +203,4 @@ function overThreshold(f: ReputationFigures): DisableReason | null {
 function rate(count: number, sent: number): number {
   if (sent === 0) return count > 0 ? 1 : 0;
   return Math.min(1, count / sent);
-}
-
-/** The one client that names the InboxCounter namespace. */
-export function inboxCounter(env: Bindings, inboxId: string) {
-  return env.INBOX_COUNTER.getByName(inboxId);
 }

@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Bindings } from "../env";
 
 export interface RateRule {
   /** Requests allowed in `windowMs`. */
@@ -41,11 +40,11 @@ export interface SlotDecision {
  * request already asks, so revocation and suspension are written here first: a key cached as
  * verified in any isolate is refused on its very next request, without a D1 read per request.
  */
-export class RateLimiter extends DurableObject<Bindings> {
+export class RateLimiter extends DurableObject<unknown> {
   private hits: number[] = [];
   private blocked: string | null;
 
-  constructor(ctx: DurableObjectState, env: Bindings) {
+  constructor(ctx: DurableObjectState, env: unknown) {
     super(ctx, env);
     this.blocked = ctx.storage.kv.get<string>("blocked") ?? null;
   }
@@ -160,14 +159,4 @@ export class RateLimiter extends DurableObject<Bindings> {
       retryAfterMs: Math.max(0, retryAfterMs),
     };
   }
-}
-
-/** The one client that names the RateLimiter namespace. */
-export function rateLimiter(env: Bindings, subject: string) {
-  return env.RATE_LIMITER.getByName(subject);
-}
-
-/** The limiter that is also the liveness authority of one API key. */
-export function keyGuard(env: Bindings, keyId: string) {
-  return rateLimiter(env, `key:${keyId}`);
 }

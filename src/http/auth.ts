@@ -1,11 +1,11 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { createDb } from "../db/client";
-import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter";
-import type { AppEnv, AuthState } from "../env";
+import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
 import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
+import type { AppEnv, AuthState } from "./app-env";
+import { requestContext } from "./context";
 
 /** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
 const FAILURES_PER_CLIENT = 20;
@@ -61,7 +61,7 @@ function rateHeaders(d: { limit: number; remaining: number; resetAtMs: number })
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearer(c);
   if (!token) throw new Unauthorized("Missing API key. Send Authorization: Bearer mb_…", "missing_api_key");
-  const db = createDb(c.env.DB);
+  const { db } = requestContext(c);
   const now = Date.now();
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 

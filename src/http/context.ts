@@ -1,32 +1,25 @@
 import type { Context } from "hono";
-import { createDb } from "../db/client";
-import type { AppEnv } from "../env";
-import type { ServiceContext } from "../lib/context";
+import { type BaseContext, createContext, forAccount, type ServiceContext, SYSTEM_ACTOR } from "../lib/context";
 import { Unauthorized } from "../lib/errors";
+import type { AppEnv } from "./app-env";
+
+/** The context of a request before any account is known (registration, the inbound relay, auth). */
+export function requestContext(c: Context<AppEnv>): BaseContext {
+  return createContext(c.env, { actor: c.get("actor") ?? SYSTEM_ACTOR, requestId: c.get("requestId") });
+}
 
 /** The ServiceContext of an authenticated request. */
 export function serviceContext(c: Context<AppEnv>): ServiceContext {
   const auth = c.get("auth");
   if (!auth) throw new Unauthorized();
-  return {
-    accountId: auth.account.id,
+  const base = createContext(c.env, {
     actor: c.get("actor") ?? { type: "api_key", id: auth.key.id },
     requestId: c.get("requestId"),
-    db: createDb(c.env.DB),
-    env: c.env,
-    now: Date.now,
-    inboxIds: auth.inboxIds,
-  };
+  });
+  return forAccount(base, auth.account.id, auth.inboxIds);
 }
 
-/** A ServiceContext acting on a named account (operators, system jobs). */
+/** A ServiceContext acting on a named account (operators). */
 export function contextFor(c: Context<AppEnv>, accountId: string): ServiceContext {
-  return {
-    accountId,
-    actor: c.get("actor") ?? { type: "system", id: null },
-    requestId: c.get("requestId"),
-    db: createDb(c.env.DB),
-    env: c.env,
-    now: Date.now,
-  };
+  return forAccount(requestContext(c), accountId);
 }

@@ -1,8 +1,8 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ZodError } from "zod";
-import type { AppEnv } from "../env";
 import { AppError, type FieldIssue, ValidationFailed } from "../lib/errors";
+import type { AppEnv } from "./app-env";
 
 /** zod issues to the envelope's `details: [{ path, message }]`. */
 export function fieldIssues(error: ZodError): FieldIssue[] {

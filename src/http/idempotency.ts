@@ -1,11 +1,12 @@
 import type { MiddlewareHandler } from "hono";
-import { createDb, type Db } from "../db/client";
-import type { AppEnv } from "../env";
 import { complete, release, reserve } from "../features/idempotency/idempotency.service";
+import type { BaseContext } from "../lib/context";
 import { openText, sealText, sha256Hex } from "../lib/crypto";
 import { BadRequest, Conflict } from "../lib/errors";
 import { DAY_MS } from "../lib/time";
+import type { AppEnv } from "./app-env";
 import { clientAddress, isAdminRequest } from "./auth";
+import { requestContext } from "./context";
 
 /** Same JSON, same hash: key order and whitespace do not make a retry a different request. */
 function canonicalJson(text: string): string {
@@ -58,7 +59,7 @@ export interface StoredResponse {
  * reveal them.
  */
 export async function runIdempotent(
-  db: Db,
+  ctx: BaseContext,
   req: IdempotentRequest,
   run: () => Promise<StoredResponse>,
 ): Promise<StoredResponse & { replayed: boolean }> {
@@ -66,13 +67,14 @@ export async function runIdempotent(
     throw new BadRequest("invalid_idempotency_key", "Idempotency-Key must be 1–255 visible ASCII characters.");
   }
   const body = canonicalJson(req.body);
+  const { db } = ctx;
   const reservation = await reserve(db, {
     lookup: await sha256Hex(`${req.scope}\n${req.key}`),
     accountId: req.accountId,
     method: req.method,
     path: req.path,
     requestHash: await sha256Hex(`${req.method} ${req.path}\n${body}`),
-    now: Date.now(),
+    now: ctx.now(),
     ttlMs: DAY_MS,
   });
   const info = `mailbot idempotency ${req.scope}`;
@@ -116,7 +118,7 @@ export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
   const auth = c.get("auth");
   const scope = auth ? `key:${auth.key.id}` : isAdminRequest(c) ? "admin" : `public:${clientAddress(c)}`;
   const result = await runIdempotent(
-    createDb(c.env.DB),
+    requestContext(c),
     {
       key,
       scope,

@@ -1,8 +1,8 @@
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { AppEnv } from "../env";
 import { BadRequest, PayloadTooLarge } from "../lib/errors";
 import { newId } from "../lib/ids";
+import type { AppEnv } from "./app-env";
 
 /** Every response carries `X-Request-Id`; the id also goes into audit entries and logs. */
 export const requestId: MiddlewareHandler<AppEnv> = async (c, next) => {

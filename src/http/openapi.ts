@@ -1,7 +1,7 @@
 import type { ResponseConfig } from "@asteasolutions/zod-to-openapi";
 import { createRoute, type RouteConfig, z } from "@hono/zod-openapi";
 import type { ZodType } from "zod";
-import { ListMeta } from "./pagination";
+import { ListMeta } from "../lib/pagination";
 
 export const ErrorEnvelope = z
   .object({

@@ -1,6 +1,6 @@
 import type { Hook } from "@hono/zod-openapi";
-import type { AppEnv } from "../env";
 import { ValidationFailed } from "../lib/errors";
+import type { AppEnv } from "./app-env";
 import { fieldIssues } from "./errors";
 
 /** zod-openapi's hook: a failed parse becomes the 422 envelope with per-field details. */

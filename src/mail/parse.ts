@@ -1,5 +1,13 @@
 import PostalMime, { type Address, addressParser, decodeWords, type Email } from "postal-mime";
-import type { AuthVerdicts } from "../db/schema";
+
+/** Verdicts of the receiving side's Authentication-Results (inbound mail only). */
+export interface AuthVerdicts {
+  spf: string | null;
+  dkim: string | null;
+  dmarc: string | null;
+  authserv_id: string;
+}
+
 import { bytesToLatin1 } from "../lib/crypto";
 
 /**

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { AuthState } from "../env";
+import type { AuthState } from "../http/app-env";
 import type { Scope } from "../http/auth";
 import type { ServiceContext } from "../lib/context";
 

@@ -1,8 +1,8 @@
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { AppEnv } from "../env";
 import { SEND_BODY_LIMIT_BYTES } from "../features/outbound/outbound.schemas";
+import type { AppEnv } from "../http/app-env";
 import { requireApiKey } from "../http/auth";
 import { serviceContext } from "../http/context";
 import { AppError, Forbidden, PayloadTooLarge, Unauthorized } from "../lib/errors";

@@ -97,7 +97,7 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
       Object.entries(rawArgs).filter(([k]) => k !== "idempotency_key" && !spec.pathParams.includes(k)),
     );
     const stored = await runIdempotent(
-      call.ctx.db,
+      call.ctx,
       {
         key,
         scope: `key:${call.auth.key.id}`,

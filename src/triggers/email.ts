@@ -1,5 +1,6 @@
 import type { Bindings } from "../env";
 import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/inbound/inbound.service";
+import { systemContext } from "../lib/context";
 import { AppError } from "../lib/errors";
 import { newId } from "../lib/ids";
 
@@ -15,7 +16,7 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
     return;
   }
   try {
-    const result = await receiveMail(env, {
+    const result = await receiveMail(systemContext(env, { requestId }), {
       readRaw: async () => new Uint8Array(await new Response(message.raw).arrayBuffer()),
       envelopeFrom: message.from || null,
       envelopeTo: message.to,

@@ -4,6 +4,7 @@ import { createDb } from "../../src/db/client";
 import { recordFindings } from "../../src/features/bounces/bounces.service";
 import { applySignals, reapplyPending, recordSent } from "../../src/features/reputation/reputation.service";
 import type { ServiceContext } from "../../src/lib/context";
+import { systemContext as jobContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
@@ -308,7 +309,7 @@ describe("recovery from a failed counter or D1 call", () => {
 
     // One of them did reach the counter after all (the failure was on the way back): counted once.
     await recordSent(systemContext(a.account.id), a.inbox.id, msg, 25);
-    await reapplyPending(env, Date.now());
+    await reapplyPending(jobContext(env));
     expect(await pending()).toBe(0);
     expect(await stub.snapshot()).toMatchObject({ sent: 25, bounced: 1 });
   });

@@ -10,6 +10,7 @@ import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.ser
 import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
 import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
 import main from "../../src/index";
+import { clockAt, systemContext as jobContext } from "../../src/lib/context";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
@@ -582,7 +583,7 @@ describe("the gate before every send", () => {
     // … then DNS fails before it leaves: retried later, nothing sent.
     useDns(published(a.records, (t) => (t[`_dmarc.${a.name}`] = "temporary_failure")));
     const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
-    const outcome = await deliverOutbound(env, job);
+    const outcome = await deliverOutbound(jobContext(env), job);
     expect(outcome).toMatchObject({ kind: "retry", delaySeconds: expect.any(Number) });
     const row = await env.DB.prepare("SELECT status, last_error FROM messages WHERE id = ?")
       .bind(queued.id)
@@ -594,7 +595,10 @@ describe("the gate before every send", () => {
 
     // The records change before the retry: the consumer blocks it, with the event naming the message.
     useDns(published(a.records, (t) => delete t[`_dmarc.${a.name}`]));
-    expect(await deliverOutbound(env, job, Date.now() + 6 * 60_000)).toEqual({ kind: "done", status: "blocked" });
+    expect(await deliverOutbound(jobContext(env, { now: clockAt(Date.now() + 6 * 60_000) }), job)).toEqual({
+      kind: "done",
+      status: "blocked",
+    });
     const [blocked] = await eventsOf(a.account.id, "message.blocked");
     expect(blocked?.message_id).toBe(queued.id);
     expect(blocked?.data).toMatchObject({ reason: "dmarc_failed", stage: "deliver", message_id: queued.id });

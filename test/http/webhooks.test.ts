@@ -5,8 +5,9 @@ import { createDb } from "../../src/db/client";
 import { webhookDispatches } from "../../src/db/schema";
 import { eventStatement } from "../../src/features/events/events.service";
 import { newDispatch, sweepWebhooks } from "../../src/features/webhooks/dispatch";
+import { clockAt, systemContext as jobContext } from "../../src/lib/context";
 import { setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { consumeWebhooks } from "../../src/triggers/queue-webhooks";
+import { handleQueue } from "../../src/triggers/queue";
 import { call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { eventOf, type ReceivedDelivery, receiver, receiverHasPython } from "../helpers/webhooks";
@@ -576,7 +577,7 @@ describe("the webhook queue consumer", () => {
         bodies.map((body, i) => ({ id: `m${i}-${crypto.randomUUID()}`, timestamp: new Date(), attempts: 1, body })),
       );
       const spies = batch.messages.map((m) => ({ ack: vi.spyOn(m, "ack"), retry: vi.spyOn(m, "retry") }));
-      await consumeWebhooks(batch, bindings);
+      await handleQueue(batch, bindings);
       return spies;
     };
     // The production schedule (no test override): the second attempt comes 30 s after the first.
@@ -644,7 +645,7 @@ describe("the webhook queue consumer", () => {
     );
     await ctx.db.insert(webhookDispatches).values(lost).run();
 
-    const swept = await sweepWebhooks(env, Date.now() + 120_000);
+    const swept = await sweepWebhooks(jobContext(env, { now: clockAt(Date.now() + 120_000) }));
     expect(swept.events).toBeGreaterThanOrEqual(1);
     expect(swept.dispatches).toBeGreaterThanOrEqual(1);
     const got = await hook.waitFor((d) => d.filter((x) => x.headers["webhook-id"] === orphan.id).length === 2);
@@ -654,7 +655,7 @@ describe("the webhook queue consumer", () => {
       .first<{ dispatched_at: number | null }>();
     expect(marked?.dispatched_at).not.toBeNull();
     // A second sweep finds nothing left to do for this event.
-    await sweepWebhooks(env, Date.now() + 120_000);
+    await sweepWebhooks(jobContext(env, { now: clockAt(Date.now() + 120_000) }));
     await new Promise((r) => setTimeout(r, 500));
     expect((await hook.deliveries()).filter((x) => x.headers["webhook-id"] === orphan.id)).toHaveLength(2);
   });

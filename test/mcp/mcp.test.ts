@@ -3,7 +3,7 @@ import { env, exports } from "cloudflare:workers";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
-import { inboxCounter } from "../../src/durable-objects/inbox-counter";
+import { inboxCounter } from "../../src/durable-objects/inbox-counter.client";
 import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { ADMIN_TOKEN, call, registerAccount } from "../helpers/api";

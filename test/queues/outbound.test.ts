@@ -7,6 +7,7 @@ import { backoffSeconds, deliverOutbound } from "../../src/features/outbound/del
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
 import main from "../../src/index";
+import { systemContext as jobContext } from "../../src/lib/context";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
@@ -590,8 +591,8 @@ describe("queue consumer", () => {
       SendMessageInput.parse({ to: [to2], subject: "race", body_text: "x" }),
     );
     const outcomes = await Promise.all([
-      deliverOutbound(env, { v: 1, message_id: queued.id, account_id: a.account.id }),
-      deliverOutbound(env, { v: 1, message_id: queued.id, account_id: a.account.id }),
+      deliverOutbound(jobContext(env), { v: 1, message_id: queued.id, account_id: a.account.id }),
+      deliverOutbound(jobContext(env), { v: 1, message_id: queued.id, account_id: a.account.id }),
     ]);
     expect(outcomes.map((o) => o.kind).sort()).toEqual(["done", "retry"]);
     expect(await smtpReceived(to2)).toHaveLength(1);

@@ -1,12 +1,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { createDb } from "../../db/client";
-import { rateLimiter } from "../../durable-objects/rate-limiter";
-import type { AppEnv } from "../../env";
+import { rateLimiter } from "../../durable-objects/rate-limiter.client";
+import type { AppEnv } from "../../http/app-env";
 import { clientAddress, isAdminRequest, requireFullAccess, requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
+import { createContext, SYSTEM_ACTOR } from "../../lib/context";
 import { Forbidden, RateLimited } from "../../lib/errors";
 import { HOUR_MS } from "../../lib/time";
 import { toInboxWire } from "../inboxes/inboxes.service";
@@ -64,13 +64,10 @@ registerRoutes.openapi(
       }
     }
     const { account, key, inbox } = await register(
-      {
-        db: createDb(c.env.DB),
-        env: c.env,
+      createContext(c.env, {
+        actor: admin ? { type: "admin", id: null } : SYSTEM_ACTOR,
         requestId: c.get("requestId"),
-        now: Date.now,
-        actor: admin ? { type: "admin", id: null } : { type: "system", id: null },
-      },
+      }),
       c.req.valid("json"),
     );
     return c.json({ data: { account: toAccountWire(account, c.env), api_key: key, inbox: toInboxWire(inbox) } }, 201);

@@ -5,10 +5,10 @@ import { isUniqueViolation } from "../../db/errors";
 import type { InboxRow } from "../../db/schema";
 import { type AccountRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import type { Bindings } from "../../env";
-import type { Page } from "../../http/pagination";
-import type { Actor, ServiceContext } from "../../lib/context";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { Conflict, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId, randomBase32 } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
 import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits, tierTable } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
@@ -22,7 +22,7 @@ import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from
  * batch. The sandbox inbox is `sandbox--{short_id}@{MAIL_DOMAIN}`.
  */
 export async function register(
-  base: { db: Db; env: Bindings; requestId: string; now: () => number; actor: Actor },
+  base: BaseContext,
   input: z.infer<typeof RegisterInput>,
 ): Promise<{ account: AccountRow; key: string; inbox: InboxRow }> {
   const now = base.now();
@@ -41,7 +41,7 @@ export async function register(
   };
   const { row: keyRow, key } = await newKeyRow(account.id, { name: "default", scopes: ["full"], inboxIds: null }, now);
   const inbox = newSharedInbox(account, base.env.MAIL_DOMAIN, { username: "sandbox" }, now);
-  const ctx: ServiceContext = { ...base, accountId: account.id };
+  const ctx = forAccount(base, account.id);
   const event = inboxEvent(ctx, "inbox.created", inbox);
   try {
     await commitWithAudit(
@@ -148,10 +148,10 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
 }
 
 /** Operators: newest-first page of all accounts. */
-export async function listAllAccounts(db: Db, page: Page): Promise<AccountRow[]> {
+export async function listAllAccounts(ctx: BaseContext, page: Page): Promise<AccountRow[]> {
   const where: SQL[] = [];
   if (page.before) where.push(lt(accounts.id, page.before));
-  return db
+  return ctx.db
     .select()
     .from(accounts)
     .where(and(...where))

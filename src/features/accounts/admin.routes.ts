@@ -1,10 +1,9 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { createDb } from "../../db/client";
-import type { AppEnv } from "../../env";
-import { contextFor } from "../../http/context";
+import type { AppEnv } from "../../http/app-env";
+import { contextFor, requestContext } from "../../http/context";
 import { jsonBody, jsonRoute } from "../../http/openapi";
-import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { authStats } from "../api-keys/key-auth";
 import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
 import { adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
@@ -28,7 +27,7 @@ adminRoutes.openapi(
   }),
   async (c) => {
     const query = c.req.valid("query");
-    const { items, nextCursor } = pageOf(await listAllAccounts(createDb(c.env.DB), toPage(query)), query.limit);
+    const { items, nextCursor } = pageOf(await listAllAccounts(requestContext(c), toPage(query)), query.limit);
     return c.json(
       { data: items.map((a) => toAccountWire(a, c.env)), meta: { limit: query.limit, next_cursor: nextCursor } },
       200,

@@ -108,3 +108,4 @@ export async function touchKey(db: Db, key: ApiKeyRow, now: number): Promise<voi
   key.lastUsedAt = now; // the cached row too, so the next requests skip the write
   await db.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, key.id)).run();
 }
+export type { AccountRow, ApiKeyRow } from "../../db/schema";

@@ -1,8 +1,7 @@
-import { pageOf, toPage } from "../../http/pagination";
+import { pageOf, toPage } from "../../lib/pagination";
 import { defineTool } from "../../mcp/define-tool";
-import { toAuditWire } from "./audit.routes";
 import { AuditQuery } from "./audit.schemas";
-import { auditFilters, listAudit } from "./audit.service";
+import { auditFilters, listAudit, toAuditWire } from "./audit.service";
 
 /** MCP tools of the audit feature: same schemas and service verbs as its routes. */
 export const auditTools = [

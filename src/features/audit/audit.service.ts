@@ -1,14 +1,17 @@
+import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gt, gte, lt, lte, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import { type AuditRow, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
-import type { Page } from "../../http/pagination";
 import type { Actor, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
 import { AppError } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
+import { iso } from "../../lib/time";
+import type { AuditEntryWire } from "./audit.schemas";
 
 /** What a change records about itself. */
 export interface AuditEntry {
@@ -179,4 +182,21 @@ export async function verifyAudit(
     }
     if (rows.length < 500) return { ok: true, checked, first_broken_id: null };
   }
+}
+
+/** Wire shape of an audit entry. */
+export function toAuditWire(row: AuditRow): z.infer<typeof AuditEntryWire> {
+  return {
+    id: row.id,
+    action: row.action,
+    actor: { type: row.actorType as z.infer<typeof AuditEntryWire>["actor"]["type"], id: row.actorId },
+    target: row.targetType && row.targetId ? { type: row.targetType, id: row.targetId } : null,
+    inbox_id: row.inboxId,
+    metadata: row.metadata,
+    request_id: row.requestId,
+    created_at: iso(row.createdAt),
+    seq: row.seq,
+    hash: row.hash,
+    prev_hash: row.prevHash,
+  };
 }

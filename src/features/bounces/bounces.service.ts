@@ -1,14 +1,16 @@
+import type { z } from "@hono/zod-openapi";
 import { and, eq, inArray } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
-import type { ServiceContext } from "../../lib/context";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { canonicalRecipient } from "../../mail/address";
 import type { DeliveryReport, ReportFinding } from "../../mail/dsn-arf";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { applySignals, type ReputationSignal, signalOf, suppressionStatement } from "../reputation/reputation.service";
+import type { RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
 
 /** Our outbound message a report is about. */
 interface LinkedMessage {
@@ -290,4 +292,45 @@ async function findOriginal(
     if (byTag) return byTag;
   }
   return null;
+}
+
+/** Records each relay event through the one findings path; `linked`/`counted` per event. */
+export async function recordRelayEvents(
+  base: BaseContext,
+  events: z.infer<typeof RelayEventsBody>["events"],
+): Promise<z.infer<typeof RelayEventsResult>> {
+  const now = base.now();
+  const results: z.infer<typeof RelayEventsResult>["results"] = [];
+  for (const [index, e] of events.entries()) {
+    const eventId = newId("rev", now);
+    // Our Message-IDs are `<msg_…@domain>`: the relay may only know the header.
+    const messageId = e.message_id ?? /^<?(msg_[0-9a-z]{26})@/.exec(e.rfc_message_id ?? "")?.[1] ?? null;
+    // The relay is trusted by the deployment's secret, not by an account: the message names the account.
+    const owner = messageId
+      ? await base.db
+          .select({ accountId: messages.accountId })
+          .from(messages)
+          .where(and(eq(messages.id, messageId), eq(messages.direction, "outbound")))
+          .get()
+      : undefined;
+    if (!owner || !messageId) {
+      results.push({ index, event_id: eventId, message_id: null, linked: false, counted: false });
+      continue;
+    }
+    const ctx = forAccount({ ...base, now: () => now }, owner.accountId);
+    const finding: ReportFinding = {
+      kind: e.type,
+      bounceType: e.type === "bounce" ? e.bounce_type : null,
+      recipient: e.recipient,
+      statusCode: e.status_code ?? null,
+      diagnostic: e.diagnostic ?? null,
+      feedbackType: e.type === "complaint" ? (e.feedback_type ?? "abuse") : null,
+    };
+    const { linked, writes } = await recordFindings(ctx, messageId, [finding], {
+      source: "relay",
+      carrierId: eventId,
+    });
+    results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
+  }
+  return { received: results.length, results };
 }

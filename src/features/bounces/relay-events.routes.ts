@@ -1,16 +1,10 @@
-import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { and, eq } from "drizzle-orm";
-import type { Context } from "hono";
-import { createDb, type Db } from "../../db/client";
-import { messages } from "../../db/schema";
-import type { AppEnv } from "../../env";
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { AppEnv } from "../../http/app-env";
+import { requestContext } from "../../http/context";
 import { fieldIssues } from "../../http/errors";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import type { ServiceContext } from "../../lib/context";
 import { AppError, ValidationFailed } from "../../lib/errors";
-import { newId } from "../../lib/ids";
-import type { ReportFinding } from "../../mail/dsn-arf";
 import {
   checkHeaders,
   claimRelaySignature,
@@ -19,72 +13,13 @@ import {
   releaseRelaySignature,
   verifySignature,
 } from "../inbound/relay-auth";
-import { recordFindings } from "./bounces.service";
+import { RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
+import { recordRelayEvents } from "./bounces.service";
 
 /** A relay's notifications are small; a batch of 100 fits well under this. */
 const MAX_EVENTS_BYTES = 256 * 1024;
 /** What a signature is bound to (the raw endpoint binds its signatures to a recipient address). */
 const EVENTS_BINDING = "relay-events@events.invalid";
-
-export const RelayEvent = z
-  .object({
-    type: z.enum(["bounce", "complaint"]),
-    message_id: z
-      .string()
-      .regex(/^msg_[0-9a-z]{26}$/)
-      .optional()
-      .openapi({
-        description:
-          "Our message id (also the local part of the Message-ID we sent, and the `+msg_…` tag of the bounce address)",
-      }),
-    rfc_message_id: z.string().min(3).max(998).optional().openapi({
-      description: "The Message-ID header of the mail, when `message_id` is not known",
-      example: "<msg_01jd2x0000000000000000000@mail.example.com>",
-    }),
-    recipient: z
-      .string()
-      .trim()
-      .toLowerCase()
-      .min(3)
-      .max(320)
-      .regex(/^[^@\s]+@[^@\s]+$/, "Must be an email address"),
-    bounce_type: z.enum(["hard", "soft"]).default("hard").openapi({ description: "Bounces only; hard is permanent" }),
-    status_code: z
-      .string()
-      .regex(/^[245]\.\d{1,3}\.\d{1,3}$/)
-      .optional()
-      .openapi({ description: "Enhanced status code (RFC 3463)", example: "5.1.1" }),
-    diagnostic: z.string().max(1000).optional(),
-    feedback_type: z
-      .string()
-      .max(64)
-      .optional()
-      .openapi({ description: "Complaints: ARF feedback type", example: "abuse" }),
-  })
-  .refine((e) => e.message_id !== undefined || e.rfc_message_id !== undefined, {
-    message: "Either message_id or rfc_message_id is required",
-    path: ["message_id"],
-  })
-  .openapi("RelayEvent");
-
-export const RelayEventsBody = z.object({ events: z.array(RelayEvent).min(1).max(100) }).openapi("RelayEvents");
-
-const RelayEventsResult = z
-  .object({
-    received: z.number().int(),
-    results: z.array(
-      z.object({
-        index: z.number().int(),
-        event_id: z.string().openapi({ description: "`rev_…`: recorded as the carrier of the finding" }),
-        message_id: z.string().nullable(),
-        linked: z.boolean().openapi({ description: "False when no message of ours matches (the event is ignored)" }),
-        counted: z.boolean().openapi({
-          description: "False for a repeat of something already recorded, or a recipient the message never went to",
-        }),
-      }),
-    ),
-  })
-  .openapi("RelayEventsResult");
 
 /** `POST /webhooks/inbound/events`: bounce and complaint notifications from a relay, HMAC-authenticated. */
 export const relayEventRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
@@ -136,65 +71,15 @@ relayEventRoutes.openapi(
     }
     const parsed = RelayEventsBody.safeParse(json);
     if (!parsed.success) throw new ValidationFailed(fieldIssues(parsed.error));
-    const db = createDb(c.env.DB);
-    const now = Date.now();
+    const ctx = requestContext(c);
     // A signature counts once: a replay of the same request is refused (401 invalid_signature).
-    const claim = await claimRelaySignature(db, signature as string, EVENTS_BINDING, now, { once: true });
+    const claim = await claimRelaySignature(ctx, signature as string, EVENTS_BINDING, { once: true });
     try {
-      return c.json({ data: await recordRelayEvents(c, db, parsed.data.events, now) }, 202);
+      return c.json({ data: await recordRelayEvents(ctx, parsed.data.events) }, 202);
     } catch (err) {
       // Nothing (or only some idempotent part) was recorded: the relay may retry as it was.
-      await releaseRelaySignature(db, claim);
+      await releaseRelaySignature(ctx, claim);
       throw err;
     }
   },
 );
-
-/** Records each relay event through the one findings path; `linked`/`counted` per event. */
-async function recordRelayEvents(
-  c: Context<AppEnv>,
-  db: Db,
-  events: z.infer<typeof RelayEventsBody>["events"],
-  now: number,
-): Promise<z.infer<typeof RelayEventsResult>> {
-  const results: z.infer<typeof RelayEventsResult>["results"] = [];
-  for (const [index, e] of events.entries()) {
-    const eventId = newId("rev", now);
-    // Our Message-IDs are `<msg_…@domain>`: the relay may only know the header.
-    const messageId = e.message_id ?? /^<?(msg_[0-9a-z]{26})@/.exec(e.rfc_message_id ?? "")?.[1] ?? null;
-    // The relay is trusted by the deployment's secret, not by an account: the message names the account.
-    const owner = messageId
-      ? await db
-          .select({ accountId: messages.accountId })
-          .from(messages)
-          .where(and(eq(messages.id, messageId), eq(messages.direction, "outbound")))
-          .get()
-      : undefined;
-    if (!owner || !messageId) {
-      results.push({ index, event_id: eventId, message_id: null, linked: false, counted: false });
-      continue;
-    }
-    const ctx: ServiceContext = {
-      accountId: owner.accountId,
-      actor: { type: "system", id: null },
-      requestId: c.get("requestId"),
-      db,
-      env: c.env,
-      now: () => now,
-    };
-    const finding: ReportFinding = {
-      kind: e.type,
-      bounceType: e.type === "bounce" ? e.bounce_type : null,
-      recipient: e.recipient,
-      statusCode: e.status_code ?? null,
-      diagnostic: e.diagnostic ?? null,
-      feedbackType: e.type === "complaint" ? (e.feedback_type ?? "abuse") : null,
-    };
-    const { linked, writes } = await recordFindings(ctx, messageId, [finding], {
-      source: "relay",
-      carrierId: eventId,
-    });
-    results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
-  }
-  return { received: results.length, results };
-}

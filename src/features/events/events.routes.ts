@@ -1,11 +1,11 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
-import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { pageOf, toPage } from "../../lib/pagination";
 import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
 import { EventIdParam, EventWire, ListEventsQuery, ReplayInput, ReplayWire } from "./events.schemas";
 import { eventsAfter, getEvent, listEvents, toEventWire, waitForEvents } from "./events.service";

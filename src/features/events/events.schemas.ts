@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { Timestamp } from "../../http/openapi";
-import { PageQuery } from "../../http/pagination";
+import { PageQuery } from "../../lib/pagination";
 
 /** Every event type of API.md. */
 export const EVENT_TYPES = [

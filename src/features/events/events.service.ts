@@ -4,10 +4,10 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { type EventRow, events } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { Bindings } from "../../env";
-import type { Page } from "../../http/pagination";
-import type { ServiceContext } from "../../lib/context";
+import { type ServiceContext, systemContext } from "../../lib/context";
 import { NotFound } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { fanOut } from "../webhooks/dispatch";
 import type { EVENT_TYPES, EventWire } from "./events.schemas";
@@ -54,7 +54,7 @@ export function eventStatement(
 export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
   try {
-    await fanOut(env, eventIds);
+    await fanOut(systemContext(env), eventIds);
   } catch (err) {
     console.error(
       JSON.stringify({

@@ -1,6 +1,7 @@
 import { and, eq, lt } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { idempotencyKeys } from "../../db/schema";
+import type { BaseContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 
 const STALE_PENDING_MS = 60_000;
@@ -86,8 +87,9 @@ export async function release(db: Db, id: string): Promise<void> {
 }
 
 /** Deletes expired records (the scheduled sweep). */
-export async function purgeExpired(db: Db, now: number): Promise<number> {
-  const gone = await db
+export async function purgeExpired(ctx: BaseContext): Promise<number> {
+  const now = ctx.now();
+  const gone = await ctx.db
     .delete(idempotencyKeys)
     .where(lt(idempotencyKeys.expiresAt, now))
     .returning({ id: idempotencyKeys.id })

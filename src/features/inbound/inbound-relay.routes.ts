@@ -1,6 +1,6 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { createDb } from "../../db/client";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
+import { requestContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
@@ -68,8 +68,9 @@ inboundRoutes.openapi(
     const body = await readCapped(c.req.raw.body, MAX_INBOUND_BYTES);
     await verifySignature(secret, timestamp as string, signature as string, body);
     const query = c.req.valid("query");
-    await claimRelaySignature(createDb(c.env.DB), signature as string, query.to, Date.now());
-    const result = await receiveMail(c.env, {
+    const ctx = requestContext(c);
+    await claimRelaySignature(ctx, signature as string, query.to);
+    const result = await receiveMail(ctx, {
       readRaw: async () => body,
       envelopeFrom: query.from || null,
       envelopeTo: query.to,

@@ -1,6 +1,6 @@
 import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { createDb, type Db } from "../../db/client";
+import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import {
   type AccountRow,
@@ -12,8 +12,7 @@ import {
   type MessageRow,
   messages,
 } from "../../db/schema";
-import type { Bindings } from "../../env";
-import type { ServiceContext } from "../../lib/context";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
 import { AppError } from "../../lib/errors";
 import { newId } from "../../lib/ids";
@@ -120,8 +119,9 @@ async function acceptedWhileDisabled(db: Db, inbox: InboxRow, envelopeTo: string
  * attachment, thread, and write message + attachments + thread + event + audit in one batch.
  * A redelivery of the same mail to the same inbox stores nothing twice.
  */
-export async function receiveMail(env: Bindings, input: InboundMail, now = Date.now()): Promise<InboundResult> {
-  const db = createDb(env.DB);
+export async function receiveMail(base: BaseContext, input: InboundMail): Promise<InboundResult> {
+  const { db, env } = base;
+  const now = base.now();
   const { inbox } = await resolveRecipient(db, input.envelopeTo, { disabled: true });
   const raw = await input.readRaw();
   if (raw.byteLength > MAX_INBOUND_BYTES) throw new MessageTooLarge(raw.byteLength);
@@ -129,14 +129,7 @@ export async function receiveMail(env: Bindings, input: InboundMail, now = Date.
     throw new RecipientRejected(`The mailbox ${inbox.address} is disabled.`);
   }
   const mail = { ...input, raw };
-  const ctx: ServiceContext = {
-    accountId: inbox.accountId,
-    actor: { type: "system", id: null },
-    requestId: mail.requestId,
-    db,
-    env,
-    now: () => now,
-  };
+  const ctx = forAccount({ ...base, requestId: mail.requestId, now: () => now }, inbox.accountId);
 
   const dedupeKey = rawMessageId(mail.raw) ?? `sha256:${await sha256Hex(mail.raw)}`;
   const existing = await findByDedupe(db, inbox.id, dedupeKey);

@@ -4,9 +4,9 @@
  * signed request from being replayed or pointed at another recipient.
  */
 import { eq, lt } from "drizzle-orm";
-import type { Db } from "../../db/client";
 import { relaySignatures } from "../../db/schema";
 import type { Bindings } from "../../env";
+import type { BaseContext } from "../../lib/context";
 import { safeEqual, sha256Hex, toHex } from "../../lib/crypto";
 import { AppError, Unauthorized } from "../../lib/errors";
 import { bareAddress } from "../../mail/address";
@@ -103,12 +103,13 @@ const RELAY_SIGNATURE_TTL_MS = 15 * 60_000;
  * Returns the claimed hash (see `releaseRelaySignature`).
  */
 export async function claimRelaySignature(
-  db: Db,
+  ctx: BaseContext,
   signature: string,
   envelopeTo: string,
-  now: number,
   opts: { once?: boolean } = {},
 ): Promise<string> {
+  const { db } = ctx;
+  const now = ctx.now();
   const signatureHash = await sha256Hex(signature.trim().toLowerCase());
   const to = bareAddress(envelopeTo);
   const inserted = await db
@@ -131,16 +132,17 @@ export async function claimRelaySignature(
 }
 
 /** Forgets a claimed signature whose request failed, so the relay may retry it as it was. */
-export async function releaseRelaySignature(db: Db, signatureHash: string): Promise<void> {
-  await db
+export async function releaseRelaySignature(ctx: BaseContext, signatureHash: string): Promise<void> {
+  await ctx.db
     .delete(relaySignatures)
     .where(eq(relaySignatures.signatureHash, signatureHash))
     .catch(() => undefined);
 }
 
 /** Drops relay signatures past their window (the hourly cron). */
-export async function purgeRelaySignatures(db: Db, now: number): Promise<number> {
-  const gone = await db
+export async function purgeRelaySignatures(ctx: BaseContext): Promise<number> {
+  const now = ctx.now();
+  const gone = await ctx.db
     .delete(relaySignatures)
     .where(lt(relaySignatures.expiresAt, now))
     .returning({ hash: relaySignatures.signatureHash })

@@ -1,4 +1,4 @@
-import { PageQuery, pageOf, toPage } from "../../http/pagination";
+import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/define-tool";
 import { CreateInboxInput, InboxIdParam } from "./inboxes.schemas";
 import { createInbox, getInbox, listInboxes, toInboxWire } from "./inboxes.service";

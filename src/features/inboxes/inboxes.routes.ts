@@ -1,11 +1,11 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
-import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { CreateInboxInput, InboxIdParam, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 import {
   createInbox,

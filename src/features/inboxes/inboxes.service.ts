@@ -4,15 +4,15 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
-import type { Page } from "../../http/pagination";
+import { notifyInboxEnabled } from "../../durable-objects/inbox-counter.client";
 import type { ServiceContext } from "../../lib/context";
 import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
 import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
-import { reputationReEnabled } from "../reputation/reputation.service";
 import { isVerifiedDomainOf } from "../sender-auth/domain-ownership";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
@@ -205,7 +205,7 @@ async function setInboxStatus(
   if (current.status === status && current.disabledReason === reason) {
     // Already active in D1, but a previous enable may have failed to reach the counter after
     // its commit: tell it again (idempotent), so the next input over a threshold disables again.
-    if (reason === null) await reputationReEnabled(ctx, inboxId);
+    if (reason === null) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
     return current;
   }
   const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
@@ -233,7 +233,7 @@ async function setInboxStatus(
   await publishEvents(ctx.env, [event.id]);
   // The counter forgets its disable only now that D1 says active: the next input over a
   // threshold disables the inbox again.
-  if (reason === null) await reputationReEnabled(ctx, inboxId);
+  if (reason === null) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
   return next;
 }
 

@@ -1,5 +1,5 @@
 import type { z } from "@hono/zod-openapi";
-import { PageQuery, pageOf, toPage } from "../../http/pagination";
+import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg, type ListResult } from "../../mcp/define-tool";
 import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "../outbound/outbound.schemas";
 import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outbound.service";

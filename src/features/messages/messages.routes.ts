@@ -1,11 +1,11 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { binaryRoute, jsonBody, jsonRoute } from "../../http/openapi";
-import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { pageOf, toPage } from "../../lib/pagination";
 import {
   AttachmentParams,
   InboxParam,

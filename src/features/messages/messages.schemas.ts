@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { Timestamp } from "../../http/openapi";
-import { PageQuery } from "../../http/pagination";
+import { PageQuery } from "../../lib/pagination";
 
 const Label = z.string().trim().min(1).max(64);
 const IdOf = (prefix: string, example: string) =>

@@ -1,10 +1,10 @@
 import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
-import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { AppError, NotFound } from "../../lib/errors";
 import { idFloor } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import type { MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
@@ -338,4 +338,14 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     complained_at: iso(row.complainedAt),
     dropped_recipients: row.droppedRecipients ?? [],
   };
+}
+
+/** The inbox of one of the account's messages, or null (the reputation-warning middleware). */
+export async function inboxOfMessage(ctx: ServiceContext, messageId: string): Promise<string | null> {
+  const row = await ctx.db
+    .select({ inboxId: messages.inboxId })
+    .from(messages)
+    .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId)))
+    .get();
+  return row?.inboxId ?? null;
 }

@@ -1,5 +1,5 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 

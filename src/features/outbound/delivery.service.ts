@@ -1,10 +1,8 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
-import { z } from "zod";
-import { createDb } from "../../db/client";
 import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
-import type { Bindings } from "../../env";
-import type { ServiceContext } from "../../lib/context";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { AppError } from "../../lib/errors";
+import type { OutboundJob } from "../../lib/jobs";
 import { canonicalRecipient } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
 import { normalizeMessageId } from "../../mail/parse";
@@ -18,14 +16,6 @@ import { recordSent, sentSignal } from "../reputation/reputation.service";
 import { blockedEvent, checkSendPolicy, signOutbound } from "../sender-auth/send-policy";
 import { type OutboundEnvelope, selectTransport, TransportError, type TransportResult } from "./transports";
 import type { RecipientFailure } from "./transports/types";
-
-/** The outbound queue's message body (validated: the queue is a trust boundary too). */
-export const OutboundJob = z.object({
-  v: z.literal(1),
-  message_id: z.string().regex(/^msg_[0-9a-z]{26}$/),
-  account_id: z.string().regex(/^acct_[0-9a-z]{26}$/),
-});
-export type OutboundJob = z.infer<typeof OutboundJob>;
 
 /** Attempts before a message that keeps failing transiently is marked `failed`. */
 export const MAX_SEND_ATTEMPTS = 8;
@@ -51,16 +41,10 @@ export function backoffSeconds(attempt: number, hintSeconds?: number): number {
  * transport, then records `sent` / `failed` with event and audit. Transient failures return a
  * retry with backoff; after MAX_SEND_ATTEMPTS the message is `failed`.
  */
-export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Date.now()): Promise<DeliveryOutcome> {
-  const db = createDb(env.DB);
-  const ctx: ServiceContext = {
-    accountId: job.account_id,
-    actor: { type: "system", id: null },
-    requestId: null,
-    db,
-    env,
-    now: () => now,
-  };
+export async function deliverOutbound(base: BaseContext, job: OutboundJob): Promise<DeliveryOutcome> {
+  const { db, env } = base;
+  const now = base.now();
+  const ctx = forAccount({ ...base, now: () => now }, job.account_id);
   const current = await db
     .select()
     .from(messages)
@@ -141,7 +125,7 @@ export async function deliverOutbound(env: Bindings, job: OutboundJob, now = Dat
     };
     for (const rcpt of internal) {
       try {
-        await receiveMail(env, {
+        await receiveMail(ctx, {
           readRaw: async () => raw,
           envelopeFrom: mailFrom,
           envelopeTo: rcpt,
@@ -433,22 +417,15 @@ async function fail(
 }
 
 /** A message the queue gave up on (dead-letter queue): failed, visibly, unless it already finished. */
-export async function deadLettered(env: Bindings, job: OutboundJob, now = Date.now()): Promise<void> {
-  const db = createDb(env.DB);
+export async function deadLettered(base: BaseContext, job: OutboundJob): Promise<void> {
+  const { db } = base;
   const row = await db
     .select()
     .from(messages)
     .where(and(eq(messages.id, job.message_id), eq(messages.accountId, job.account_id)))
     .get();
   if (!row || TERMINAL.has(row.status)) return;
-  const ctx: ServiceContext = {
-    accountId: job.account_id,
-    actor: { type: "system", id: null },
-    requestId: null,
-    db,
-    env,
-    now: () => now,
-  };
+  const ctx = forAccount(base, job.account_id);
   await fail(
     ctx,
     row,

@@ -10,11 +10,13 @@ import {
   type MessageRow,
   messages,
 } from "../../db/schema";
-import { rateLimiter, type SlotDecision } from "../../durable-objects/rate-limiter";
-import type { ServiceContext } from "../../lib/context";
+import type { SlotDecision } from "../../durable-objects/rate-limiter";
+import { rateLimiter } from "../../durable-objects/rate-limiter.client";
+import type { BaseContext, ServiceContext } from "../../lib/context";
 import { toHex } from "../../lib/crypto";
 import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import type { OutboundJob } from "../../lib/jobs";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { canonicalRecipient } from "../../mail/address";
@@ -34,13 +36,6 @@ import {
   type ReplyInput,
   type SendMessageInput,
 } from "./outbound.schemas";
-
-/** Body of a message on the outbound queue: ids only (a queue message is capped at 128 KB). */
-export interface OutboundJob {
-  v: 1;
-  message_id: string;
-  account_id: string;
-}
 
 /** A message to send, whatever verb (send, reply, forward) produced it. */
 interface Draft {
@@ -515,7 +510,8 @@ async function enqueue(ctx: ServiceContext, row: MessageRow): Promise<void> {
 const STALE_QUEUED_MS = 15 * 60_000;
 
 /** Re-enqueues messages whose queue message was lost (enqueue failure, a purge). Run by `scheduled()`. */
-export async function requeueStale(ctx: Pick<ServiceContext, "db" | "env">, now: number): Promise<number> {
+export async function requeueStale(ctx: BaseContext): Promise<number> {
+  const now = ctx.now();
   const stale = await ctx.db
     .select({ id: messages.id, accountId: messages.accountId })
     .from(messages)

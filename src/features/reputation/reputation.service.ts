@@ -1,16 +1,14 @@
 import { and, asc, eq, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { createDb } from "../../db/client";
 import { inboxes, reputationPending, suppressions } from "../../db/schema";
 import {
   type CounterSignal,
   type DisableReason,
-  inboxCounter,
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import type { Bindings } from "../../env";
-import type { ServiceContext } from "../../lib/context";
+import { cachedSnapshot, forgetSnapshot, inboxCounter } from "../../durable-objects/inbox-counter.client";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { bareAddress, suppressionAddress } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
@@ -136,7 +134,7 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
 /** Applies signals to the inbox's counter and carries out the disable it decides, or D1 lacks. */
 async function applyToCounter(ctx: ServiceContext, inboxId: string, counts: CounterSignal[], at: number) {
   const counter = inboxCounter(ctx.env, inboxId);
-  warningCache.delete(inboxId);
+  forgetSnapshot(inboxId);
   const result = await counter.apply(counts, at, ctx.accountId);
   if (result.disable && result.figures.disabled) {
     try {
@@ -188,20 +186,14 @@ const PENDING_MAX_AGE_MS = 8 * 24 * 60 * 60 * 1000;
  * time their facts were recorded (the counter skips keys it already counted, so a signal applied
  * before the failure surfaced counts once). Returns how many rows were applied.
  */
-export async function reapplyPending(env: Bindings, now: number, limit = 100): Promise<number> {
-  const db = createDb(env.DB);
+export async function reapplyPending(base: BaseContext, limit = 100): Promise<number> {
+  const { db } = base;
+  const now = base.now();
   await db.delete(reputationPending).where(lt(reputationPending.createdAt, now - PENDING_MAX_AGE_MS));
   const rows = await db.select().from(reputationPending).orderBy(asc(reputationPending.createdAt)).limit(limit).all();
   let applied = 0;
   for (const row of rows) {
-    const ctx: ServiceContext = {
-      accountId: row.accountId,
-      actor: { type: "system", id: null },
-      requestId: null,
-      db,
-      env,
-      now: () => now,
-    };
+    const ctx = forAccount(base, row.accountId);
     try {
       await applyToCounter(ctx, row.inboxId, row.signals, row.createdAt);
       await db.delete(reputationPending).where(eq(reputationPending.id, row.id));
@@ -265,12 +257,6 @@ async function disableInbox(
   await publishEvents(ctx.env, [event.id]);
 }
 
-/** Tells the counter the inbox was re-enabled: the next input over a threshold disables it again. */
-export async function reputationReEnabled(ctx: ServiceContext, inboxId: string): Promise<void> {
-  warningCache.delete(inboxId);
-  await inboxCounter(ctx.env, inboxId).enable(ctx.now());
-}
-
 /** The rates and counts of the wire (reputation route, event and audit figures). */
 function figuresWire(f: ReputationFigures) {
   return {
@@ -328,23 +314,8 @@ export async function warningHeaders(
   inboxId: string,
   now: number,
 ): Promise<Record<string, string> | null> {
-  const hit = warningCache.get(inboxId);
-  if (hit && hit.accountId === accountId && now >= hit.at && now - hit.at < WARNING_TTL_MS) return hit.headers;
-  const headers = headersOf(await inboxCounter(env, inboxId).snapshot(now, accountId));
-  if (warningCache.size >= WARNING_CACHE_MAX) warningCache.clear();
-  warningCache.set(inboxId, { accountId, at: now, headers });
-  return headers;
+  return headersOf(await cachedSnapshot(env, accountId, inboxId, now));
 }
-
-/**
- * Warnings are advice, not decisions (the counter alone decides a disable), so each isolate keeps
- * an inbox's warning headers for a few seconds: a busy inbox's requests then skip the counter
- * round trip, which under load cost reads as much as their own work. Inputs applied in this
- * isolate drop the entry at once; another isolate's inputs show within WARNING_TTL_MS.
- */
-const WARNING_TTL_MS = 5_000;
-const WARNING_CACHE_MAX = 10_000;
-const warningCache = new Map<string, { accountId: string; at: number; headers: Record<string, string> | null }>();
 
 function headersOf(figures: ReputationFigures | null): Record<string, string> | null {
   if (!figures || figures.warnings.length === 0) return null;

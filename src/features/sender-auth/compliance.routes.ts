@@ -1,5 +1,5 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";

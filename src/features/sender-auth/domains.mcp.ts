@@ -1,4 +1,4 @@
-import { PageQuery, pageOf, toPage } from "../../http/pagination";
+import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg } from "../../mcp/define-tool";
 import { CreateDomainInput, DomainIdParam } from "./domains.schemas";
 import { addDomain, listDomains, toDomainWire, verifyDomain } from "./domains.service";

@@ -2,7 +2,7 @@ import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
-import type { ServiceContext } from "../../lib/context";
+import type { BaseContext, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
 import { SendBlocked } from "../../lib/errors";
 import { newId } from "../../lib/ids";
@@ -93,8 +93,9 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
 }
 
 /** Drops send fingerprints older than the spray window (the 5-minute cron; created_at index). */
-export async function sweepSendFingerprints(db: Db, now: number): Promise<number> {
-  const result = await db
+export async function sweepSendFingerprints(ctx: BaseContext): Promise<number> {
+  const now = ctx.now();
+  const result = await ctx.db
     .delete(sendFingerprints)
     .where(lt(sendFingerprints.createdAt, now - SPRAY_WINDOW_MS))
     .run();

@@ -1,10 +1,10 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { AppEnv } from "../../env";
+import type { AppEnv } from "../../http/app-env";
 import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
-import { pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { pageOf, toPage } from "../../lib/pagination";
 import { SuppressionParams, SuppressionQuery, SuppressionWire } from "./suppressions.schemas";
 import { deleteSuppression, listSuppressions, toSuppressionWire } from "./suppressions.service";
 

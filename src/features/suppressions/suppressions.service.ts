@@ -1,9 +1,9 @@
 import { and, desc, eq, lt, type SQL } from "drizzle-orm";
 import { type SuppressionRow, suppressions } from "../../db/schema";
 import { inList } from "../../db/sql";
-import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { Forbidden, NotFound } from "../../lib/errors";
+import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { suppressionAddress } from "../../mail/address";
 import { commitWithAudit } from "../audit/audit.service";

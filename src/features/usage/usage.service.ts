@@ -1,7 +1,7 @@
 import { and, count, eq, gte, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import { accounts, deliveryReports, messages } from "../../db/schema";
 import { inList } from "../../db/sql";
-import { rateLimiter } from "../../durable-objects/rate-limiter";
+import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { ServiceContext } from "../../lib/context";
 import { NotFound } from "../../lib/errors";
 import { NEW_ACCOUNT_SEND_LIMIT } from "../../lib/tiers";

@@ -1,9 +1,8 @@
 import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { createDb } from "../../db/client";
 import { events, webhookDeliveries, webhookDispatches, webhookEndpoints } from "../../db/schema";
 import type { Bindings } from "../../env";
-import type { ServiceContext } from "../../lib/context";
+import { type BaseContext, forAccount } from "../../lib/context";
 import { dnsResolver } from "../../lib/dns";
 import { newId } from "../../lib/ids";
 import { commitWithAudit } from "../audit/audit.service";
@@ -60,8 +59,9 @@ interface AttemptResult {
  * the dispatch, sends the signed event, records the attempt and the new state in one batch.
  * A finished dispatch is never sent again, so a redelivered queue message is harmless.
  */
-export async function attemptDispatch(env: Bindings, dispatchId: string, now = Date.now()): Promise<DispatchOutcome> {
-  const db = createDb(env.DB);
+export async function attemptDispatch(base: BaseContext, dispatchId: string): Promise<DispatchOutcome> {
+  const { db, env } = base;
+  const now = base.now();
   const dispatch = await db.select().from(webhookDispatches).where(eq(webhookDispatches.id, dispatchId)).get();
   if (dispatch?.status !== "pending") return { done: true };
   // An early copy of the message (a duplicate from the sweep or a redelivery): come back when due.
@@ -176,14 +176,7 @@ export async function attemptDispatch(env: Bindings, dispatchId: string, now = D
         .set({ enabled: false, disabledReason: "gone", updatedAt: finishedAt })
         .where(and(eq(webhookEndpoints.id, endpoint.id), eq(webhookEndpoints.accountId, endpoint.accountId))),
     );
-    const ctx: ServiceContext = {
-      accountId: dispatch.accountId,
-      actor: { type: "system", id: null },
-      requestId: null,
-      db,
-      env,
-      now: () => finishedAt,
-    };
+    const ctx = forAccount({ ...base, now: () => finishedAt }, dispatch.accountId);
     await commitWithAudit(ctx, statements, [
       {
         action: "webhook.disabled",

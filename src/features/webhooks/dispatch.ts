@@ -1,20 +1,16 @@
-import { z } from "@hono/zod-openapi";
 import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { createDb } from "../../db/client";
 import { type EventRow, events, type WebhookEndpointRow, webhookDispatches, webhookEndpoints } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { Bindings } from "../../env";
+import { type BaseContext, systemContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
+import type { WebhookJob } from "../../lib/jobs";
 
 /**
  * Fan-out: which endpoints get which events, and the queue messages that carry dispatch ids
  * (never payloads: the queue's limit is 128 KB and a received mail's event can be larger).
  */
-
-/** The webhook queue's message body. Versioned, so a deploy can change it without misreading old messages. */
-export const WebhookQueueBody = z.object({ v: z.literal(1), dispatch_id: z.string().regex(/^dsp_[0-9a-z]{26}$/) });
-export type WebhookQueueBody = z.infer<typeof WebhookQueueBody>;
 
 /** Whether an endpoint wants this event (type filter, inbox filter). Test events go only where they are sent. */
 export function endpointMatches(endpoint: WebhookEndpointRow, event: Pick<EventRow, "type" | "inboxId">): boolean {
@@ -60,7 +56,7 @@ export async function enqueueDispatches(env: Bindings, dispatchIds: string[], de
   for (let i = 0; i < dispatchIds.length; i += 100) {
     const chunk = dispatchIds.slice(i, i + 100);
     await env.WEBHOOK_QUEUE.sendBatch(
-      chunk.map((id) => ({ body: { v: 1, dispatch_id: id } satisfies WebhookQueueBody, delaySeconds })),
+      chunk.map((id) => ({ body: { v: 1, dispatch_id: id } satisfies WebhookJob, delaySeconds })),
     );
   }
 }
@@ -71,8 +67,9 @@ export async function enqueueDispatches(env: Bindings, dispatchIds: string[], de
  * dedupe key, the attempts = 0 check, the consumer's status check), so running it twice, or
  * again from the sweep after a crash at any point, sends nothing twice.
  */
-export async function fanOut(env: Bindings, eventIds: string[], now = Date.now()): Promise<void> {
-  const db = createDb(env.DB);
+export async function fanOut(base: BaseContext, eventIds: string[]): Promise<void> {
+  const { db, env } = base;
+  const now = base.now();
   const rows = await db
     .select({ id: events.id, accountId: events.accountId, type: events.type, inboxId: events.inboxId })
     .from(events)
@@ -136,8 +133,9 @@ const STUCK_DISPATCH_MS = 10 * 60_000;
  * did, and re-enqueues pending dispatches whose queue message was lost. Duplicates it may
  * create are harmless (the consumer leases each dispatch and skips finished ones).
  */
-export async function sweepWebhooks(env: Bindings, now = Date.now()): Promise<{ events: number; dispatches: number }> {
-  const db = createDb(env.DB);
+export async function sweepWebhooks(base: BaseContext): Promise<{ events: number; dispatches: number }> {
+  const { db, env } = base;
+  const now = base.now();
   const missed = await db
     .select({ id: events.id })
     .from(events)
@@ -147,7 +145,7 @@ export async function sweepWebhooks(env: Bindings, now = Date.now()): Promise<{ 
   for (let i = 0; i < missed.length; i += 50) {
     // Written with the real clock: `now` only decides what counts as missed or stuck.
     await fanOut(
-      env,
+      systemContext(env),
       missed.slice(i, i + 50).map((e) => e.id),
     );
   }

@@ -9,11 +9,11 @@ import {
   webhookEndpoints,
 } from "../../db/schema";
 import { inList } from "../../db/sql";
-import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { dnsResolver } from "../../lib/dns";
 import { Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import type { Page } from "../../lib/pagination";
 import { DAY_MS, iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, getEvent, publishEvents } from "../events/events.service";

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { BadRequest } from "../lib/errors";
+import { BadRequest } from "./errors";
 
 /** `?limit=` (1..100, default 20) and `?cursor=` shared by every list. */
 export const PageQuery = z.object({

@@ -1,9 +1,8 @@
-import { and, eq } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
-import { createDb } from "../../db/client";
-import { messages } from "../../db/schema";
-import type { AppEnv } from "../../env";
-import { warningHeaders } from "./reputation.service";
+import { inboxOfMessage } from "../features/messages/messages.service";
+import { warningHeaders } from "../features/reputation/reputation.service";
+import type { AppEnv } from "./app-env";
+import { serviceContext } from "./context";
 
 const INBOX_PATH = /^\/v1\/inboxes\/(inbox_[0-9a-z]{26})(?:\/|$)/;
 /** The reputation route asks the counter itself and sets the same headers from that one answer. */
@@ -29,12 +28,7 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   const lookup = (async () => {
     let inboxId = inboxMatch;
     if (messageMatch) {
-      const row = await createDb(c.env.DB)
-        .select({ inboxId: messages.inboxId })
-        .from(messages)
-        .where(and(eq(messages.id, messageMatch), eq(messages.accountId, auth.account.id)))
-        .get();
-      inboxId = row?.inboxId;
+      inboxId = (await inboxOfMessage(serviceContext(c), messageMatch)) ?? undefined;
     }
     if (!inboxId || (auth.inboxIds && !auth.inboxIds.includes(inboxId))) return null;
     return warningHeaders(c.env, auth.account.id, inboxId, started);
