@@ -27,7 +27,7 @@ import { errorResponse } from "./http/errors";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
 import { validationHook } from "./http/validation";
 import { reputationWarnings } from "./http/warning-headers";
-import { AppError, NotFound, PayloadTooLarge } from "./lib/errors";
+import { MethodNotAllowed, NotFound, PayloadTooLarge } from "./lib/errors";
 import { mcpRoutes } from "./mcp/mcp.routes";
 
 /** Paths under /v1 that do not take an API key (they have their own checks). */
@@ -125,15 +125,7 @@ export function buildApp() {
       ),
     ];
     if (allowed.length > 0) {
-      const err = new AppError(
-        405,
-        "method_not_allowed",
-        `${c.req.method} is not allowed here. Allowed: ${allowed.join(", ")}.`,
-        undefined,
-        {
-          Allow: allowed.join(", "),
-        },
-      );
+      const err = new MethodNotAllowed(allowed, `${c.req.method} is not allowed here. Allowed: ${allowed.join(", ")}.`);
       return errorResponse(c, err);
     }
     return errorResponse(c, new NotFound("Route"));

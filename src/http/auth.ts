@@ -93,16 +93,16 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
     forgetVerified(digest);
     throw new Unauthorized("Invalid API key.", "invalid_api_key");
   }
-  const headers = rateHeaders(decision);
   if (!decision.allowed) {
     throw new RateLimited(
       "rate_limited",
       "Rate limit exceeded for this API key.",
       decision.retryAfterMs / 1000,
-      headers,
+      decision,
     );
   }
 
+  const headers = rateHeaders(decision);
   const auth: AuthState = { account, key, scopes: key.scopes, inboxIds: key.inboxIds ?? null };
   c.set("auth", auth);
   c.set("actor", { type: "api_key", id: key.id });

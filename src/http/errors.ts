@@ -1,7 +1,18 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { AppError, type FieldIssue, ValidationFailed } from "../lib/errors";
+import {
+  AppError,
+  BadRequest,
+  type ErrorKind,
+  type FieldIssue,
+  InternalError,
+  MethodNotAllowed,
+  PayloadTooLarge,
+  RateLimited,
+  ValidationFailed,
+} from "../lib/errors";
 import type { AppEnv } from "./app-env";
 
 /** zod issues to the envelope's `details: [{ path, message }]`. */
@@ -19,20 +30,16 @@ export function fieldIssues(error: ZodError): FieldIssue[] {
 export function toAppError(err: unknown, requestId: string | null): AppError {
   if (err instanceof AppError) return err;
   if (err instanceof HTTPException) {
+    if (err.status === 413) return new PayloadTooLarge(Number(/\d+/.exec(err.message)?.[0] ?? 0));
     return err.status === 400 && /json/i.test(err.message)
-      ? new AppError(400, "invalid_json", "The request body is not valid JSON.")
-      : new AppError(
-          err.status === 413 ? 413 : 400,
-          err.status === 413 ? "payload_too_large" : "bad_request",
-          err.message,
-        );
+      ? new BadRequest("invalid_json", "The request body is not valid JSON.")
+      : new BadRequest("bad_request", err.message);
   }
   if (isZodError(err)) return new ValidationFailed(fieldIssues(err));
   console.error(
     JSON.stringify({ level: "error", request_id: requestId, error: String(err), stack: (err as Error)?.stack }),
   );
-  return new AppError(
-    500,
+  return new InternalError(
     "internal_error",
     "Something went wrong on our side. Quote the request id if you contact support.",
   );
@@ -52,12 +59,53 @@ export function errorBody(err: AppError, requestId: string | null): ErrorBody {
   return body;
 }
 
+/** The one table from an error's kind to its HTTP status. */
+export const HTTP_STATUS: Record<ErrorKind, ContentfulStatusCode> = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  method_not_allowed: 405,
+  timeout: 408,
+  conflict: 409,
+  too_large: 413,
+  invalid: 422,
+  rate_limited: 429,
+  internal: 500,
+  unavailable: 503,
+};
+
+/** The kind an HTTP status stands for (a stored reply read back, e.g. an idempotent MCP call). */
+export function kindOfStatus(status: number): ErrorKind {
+  const found = (Object.entries(HTTP_STATUS) as [ErrorKind, number][]).find(([, s]) => s === status);
+  return found?.[0] ?? (status >= 500 ? "internal" : "bad_request");
+}
+
+/** The HTTP status of any error (what MCP's stored idempotent replies and the mapper use). */
+export function httpStatus(err: AppError): ContentfulStatusCode {
+  return HTTP_STATUS[err.kind];
+}
+
+/** The headers an error implies on HTTP: how to authenticate, what is allowed, when to retry. */
+export function httpHeaders(err: AppError): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (err.kind === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="mailbot"';
+  if (err instanceof MethodNotAllowed) headers.Allow = err.allowed.join(", ");
+  if (err instanceof RateLimited && err.figures) {
+    headers["X-RateLimit-Limit"] = String(err.figures.limit);
+    headers["X-RateLimit-Remaining"] = String(err.figures.remaining);
+    headers["X-RateLimit-Reset"] = String(Math.ceil(err.figures.resetAtMs / 1000));
+  }
+  if (err.retryAfterSeconds !== undefined) headers["Retry-After"] = String(err.retryAfterSeconds);
+  return headers;
+}
+
 /** The one HTTP mapper: every failure becomes the documented error envelope. */
 export function errorResponse(c: Context<AppEnv>, err: unknown): Response {
   const requestId = c.get("requestId") ?? null;
   const appError = toAppError(err, requestId);
-  const res = c.json({ error: errorBody(appError, requestId) }, appError.status);
-  for (const [k, v] of Object.entries(appError.headers ?? {})) res.headers.set(k, v);
+  const res = c.json({ error: errorBody(appError, requestId) }, httpStatus(appError));
+  for (const [k, v] of Object.entries(httpHeaders(appError))) res.headers.set(k, v);
   return res;
 }
 

@@ -1,7 +1,19 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import type { ErrorBody } from "../http/errors";
+import type { ErrorKind } from "../lib/errors";
 
+/** Refusals of these kinds the agent can act on (other arguments, later): a tool result. */
+const FIXABLE_KINDS = new Set<ErrorKind>([
+  "bad_request",
+  "not_found",
+  "method_not_allowed",
+  "timeout",
+  "conflict",
+  "too_large",
+  "invalid",
+  "rate_limited",
+]);
 /** 403s that the agent can act on (another inbox, fewer inboxes); other 403s are authorization failures. */
 const FIXABLE_FORBIDDEN = new Set(["inbox_disabled", "inbox_limit_reached"]);
 /** 5xx answers that mean "try again later" (a temporary DNS failure), which the agent can act on. */
@@ -13,13 +25,12 @@ const RETRYABLE_UNAVAILABLE = new Set(["dns_unavailable"]);
  * with `isError: true` and the API's code, so the model sees it and can adjust. Authentication, authorization and internal
  * failures are JSON-RPC errors: retrying the tool with other arguments cannot fix them.
  */
-export function errorResult(status: number, error: ErrorBody): CallToolResult {
-  if (status >= 500 && !RETRYABLE_UNAVAILABLE.has(error.code)) {
+export function errorResult(kind: ErrorKind, error: ErrorBody): CallToolResult {
+  if ((kind === "internal" || kind === "unavailable") && !RETRYABLE_UNAVAILABLE.has(error.code)) {
     throw new McpError(ErrorCode.InternalError, error.message, { code: error.code, request_id: error.request_id });
   }
-  if (status === 401 || (status === 403 && !FIXABLE_FORBIDDEN.has(error.code))) {
-    throw new McpError(ErrorCode.InvalidRequest, error.message, error);
-  }
+  const fixable = FIXABLE_KINDS.has(kind) || RETRYABLE_UNAVAILABLE.has(error.code) || FIXABLE_FORBIDDEN.has(error.code);
+  if (!fixable) throw new McpError(ErrorCode.InvalidRequest, error.message, error);
   return {
     isError: true,
     content: [

@@ -5,7 +5,7 @@ import { SEND_BODY_LIMIT_BYTES } from "../features/outbound/outbound.schemas";
 import type { AppEnv } from "../http/app-env";
 import { requireApiKey } from "../http/auth";
 import { serviceContext } from "../http/context";
-import { AppError, Forbidden, PayloadTooLarge, Unauthorized } from "../lib/errors";
+import { Forbidden, MethodNotAllowed, PayloadTooLarge, Unauthorized } from "../lib/errors";
 import { buildMcpServer } from "./server";
 
 /**
@@ -68,15 +68,7 @@ mcpRoutes.post("/mcp", async (c) => {
 });
 
 mcpRoutes.on(["GET", "DELETE"], "/mcp", () => {
-  throw new AppError(
-    405,
-    "method_not_allowed",
-    "This MCP endpoint is stateless: POST JSON-RPC messages to it.",
-    undefined,
-    {
-      Allow: "POST",
-    },
-  );
+  throw new MethodNotAllowed(["POST"], "This MCP endpoint is stateless: POST JSON-RPC messages to it.");
 });
 
 /** A JSON-RPC error answered before the SDK sees the request (the shape the SDK's transport uses). */

@@ -11,7 +11,7 @@ import {
 import { VERSION } from "../features/meta/meta.routes";
 import { warningHeaders } from "../features/reputation/reputation.service";
 import { assertScope } from "../http/auth";
-import { type ErrorBody, errorBody, fieldIssues, toAppError } from "../http/errors";
+import { type ErrorBody, errorBody, fieldIssues, httpStatus, kindOfStatus, toAppError } from "../http/errors";
 import { runIdempotent } from "../http/idempotency";
 import { type AppError, ValidationFailed } from "../lib/errors";
 import { type McpTool, type ToolCall, UNTRUSTED_NOTE } from "./define-tool";
@@ -112,19 +112,19 @@ async function callTool(tool: McpTool, rawArgs: Record<string, unknown>, call: T
         } catch (err) {
           // Refusals are remembered like the HTTP route's 4xx responses; server errors are not.
           const appError = toAppError(err, requestId);
-          if (appError.status >= 500) throw appError;
-          return { status: appError.status, body: JSON.stringify({ error: errorBody(appError, requestId) }) };
+          if (httpStatus(appError) >= 500) throw appError;
+          return { status: httpStatus(appError), body: JSON.stringify({ error: errorBody(appError, requestId) }) };
         }
       },
     );
     const envelope = JSON.parse(stored.body) as { data?: unknown; error?: ErrorBody };
-    if (envelope.error) return errorResult(stored.status, envelope.error);
+    if (envelope.error) return errorResult(kindOfStatus(stored.status), envelope.error);
     return await success(tool, envelope.data, call);
   } catch (err) {
     // errorResult already turned a stored refusal into a protocol error: pass it on as it is.
     if (err instanceof McpError) throw err;
     const appError: AppError = toAppError(err, requestId);
-    return errorResult(appError.status, errorBody(appError, requestId));
+    return errorResult(appError.kind, errorBody(appError, requestId));
   }
 }
 

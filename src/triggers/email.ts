@@ -1,7 +1,7 @@
 import type { Bindings } from "../env";
-import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/inbound/inbound.service";
+import { MAX_INBOUND_BYTES, receiveMail } from "../features/inbound/inbound.service";
 import { systemContext } from "../lib/context";
-import { AppError } from "../lib/errors";
+import { MessageTooLarge, RecipientRejected } from "../lib/errors";
 import { newId } from "../lib/ids";
 
 /**
@@ -39,7 +39,7 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
       message.setReject(err.message);
       return;
     }
-    if (err instanceof AppError && err.status === 413) {
+    if (err instanceof MessageTooLarge) {
       message.setReject(err.message);
       return;
     }

@@ -7,7 +7,7 @@ import { type AuditRow, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { Actor, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
-import { AppError } from "../../lib/errors";
+import { ServiceUnavailable } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
@@ -113,7 +113,7 @@ async function appendWithRetry(ctx: ServiceContext, statements: Statement[], ent
       if (!isUniqueViolation(err, "audit_log.account_id, audit_log.seq")) throw err;
     }
   }
-  throw new AppError(503, "busy", "The account is too busy right now; retry the request.");
+  throw new ServiceUnavailable("busy", "The account is too busy right now; retry the request.");
 }
 
 export interface AuditFilters {

@@ -4,7 +4,7 @@ import { requestContext } from "../../http/context";
 import { fieldIssues } from "../../http/errors";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { AppError, ValidationFailed } from "../../lib/errors";
+import { MessageTooLarge, PayloadTooLarge, ValidationFailed } from "../../lib/errors";
 import {
   checkHeaders,
   claimRelaySignature,
@@ -57,9 +57,7 @@ relayEventRoutes.openapi(
     const signature = c.req.header("X-Mailbot-Signature");
     checkHeaders(timestamp, signature);
     const body = await readCapped(c.req.raw.body, MAX_EVENTS_BYTES).catch((err: unknown) => {
-      if (err instanceof AppError && err.status === 413) {
-        throw new AppError(413, "payload_too_large", `Request body exceeds ${MAX_EVENTS_BYTES} bytes.`);
-      }
+      if (err instanceof MessageTooLarge) throw new PayloadTooLarge(MAX_EVENTS_BYTES);
       throw err;
     });
     await verifySignature(secret, timestamp as string, signature as string, body);

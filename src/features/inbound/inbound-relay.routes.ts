@@ -3,7 +3,7 @@ import type { AppEnv } from "../../http/app-env";
 import { requestContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { MAX_INBOUND_BYTES, MessageTooLarge, receiveMail } from "./inbound.service";
+import { inboundTooLarge, MAX_INBOUND_BYTES, receiveMail } from "./inbound.service";
 import { checkHeaders, claimRelaySignature, inboundSecret, readCapped, verifySignature } from "./relay-auth";
 
 const RelayQuery = z.object({
@@ -64,7 +64,7 @@ inboundRoutes.openapi(
     // Cheap refusals first: no body is read for a request that cannot be valid.
     checkHeaders(timestamp, signature);
     const declared = Number(c.req.header("Content-Length") ?? "0");
-    if (declared > MAX_INBOUND_BYTES) throw new MessageTooLarge(declared);
+    if (declared > MAX_INBOUND_BYTES) throw inboundTooLarge(declared);
     const body = await readCapped(c.req.raw.body, MAX_INBOUND_BYTES);
     await verifySignature(secret, timestamp as string, signature as string, body);
     const query = c.req.valid("query");

@@ -14,7 +14,7 @@ import {
 } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
-import { AppError } from "../../lib/errors";
+import { AppError, MessageTooLarge, RecipientRejected } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
 import { readReport } from "../../mail/dsn-arf";
@@ -54,19 +54,11 @@ export interface InboundResult {
   accountId: string;
 }
 
-/** A recipient mailbot will not accept mail for (unknown, deactivated, disabled, suspended). */
-export class RecipientRejected extends AppError {
-  constructor(message: string) {
-    super(404, "unknown_recipient", message);
-  }
-}
-
-export class MessageTooLarge extends AppError {
-  constructor(size: number) {
-    super(413, "message_too_large", `The message is ${size} bytes; the limit is ${MAX_INBOUND_BYTES} bytes (25 MiB).`, {
-      limit_bytes: MAX_INBOUND_BYTES,
-    });
-  }
+/** The inbound size refusal (Email Routing's own 25 MiB limit, the relay endpoint's too). */
+export function inboundTooLarge(size: number): MessageTooLarge {
+  return new MessageTooLarge(`The message is ${size} bytes; the limit is ${MAX_INBOUND_BYTES} bytes (25 MiB).`, {
+    limit_bytes: MAX_INBOUND_BYTES,
+  });
 }
 
 /**
@@ -124,7 +116,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
   const now = base.now();
   const { inbox } = await resolveRecipient(db, input.envelopeTo, { disabled: true });
   const raw = await input.readRaw();
-  if (raw.byteLength > MAX_INBOUND_BYTES) throw new MessageTooLarge(raw.byteLength);
+  if (raw.byteLength > MAX_INBOUND_BYTES) throw inboundTooLarge(raw.byteLength);
   if (inbox.status !== "active" && !(await acceptedWhileDisabled(db, inbox, input.envelopeTo, raw))) {
     throw new RecipientRejected(`The mailbox ${inbox.address} is disabled.`);
   }

@@ -8,9 +8,9 @@ import { relaySignatures } from "../../db/schema";
 import type { Bindings } from "../../env";
 import type { BaseContext } from "../../lib/context";
 import { safeEqual, sha256Hex, toHex } from "../../lib/crypto";
-import { AppError, Unauthorized } from "../../lib/errors";
+import { ServiceUnavailable, Unauthorized } from "../../lib/errors";
 import { bareAddress } from "../../mail/address";
-import { MessageTooLarge } from "./inbound.service";
+import { inboundTooLarge } from "./inbound.service";
 
 /** Largest clock difference accepted between the relay's timestamp and ours. */
 export const MAX_SKEW_SECONDS = 300;
@@ -27,7 +27,7 @@ export async function readCapped(stream: ReadableStream<Uint8Array> | null, limi
     total += value.byteLength;
     if (total > limit) {
       await reader.cancel();
-      throw new MessageTooLarge(total);
+      throw inboundTooLarge(total);
     }
     chunks.push(value);
   }
@@ -44,8 +44,7 @@ export async function readCapped(stream: ReadableStream<Uint8Array> | null, limi
 /** The relay endpoints' HMAC key; without one they are off (503), never open. */
 export function inboundSecret(env: Bindings): string {
   if (!env.INBOUND_SECRET) {
-    throw new AppError(
-      503,
+    throw new ServiceUnavailable(
       "inbound_not_configured",
       "This deployment has no INBOUND_SECRET; the relay endpoints are off.",
     );

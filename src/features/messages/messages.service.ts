@@ -2,7 +2,7 @@ import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
 import type { ServiceContext } from "../../lib/context";
-import { AppError, NotFound } from "../../lib/errors";
+import { NotFound, WaitTimeout } from "../../lib/errors";
 import { idFloor } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
@@ -242,7 +242,7 @@ export async function awaitMessage(
     },
     signal,
   );
-  if (!row) throw new AppError(408, "wait_timeout", `No matching message arrived within ${query.timeout_ms} ms.`);
+  if (!row) throw new WaitTimeout(`No matching message arrived within ${query.timeout_ms} ms.`);
   return withBodies(ctx, row);
 }
 

@@ -1,7 +1,7 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
-import { AppError } from "../../lib/errors";
+import { RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
 import { canonicalRecipient } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
@@ -9,7 +9,7 @@ import { normalizeMessageId } from "../../mail/parse";
 import { commitWithAudit } from "../audit/audit.service";
 import { recordFindings } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
-import { RecipientRejected, receiveMail } from "../inbound/inbound.service";
+import { receiveMail } from "../inbound/inbound.service";
 import { attachmentKey } from "../messages/message-store";
 import { withBodies } from "../messages/messages.service";
 import { recordSent, sentSignal } from "../reputation/reputation.service";
@@ -209,7 +209,7 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
     await reportAttempt(ctx, message, result.rejected, result.accepted.length - result.internal);
     return { kind: "done", status: "sent" };
   } catch (err) {
-    if (err instanceof AppError && err.code === "send_blocked") {
+    if (err instanceof SendBlocked) {
       return fail(ctx, message, "send_blocked", err.message, "blocked", err.details);
     }
     const permanent = err instanceof TransportError && err.permanent;

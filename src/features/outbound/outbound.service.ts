@@ -14,7 +14,16 @@ import type { SlotDecision } from "../../durable-objects/rate-limiter";
 import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { BaseContext, ServiceContext } from "../../lib/context";
 import { toHex } from "../../lib/crypto";
-import { AppError, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
+import {
+  AppError,
+  Forbidden,
+  InternalError,
+  MessageTooLarge,
+  NotFound,
+  RateLimited,
+  Unprocessable,
+  ValidationFailed,
+} from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import type { OutboundJob } from "../../lib/jobs";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
@@ -260,8 +269,7 @@ async function acceptDraft(
   }
   if (allSuppressed) {
     await refuse(
-      new AppError(
-        422,
+      new Unprocessable(
         "recipient_suppressed",
         "Every recipient of this message is suppressed (an earlier hard bounce or complaint). Lift a suppression with DELETE /v1/suppressions/:address.",
         { recipients: screened.dropped },
@@ -288,17 +296,14 @@ async function acceptDraft(
       stage: "accept",
     });
     if (recipients.length > MAX_RECIPIENTS) {
-      throw new AppError(
-        422,
+      throw new Unprocessable(
         "too_many_recipients",
         `A message may have at most ${MAX_RECIPIENTS} recipients (to, cc and bcc together); this one has ${recipients.length}.`,
         { limit: MAX_RECIPIENTS, recipients: recipients.length },
       );
     }
     if (raw.byteLength > MAX_OUTBOUND_BYTES) {
-      throw new AppError(
-        413,
-        "message_too_large",
+      throw new MessageTooLarge(
         `The message is ${raw.byteLength} bytes once encoded; the limit is ${MAX_OUTBOUND_BYTES} bytes (5 MiB).`,
         { limit_bytes: MAX_OUTBOUND_BYTES, size: raw.byteLength },
       );
@@ -591,13 +596,13 @@ function sendLimitError(
   extra: Record<string, unknown>,
 ): AppError {
   const retryAfter = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
-  return new AppError(
-    429,
-    "send_limit_exceeded",
-    `${message} Try again in ${retryAfter} s.`,
-    { limit: d.limit, used: d.used, window_hours: 24, resets_at: iso(d.resetAtMs), ...extra },
-    { "Retry-After": String(retryAfter) },
-  );
+  return new RateLimited("send_limit_exceeded", `${message} Try again in ${retryAfter} s.`, retryAfter, undefined, {
+    limit: d.limit,
+    used: d.used,
+    window_hours: 24,
+    resets_at: iso(d.resetAtMs),
+    ...extra,
+  });
 }
 
 /** The caller's inbox and its account, in one query. */
@@ -627,7 +632,7 @@ async function readAttachments(ctx: ServiceContext, row: MessageRow): Promise<Co
   return Promise.all(
     row.attachments.map(async (a) => {
       const object = await ctx.env.MAIL_BUCKET.get(attachmentKey(row.accountId, row.inboxId, row.id, a.id));
-      if (!object) throw new AppError(500, "attachment_missing", "An attachment of the original message is missing.");
+      if (!object) throw new InternalError("attachment_missing", "An attachment of the original message is missing.");
       return {
         filename: a.filename ?? "attachment",
         contentType: a.content_type,

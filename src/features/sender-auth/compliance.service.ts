@@ -3,7 +3,7 @@ import { type DomainRow, domains, type InboxRow } from "../../db/schema";
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { type DnsAnswer, type DnsType, dnsResolver, type Resolver } from "../../lib/dns";
-import { AppError, NotFound, SendBlocked } from "../../lib/errors";
+import { NotFound, SendBlocked, ServiceUnavailable } from "../../lib/errors";
 import { getInbox } from "../inboxes/inboxes.service";
 import { DKIM_SELECTOR, dkimRecordValue } from "./dkim";
 import { sharedDomainKey } from "./dkim-keys";
@@ -19,14 +19,13 @@ export const SUGGESTED_DMARC = "v=DMARC1; p=quarantine; adkim=r; aspf=r";
 const DNS_RETRY_AFTER_SECONDS = 30;
 
 /** A temporary DNS failure: nothing was decided, the send is neither allowed nor blocked. Retry later. */
-export class DnsUnavailable extends AppError {
+export class DnsUnavailable extends ServiceUnavailable {
   constructor(domain: string, checks: Record<string, string | null>) {
     super(
-      503,
       "dns_unavailable",
       `The DNS records of ${domain} could not be looked up right now, so sender authentication could not be checked. Nothing was sent; retry shortly.`,
       { domain, checks },
-      { "Retry-After": String(DNS_RETRY_AFTER_SECONDS) },
+      DNS_RETRY_AFTER_SECONDS,
     );
   }
 }

@@ -1,7 +1,7 @@
 import type { DomainRow } from "../../db/schema";
 import type { Bindings } from "../../env";
 import { openText, sealText } from "../../lib/crypto";
-import { AppError } from "../../lib/errors";
+import { InternalError } from "../../lib/errors";
 import { generateDkimKeyPair, importSigningKey, publicKeyOf } from "./dkim";
 
 /**
@@ -48,8 +48,7 @@ export async function sharedDomainKey(env: Bindings): Promise<SigningKey | null>
 function encryptionKey(env: Bindings): string {
   const secret = env.DKIM_ENCRYPTION_KEY;
   if (!secret) {
-    throw new AppError(
-      500,
+    throw new InternalError(
       "configuration_error",
       "DKIM_ENCRYPTION_KEY is not set on this deployment, so DKIM keys cannot be stored or used.",
     );
