@@ -1,4 +1,3 @@
-import { htmlToPlain } from "./parse";
 /**
  * RFC 5322 / MIME composition for outbound mail.
  *
@@ -234,32 +233,4 @@ export function composeMessage(input: ComposeInput): Uint8Array {
   const files = input.attachments ?? [];
   if (files.length > 0) body = multipart("mixed", [body, ...files.map(attachmentPart)]);
   return encoder.encode(`${head.join(CRLF)}${CRLF}${body.endsWith(CRLF) ? body : body + CRLF}`);
-}
-
-/**
- * A plain-text alternative for an HTML-only message: block ends become line breaks, links keep
- * their target, tags and scripts go. One linear pass per step (the input is the caller's HTML).
- */
-export function htmlToText(html: string): string {
-  const NL = "\uE000";
-  let href: string | null = null;
-  const marked = html
-    .slice(0, 2 * 1024 * 1024)
-    // Links read as "text (url)": anchors do not nest, so the last opening href is the one closing.
-    .replace(/<a\s[^>]*?href\s*=\s*["']?([^"'\s>]+)["']?[^>]*>|<\/a\s*>/gi, (m: string, target?: string) => {
-      if (!m.startsWith("</")) {
-        href = target && /^(https?|mailto):/i.test(target) ? target : null;
-        return "";
-      }
-      const out = href ? ` (${href.replace(/^mailto:/i, "")})` : "";
-      href = null;
-      return out;
-    })
-    .replace(/<br\s*\/?>/gi, NL)
-    .replace(/<\/(p|div|h[1-6]|li|tr|blockquote|pre|table|ul|ol)\s*>/gi, NL + NL)
-    .replace(/<li[\s>]/gi, (m) => `${NL}- ${m}`);
-  return htmlToPlain(marked, marked.length)
-    .replace(/ ?\uE000 ?/g, "\n")
-    .replace(/\n{3,}/g, "\n\n")
-    .trim();
 }

@@ -377,39 +377,3 @@ export function authenticationVerdicts(
   }
   return null;
 }
-
-/**
- * Visible text of an HTML body, for the search index when a message has no text part. Reads at
- * most `maxChars` of input and makes one linear pass (no backtracking regex over hostile HTML).
- */
-export function htmlToPlain(html: string, maxChars = 64 * 1024): string {
-  const input = html.slice(0, maxChars);
-  let out = "";
-  let i = 0;
-  while (i < input.length) {
-    const lt = input.indexOf("<", i);
-    if (lt === -1) {
-      out += input.slice(i);
-      break;
-    }
-    out += `${input.slice(i, lt)} `;
-    const gt = input.indexOf(">", lt);
-    if (gt === -1) break;
-    const tag = /^<\s*(script|style|head)\b/i.exec(input.slice(lt, lt + 8))?.[1]?.toLowerCase();
-    i = gt + 1;
-    if (tag) {
-      // Skip to the matching close tag (or to the end when it never closes): one indexOf.
-      const close = input.toLowerCase().indexOf(`</${tag}`, i);
-      i = close === -1 ? input.length : close;
-    }
-  }
-  return out
-    .replace(/&nbsp;/gi, " ")
-    .replace(/&lt;/gi, "<")
-    .replace(/&gt;/gi, ">")
-    .replace(/&quot;/gi, '"')
-    .replace(/&#(\d{1,7});/g, (_, n) => String.fromCodePoint(Math.min(Number(n), 0x10ffff)))
-    .replace(/&amp;/gi, "&")
-    .replace(/\s+/g, " ")
-    .trim();
-}

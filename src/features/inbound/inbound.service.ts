@@ -18,14 +18,8 @@ import { AppError, MessageTooLarge, RecipientRejected } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
 import { readReport } from "../../mail/dsn-arf";
-import {
-  authenticationVerdicts,
-  htmlToPlain,
-  minimalMail,
-  type ParsedMail,
-  parseMail,
-  rawMessageId,
-} from "../../mail/parse";
+import { htmlToPlain } from "../../mail/html-text";
+import { authenticationVerdicts, minimalMail, type ParsedMail, parseMail, rawMessageId } from "../../mail/parse";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
