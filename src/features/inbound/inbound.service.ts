@@ -9,7 +9,6 @@ import {
   attachments,
   type InboxRow,
   inboxes,
-  type MessageRow,
   messages,
 } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
@@ -23,7 +22,7 @@ import { authenticationVerdicts, minimalMail, type ParsedMail, parseMail, rawMes
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
-import { attachmentKey, bodyKey, inlineOrR2, rawKey, SEARCH_TEXT_LIMIT } from "../messages/message-store";
+import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
@@ -248,7 +247,10 @@ async function storeParsed(
     disposition: a.disposition,
   }));
   const searchBody = parsed.bodyText ?? (parsed.bodyHtml ? htmlToPlain(parsed.bodyHtml) : "");
-  const row: MessageRow = {
+  // Stamped when the row is written (the id was minted when receiving began), so a long-poll
+  // that started while this mail was being parsed still sees it as new.
+  const writtenAt = Date.now();
+  const row = newMessageRow({
     id: ids.messageId,
     accountId: inbox.accountId,
     inboxId: inbox.id,
@@ -259,7 +261,6 @@ async function storeParsed(
     fromName: parsed.fromName,
     to: parsed.to,
     cc: parsed.cc,
-    bcc: [],
     replyTo: parsed.replyTo,
     subject: parsed.subject,
     bodyText: bodyText.inline,
@@ -282,24 +283,11 @@ async function storeParsed(
     envelopeTo: bareAddress(mail.envelopeTo),
     rawKey: ids.rawKey,
     dedupeKey: ids.dedupeKey,
-    searchText: searchBody.slice(0, SEARCH_TEXT_LIMIT),
-    searchAddresses: [parsed.fromName, parsed.fromAddress, ...parsed.to, ...parsed.cc]
-      .filter(Boolean)
-      .join(" ")
-      .slice(0, 8 * 1024),
-    complainedAt: null,
-    droppedRecipients: null,
-    attempts: 0,
-    lastError: null,
-    leaseUntil: null,
-    providerMessageId: null,
-    // Stamped when the row is written (the id was minted when receiving began), so a long-poll
-    // that started while this mail was being parsed still sees it as new.
-    createdAt: Date.now(),
-    updatedAt: Date.now(),
-    sentAt: null,
-    receivedAt: Date.now(),
-  };
+    searchText: searchBody,
+    searchAddresses: [parsed.fromName, parsed.fromAddress, ...parsed.to, ...parsed.cc].filter(Boolean).join(" "),
+    createdAt: writtenAt,
+    receivedAt: writtenAt,
+  });
 
   const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
   for (const a of attachmentRows) statements.push(ctx.db.insert(attachments).values(a));

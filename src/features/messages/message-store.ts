@@ -3,6 +3,7 @@
  * body lives. Every key starts with the account id, so an account's mail can be listed, exported
  * or deleted by prefix.
  */
+import type { MessageRow } from "../../db/schema";
 import type { Bindings } from "../../env";
 
 /** Bodies above this many bytes go to R2 so a message row stays far below D1's 2 MB. */
@@ -37,4 +38,71 @@ export async function inlineOrR2(
     httpMetadata: { contentType: key.endsWith(".html") ? "text/html; charset=utf-8" : "text/plain; charset=utf-8" },
   });
   return { inline: null, key };
+}
+
+/** Longest address list the search index keeps per message. */
+const SEARCH_ADDRESSES_LIMIT = 8 * 1024;
+
+/** What every message row must say; the rest has the defaults of a new message. */
+export type NewMessageFields = Pick<
+  MessageRow,
+  | "id"
+  | "accountId"
+  | "inboxId"
+  | "threadId"
+  | "direction"
+  | "status"
+  | "fromAddress"
+  | "subject"
+  | "rawKey"
+  | "dedupeKey"
+  | "size"
+  | "createdAt"
+> &
+  Partial<MessageRow>;
+
+/**
+ * The one builder of a `messages` row (inbound, outbound, and the test fixtures): defaults for
+ * every lifecycle column, and the search columns cut to the index's limits.
+ */
+export function newMessageRow(fields: NewMessageFields): MessageRow {
+  const row: MessageRow = {
+    fromName: null,
+    to: [],
+    cc: [],
+    bcc: [],
+    replyTo: null,
+    bodyText: null,
+    bodyHtml: null,
+    bodyTextKey: null,
+    bodyHtmlKey: null,
+    headers: {},
+    headersTruncated: false,
+    rfcMessageId: null,
+    inReplyTo: null,
+    references: [],
+    labels: [],
+    attachments: [],
+    authentication: null,
+    autoSubmitted: null,
+    reportType: null,
+    parseError: null,
+    envelopeFrom: null,
+    envelopeTo: null,
+    searchText: "",
+    searchAddresses: "",
+    complainedAt: null,
+    droppedRecipients: null,
+    attempts: 0,
+    lastError: null,
+    leaseUntil: null,
+    providerMessageId: null,
+    updatedAt: fields.createdAt,
+    sentAt: null,
+    receivedAt: null,
+    ...fields,
+  };
+  row.searchText = row.searchText.slice(0, SEARCH_TEXT_LIMIT);
+  row.searchAddresses = row.searchAddresses.slice(0, SEARCH_ADDRESSES_LIMIT);
+  return row;
 }

@@ -33,7 +33,7 @@ import { type ComposeAttachment, composeMessage, type MailAddress } from "../../
 import { htmlToText } from "../../mail/html-text";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
-import { attachmentKey, bodyKey, inlineOrR2, rawKey, SEARCH_TEXT_LIMIT } from "../messages/message-store";
+import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { assertInboxAllowed, withBodies } from "../messages/messages.service";
 import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
 import { screenRecipients } from "../suppressions/suppressions.service";
@@ -392,7 +392,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
     if (draft.references.length > 0) headers.references = draft.references.join(" ");
     for (const [name, value] of draft.headers) headers[name.toLowerCase()] = value;
 
-    const row: MessageRow = {
+    const row = newMessageRow({
       id: c.messageId,
       accountId: inbox.accountId,
       inboxId: inbox.id,
@@ -411,35 +411,21 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       bodyTextKey: bodyText.key,
       bodyHtmlKey: bodyHtml.key,
       headers,
-      headersTruncated: false,
       rfcMessageId: c.rfcMessageId,
       inReplyTo: draft.inReplyTo,
       references: draft.references,
       labels: unique(draft.labels),
       attachments: attachmentMeta.map((a) => a.meta),
       size: c.raw.byteLength,
-      authentication: null,
-      autoSubmitted: null,
-      reportType: null,
-      parseError: null,
       envelopeFrom: c.from.address,
-      envelopeTo: null,
       rawKey: keyOfRaw,
       // Unique per inbox with inbound keys (Message-IDs): an outbound row can never collide with one.
       dedupeKey: `out:${c.messageId}`,
-      searchText: (c.text ?? "").slice(0, SEARCH_TEXT_LIMIT),
-      searchAddresses: [c.from.address, ...c.recipients].join(" ").slice(0, 8 * 1024),
-      complainedAt: null,
+      searchText: c.text ?? "",
+      searchAddresses: [c.from.address, ...c.recipients].join(" "),
       droppedRecipients: draft.dropped ?? [],
-      attempts: 0,
-      lastError: null,
-      leaseUntil: null,
-      providerMessageId: null,
       createdAt: now,
-      updatedAt: now,
-      sentAt: null,
-      receivedAt: null,
-    };
+    });
     const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);
     const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
     for (const a of attachmentMeta) {
