@@ -7,6 +7,7 @@ import { requeueStale } from "./features/outbound/outbound.service";
 import { reapplyPending } from "./features/reputation/reputation.service";
 import { sweepSendFingerprints } from "./features/sender-auth/send-policy";
 import { sweepWebhooks } from "./features/webhooks/dispatch";
+import { log } from "./lib/log";
 import { handleEmail } from "./triggers/email";
 import { consumeOutbound, consumeOutboundDeadLetters } from "./triggers/queue-outbound";
 import { consumeWebhooks } from "./triggers/queue-webhooks";
@@ -30,14 +31,7 @@ export default {
     if (batch.queue === `${OUTBOUND_QUEUE}-dlq`) return consumeOutboundDeadLetters(batch, env);
     // No consumer is registered yet for this queue: keep the messages (retry later, then the
     // dead-letter queue) rather than acknowledge and lose them.
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "no consumer for queue",
-        queue: batch.queue,
-        count: batch.messages.length,
-      }),
-    );
+    log.error("no consumer for queue", { queue: batch.queue, count: batch.messages.length });
     batch.retryAll({ delaySeconds: 300 });
   },
 
@@ -53,21 +47,17 @@ export default {
         reapplyPending(env, now),
         sweepSendFingerprints(db, now),
       ]).then(([idempotency, relay, webhooks, requeued, reputation, fingerprints]) =>
-        console.log(
-          JSON.stringify({
-            level: "info",
-            msg: "scheduled sweep",
-            idempotency_keys: idempotency,
-            relay_signatures: relay,
-            // Events whose fan-out was missed, dispatches whose queue message was lost.
-            webhook_events_swept: webhooks.events,
-            webhook_dispatches_requeued: webhooks.dispatches,
-            outbound_requeued: requeued,
-            // Reputation signals whose counter call had failed, applied now.
-            reputation_signals_reapplied: reputation,
-            send_fingerprints_swept: fingerprints,
-          }),
-        ),
+        log.info("scheduled sweep", {
+          idempotency_keys: idempotency,
+          relay_signatures: relay,
+          // Events whose fan-out was missed, dispatches whose queue message was lost.
+          webhook_events_swept: webhooks.events,
+          webhook_dispatches_requeued: webhooks.dispatches,
+          outbound_requeued: requeued,
+          // Reputation signals whose counter call had failed, applied now.
+          reputation_signals_reapplied: reputation,
+          send_fingerprints_swept: fingerprints,
+        }),
       ),
     );
   },

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { MiddlewareHandler } from "hono";
+import { config } from "../config";
 import type { AppEnv } from "../env";
 
 /**
@@ -24,7 +25,8 @@ export function currentD1Stats(): D1Stats | undefined {
 }
 
 export const d1Stats: MiddlewareHandler<AppEnv> = async (c, next) => {
-  if (c.env?.ENVIRONMENT !== "development") return next();
+  // Also the first read of the config on every request: a var the Worker cannot use is a 500 here.
+  if (!c.env || !config(c.env).isDevelopment) return next();
   const stats: D1Stats = { queries: 0, rowsRead: 0, rowsWritten: 0, unmetered: 0 };
   await current.run(stats, next);
   c.res.headers.set("X-Mailbot-D1-Rows-Read", String(stats.rowsRead));

@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { config } from "../config";
 import { createDb } from "../db/client";
 import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter";
 import type { AppEnv, AuthState } from "../env";
@@ -83,7 +84,7 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   const { key, account } = found;
 
-  const limits = tierLimits(c.env.TIER_LIMITS, account.tier);
+  const limits = tierLimits(config(c.env).tiers, account.tier);
   const decision = await keyGuard(c.env, key.id).hit(
     { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
     now,

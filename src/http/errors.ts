@@ -3,6 +3,7 @@ import { HTTPException } from "hono/http-exception";
 import type { ZodError } from "zod";
 import type { AppEnv } from "../env";
 import { AppError, type FieldIssue, ValidationFailed } from "../lib/errors";
+import { log } from "../lib/log";
 
 /** zod issues to the envelope's `details: [{ path, message }]`. */
 export function fieldIssues(error: ZodError): FieldIssue[] {
@@ -28,9 +29,7 @@ export function toAppError(err: unknown, requestId: string | null): AppError {
         );
   }
   if (isZodError(err)) return new ValidationFailed(fieldIssues(err));
-  console.error(
-    JSON.stringify({ level: "error", request_id: requestId, error: String(err), stack: (err as Error)?.stack }),
-  );
+  log.error("unhandled error", { request_id: requestId, error: String(err), stack: (err as Error)?.stack });
   return new AppError(
     500,
     "internal_error",

@@ -74,3 +74,10 @@ export class SendBlocked extends AppError {
     super(422, "send_blocked", message, { reason, ...details });
   }
 }
+
+/** A deployment variable with a value the Worker cannot use: 500 `config_invalid`, naming the variable. */
+export class ConfigInvalid extends AppError {
+  constructor(variable: string, problem: string) {
+    super(500, "config_invalid", `The deployment's ${variable} setting is invalid: ${problem}`, { variable });
+  }
+}

@@ -2,6 +2,7 @@ import type { Bindings } from "../env";
 import { MAX_INBOUND_BYTES, RecipientRejected, receiveMail } from "../features/inbound/inbound.service";
 import { AppError } from "../lib/errors";
 import { newId } from "../lib/ids";
+import { log } from "../lib/log";
 
 /**
  * The `email()` adapter for Cloudflare Email Routing. Refusals use `setReject`, which the
@@ -22,17 +23,13 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
       via: "email_routing",
       requestId,
     });
-    console.log(
-      JSON.stringify({
-        level: "info",
-        msg: "inbound mail",
-        request_id: requestId,
-        outcome: result.outcome,
-        message_id: result.messageId,
-        inbox_id: result.inboxId,
-        size: message.rawSize,
-      }),
-    );
+    log.info("inbound mail", {
+      request_id: requestId,
+      outcome: result.outcome,
+      message_id: result.messageId,
+      inbox_id: result.inboxId,
+      size: message.rawSize,
+    });
   } catch (err) {
     if (err instanceof RecipientRejected) {
       message.setReject(err.message);
@@ -42,9 +39,7 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
       message.setReject(err.message);
       return;
     }
-    console.error(
-      JSON.stringify({ level: "error", msg: "inbound mail failed", request_id: requestId, error: String(err) }),
-    );
+    log.error("inbound mail failed", { request_id: requestId, error: String(err) });
     throw err;
   }
 }

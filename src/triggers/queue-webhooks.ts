@@ -1,6 +1,7 @@
 import type { Bindings } from "../env";
 import { attemptDispatch } from "../features/webhooks/attempt";
 import { WebhookQueueBody } from "../features/webhooks/dispatch";
+import { log } from "../lib/log";
 
 /** How long to wait before retrying a message whose processing threw (D1 busy, a bug). */
 const ERROR_RETRY_SECONDS = 30;
@@ -17,7 +18,7 @@ export async function consumeWebhooks(batch: MessageBatch<unknown>, env: Binding
       const body = WebhookQueueBody.safeParse(message.body);
       if (!body.success) {
         // Not ours to interpret (or from a future version): retrying cannot fix it.
-        console.error(JSON.stringify({ level: "error", msg: "invalid webhook queue message", id: message.id }));
+        log.error("invalid webhook queue message", { id: message.id });
         message.ack();
         return;
       }
@@ -26,14 +27,7 @@ export async function consumeWebhooks(batch: MessageBatch<unknown>, env: Binding
         if (outcome.done) message.ack();
         else message.retry({ delaySeconds: outcome.retryInSeconds });
       } catch (err) {
-        console.error(
-          JSON.stringify({
-            level: "error",
-            msg: "webhook dispatch failed",
-            dispatch_id: body.data.dispatch_id,
-            error: String(err),
-          }),
-        );
+        log.error("webhook dispatch failed", { dispatch_id: body.data.dispatch_id, error: String(err) });
         message.retry({ delaySeconds: ERROR_RETRY_SECONDS });
       }
     }),

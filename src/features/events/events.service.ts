@@ -8,6 +8,7 @@ import type { Page } from "../../http/pagination";
 import type { ServiceContext } from "../../lib/context";
 import { NotFound } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import { iso } from "../../lib/time";
 import { fanOut } from "../webhooks/dispatch";
 import type { EVENT_TYPES, EventWire } from "./events.schemas";
@@ -56,14 +57,7 @@ export async function publishEvents(env: Bindings, eventIds: string[]): Promise<
   try {
     await fanOut(env, eventIds);
   } catch (err) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "event fan-out failed; the sweep retries",
-        events: eventIds,
-        error: String(err),
-      }),
-    );
+    log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) });
   }
 }
 

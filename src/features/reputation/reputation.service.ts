@@ -12,6 +12,7 @@ import {
 import type { Bindings } from "../../env";
 import type { ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import { bareAddress, suppressionAddress } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
 import { commitWithAudit } from "../audit/audit.service";
@@ -121,14 +122,7 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
   try {
     await applyToCounter(ctx, inboxId, counts, ctx.now());
   } catch (err) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "reputation counter update failed",
-        inbox_id: inboxId,
-        error: String(err),
-      }),
-    );
+    log.error("reputation counter update failed", { inbox_id: inboxId, error: String(err) });
     await keepPending(ctx, inboxId, counts, err);
   }
 }
@@ -168,15 +162,7 @@ async function keepPending(ctx: ServiceContext, inboxId: string, counts: Counter
       createdAt: ctx.now(),
     });
   } catch (again) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "reputation signals lost",
-        inbox_id: inboxId,
-        signals: counts,
-        error: String(again),
-      }),
-    );
+    log.error("reputation signals lost", { inbox_id: inboxId, signals: counts, error: String(again) });
   }
 }
 
