@@ -1,5 +1,6 @@
 import type { Bindings } from "../env";
 import { deadLettered, deliverOutbound, OutboundJob } from "../features/outbound/delivery.service";
+import { log } from "../lib/log";
 
 /**
  * The outbound queue's consumer: one message at a time, each acknowledged or retried on its own,
@@ -22,7 +23,7 @@ const CONCURRENT_SENDS = 5;
 async function consumeOne(m: Message<unknown>, env: Bindings): Promise<void> {
   const job = OutboundJob.safeParse(m.body);
   if (!job.success) {
-    log("error", "invalid outbound queue message dropped", { id: m.id, issues: job.error.issues.length });
+    log.error("invalid outbound queue message dropped", { id: m.id, issues: job.error.issues.length });
     m.ack();
     return;
   }
@@ -31,7 +32,7 @@ async function consumeOne(m: Message<unknown>, env: Bindings): Promise<void> {
     if (outcome.kind === "retry") m.retry({ delaySeconds: outcome.delaySeconds });
     else m.ack();
   } catch (err) {
-    log("error", "outbound delivery crashed", { message_id: job.data.message_id, error: String(err) });
+    log.error("outbound delivery crashed", { message_id: job.data.message_id, error: String(err) });
     m.retry({ delaySeconds: Math.min(30 * 2 ** Math.max(0, m.attempts - 1), 3600) });
   }
 }
@@ -44,12 +45,8 @@ export async function consumeOutboundDeadLetters(batch: MessageBatch<unknown>, e
       if (job.success) await deadLettered(env, job.data);
       m.ack();
     } catch (err) {
-      log("error", "dead letter handling failed", { id: m.id, error: String(err) });
+      log.error("dead letter handling failed", { id: m.id, error: String(err) });
       m.retry({ delaySeconds: 300 });
     }
   }
-}
-
-function log(level: "error" | "info", msg: string, fields: Record<string, unknown>): void {
-  console[level](JSON.stringify({ level, msg, ...fields }));
 }
