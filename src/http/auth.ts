@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { config } from "../config";
 import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
 import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
@@ -83,7 +84,7 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   const { key, account } = found;
 
-  const limits = tierLimits(c.env.TIER_LIMITS, account.tier);
+  const limits = tierLimits(config(c.env).tiers, account.tier);
   const decision = await keyGuard(c.env, key.id).hit(
     { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
     now,

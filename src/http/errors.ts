@@ -13,6 +13,7 @@ import {
   RateLimited,
   ValidationFailed,
 } from "../lib/errors";
+import { log } from "../lib/log";
 import type { AppEnv } from "./app-env";
 
 /** zod issues to the envelope's `details: [{ path, message }]`. */
@@ -36,9 +37,7 @@ export function toAppError(err: unknown, requestId: string | null): AppError {
       : new BadRequest("bad_request", err.message);
   }
   if (isZodError(err)) return new ValidationFailed(fieldIssues(err));
-  console.error(
-    JSON.stringify({ level: "error", request_id: requestId, error: String(err), stack: (err as Error)?.stack }),
-  );
+  log.error("unhandled error", { request_id: requestId, error: String(err), stack: (err as Error)?.stack });
   return new InternalError(
     "internal_error",
     "Something went wrong on our side. Quote the request id if you contact support.",

@@ -1,6 +1,8 @@
 import type { MiddlewareHandler } from "hono";
 import { inboxOfMessage } from "../features/messages/messages.service";
 import { warningHeaders } from "../features/reputation/reputation.service";
+import { benchHooks } from "../lib/bench";
+import { log } from "../lib/log";
 import type { AppEnv } from "./app-env";
 import { serviceContext } from "./context";
 
@@ -38,7 +40,7 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
     })
     .catch((err: unknown) => {
       // Warnings are advice: a counter that cannot answer must not fail the request it rides on.
-      console.error(JSON.stringify({ level: "error", msg: "reputation warning lookup failed", error: String(err) }));
+      log.error("reputation warning lookup failed", { error: String(err) });
       return null;
     });
   await next();
@@ -49,7 +51,7 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
   const waitMs = Math.max(0, performance.now() - handled);
   // Timings are for the bench (run under `wrangler dev`), never shown to production clients.
   const add: [string, string][] = [
-    ...(c.env.ENVIRONMENT === "development" && c.env.BENCH_SERVER_TIMING === "on"
+    ...(benchHooks(c.env).serverTiming
       ? [
           ["Server-Timing", `reputation;dur=${lookupMs.toFixed(2)}, reputation-wait;dur=${waitMs.toFixed(2)}`] as [
             string,

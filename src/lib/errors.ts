@@ -161,3 +161,11 @@ export class ServiceUnavailable extends AppError {
 export class InternalError extends AppError {
   readonly kind = "internal";
 }
+
+/** A deployment variable with a value the Worker cannot use: `config_invalid`, naming the variable. */
+export class ConfigInvalid extends AppError {
+  readonly kind = "internal";
+  constructor(variable: string, problem: string) {
+    super("config_invalid", `The deployment's ${variable} setting is invalid: ${problem}`, { variable });
+  }
+}

@@ -1,12 +1,18 @@
-/** One JSON line per log record, so Workers Logs and `wrangler tail` can filter on fields. */
-type Fields = Record<string, unknown>;
+/**
+ * The Worker's one logger: each call writes one JSON line, `{ level, msg, ...fields }`, which
+ * Workers Logs (and `wrangler tail`) index by field. Field names are snake_case, like the wire.
+ */
+export type LogFields = Record<string, unknown>;
 
-function write(level: "info" | "warn" | "error", msg: string, fields: Fields): void {
-  console[level](JSON.stringify({ level, msg, ...fields }));
+function write(level: "info" | "warn" | "error", msg: string, fields: LogFields): void {
+  const line = JSON.stringify({ level, msg, ...fields });
+  if (level === "error") console.error(line);
+  else if (level === "warn") console.warn(line);
+  else console.log(line);
 }
 
 export const log = {
-  info: (msg: string, fields: Fields = {}) => write("info", msg, fields),
-  warn: (msg: string, fields: Fields = {}) => write("warn", msg, fields),
-  error: (msg: string, fields: Fields = {}) => write("error", msg, fields),
+  info: (msg: string, fields: LogFields = {}) => write("info", msg, fields),
+  warn: (msg: string, fields: LogFields = {}) => write("warn", msg, fields),
+  error: (msg: string, fields: LogFields = {}) => write("error", msg, fields),
 };

@@ -43,8 +43,8 @@ export function tierTable(override: string | undefined): Record<string, TierLimi
   return table;
 }
 
-/** Limits of one tier; unknown tiers fall back to sandbox. */
-export function tierLimits(override: string | undefined, tier: string): TierLimits {
-  const table = tierTable(override);
+/** Limits of one tier (from a tier table, e.g. config's, or a TIER_LIMITS text); unknown tiers fall back to sandbox. */
+export function tierLimits(tiers: Record<string, TierLimits> | string | undefined, tier: string): TierLimits {
+  const table = typeof tiers === "object" ? tiers : tierTable(tiers);
   return table[tier] ?? (table.sandbox as TierLimits);
 }

@@ -1,6 +1,7 @@
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { config } from "../config";
 import { SEND_BODY_LIMIT_BYTES } from "../features/outbound/outbound.schemas";
 import type { AppEnv } from "../http/app-env";
 import { requireApiKey } from "../http/auth";
@@ -30,7 +31,7 @@ mcpRoutes.use(
     if (!auth) throw new Unauthorized();
     // Single-tenant deployments pin the endpoint to one account; other accounts' valid keys
     // are refused before any tool runs.
-    const pinned = c.env.MCP_ACCOUNT_ID?.trim();
+    const pinned = config(c.env).mcpAccountId;
     if (pinned && auth.account.id !== pinned) {
       throw new Forbidden(
         "mcp_account_not_allowed",

@@ -14,6 +14,7 @@ import { assertScope } from "../http/auth";
 import { type ErrorBody, errorBody, fieldIssues, httpStatus, kindOfStatus, toAppError } from "../http/errors";
 import { runIdempotent } from "../http/idempotency";
 import { type AppError, ValidationFailed } from "../lib/errors";
+import { log } from "../lib/log";
 import { type McpTool, type ToolCall, UNTRUSTED_NOTE } from "./define-tool";
 import { errorResult } from "./errors";
 import { TOOLS } from "./registry";
@@ -61,7 +62,7 @@ async function success(tool: McpTool, data: unknown, call: ToolCall): Promise<Ca
   if (tool.warns && typeof inboxId === "string") {
     warnings = await warningHeaders(call.ctx.env, call.ctx.accountId, inboxId, call.ctx.now()).catch((err: unknown) => {
       // Warnings are advice: a counter that cannot answer must not fail the send it rides on.
-      console.error(JSON.stringify({ level: "error", msg: "reputation warning lookup failed", error: String(err) }));
+      log.error("reputation warning lookup failed", { error: String(err) });
       return null;
     });
     if (warnings)

@@ -3,6 +3,7 @@ import { MAX_INBOUND_BYTES, receiveMail } from "../features/inbound/inbound.serv
 import { systemContext } from "../lib/context";
 import { MessageTooLarge, RecipientRejected } from "../lib/errors";
 import { newId } from "../lib/ids";
+import { log } from "../lib/log";
 
 /**
  * The `email()` adapter for Cloudflare Email Routing. Refusals use `setReject`, which the
@@ -23,17 +24,13 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
       via: "email_routing",
       requestId,
     });
-    console.log(
-      JSON.stringify({
-        level: "info",
-        msg: "inbound mail",
-        request_id: requestId,
-        outcome: result.outcome,
-        message_id: result.messageId,
-        inbox_id: result.inboxId,
-        size: message.rawSize,
-      }),
-    );
+    log.info("inbound mail", {
+      request_id: requestId,
+      outcome: result.outcome,
+      message_id: result.messageId,
+      inbox_id: result.inboxId,
+      size: message.rawSize,
+    });
   } catch (err) {
     if (err instanceof RecipientRejected) {
       message.setReject(err.message);
@@ -43,9 +40,7 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
       message.setReject(err.message);
       return;
     }
-    console.error(
-      JSON.stringify({ level: "error", msg: "inbound mail failed", request_id: requestId, error: String(err) }),
-    );
+    log.error("inbound mail failed", { request_id: requestId, error: String(err) });
     throw err;
   }
 }

@@ -1,4 +1,5 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { config } from "../../config";
 import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { AppEnv } from "../../http/app-env";
 import { clientAddress, isAdminRequest, requireFullAccess, requireScope } from "../../http/auth";
@@ -12,17 +13,6 @@ import { HOUR_MS } from "../../lib/time";
 import { toInboxWire } from "../inboxes/inboxes.service";
 import { AccountPatch, AccountWire, RegisterInput, RegisterResult } from "./accounts.schemas";
 import { closeAccount, getAccount, patchAccount, register, toAccountWire } from "./accounts.service";
-
-/**
- * Open registrations allowed per client address per hour: REGISTRATIONS_PER_HOUR, else 10 in
- * production and no limit elsewhere (locally every client shares one address).
- */
-function registrationsPerHour(env: AppEnv["Bindings"]): number {
-  if (env.REGISTRATIONS_PER_HOUR !== undefined && env.REGISTRATIONS_PER_HOUR !== "") {
-    return Number(env.REGISTRATIONS_PER_HOUR);
-  }
-  return env.ENVIRONMENT === "production" ? 10 : 0;
-}
 
 /** Public: registration (open, or operator-only when REGISTRATION is not "open"). */
 export const registerRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
@@ -46,10 +36,10 @@ registerRoutes.openapi(
   }),
   async (c) => {
     const admin = isAdminRequest(c);
-    if (c.env.REGISTRATION !== "open" && !admin) {
+    if (config(c.env).registration !== "open" && !admin) {
       throw new Forbidden("registration_closed", "Registration is closed on this deployment; ask its operator.");
     }
-    const perHour = registrationsPerHour(c.env);
+    const perHour = config(c.env).registrationsPerHour;
     if (!admin && perHour > 0) {
       const decision = await rateLimiter(c.env, `register:${clientAddress(c)}`).hit({
         limit: perHour,

@@ -1,5 +1,6 @@
 import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
+import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import type { InboxRow } from "../../db/schema";
@@ -9,7 +10,7 @@ import { type BaseContext, forAccount, type ServiceContext } from "../../lib/con
 import { Conflict, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId, randomBase32 } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
-import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits, tierTable } from "../../lib/tiers";
+import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
@@ -40,7 +41,7 @@ export async function register(
     deletedAt: null,
   };
   const { row: keyRow, key } = await newKeyRow(account.id, { name: "default", scopes: ["full"], inboxIds: null }, now);
-  const inbox = newSharedInbox(account, base.env.MAIL_DOMAIN, { username: "sandbox" }, now);
+  const inbox = newSharedInbox(account, config(base.env).mailDomain, { username: "sandbox" }, now);
   const ctx = forAccount(base, account.id);
   const event = inboxEvent(ctx, "inbox.created", inbox);
   try {
@@ -173,9 +174,9 @@ export async function adminPatchAccount(
   patch: z.infer<typeof AdminAccountPatch>,
 ): Promise<AccountRow> {
   const current = await getAccount(ctx);
-  if (patch.tier !== undefined && !(patch.tier in tierTable(ctx.env.TIER_LIMITS))) {
+  if (patch.tier !== undefined && !(patch.tier in config(ctx.env).tiers)) {
     throw new ValidationFailed([
-      { path: "tier", message: `Unknown tier. Known: ${Object.keys(tierTable(ctx.env.TIER_LIMITS)).join(", ")}.` },
+      { path: "tier", message: `Unknown tier. Known: ${Object.keys(config(ctx.env).tiers).join(", ")}.` },
     ]);
   }
   if (current.status === "deleted") throw new Conflict("account_deleted", "This account is closed.");
@@ -216,7 +217,7 @@ export async function adminPatchAccount(
 
 /** Wire shape of an account, with its effective limits. */
 export function toAccountWire(row: AccountRow, env: Bindings, now = Date.now()): z.infer<typeof AccountWire> {
-  const limits = tierLimits(env.TIER_LIMITS, row.tier);
+  const limits = tierLimits(config(env).tiers, row.tier);
   return {
     id: row.id,
     name: row.name,

@@ -5,6 +5,7 @@ import { deliveryReports, type InboxRow, type MessageRow, messages } from "../..
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import { canonicalRecipient } from "../../mail/address";
 import type { DeliveryReport, ReportFinding } from "../../mail/dsn-arf";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
@@ -230,9 +231,7 @@ export async function releaseClaims(ctx: ServiceContext, claims: string[]): Prom
   await ctx.db
     .delete(deliveryReports)
     .where(and(eq(deliveryReports.accountId, ctx.accountId), inArray(deliveryReports.id, claims)))
-    .catch((err: unknown) =>
-      console.error(JSON.stringify({ level: "error", msg: "report claims not released", claims, error: String(err) })),
-    );
+    .catch((err: unknown) => log.error("report claims not released", { claims, error: String(err) }));
 }
 
 /** How a finding changes the outbound message; a bounce or complaint is never undone by a later "delivered". */

@@ -7,6 +7,7 @@ import type { Bindings } from "../../env";
 import { type ServiceContext, systemContext } from "../../lib/context";
 import { NotFound } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { fanOut } from "../webhooks/dispatch";
@@ -56,14 +57,7 @@ export async function publishEvents(env: Bindings, eventIds: string[]): Promise<
   try {
     await fanOut(systemContext(env), eventIds);
   } catch (err) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "event fan-out failed; the sweep retries",
-        events: eventIds,
-        error: String(err),
-      }),
-    );
+    log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) });
   }
 }
 

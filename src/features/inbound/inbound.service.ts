@@ -1,5 +1,6 @@
 import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import {
@@ -15,6 +16,7 @@ import { type BaseContext, forAccount, type ServiceContext } from "../../lib/con
 import { sha256Hex, toHex } from "../../lib/crypto";
 import { AppError, MessageTooLarge, RecipientRejected } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
 import { readReport } from "../../mail/dsn-arf";
 import { htmlToPlain } from "../../mail/html-text";
@@ -29,7 +31,6 @@ import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threa
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
 export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
 /** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
-const DEFAULT_TRUSTED_AUTHSERV_IDS = "mx.cloudflare.net";
 
 export interface InboundMail {
   /** The exact bytes received, read only once the recipient is known to exist. */
@@ -136,7 +137,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
       if (!isSizeLimit(err)) throw err;
       // Something in the parsed mail hit a D1 size limit (a hostile message found one the caps
       // missed): keep the mail anyway, once more with only what the header block says, flagged.
-      console.error(JSON.stringify({ level: "error", msg: "parsed mail too large for D1", error: String(err) }));
+      log.error("parsed mail too large for D1", { error: String(err) });
       await env.MAIL_BUCKET.delete(written.splice(1));
       const minimal = minimalMail(mail.raw, `stored without its parsed content: ${String(err).slice(0, 200)}`);
       return await storeParsed(ctx, inbox, mail, minimal, ids);
@@ -227,10 +228,7 @@ async function storeParsed(
     ids.written,
   );
 
-  const trusted = (env.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS)
-    .split(",")
-    .map((s) => s.trim().toLowerCase())
-    .filter(Boolean);
+  const trusted = config(env).trustedAuthservIds;
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
   ].slice(0, PARTICIPANT_LIMIT);

@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config } from "../../config";
 import { isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
@@ -81,7 +82,7 @@ export async function createInbox(
   input: z.infer<typeof CreateInboxInput>,
 ): Promise<InboxRow> {
   if (ctx.inboxIds) throw new Forbidden("insufficient_scope", "A key restricted to inboxes cannot create inboxes.");
-  const mailDomain = ctx.env.MAIL_DOMAIN.toLowerCase();
+  const mailDomain = config(ctx.env).mailDomain.toLowerCase();
   const custom = input.domain && input.domain !== mailDomain ? input.domain : null;
   if (custom && !(await isVerifiedDomainOf(ctx, custom))) {
     throw new ValidationFailed(
@@ -89,7 +90,7 @@ export async function createInbox(
       "Custom domains must be added and verified first.",
     );
   }
-  const limits = tierLimits(ctx.env.TIER_LIMITS, account.tier);
+  const limits = tierLimits(config(ctx.env).tiers, account.tier);
   const existing = await ctx.db.select({ n: count() }).from(inboxes).where(eq(inboxes.accountId, ctx.accountId)).get();
   if ((existing?.n ?? 0) >= limits.max_inboxes) {
     throw new Forbidden("inbox_limit_reached", `The ${account.tier} tier allows ${limits.max_inboxes} inboxes.`, {

@@ -1,4 +1,5 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { config } from "../../config";
 import type { AppEnv } from "../../http/app-env";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
@@ -43,9 +44,9 @@ systemRoutes.openapi(
         data: {
           name: "mailbot" as const,
           version: VERSION,
-          environment: c.env.ENVIRONMENT,
-          mail_domain: c.env.MAIL_DOMAIN,
-          registration: c.env.REGISTRATION === "open" ? ("open" as const) : ("closed" as const),
+          environment: config(c.env).environment,
+          mail_domain: config(c.env).mailDomain,
+          registration: config(c.env).registration,
           docs_url: `${origin}/docs`,
           openapi_url: `${origin}/openapi.json`,
           mcp_url: `${origin}/mcp`,

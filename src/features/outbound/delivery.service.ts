@@ -1,8 +1,10 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
+import { config } from "../../config";
 import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
+import { log } from "../../lib/log";
 import { canonicalRecipient } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
 import { normalizeMessageId } from "../../mail/parse";
@@ -269,9 +271,7 @@ async function reportAttempt(
       sentSignal(message.id, attempted),
     ]);
   } catch (err) {
-    console.error(
-      JSON.stringify({ level: "error", msg: "bounce recording failed", message_id: message.id, error: String(err) }),
-    );
+    log.error("bounce recording failed", { message_id: message.id, error: String(err) });
   }
 }
 
@@ -290,7 +290,7 @@ async function splitRecipients(
     ).map((r) => r.address),
   );
   const internal = recipients.filter((r) => owned.has(canonical(r)));
-  const shared = `@${ctx.env.MAIL_DOMAIN.toLowerCase()}`;
+  const shared = `@${config(ctx.env).mailDomain.toLowerCase()}`;
   // An address on the shared domain that no inbox owns is still ours: deliver it internally so
   // it is refused as unknown, instead of sending it out to our own MX.
   const unknownOwn = recipients.filter((r) => !owned.has(canonical(r)) && r.endsWith(shared));

@@ -1,5 +1,6 @@
 import { and, eq, lt } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config } from "../../config";
 import {
   type AccountRow,
   accounts,
@@ -26,6 +27,7 @@ import {
 } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import type { OutboundJob } from "../../lib/jobs";
+import { log } from "../../lib/log";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { canonicalRecipient } from "../../mail/address";
@@ -492,9 +494,7 @@ async function enqueue(ctx: ServiceContext, row: MessageRow): Promise<void> {
   try {
     await ctx.env.OUTBOUND_QUEUE.send(job);
   } catch (err) {
-    console.error(
-      JSON.stringify({ level: "error", msg: "outbound enqueue failed", message_id: row.id, error: String(err) }),
-    );
+    log.error("outbound enqueue failed", { message_id: row.id, error: String(err) });
   }
 }
 
@@ -534,7 +534,7 @@ async function takeSendSlots(
   messageId: string,
 ): Promise<SendSlots> {
   const now = ctx.now();
-  const perInbox = tierLimits(ctx.env.TIER_LIMITS, account.tier).sends_per_inbox_per_day;
+  const perInbox = tierLimits(config(ctx.env).tiers, account.tier).sends_per_inbox_per_day;
   const isNew = account.newAccountUntil !== null && now < account.newAccountUntil;
   const subjects = [...(isNew ? [`send:account:${account.id}`] : []), `send:inbox:${inbox.id}`];
   // Both objects are asked at once (one round trip); a slot taken where the other refused is given back.

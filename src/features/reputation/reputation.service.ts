@@ -10,6 +10,7 @@ import {
 import { cachedSnapshot, forgetSnapshot, inboxCounter } from "../../durable-objects/inbox-counter.client";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import { bareAddress, suppressionAddress } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
 import { commitWithAudit } from "../audit/audit.service";
@@ -119,14 +120,7 @@ async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal
   try {
     await applyToCounter(ctx, inboxId, counts, ctx.now());
   } catch (err) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "reputation counter update failed",
-        inbox_id: inboxId,
-        error: String(err),
-      }),
-    );
+    log.error("reputation counter update failed", { inbox_id: inboxId, error: String(err) });
     await keepPending(ctx, inboxId, counts, err);
   }
 }
@@ -166,15 +160,7 @@ async function keepPending(ctx: ServiceContext, inboxId: string, counts: Counter
       createdAt: ctx.now(),
     });
   } catch (again) {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        msg: "reputation signals lost",
-        inbox_id: inboxId,
-        signals: counts,
-        error: String(again),
-      }),
-    );
+    log.error("reputation signals lost", { inbox_id: inboxId, signals: counts, error: String(again) });
   }
 }
 

@@ -1,6 +1,8 @@
 import { and, eq } from "drizzle-orm";
+import { config } from "../../config";
 import { type DomainRow, domains, type InboxRow } from "../../db/schema";
 import type { Bindings } from "../../env";
+import { benchHooks } from "../../lib/bench";
 import type { ServiceContext } from "../../lib/context";
 import { type DnsAnswer, type DnsType, dnsResolver, type Resolver } from "../../lib/dns";
 import { NotFound, SendBlocked, ServiceUnavailable } from "../../lib/errors";
@@ -9,10 +11,7 @@ import { DKIM_SELECTOR, dkimRecordValue } from "./dkim";
 import { sharedDomainKey } from "./dkim-keys";
 import { type CheckResult, checkDkim, checkDmarc, checkMx, checkSpf, type Expectation, tagList } from "./dns-checks";
 
-/** Cloudflare Email Service's SPF include, unless SPF_INCLUDE says otherwise. */
-export const DEFAULT_SPF_INCLUDE = "_spf.mx.cloudflare.net";
-/** Cloudflare Email Routing's MX hosts, unless INBOUND_MX_HOSTS says otherwise. */
-export const DEFAULT_MX_HOSTS = ["route1.mx.cloudflare.net", "route2.mx.cloudflare.net", "route3.mx.cloudflare.net"];
+export { DEFAULT_MX_HOSTS, DEFAULT_SPF_INCLUDE } from "../../config";
 /** The DMARC record we suggest: enforcing, relaxed alignment. */
 export const SUGGESTED_DMARC = "v=DMARC1; p=quarantine; adkim=r; aspf=r";
 /** Seconds a caller is asked to wait after a temporary DNS failure. */
@@ -31,31 +30,21 @@ export class DnsUnavailable extends ServiceUnavailable {
 }
 
 export function spfInclude(env: Bindings): string {
-  return env.SPF_INCLUDE?.trim() || DEFAULT_SPF_INCLUDE;
+  return config(env).spfInclude;
 }
 
 export function mxHosts(env: Bindings): string[] {
-  const hosts = (env.INBOUND_MX_HOSTS ?? "")
-    .split(",")
-    .map((h) => h.trim().toLowerCase())
-    .filter(Boolean);
-  return hosts.length > 0 ? hosts : DEFAULT_MX_HOSTS;
-}
-
-/**
- * Only a development deployment (`npm run dev`, the test suite, the benches) may take the shared
- * domain's records from configuration. Any other ENVIRONMENT ("production", "staging", a typo)
- * checks real DNS: the gate fails closed.
- */
-export function isDevelopment(env: Pick<Bindings, "ENVIRONMENT">): boolean {
-  return env.ENVIRONMENT === "development";
+  return config(env).inboundMxHosts;
 }
 
 /**
  * The resolver sender authentication uses: the isolate's (DoH in production, a fake in tests),
  * except that with ENVIRONMENT exactly "development" the shared MAIL_DOMAIN answers from
  * configuration, so local development and the test suite send from it with no network. A
- * bench-only delay (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache.
+ * bench-only delay (BENCH_DNS_DELAY_MS, development only) stands in for a cold cache. Only
+ * development (`npm run dev`, the test suite, the benches) may take the shared domain's records
+ * from configuration: any other ENVIRONMENT ("production", "staging", a typo) checks real DNS,
+ * so the gate fails closed.
  */
 export function authResolver(env: Bindings, options: { fresh?: boolean } = {}): Resolver {
   const shared = dnsResolver();
@@ -63,9 +52,9 @@ export function authResolver(env: Bindings, options: { fresh?: boolean } = {}): 
   const base: Resolver = options.fresh
     ? { resolve: (name, type) => shared.resolve(name, type, { fresh: true }) }
     : shared;
-  if (!isDevelopment(env)) return base;
-  const mailDomain = env.MAIL_DOMAIN.toLowerCase();
-  const delayMs = Number(env.BENCH_DNS_DELAY_MS ?? 0) || 0;
+  if (!config(env).isDevelopment) return base;
+  const mailDomain = config(env).mailDomain.toLowerCase();
+  const delayMs = benchHooks(env).dnsDelayMs;
   return {
     async resolve(rawName: string, type: DnsType): Promise<DnsAnswer> {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
@@ -112,7 +101,7 @@ export function recordsFor(env: Bindings, domain: string, publicKey: string | nu
 
 async function sharedDomainRecords(env: Bindings): Promise<DnsRecordSpec[]> {
   const key = await sharedDomainKey(env);
-  return recordsFor(env, env.MAIL_DOMAIN.toLowerCase(), key?.publicKey ?? null);
+  return recordsFor(env, config(env).mailDomain.toLowerCase(), key?.publicKey ?? null);
 }
 
 /** The account's row for a custom domain (any status), or null. */
@@ -130,7 +119,7 @@ export async function ownedDomain(ctx: ServiceContext, domain: string): Promise<
 export async function expectationFor(ctx: ServiceContext, domain: string): Promise<Expectation | null> {
   const name = domain.toLowerCase();
   let publicKey: string | null;
-  if (name === ctx.env.MAIL_DOMAIN.toLowerCase()) {
+  if (name === config(ctx.env).mailDomain.toLowerCase()) {
     publicKey = (await sharedDomainKey(ctx.env))?.publicKey ?? null;
   } else {
     const row = await ownedDomain(ctx, name);

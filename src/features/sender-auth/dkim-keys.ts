@@ -1,3 +1,4 @@
+import { config } from "../../config";
 import type { DomainRow } from "../../db/schema";
 import type { Bindings } from "../../env";
 import { openText, sealText } from "../../lib/crypto";
@@ -30,7 +31,7 @@ let ephemeral: Promise<string> | null = null;
 export async function sharedDomainKey(env: Bindings): Promise<SigningKey | null> {
   let pkcs8 = env.DKIM_PRIVATE_KEY?.trim();
   if (!pkcs8) {
-    if (env.ENVIRONMENT !== "development") return null;
+    if (!config(env).isDevelopment) return null;
     ephemeral ??= generateDkimKeyPair().then((p) => p.privateKey);
     pkcs8 = await ephemeral;
   }

@@ -1,5 +1,6 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, ne } from "drizzle-orm";
+import { config } from "../../config";
 import { isUniqueViolation } from "../../db/errors";
 import { type DomainRow, domains, inboxes } from "../../db/schema";
 import type { Bindings } from "../../env";
@@ -25,7 +26,7 @@ function assertUnrestricted(ctx: ServiceContext): void {
 export async function addDomain(ctx: ServiceContext, input: { domain: string }): Promise<DomainRow> {
   assertUnrestricted(ctx);
   const domain = input.domain;
-  const shared = ctx.env.MAIL_DOMAIN.toLowerCase();
+  const shared = config(ctx.env).mailDomain.toLowerCase();
   if (domain === shared || domain.endsWith(`.${shared}`)) {
     throw new ValidationFailed(
       [{ path: "domain", message: `${domain} is this service's shared domain; inboxes on it need no domain setup.` }],

@@ -1,7 +1,9 @@
 import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
+import { benchHooks } from "../../lib/bench";
 import type { BaseContext, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
 import { SendBlocked } from "../../lib/errors";
@@ -42,7 +44,7 @@ const SPRAY_WINDOW_MS = DAY_MS;
  * scorer runs once.
  */
 export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): Promise<void> {
-  if (ctx.env.ENVIRONMENT === "development" && ctx.env.BENCH_SEND_POLICY === "off") return;
+  if (benchHooks(ctx.env).skipSendPolicy) return;
   await enforceSenderAuth(ctx, input.inbox);
   if (input.stage !== "accept") return;
 
@@ -147,7 +149,7 @@ export async function signOutbound(ctx: ServiceContext, inbox: InboxRow, raw: Ui
   if (new TextDecoder().decode(raw.subarray(0, 15)).toLowerCase() === "dkim-signature:") return raw;
   const domain = inbox.domain.toLowerCase();
   let key: CryptoKey | null = null;
-  if (domain === ctx.env.MAIL_DOMAIN.toLowerCase()) {
+  if (domain === config(ctx.env).mailDomain.toLowerCase()) {
     key = (await sharedDomainKey(ctx.env))?.key ?? null;
   } else {
     const row = await ctx.db

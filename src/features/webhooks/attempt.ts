@@ -1,5 +1,6 @@
 import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config, partialConfig } from "../../config";
 import { events, webhookDeliveries, webhookDispatches, webhookEndpoints } from "../../db/schema";
 import type { Bindings } from "../../env";
 import { type BaseContext, forAccount } from "../../lib/context";
@@ -10,9 +11,7 @@ import { toEventWire } from "../events/events.service";
 import { openSecret, signatureHeaders } from "./signing";
 import { allowLocalWebhooks, checkWebhookUrl } from "./url-guard";
 
-/** Delays before attempts 1..6 (API.md: at 0, 30 s, 2 min, 10 min, 1 h, 6 h). */
-export const DEFAULT_RETRY_SCHEDULE_SECONDS = [0, 30, 120, 600, 3600, 21_600];
-export const DEFAULT_TIMEOUT_MS = 10_000;
+export { DEFAULT_RETRY_SCHEDULE_SECONDS, DEFAULT_TIMEOUT_MS } from "../../config";
 /** The longest a 429's Retry-After may push an attempt out (the schedule's own longest gap). */
 export const MAX_RETRY_AFTER_SECONDS = 6 * 3600;
 /** Kept of a receiver's error text, enough to diagnose without storing their pages. */
@@ -20,19 +19,11 @@ const ERROR_TEXT_LIMIT = 300;
 
 /** The retry schedule in seconds, overridable for tests and local runs (WEBHOOK_RETRY_SCHEDULE). */
 export function retrySchedule(env: Pick<Bindings, "WEBHOOK_RETRY_SCHEDULE">): number[] {
-  const parsed = (env.WEBHOOK_RETRY_SCHEDULE ?? "")
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map(Number);
-  return parsed.length > 0 && parsed.every((n) => Number.isFinite(n) && n >= 0)
-    ? parsed
-    : DEFAULT_RETRY_SCHEDULE_SECONDS;
+  return partialConfig(env).webhookRetryScheduleSeconds;
 }
 
-function timeoutMs(env: Pick<Bindings, "WEBHOOK_TIMEOUT_MS">): number {
-  const n = Number(env.WEBHOOK_TIMEOUT_MS);
-  return Number.isFinite(n) && n > 0 ? n : DEFAULT_TIMEOUT_MS;
+function timeoutMs(env: Bindings): number {
+  return config(env).webhookTimeoutMs;
 }
 
 /** `Retry-After` as seconds or an HTTP date; null when absent or unreadable. */

@@ -1,3 +1,4 @@
+import { partialConfig } from "../../config";
 import type { Bindings } from "../../env";
 import type { Resolver } from "../../lib/dns";
 
@@ -20,7 +21,7 @@ const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1"]);
 
 /** Whether this deployment lets webhooks reach http://localhost and http://127.0.0.1 (never in production). */
 export function allowLocalWebhooks(env: Pick<Bindings, "ENVIRONMENT" | "WEBHOOK_ALLOW_LOCAL">): boolean {
-  return env.ENVIRONMENT !== "production" && env.WEBHOOK_ALLOW_LOCAL === "true";
+  return partialConfig(env).webhookAllowLocal;
 }
 
 /** The host exactly as the user typed it (before the URL parser turns `2130706433` into `127.0.0.1`). */

@@ -1,3 +1,4 @@
+import { config, partialConfig } from "../../../config";
 import type { Bindings } from "../../../env";
 import { cloudflareTransport } from "./cloudflare";
 import { devTransport } from "./dev";
@@ -13,7 +14,7 @@ export { TransportError } from "./types";
  * and the DKIM signer (signOutbound) must agree on which transport a message leaves through.
  */
 export function transportName(env: Pick<Bindings, "OUTBOUND_TRANSPORT" | "ENVIRONMENT">): string {
-  return (env.OUTBOUND_TRANSPORT ?? (env.ENVIRONMENT === "production" ? "cloudflare" : "dev")).trim();
+  return partialConfig(env).outboundTransport;
 }
 
 /**
@@ -30,25 +31,23 @@ export function selectTransport(env: Bindings): Transport {
     return cloudflareTransport(env.EMAIL);
   }
   if (name === "smtp") {
-    const security = (env.SMTP_SECURITY ?? "starttls").trim();
-    if (security !== "starttls" && security !== "tls" && security !== "none") {
-      throw new TransportError(`SMTP_SECURITY must be starttls, tls or none (got ${security})`, false, "config");
-    }
-    if (security === "none" && env.ENVIRONMENT === "production") {
+    const smtp = config(env).smtp;
+    const security = smtp.security;
+    if (security === "none" && config(env).isProduction) {
       throw new TransportError(
         "SMTP_SECURITY=none is refused in production: use starttls (587) or tls (465)",
         false,
         "config",
       );
     }
-    if (!env.SMTP_HOST) throw new TransportError("OUTBOUND_TRANSPORT=smtp needs SMTP_HOST", false, "config");
+    if (!smtp.host) throw new TransportError("OUTBOUND_TRANSPORT=smtp needs SMTP_HOST", false, "config");
     return smtpTransport({
-      host: env.SMTP_HOST,
-      port: Number(env.SMTP_PORT ?? (security === "tls" ? 465 : 587)),
+      host: smtp.host,
+      port: smtp.port,
       security,
-      username: env.SMTP_USERNAME,
+      username: smtp.username,
       password: env.SMTP_PASSWORD,
-      heloName: env.SMTP_HELO_NAME ?? env.MAIL_DOMAIN,
+      heloName: smtp.heloName,
       timeoutMs: 30_000,
     });
   }
