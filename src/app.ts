@@ -1,7 +1,7 @@
 import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
-import { accountRoutes, registerRoutes } from "./features/accounts/accounts.routes";
+import { accountRoutes, registrationRoutes } from "./features/accounts/accounts.routes";
 import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
 import { auditRoutes } from "./features/audit/audit.routes";
@@ -74,7 +74,7 @@ export function buildApp() {
   app.use("/v1/*", reputationWarnings);
 
   app.route("/", systemRoutes);
-  app.route("/v1", registerRoutes);
+  app.route("/v1", registrationRoutes);
   app.route("/v1/admin", adminRoutes);
   app.route("/v1", accountRoutes);
   app.route("/v1", apiKeyRoutes);

@@ -15,11 +15,11 @@ import { AccountPatch, AccountWire, RegisterInput, RegisterResult } from "./acco
 import { closeAccount, getAccount, patchAccount, register, toAccountWire } from "./accounts.service";
 
 /** Public: registration (open, or operator-only when REGISTRATION is not "open"). */
-export const registerRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+export const registrationRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
 
-registerRoutes.use("/auth/register", idempotent);
+registrationRoutes.use("/auth/register", idempotent);
 
-registerRoutes.openapi(
+registrationRoutes.openapi(
   jsonRoute({
     request: { body: jsonBody(RegisterInput) },
     method: "post",

@@ -7,7 +7,7 @@ import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { pageOf, toPage } from "../../lib/pagination";
 import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
-import { EventIdParam, EventWire, ListEventsQuery, ReplayInput, ReplayWire } from "./events.schemas";
+import { EventIdParam, EventWire, ListEventsQuery, ReplayEventInput, ReplayWire } from "./events.schemas";
 import { eventsAfter, getEvent, listEvents, toEventWire, waitForEvents } from "./events.service";
 
 const tags = ["Events"];
@@ -65,7 +65,7 @@ eventRoutes.openapi(
 
 eventRoutes.openapi(
   jsonRoute({
-    request: { params: EventIdParam, body: jsonBody(ReplayInput) },
+    request: { params: EventIdParam, body: jsonBody(ReplayEventInput) },
     method: "post",
     path: "/events/{event_id}/replay",
     tags,

@@ -56,7 +56,7 @@ export const EventIdParam = z.object({
   event_id: z.string().openapi({ param: { name: "event_id", in: "path" } }),
 });
 
-export const ReplayInput = z
+export const ReplayEventInput = z
   .object({
     target_url: z.string().max(2048).optional().openapi({
       description:
@@ -67,7 +67,7 @@ export const ReplayInput = z
     }),
   })
   .strict()
-  .openapi("ReplayEventInput");
+  .openapi("ReplayInput");
 
 export const ReplayWire = z
   .object({

@@ -1,7 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg, type ListResult } from "../../mcp/define-tool";
-import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "../outbound/outbound.schemas";
+import { ForwardInput, MessageIdParam, ReplyToMessageInput, SendMessageInput } from "../outbound/outbound.schemas";
 import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outbound.service";
 import {
   InboxParam,
@@ -11,7 +11,14 @@ import {
   SearchMessagesQuery,
   WaitMessagesQuery,
 } from "./messages.schemas";
-import { awaitMessage, getMessage, listMessages, searchMessages, toMessageWire, withBodies } from "./messages.service";
+import {
+  getMessage,
+  listMessages,
+  searchMessages,
+  toMessageWire,
+  waitForMessage,
+  withBodies,
+} from "./messages.service";
 
 type Message = z.infer<typeof MessageWire>;
 
@@ -79,7 +86,10 @@ export const messageTools = [
     title: "Reply to a message",
     description: `Replies from the message's inbox to its sender (Reply-To when given); reply_all adds every other recipient except the inbox itself. In-Reply-To, References and one "Re:" are set for you, and the reply joins the message's thread. body_text and/or body_html are required; attachments, headers and labels are optional. ${SEND_LIMITS} ${IDEMPOTENCY_NOTE}`,
     scope: "send",
-    input: ReplyInput.safeExtend({ message_id: MessageIdParam.shape.message_id, idempotency_key: IdempotencyKeyArg }),
+    input: ReplyToMessageInput.safeExtend({
+      message_id: MessageIdParam.shape.message_id,
+      idempotency_key: IdempotencyKeyArg,
+    }),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
     idempotent: { path: (a) => `/v1/messages/${a.message_id}/reply`, pathParams: ["message_id"], status: 202 },
     run: async ({ ctx }, { message_id, idempotency_key: _, ...input }) =>
@@ -123,7 +133,7 @@ export const messageTools = [
     input: WaitMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx, signal }, { inbox_id, ...query }) =>
-      toMessageWire(await awaitMessage(ctx, inbox_id, query, signal)),
+      toMessageWire(await waitForMessage(ctx, inbox_id, query, signal)),
     summary: (m: Message) => `Message ${m.id} arrived from ${m.from_address ?? "?"}: "${m.subject ?? ""}".`,
   }),
 ];

@@ -17,7 +17,6 @@ import {
   WaitMessagesQuery,
 } from "./messages.schemas";
 import {
-  awaitMessage,
   getAttachment,
   getMessage,
   getRaw,
@@ -25,6 +24,7 @@ import {
   patchMessage,
   searchMessages,
   toMessageWire,
+  waitForMessage,
   withBodies,
 } from "./messages.service";
 
@@ -70,7 +70,7 @@ messageRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const query = c.req.valid("query");
-    const row = await awaitMessage(ctx, c.req.valid("param").inbox_id, query, c.req.raw.signal);
+    const row = await waitForMessage(ctx, c.req.valid("param").inbox_id, query, c.req.raw.signal);
     return c.json({ data: toMessageWire(row) }, 200);
   },
 );

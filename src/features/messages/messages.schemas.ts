@@ -2,8 +2,8 @@ import { z } from "@hono/zod-openapi";
 import { Timestamp } from "../../http/openapi";
 import { PageQuery } from "../../lib/pagination";
 
-const Label = z.string().trim().min(1).max(64);
-const IdOf = (prefix: string, example: string) =>
+export const Label = z.string().trim().min(1).max(64);
+export const IdOf = (prefix: string, example: string) =>
   z
     .string()
     .regex(new RegExp(`^${prefix}_[0-9a-z]{26}$`), `Must be a ${prefix}_… id`)
@@ -136,31 +136,3 @@ export const MessageWire = z
     }),
   })
   .openapi("Message");
-
-export const ThreadParams = z.object({
-  inbox_id: InboxParam.shape.inbox_id,
-  thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").openapi({ param: { name: "thread_id", in: "path" } }),
-});
-
-export const ListThreadsQuery = PageQuery.extend({ label: Label.optional() });
-
-export const ThreadWire = z
-  .object({
-    id: z.string().openapi({ example: "thr_01jd2x0000000000000000000" }),
-    inbox_id: z.string(),
-    subject: z.string().nullable(),
-    participants: z.array(z.string()),
-    message_count: z.number().int(),
-    last_message_at: Timestamp,
-    labels: z.array(z.string()),
-    created_at: Timestamp,
-    updated_at: Timestamp,
-  })
-  .openapi("Thread");
-
-export const ThreadWithMessagesWire = ThreadWire.extend({
-  messages: z.array(MessageWire).openapi({ description: "Oldest first (at most 200)." }),
-  messages_truncated: z.boolean().openapi({
-    description: "True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`.",
-  }),
-}).openapi("ThreadWithMessages");

@@ -182,7 +182,7 @@ export interface WaitFilters {
  * Long-poll: the oldest message at or after `since` that matches, as soon as one exists; null
  * after `timeoutMs`. Polls D1 with a short, growing interval (a request that waits costs no CPU).
  */
-export async function waitForMessage(
+export async function pollForMessage(
   ctx: ServiceContext,
   inboxId: string,
   filters: WaitFilters,
@@ -224,13 +224,13 @@ export async function waitForMessage(
  * The wait endpoint's verb (route and MCP tool): the first matching message with its bodies, or
  * 408 `wait_timeout` after `timeout_ms`. `since` defaults to the moment of the call.
  */
-export async function awaitMessage(
+export async function waitForMessage(
   ctx: ServiceContext,
   inboxId: string,
   query: z.output<typeof WaitMessagesQuery>,
   signal?: AbortSignal,
 ): Promise<MessageRow> {
-  const row = await waitForMessage(
+  const row = await pollForMessage(
     ctx,
     inboxId,
     {

@@ -171,7 +171,7 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
         if (err instanceof TransportError && err.permanent && result.internal === 0) {
           const outcome = await fail(ctx, message, err.code, err.message);
           if (bounce) {
-            await reportAttempt(
+            await recordTransportRefusals(
               ctx,
               message,
               external.map((recipient) => ({ recipient, code: err.code, message: err.message, permanent: true })),
@@ -203,12 +203,12 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
         "all_recipients_refused",
         `Every recipient was refused. ${reasons}`.slice(0, 1000),
       );
-      await reportAttempt(ctx, message, result.rejected, 0);
+      await recordTransportRefusals(ctx, message, result.rejected, 0);
       return outcome;
     }
     await markSent(ctx, message, result);
     // Copies delivered to our own inboxes are not sends for the inbox's reputation.
-    await reportAttempt(ctx, message, result.rejected, result.accepted.length - result.internal);
+    await recordTransportRefusals(ctx, message, result.rejected, result.accepted.length - result.internal);
     return { kind: "done", status: "sent" };
   } catch (err) {
     if (err instanceof SendBlocked) {
@@ -247,7 +247,7 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
  * suppression, counter. Refusals that are our configuration's doing (`bounce: false`) count as
  * neither. The send itself is already recorded, so a failure here is logged, never retried.
  */
-async function reportAttempt(
+async function recordTransportRefusals(
   ctx: ServiceContext,
   message: MessageRow,
   rejected: RecipientFailure[],

@@ -7,7 +7,7 @@ import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { InboxParam, MessageWire } from "../messages/messages.schemas";
 import { toMessageWire } from "../messages/messages.service";
-import { ForwardInput, MessageIdParam, ReplyInput, SendMessageInput } from "./outbound.schemas";
+import { ForwardInput, MessageIdParam, ReplyToMessageInput, SendMessageInput } from "./outbound.schemas";
 import { forwardMessage, replyToMessage, sendMessage } from "./outbound.service";
 
 const tags = ["Sending"];
@@ -50,7 +50,7 @@ outboundRoutes.openapi(
 
 outboundRoutes.openapi(
   jsonRoute({
-    request: { params: MessageIdParam, body: jsonBody(ReplyInput) },
+    request: { params: MessageIdParam, body: jsonBody(ReplyToMessageInput) },
     method: "post",
     path: "/messages/{message_id}/reply",
     tags,

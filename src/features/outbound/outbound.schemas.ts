@@ -175,7 +175,7 @@ export const SendMessageInput = z
   .refine(hasBody, NEEDS_BODY)
   .openapi("SendMessageInput");
 
-export const ReplyInput = z
+export const ReplyToMessageInput = z
   .object({
     body_text: z.string().optional(),
     body_html: z.string().optional(),
@@ -202,6 +202,6 @@ export const ForwardInput = z
 export const MessageIdParam = MessageParams.pick({ message_id: true });
 
 export type SendMessageInput = z.infer<typeof SendMessageInput>;
-export type ReplyInput = z.infer<typeof ReplyInput>;
+export type ReplyToMessageInput = z.infer<typeof ReplyToMessageInput>;
 export type ForwardInput = z.infer<typeof ForwardInput>;
 export type AttachmentInput = z.infer<typeof AttachmentInput>;

@@ -45,7 +45,7 @@ import {
   type ForwardInput,
   MAX_OUTBOUND_BYTES,
   MAX_RECIPIENTS,
-  type ReplyInput,
+  type ReplyToMessageInput,
   type SendMessageInput,
 } from "./outbound.schemas";
 
@@ -94,7 +94,11 @@ export async function sendMessage(ctx: ServiceContext, inboxId: string, input: S
 }
 
 /** `POST /v1/messages/:id/reply`: answers a message in its thread (`In-Reply-To`, `References`, one `Re:`). */
-export async function replyToMessage(ctx: ServiceContext, messageId: string, input: ReplyInput): Promise<MessageRow> {
+export async function replyToMessage(
+  ctx: ServiceContext,
+  messageId: string,
+  input: ReplyToMessageInput,
+): Promise<MessageRow> {
   const parent = await loadMessage(ctx, messageId);
   const { inbox, account } = await loadInbox(ctx, parent.inboxId);
   const own = canonicalRecipient(inbox.address).address;

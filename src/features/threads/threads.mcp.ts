@@ -1,5 +1,6 @@
 import { defineTool } from "../../mcp/define-tool";
-import { InboxParam, ListThreadsQuery, ThreadParams } from "../messages/messages.schemas";
+import { InboxParam } from "../messages/messages.schemas";
+import { ListThreadsQuery, ThreadParams } from "./threads.schemas";
 import {
   getThread,
   listThreads,

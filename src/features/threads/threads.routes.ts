@@ -4,13 +4,8 @@ import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import {
-  InboxParam,
-  ListThreadsQuery,
-  ThreadParams,
-  ThreadWire,
-  ThreadWithMessagesWire,
-} from "../messages/messages.schemas";
+import { InboxParam } from "../messages/messages.schemas";
+import { ListThreadsQuery, ThreadParams, ThreadWire, ThreadWithMessagesWire } from "./threads.schemas";
 import {
   getThread,
   listThreads,

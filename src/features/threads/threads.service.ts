@@ -4,8 +4,8 @@ import { type MessageRow, messages, type ThreadRow, threads } from "../../db/sch
 import type { ServiceContext } from "../../lib/context";
 import { BadRequest, NotFound } from "../../lib/errors";
 import { iso } from "../../lib/time";
-import type { ThreadWire } from "../messages/messages.schemas";
 import { assertInboxAllowed, requireInbox, toMessageWire } from "../messages/messages.service";
+import type { ThreadWire } from "./threads.schemas";
 
 /** A thread page is ordered by latest activity, so its cursor carries (last_message_at, id). */
 export interface ThreadPage {

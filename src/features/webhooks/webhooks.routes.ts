@@ -9,8 +9,8 @@ import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import {
   CreateWebhookInput,
   DeletedWebhookWire,
-  DeliveryWire,
   PatchWebhookInput,
+  WebhookAttemptWire,
   WebhookIdParam,
   WebhookTestWire,
   WebhookWire,
@@ -180,7 +180,7 @@ webhookRoutes.openapi(
     path: "/webhooks/{webhook_id}/deliveries",
     tags,
     summary: "Delivery attempts of this endpoint, newest first (status code, error, duration)",
-    data: DeliveryWire,
+    data: WebhookAttemptWire,
     list: true,
   }),
   async (c) => {

@@ -74,7 +74,7 @@ export const WebhookTestWire = z
   .object({ webhook_id: z.string(), event_id: z.string(), status: z.literal("queued") })
   .openapi("WebhookTest");
 
-export const DeliveryWire = z
+export const WebhookAttemptWire = z
   .object({
     id: z.string().openapi({ example: "dlv_01jd2x0000000000000000000" }),
     event_id: z.string(),

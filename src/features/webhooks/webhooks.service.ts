@@ -23,8 +23,8 @@ import { newSecret, sealSecret } from "./signing";
 import { allowLocalWebhooks, checkWebhookUrl } from "./url-guard";
 import type {
   CreateWebhookInput,
-  DeliveryWire,
   PatchWebhookInput,
+  WebhookAttemptWire,
   WebhookTestWire,
   WebhookWire,
 } from "./webhooks.schemas";
@@ -396,7 +396,7 @@ export function toWebhookWire(row: WebhookEndpointRow): z.infer<typeof WebhookWi
 }
 
 /** Wire shape of one delivery attempt. */
-export function toDeliveryWire(row: WebhookDeliveryRow): z.infer<typeof DeliveryWire> {
+export function toDeliveryWire(row: WebhookDeliveryRow): z.infer<typeof WebhookAttemptWire> {
   return {
     id: row.id,
     event_id: row.eventId,
