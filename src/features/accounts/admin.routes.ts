@@ -5,9 +5,11 @@ import { contextFor } from "../../http/context";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
+import { CreatedApiKeyWire, CreateKeyInput } from "../api-keys/api-keys.schemas";
+import { toKeyWire } from "../api-keys/api-keys.service";
 import { authStats } from "../api-keys/key-auth";
 import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
-import { adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
+import { adminIssueKey, adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
 
 const tags = ["Operators"];
 
@@ -68,6 +70,28 @@ adminRoutes.openapi(
     const ctx = contextFor(c, c.req.valid("param").account_id);
     const row = await adminPatchAccount(ctx, c.req.valid("json"));
     return c.json({ data: toAccountWire(row, c.env) }, 200);
+  },
+);
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { params: AccountIdParam, body: jsonBody(CreateKeyInput) },
+    method: "post",
+    path: "/accounts/{account_id}/api-keys",
+    tags,
+    summary: "Issue an API key for an account, e.g. when its owner lost the first one (shown only in this response)",
+    data: CreatedApiKeyWire,
+    status: 201,
+    security: "admin",
+    errors: {
+      404: "Unknown account.",
+      409: "`account_not_active`: the account is suspended or deleted.",
+    },
+  }),
+  async (c) => {
+    const ctx = contextFor(c, c.req.valid("param").account_id);
+    const { row, key } = await adminIssueKey(ctx, c.req.valid("json"));
+    return c.json({ data: { ...toKeyWire(row), key } }, 201);
   },
 );
 
