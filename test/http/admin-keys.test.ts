@@ -101,11 +101,32 @@ describe("POST /v1/admin/accounts/:id/api-keys (an operator issues a key, e.g. f
     expect(count?.n).toBe(2);
   });
 
+  it("takes an Idempotency-Key: a retry replays the same key instead of issuing a second", async () => {
+    const a = await registerAccount("retry");
+    const headers = { "Idempotency-Key": crypto.randomUUID() };
+    const path = `/v1/admin/accounts/${a.account.id}/api-keys`;
+    const first = await call("POST", path, { key: ADMIN_TOKEN, body: { name: "again" }, headers });
+    const second = await call("POST", path, { key: ADMIN_TOKEN, body: { name: "again" }, headers });
+    expect(first.status, first.text).toBe(201);
+    expect(second.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(second.body.data.key).toBe(first.body.data.key);
+    expectError(
+      await call("POST", path, { key: ADMIN_TOKEN, body: { name: "other" }, headers }),
+      409,
+      "idempotency_key_reused",
+    );
+    const count = await env.DB.prepare("SELECT count(*) AS n FROM api_keys WHERE account_id = ?")
+      .bind(a.account.id)
+      .first<{ n: number }>();
+    expect(count?.n).toBe(2);
+  });
+
   it("is described in /openapi.json", async () => {
     const spec = await call("GET", "/openapi.json");
     const op = spec.body.paths["/v1/admin/accounts/{account_id}/api-keys"]?.post;
     expect(op).toBeDefined();
     expect(op.security).toEqual([{ AdminToken: [] }]);
+    expect(op.parameters.map((p: { name: string }) => p.name)).toContain("Idempotency-Key");
     expect(Object.keys(op.responses)).toEqual(expect.arrayContaining(["201", "404", "409"]));
   });
 });

@@ -2,6 +2,7 @@ import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { createDb } from "../../db/client";
 import type { AppEnv } from "../../env";
 import { contextFor } from "../../http/context";
+import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { PageQuery, pageOf, toPage } from "../../http/pagination";
 import { validationHook } from "../../http/validation";
@@ -73,6 +74,8 @@ adminRoutes.openapi(
   },
 );
 
+adminRoutes.use("/accounts/:account_id/api-keys", idempotent);
+
 adminRoutes.openapi(
   jsonRoute({
     request: { params: AccountIdParam, body: jsonBody(CreateKeyInput) },
@@ -83,6 +86,7 @@ adminRoutes.openapi(
     data: CreatedApiKeyWire,
     status: 201,
     security: "admin",
+    idempotent: true,
     errors: {
       404: "Unknown account.",
       409: "`account_not_active`: the account is suspended or deleted.",
