@@ -1,10 +1,13 @@
 // End-to-end smoke test of the README walk-through against a real `wrangler dev` (the same
 // bundler and runtime a user gets from `npm run dev`, with the .dev.vars.example settings and
 // the real sandbox limits), plus receiving mail through wrangler's local email endpoint and the
-// signed relay webhook.
+// signed relay webhook, the operator's key route, a reply-all to the sample mail that leaves the inbox
+// clean, and a webhook delivered to the local receiver of examples/webhooks/receiver.mjs.
+// wrangler dev runs on a free port of its own (never 8787), so it does not disturb `npm run dev`.
 // Usage: npm run smoke
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { startReceiver } from "../examples/webhooks/receiver.mjs";
 import { LocalWorkerError, startLocalWorker } from "./local-worker.mjs";
 import { deliver } from "./mail-receive.mjs";
 
@@ -19,6 +22,7 @@ const vars = Object.fromEntries(
 );
 
 let worker = null;
+let receiver = null;
 let checks = 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -100,6 +104,21 @@ async function main() {
   const docs = await call("GET", "/docs");
   const spec = await call("GET", "/openapi.json");
   check(docs.status === 200 && spec.json?.openapi === "3.1.0", "docs and OpenAPI");
+  // /docs loads Swagger UI from this deployment (static assets), never from a CDN.
+  check(!/https?:\/\//.test(docs.text.replace(/<!doctype[^>]*>/i, "")), "/docs names no outside URL", docs.text);
+  for (const asset of ["/swagger-ui/swagger-ui-bundle.js", "/swagger-ui/swagger-ui.css"]) {
+    const res = await call("GET", asset);
+    check(res.status === 200 && res.text.length > 100_000, `${asset} is served locally`, `${res.status}`);
+  }
+
+  // A user who lost the first key: the operator issues one (README, "Operators").
+  const issued = await call("POST", `/v1/admin/accounts/${reg.json.data.account.id}/api-keys`, {
+    key: vars.ADMIN_TOKEN,
+    body: { name: "recovery" },
+  });
+  check(issued.status === 201 && /^mb_/.test(issued.json?.data?.key), "operator issues a key", issued.text);
+  const recovered = await call("GET", "/v1/account", { key: issued.json.data.key });
+  check(recovered.json?.data?.id === reg.json.data.account.id, "the issued key works", recovered.text);
 
   // The real sandbox limits: 10 requests within a second pass, the next is refused.
   const burst = [];
@@ -111,6 +130,15 @@ async function main() {
   // code path as `npm run mail:receive`), then read back through the API.
   await sleep(1100); // let the burst's one-second window pass
   const sandbox = reg.json.data.inbox;
+  // Webhooks, as in the README: a local receiver (examples/webhooks/receiver.mjs) on 127.0.0.1.
+  const deliveries = [];
+  receiver = await startReceiver({ port: 0, onDelivery: (d) => deliveries.push(d) });
+  const hook = await call("POST", "/v1/webhooks", {
+    key,
+    body: { url: `${receiver.url}/hooks/mailbot`, events: ["message.received"] },
+  });
+  check(hook.status === 201 && /^whsec_/.test(hook.json?.data?.secret), "webhook endpoint on 127.0.0.1", hook.text);
+  const { verifyStandardWebhook } = await import("../examples/webhooks/verify.mjs");
   const sample = readFileSync(new URL("../examples/hello.eml", import.meta.url));
   const [user, domain] = sandbox.address.split("@");
   const viaEmail = await deliver({ raw: sample, to: `${user}+smoke@${domain}`, url: worker.base });
@@ -157,6 +185,24 @@ async function main() {
     `${rawBytes.length} bytes`,
   );
   check(viaEmail.raw.subarray(-sample.length).equals(sample), "the sent bytes are the file plus one Message-ID line");
+
+  // Creating the endpoint sends it a webhook.test event first; the mail is message.received.
+  const receivedHook = () => deliveries.find((d) => d.event?.type === "message.received");
+  for (let i = 0; i < 80 && !receivedHook(); i++) await sleep(250);
+  check(
+    deliveries[0]?.event?.type === "webhook.test",
+    "a new endpoint gets webhook.test",
+    JSON.stringify(deliveries[0]?.event ?? null),
+  );
+  const delivered = receivedHook();
+  check(
+    delivered?.event?.type === "message.received" && delivered.event.data.message_id === msg.id,
+    "the local receiver gets message.received",
+    JSON.stringify(delivered?.event ?? null).slice(0, 300),
+  );
+  check(verifyStandardWebhook(hook.json.data.secret, delivered.headers, delivered.body), "the delivery verifies");
+  await receiver.close();
+  receiver = null;
 
   const found = await call("GET", `${inboxPath}/messages/search?q=thursday`, { key });
   check(found.json?.data?.[0]?.id === msg.id, "search finds it", found.text);
@@ -217,16 +263,41 @@ async function main() {
   const thread = await call("GET", `${inboxPath}/threads/${msg.thread_id}`, { key });
   check(thread.json?.data?.messages?.length === 2, "the reply joins the thread by In-Reply-To", thread.text);
 
+  // Reply-all to the sample (README, "Sending mail"): Ada, and Cc agents@ and Grace, all outside
+  // addresses, so the dev transport sends it and the inbox stays clean (no bounce, no suppression).
+  // The operator-issued key does it (its own rate-limit budget).
+  const key2 = issued.json.data.key;
+  const settle = async (path, k = key) => {
+    for (let i = 0; i < 60; i++) {
+      const r = await call("GET", path, { key: k, pause: 250 });
+      if (["sent", "failed"].includes(r.json?.data?.status)) return r;
+    }
+    return call("GET", path, { key: k });
+  };
+  const all = await call("POST", `/v1/messages/${msg.id}/reply`, {
+    key: key2,
+    body: { body_text: "Sorted: see the list below.", reply_all: true },
+    headers: { "idempotency-key": randomBytes(16).toString("hex") },
+  });
+  check(all.status === 202, "reply-all is accepted", all.text);
+  const allDone = await settle(`${inboxPath}/messages/${all.json.data.id}`, key2);
+  const recipients = [...allDone.json.data.to, ...allDone.json.data.cc].map((a) => a.address ?? a).join(",");
+  check(
+    allDone.json.data.status === "sent" &&
+      /ada@/.test(recipients) &&
+      /grace@/.test(recipients) &&
+      /agents@/.test(recipients),
+    "reply-all goes to Ada, agents@ and Grace and is sent",
+    allDone.text,
+  );
+  const rep = await call("GET", `${inboxPath}/reputation`, { key: key2 });
+  check(rep.json?.data?.status === "ok" && rep.json.data.bounced === 0, "the inbox stays clean", rep.text);
+  const supp = await call("GET", "/v1/suppressions", { key: key2 });
+  check(supp.json?.data?.length === 0, "nothing is suppressed", supp.text);
+
   // Sending: the queue consumer runs under wrangler dev too. Outside addresses go to the dev
   // transport; an address of this deployment is delivered internally, and the reply threads.
   const support = created.json.data;
-  const settle = async (path) => {
-    for (let i = 0; i < 60; i++) {
-      const r = await call("GET", path, { key, pause: 250 });
-      if (["sent", "failed"].includes(r.json?.data?.status)) return r;
-    }
-    return call("GET", path, { key });
-  };
   const out = await call("POST", `${inboxPath}/messages`, {
     key,
     body: { to: ["Ana <ana@example.com>"], subject: "Hello from the smoke test", body_text: "Hi Ana" },
@@ -297,6 +368,7 @@ try {
 } catch (err) {
   console.error(err instanceof LocalWorkerError ? `smoke: ${err.message}` : (err?.message ?? err));
   if (worker) console.error(`--- last 40 lines of ${worker.logPath} ---\n${worker.tail(40)}`);
+  await receiver?.close();
   await worker?.stop({ keepDir: true });
   process.exit(1);
 }

@@ -1,4 +1,3 @@
-import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { accountRoutes, registrationRoutes } from "./features/accounts/accounts.routes";
@@ -43,6 +42,26 @@ const sendBodyLimit = bodyLimit({
     throw new PayloadTooLarge(SEND_BODY_LIMIT_BYTES);
   },
 });
+
+/** The /docs page: Swagger UI over /openapi.json, its CSS and JS served from /swagger-ui/ (static assets). */
+const DOCS_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mailbot API</title>
+<link rel="stylesheet" href="/swagger-ui/swagger-ui.css">
+<link rel="icon" type="image/png" href="/swagger-ui/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/swagger-ui/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true });
+</script>
+</body>
+</html>
+`;
 
 /** Builds the Hono app: middleware order, route mounts, the OpenAPI document and the error mapper. */
 export function buildApp() {
@@ -114,7 +133,9 @@ export function buildApp() {
     },
     servers: [{ url: new URL(c.req.url).origin }],
   }));
-  app.get("/docs", swaggerUI({ url: "/openapi.json", title: "mailbot API" }));
+  // Swagger UI's files are static assets of this deployment (wrangler.toml [assets], copied from the
+  // pinned swagger-ui-dist by scripts/copy-swagger-ui.mjs): no CDN, so /docs works offline.
+  app.get("/docs", (c) => c.html(DOCS_PAGE));
 
   app.notFound((c) => {
     const allowed = [

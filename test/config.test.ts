@@ -126,7 +126,11 @@ describe("config", () => {
       ["TIER_LIMITS", "{not json"],
     ] as const) {
       const err = failure({ [variable]: value });
-      expect(err, `${variable}=${value}`).toMatchObject({ kind: "internal", code: "config_invalid", details: { variable } });
+      expect(err, `${variable}=${value}`).toMatchObject({
+        kind: "internal",
+        code: "config_invalid",
+        details: { variable },
+      });
       expect(err.message).toContain(variable);
     }
     expect(() => config({ DB: env.DB } as unknown as Bindings)).toThrow(/MAIL_DOMAIN/);

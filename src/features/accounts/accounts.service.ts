@@ -4,7 +4,7 @@ import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
 import type { InboxRow } from "../../db/schema";
-import { type AccountRow, accounts, apiKeys, inboxes } from "../../db/schema";
+import { type AccountRow, type ApiKeyRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import type { Bindings } from "../../env";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { Conflict, NotFound, ValidationFailed } from "../../lib/errors";
@@ -12,7 +12,8 @@ import { newId, randomBase32 } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
-import { newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
+import type { CreateKeyInput } from "../api-keys/api-keys.schemas";
+import { createKey, newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
 import { inboxEvent, newSharedInbox } from "../inboxes/inboxes.service";
@@ -213,6 +214,28 @@ export async function adminPatchAccount(
   );
   if (changes.status && next.status === "active") await setAccountKeysBlocked(ctx, "suspended", false);
   return next;
+}
+
+/**
+ * Operators: issues a key for an account (e.g. its owner lost the first one). The same verb as
+ * `POST /v1/api-keys` (same rules, same `api_key.created` audit entry, actor "admin"); only an
+ * active account gets one: a suspended account's keys are refused anyway, a deleted one is closed.
+ */
+export async function adminIssueKey(
+  ctx: ServiceContext,
+  input: z.infer<typeof CreateKeyInput>,
+): Promise<{ row: ApiKeyRow; key: string }> {
+  const account = await getAccount(ctx);
+  if (account.status !== "active") {
+    throw new Conflict(
+      "account_not_active",
+      `This account is ${account.status}; keys are issued only to active accounts.`,
+      {
+        status: account.status,
+      },
+    );
+  }
+  return createKey(ctx, input);
 }
 
 /** Wire shape of an account, with its effective limits. */

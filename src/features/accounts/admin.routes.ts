@@ -1,12 +1,15 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../http/app-env";
 import { contextFor, requestContext } from "../../http/context";
+import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { PageQuery, pageOf, toPage } from "../../lib/pagination";
+import { CreatedApiKeyWire, CreateKeyInput } from "../api-keys/api-keys.schemas";
+import { toKeyWire } from "../api-keys/api-keys.service";
 import { authStats } from "../api-keys/key-auth";
 import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
-import { adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
+import { adminIssueKey, adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
 
 const tags = ["Operators"];
 
@@ -67,6 +70,31 @@ adminRoutes.openapi(
     const ctx = contextFor(c, c.req.valid("param").account_id);
     const row = await adminPatchAccount(ctx, c.req.valid("json"));
     return c.json({ data: toAccountWire(row, c.env) }, 200);
+  },
+);
+
+adminRoutes.use("/accounts/:account_id/api-keys", idempotent);
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { params: AccountIdParam, body: jsonBody(CreateKeyInput) },
+    method: "post",
+    path: "/accounts/{account_id}/api-keys",
+    tags,
+    summary: "Issue an API key for an account, e.g. when its owner lost the first one (shown only in this response)",
+    data: CreatedApiKeyWire,
+    status: 201,
+    security: "admin",
+    idempotent: true,
+    errors: {
+      404: "Unknown account.",
+      409: "`account_not_active`: the account is suspended or deleted.",
+    },
+  }),
+  async (c) => {
+    const ctx = contextFor(c, c.req.valid("param").account_id);
+    const { row, key } = await adminIssueKey(ctx, c.req.valid("json"));
+    return c.json({ data: { ...toKeyWire(row), key } }, 201);
   },
 );
 
