@@ -4,7 +4,7 @@
 import PostalMime from "postal-mime";
 import { parseMail } from "../src/mail/parse.ts";
 
-// The options src/email/parse.ts passes (kept in step by hand; parseMail mode uses the real ones).
+// The options src/mail/parse.ts passes (kept in step by hand; parseMail mode uses the real ones).
 const PARSE_OPTIONS = {
   attachmentEncoding: "arraybuffer",
   rfc822Attachments: true,
