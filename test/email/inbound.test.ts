@@ -5,13 +5,14 @@ import main from "../../src/index";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
 import dsnDeliveryStatus from "../fixtures/emails/dsn-delivery-status.eml?raw";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount, type TestAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
 import { insertSentMessage } from "../helpers/outbound";
 
 const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
-type Account = Awaited<ReturnType<typeof registerAccount>>;
+type Account = TestAccount;
 
 async function messageRow(id: string) {
   return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
@@ -41,7 +42,7 @@ function insertOutbound(a: Account, rfcMessageId: string, to = "someone@example.
 describe("recipient resolution", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("recipients");
+    a = await createAccount("recipients");
   });
 
   it("is case-insensitive and accepts +tag sub-addresses in both places", async () => {
@@ -64,7 +65,7 @@ describe("recipient resolution", () => {
   });
 
   it("refuses unknown, deactivated, disabled and suspended recipients and stores nothing", async () => {
-    const other = await registerAccount("refused");
+    const other = await createAccount("refused");
     const [, domain] = other.inbox.address.split("@");
     const unknown = await deliver(mail({}), `nobody--zzzzzzzz@${domain}`);
     expect(unknown.setReject).toHaveBeenCalledWith(expect.stringContaining("nobody--zzzzzzzz@"));
@@ -109,7 +110,7 @@ describe("recipient resolution", () => {
 
 describe("side effects of one received message", () => {
   it("writes the row, the raw object, an event and an audit entry", async () => {
-    const a = await registerAccount("effects");
+    const a = await createAccount("effects");
     const raw = mail({ to: a.inbox.address, subject: "Invoice 42", body: "Please find the invoice.\r\n" });
     await deliver(raw, a.inbox.address, "billing@example.org");
     const row = await newest(a.inbox.id);
@@ -149,7 +150,7 @@ describe("side effects of one received message", () => {
   });
 
   it("reports authentication verdicts only from a trusted receiver, and marks automatic mail", async () => {
-    const a = await registerAccount("auth");
+    const a = await createAccount("auth");
     const forged = "Authentication-Results: evil.example; spf=pass; dkim=pass; dmarc=pass";
     const real =
       "Authentication-Results: mx.cloudflare.net; dkim=pass header.d=example.org header.s=s1 (comment; with semicolon); spf=softfail (mx.cloudflare.net: domain does not designate) smtp.mailfrom=ana@example.org; dmarc=fail header.from=example.org";
@@ -179,7 +180,7 @@ describe("side effects of one received message", () => {
 
 describe("limits on stored fields", () => {
   it("cuts a huge subject and keeps the full header; the header-only fallback still reads addresses", async () => {
-    const a = await registerAccount("limits");
+    const a = await createAccount("limits");
     const subject = "S".repeat(100_000);
     await deliver(mail({ subject }), a.inbox.address);
     const row = await newest(a.inbox.id);
@@ -206,7 +207,7 @@ describe("limits on stored fields", () => {
 
 describe("hostile mail", () => {
   it("bounded work and rows: unclosed HTML tags, oversized ids, hundreds of attachments", async () => {
-    const a = await registerAccount("hostile");
+    const a = await createAccount("hostile");
     // An HTML-only body of unclosed <head> tags (a backtracking regex would take minutes).
     await deliver(
       mail({ subject: "tags", contentType: "text/html", body: `${"<head>x ".repeat(40_000)}\r\n` }),
@@ -257,7 +258,7 @@ describe("hostile mail", () => {
 describe("threading", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("threads");
+    a = await createAccount("threads");
   });
 
   it("threads a reply chain by In-Reply-To and References, with participants and counters", async () => {
@@ -326,7 +327,7 @@ describe("threading", () => {
   it("never threads across inboxes", async () => {
     const root = "<cross-inbox-root@example.org>";
     await deliver(mail({ messageId: root, subject: "Shared subject" }), a.inbox.address);
-    const b = await registerAccount("threads-b");
+    const b = await createAccount("threads-b");
     await deliver(mail({ subject: "Re: Shared subject", inReplyTo: root, references: root }), b.inbox.address);
     const inA = await newest(a.inbox.id);
     const inB = await newest(b.inbox.id);
@@ -336,7 +337,7 @@ describe("threading", () => {
 
 describe("delivery reports", () => {
   it("links a DSN bounce to the outbound message by its Message-ID and records it", async () => {
-    const a = await registerAccount("dsn");
+    const a = await createAccount("dsn");
     const out = await insertOutbound(
       a,
       "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
@@ -384,7 +385,7 @@ describe("delivery reports", () => {
   });
 
   it("reads a DSN without a Status field (old sendmail style) as a hard bounce by its 500 reply", async () => {
-    const a = await registerAccount("dsn-old");
+    const a = await createAccount("dsn-old");
     const out = await insertOutbound(a, "<31FC7EB4.41C6@netscape.com>", "newsletter-request@imusic.com");
     await deliver(dsnDeliveryStatus, a.inbox.address, "");
     const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE original_message_id = ?")
@@ -399,7 +400,7 @@ describe("delivery reports", () => {
   });
 
   it("links by the +msg_ tag of the bounce address when the Message-ID is unknown, and keeps unlinked reports", async () => {
-    const a = await registerAccount("dsn-verp");
+    const a = await createAccount("dsn-verp");
     const out = await insertOutbound(a, "<not-the-one@example.org>", "htfgvhyufthdgcvhgjyfthgc@ethereal.email");
     const [user, domain] = a.inbox.address.split("@");
     await deliver(dsnBounce, `${user}+${out.id}@${domain}`, "");
@@ -419,7 +420,7 @@ describe("delivery reports", () => {
     );
     expect((await messageRow(forged.id))?.status).toBe("sent");
 
-    const b = await registerAccount("dsn-unlinked");
+    const b = await createAccount("dsn-unlinked");
     await deliver(dsnBounce, b.inbox.address, "");
     const report = await newest(b.inbox.id);
     const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE report_message_id = ?")
@@ -429,7 +430,7 @@ describe("delivery reports", () => {
   });
 
   it("links an ARF complaint and marks the message complained", async () => {
-    const a = await registerAccount("arf");
+    const a = await createAccount("arf");
     const out = await insertOutbound(a, "<8787KJKJ3K4J3K4J3K4J3.mail@example.net>", "user@example.com");
     // The fixture has no Message-ID (wrangler's local endpoint would refuse it; Email Routing may not).
     await deliver(arfComplaint, a.inbox.address, "abusedesk@example.com");
@@ -461,7 +462,7 @@ describe("delivery reports", () => {
 describe("POST /webhooks/inbound/raw", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("relay");
+    a = await createAccount("relay");
   });
 
   async function sign(body: Uint8Array | string, ts = Math.floor(Date.now() / 1000), secret = "test-inbound-secret") {
@@ -539,7 +540,7 @@ describe("POST /webhooks/inbound/raw", () => {
     expectError((await relay(raw, "nobody--zzzz@mailbot.test", good)) as never, 404, "unknown_recipient");
 
     // A captured signed request cannot be pointed at another inbox; the same request may be retried.
-    const victim = await registerAccount("relay-victim");
+    const victim = await createAccount("relay-victim");
     const replayed = mail({ subject: "Replay me" });
     const signed = await sign(replayed);
     expect((await relay(replayed, a.inbox.address, signed)).status).toBe(202);

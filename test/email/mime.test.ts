@@ -3,7 +3,8 @@ import { env, exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import main from "../../src/index";
 import mixedAttachmentsEml from "../fixtures/emails/mixed-attachments.eml?raw";
-import { call, registerAccount } from "../helpers/api";
+import { createAccount, type TestAccount } from "../helpers/accounts";
+import { call } from "../helpers/api";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
 
 /**
@@ -12,7 +13,7 @@ import { deliver, fakeInbound, mail } from "../helpers/mail";
  * handler nor loses the raw message. Every case checks D1 and R2, not just the API answer.
  */
 
-type Account = Awaited<ReturnType<typeof registerAccount>>;
+type Account = TestAccount;
 
 /** A `messages` row as D1 returns it (snake_case, JSON columns as text). */
 interface MessageDbRow {
@@ -248,7 +249,7 @@ async function expectParseFailure(a: Account, row: MessageDbRow, pattern: RegExp
 describe("well-formed MIME through worker.email", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("mime");
+    a = await createAccount("mime");
   });
 
   it("plain text", async () => {
@@ -549,7 +550,7 @@ function nestedMessage(levels: number, messageId: string): string {
 describe("malformed MIME never crashes and never loses the raw message", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("malformed");
+    a = await createAccount("malformed");
   });
 
   const withAttachment = (subject: string, base64: string, close = true) =>
@@ -855,7 +856,7 @@ describe("the 25 MiB limit", () => {
   let a: Account;
   let big: { raw: Uint8Array; data: Uint8Array };
   beforeAll(async () => {
-    a = await registerAccount("big");
+    a = await createAccount("big");
     big = sizedMessage(LIMIT, "<big-exact@example.org>");
   });
 
@@ -914,7 +915,7 @@ describe("the 25 MiB limit", () => {
 describe("redelivery", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("redeliver");
+    a = await createAccount("redeliver");
   });
 
   const rawObjects = async () => (await r2Keys(inboxPrefix(a))).filter((k) => k.endsWith("/raw.eml"));

@@ -2,6 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
+import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
 
 async function argon2Runs(): Promise<number> {
@@ -114,7 +115,7 @@ describe("authentication", () => {
   });
 
   it("throttles repeated failures against one prefix before hashing (429)", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200); // verified and cached
     const wrong = `${a.key.slice(0, 8)}${"y".repeat(35)}`;
     const statuses: number[] = [];
@@ -128,19 +129,19 @@ describe("authentication", () => {
   });
 
   it("unknown and revoked keys never lock out others (only failed hashes count)", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const temp = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "gone" } })).body.data;
     await call("DELETE", `/v1/api-keys/${temp.id}`, { key: a.key });
     for (let i = 0; i < 25; i++) {
       expectError(await call("GET", "/v1/inboxes", { key: temp.key }), 401, "invalid_api_key");
       expectError(await call("GET", "/v1/inboxes", { key: `mb_${"Q".repeat(40)}` }), 401, "invalid_api_key");
     }
-    const fresh = await registerAccount();
+    const fresh = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: fresh.key })).status).toBe(200);
   });
 
   it("revocation takes effect on the very next request, even with the key cached", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const created = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "temp" } });
     const temp = created.body.data.key;
     expect((await call("GET", "/v1/inboxes", { key: temp })).status).toBe(200); // now cached
@@ -152,8 +153,8 @@ describe("authentication", () => {
   });
 
   it("a suspended account's keys get 403 account_suspended at once, cached or not, without re-hashing", async () => {
-    const a = await registerAccount();
-    const b = await registerAccount();
+    const a = await createAccount();
+    const b = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200); // a.key cached, b.key not
     const patch = await call("PATCH", `/v1/admin/accounts/${a.account.id}`, {
       key: ADMIN_TOKEN,
@@ -174,7 +175,7 @@ describe("authentication", () => {
   });
 
   it("revoking a key while its account is suspended keeps it revoked after reactivation", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const extra = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "extra" } })).body.data;
     await call("GET", "/v1/inboxes", { key: extra.key });
     await call("DELETE", `/v1/api-keys/${extra.id}`, { key: a.key });
@@ -187,7 +188,7 @@ describe("authentication", () => {
 
 describe("/v1/api-keys", () => {
   it("creates, lists (never the secret or hash) and revokes keys", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const created = await call("POST", "/v1/api-keys", {
       key: a.key,
       body: { name: "reader", scopes: ["read"], inbox_ids: [a.inbox.id] },
@@ -224,11 +225,11 @@ describe("/v1/api-keys", () => {
   });
 
   it("validates names, scopes and inbox ids", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const res = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "", scopes: ["root"] } });
     const error = expectError(res, 422, "validation_error");
     expect(error.details.map((d: { path: string }) => d.path).sort()).toEqual(["name", "scopes.0"]);
-    const other = await registerAccount();
+    const other = await createAccount();
     const foreign = await call("POST", "/v1/api-keys", {
       key: a.key,
       body: { name: "x", inbox_ids: [other.inbox.id] },
@@ -237,7 +238,7 @@ describe("/v1/api-keys", () => {
   });
 
   it("scopes and inbox restrictions are enforced", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "second" } });
     const reader = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "r", scopes: ["read"] } })).body.data
       .key;
@@ -299,13 +300,13 @@ describe("/v1/account", () => {
 
 describe("operators: /v1/admin/accounts", () => {
   it("needs the ADMIN_TOKEN", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(await call("GET", "/v1/admin/accounts"), 401, "missing_api_key");
     expectError(await call("GET", "/v1/admin/accounts", { key: a.key }), 401, "invalid_admin_token");
   });
 
   it("lists, gets and patches accounts, audited with actor admin", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const list = await call("GET", "/v1/admin/accounts?limit=100", { key: ADMIN_TOKEN });
     expect(list.status).toBe(200);
     expect(list.body.data.map((x: { id: string }) => x.id)).toContain(a.account.id);

@@ -1,10 +1,11 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
 
 describe("/v1/audit-log", () => {
   it("lists entries newest first with filters and a verifiable chain", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const inbox = (await call("POST", "/v1/inboxes", { key: a.key, body: { username: "audited" } })).body.data;
     await call("DELETE", `/v1/inboxes/${inbox.id}`, { key: a.key });
 
@@ -41,7 +42,7 @@ describe("/v1/audit-log", () => {
   });
 
   it("the database refuses deleting entries (a cut-off tail would still verify)", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const last = await env.DB.prepare("SELECT id FROM audit_log WHERE account_id = ? ORDER BY seq DESC LIMIT 1")
       .bind(a.account.id)
       .first<{ id: string }>();
@@ -55,7 +56,7 @@ describe("/v1/audit-log", () => {
   });
 
   it("an entry edited directly in D1 breaks the chain at that entry", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     await call("POST", "/v1/inboxes", { key: a.key, body: { username: "tamper" } });
     const target = await env.DB.prepare("SELECT id FROM audit_log WHERE account_id = ? AND seq = 2")
       .bind(a.account.id)
@@ -66,7 +67,7 @@ describe("/v1/audit-log", () => {
   });
 
   it("concurrent writes keep one linear chain", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const results = await Promise.all(
       Array.from({ length: 8 }, (_, i) => call("POST", "/v1/inboxes", { key: a.key, body: { username: `race${i}` } })),
     );

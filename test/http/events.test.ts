@@ -2,7 +2,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client";
 import { eventStatement } from "../../src/features/events/events.service";
-import { call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
 type Wire = { id: string; type: string; created_at: string; account_id: string; data: Record<string, unknown> };
@@ -15,7 +16,7 @@ const list = async (key: string, query = "") => {
 
 describe("the event log", () => {
   it("inbox changes and received mail are events, with the wire shape of API.md", async () => {
-    const a = await registerAccount("log");
+    const a = await createAccount("log");
     const created = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "support" } });
     const inboxId = created.body.data.id as string;
     await call("DELETE", `/v1/inboxes/${inboxId}`, { key: a.key });
@@ -96,7 +97,7 @@ describe("the event log", () => {
   });
 
   it("filters by type, inbox and thread, and pages newest first with a cursor", async () => {
-    const a = await registerAccount("filters");
+    const a = await createAccount("filters");
     const other = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "other" } });
     await deliver(mail({ to: a.inbox.address, subject: "one" }), a.inbox.address);
     await deliver(mail({ to: a.inbox.address, subject: "two" }), a.inbox.address);
@@ -126,7 +127,7 @@ describe("the event log", () => {
   });
 
   it("after= pages forward oldest first, by commit order even when ids were minted out of order", async () => {
-    const a = await registerAccount("forward");
+    const a = await createAccount("forward");
     const start = (await list(a.key)).data[0] as Wire;
     await deliver(mail({ to: a.inbox.address, subject: "m1" }), a.inbox.address);
     await deliver(mail({ to: a.inbox.address, subject: "m2" }), a.inbox.address);
@@ -152,7 +153,7 @@ describe("the event log", () => {
   });
 
   it("wait= long-polls: answers as soon as a newer event exists, else an empty list", async () => {
-    const a = await registerAccount("poll");
+    const a = await createAccount("poll");
     const last = (await list(a.key)).data[0] as Wire;
     const empty = await list(a.key, `?after=${last.id}&wait=1`);
     expect(empty.data).toEqual([]);
@@ -165,7 +166,7 @@ describe("the event log", () => {
   });
 
   it("a restricted key sees only its inboxes' events; scopes apply", async () => {
-    const a = await registerAccount("restricted");
+    const a = await createAccount("restricted");
     const other = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "elsewhere" } });
     await deliver(mail({ to: other.body.data.address, subject: "not yours" }), other.body.data.address);
     await deliver(mail({ to: a.inbox.address, subject: "yours" }), a.inbox.address);

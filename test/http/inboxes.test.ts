@@ -1,10 +1,11 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 
 describe("/v1/inboxes", () => {
   it("creates an inbox on the shared domain, audited in the same batch", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const res = await call("POST", "/v1/inboxes", {
       key: a.key,
       body: { username: "Support.Team", display_name: "Support", labels: ["prod"] },
@@ -38,7 +39,7 @@ describe("/v1/inboxes", () => {
   });
 
   it("is 409 on a taken address and writes nothing", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expect((await call("POST", "/v1/inboxes", { key: a.key, body: { username: "twice" } })).status).toBe(201);
     const count = async () =>
       (
@@ -53,7 +54,7 @@ describe("/v1/inboxes", () => {
   });
 
   it("validates usernames, domains, labels and unknown fields", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const bad = await call("POST", "/v1/inboxes", {
       key: a.key,
       body: { username: "no spaces!", labels: ["x".repeat(65)], color: "red" },
@@ -79,7 +80,7 @@ describe("/v1/inboxes", () => {
   });
 
   it("lists newest first with cursor pagination", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     for (const name of ["p1", "p2", "p3"]) await call("POST", "/v1/inboxes", { key: a.key, body: { username: name } });
     const first = await call("GET", "/v1/inboxes?limit=2", { key: a.key });
     expect(first.body.data.map((i: { username: string }) => i.username)).toEqual(["p3", "p2"]);
@@ -93,7 +94,7 @@ describe("/v1/inboxes", () => {
   });
 
   it("gets, patches, deactivates and re-enables, with audit entries", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const id = a.inbox.id;
     expect((await call("GET", `/v1/inboxes/${id}`, { key: a.key })).body.data.id).toBe(id);
     expectError(await call("GET", "/v1/inboxes/inbox_missing", { key: a.key }), 404, "not_found");
@@ -125,7 +126,7 @@ describe("/v1/inboxes", () => {
   });
 
   it("enforces the tier's inbox limit", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { tier: "tight" } });
     expect((await call("POST", "/v1/inboxes", { key: a.key, body: { username: "second" } })).status).toBe(201);
     expectError(

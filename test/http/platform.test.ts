@@ -1,7 +1,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../../src/lib/crypto";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 
 describe("public endpoints", () => {
   it("GET /health and /v1/info need no key and carry a request id", async () => {
@@ -52,7 +53,7 @@ describe("public endpoints", () => {
 
 describe("contract checks over every documented operation", () => {
   it("every API-key operation answers with X-Request-Id and X-RateLimit-*, even when it fails", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const doc = (await call("GET", "/openapi.json")).body;
     let checked = 0;
     for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { security?: unknown[] }>>)) {
@@ -85,7 +86,7 @@ describe("contract checks over every documented operation", () => {
 
 describe("the error envelope", () => {
   it("404 for unknown routes, 405 for a wrong method", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(await call("GET", "/nope"), 404, "not_found");
     expectError(await call("GET", "/v1/nope"), 404, "not_found"); // no key needed to learn a route does not exist
     expectError(await call("GET", "/v1/nope", { key: a.key }), 404, "not_found");
@@ -96,7 +97,7 @@ describe("the error envelope", () => {
   });
 
   it("400 for malformed JSON and for a non-JSON body", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(
       await call("POST", "/v1/inboxes", {
         key: a.key,
@@ -118,7 +119,7 @@ describe("the error envelope", () => {
   });
 
   it("413 for a body over the limit", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const res = await call("POST", "/v1/inboxes", {
       key: a.key,
       body: { username: "big", display_name: "x".repeat(1_100_000) },
@@ -138,7 +139,7 @@ describe("the error envelope", () => {
 
 describe("rate limits", () => {
   it("every authenticated response carries X-RateLimit-*; 429 with Retry-After past the limit", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { tier: "tight" } });
     // "tight" (test tier): 5 per minute, burst 3 per second.
     const first = await call("GET", "/v1/inboxes", { key: a.key });
@@ -158,7 +159,7 @@ describe("rate limits", () => {
 
 describe("Idempotency-Key", () => {
   it("replays the first response for the same key and body, 409 for another body", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "create-inbox-1" };
     const first = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "idem" }, headers });
     expect(first.status).toBe(201);
@@ -176,7 +177,7 @@ describe("Idempotency-Key", () => {
       "idempotency_key_reused",
     );
     // Keys are scoped per account: B may use the same key for its own request.
-    const b = await registerAccount();
+    const b = await createAccount();
     expect((await call("POST", "/v1/inboxes", { key: b.key, body: { username: "idem" }, headers })).status).toBe(201);
   });
 
@@ -195,7 +196,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("a replay is only ever served to the API key that made the first request", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "mint-key-1" };
     const first = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "minted" }, headers });
     expect(first.status).toBe(201);
@@ -207,7 +208,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("treats the same JSON with other key order or spacing as the same request", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "order-1", "Content-Type": "application/json" };
     const first = await call("POST", "/v1/inboxes", {
       key: a.key,
@@ -225,7 +226,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("a claim left pending by a request that died is taken over after a minute", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const keyId = (await call("GET", "/v1/api-keys", { key: a.key })).body.data[0].id;
     const body = '{"username":"revived"}';
     const insert = async (createdAt: number, idemKey: string) =>
@@ -272,7 +273,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("rejects a malformed Idempotency-Key", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(
       await call("POST", "/v1/inboxes", {
         key: a.key,

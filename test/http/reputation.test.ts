@@ -7,11 +7,12 @@ import type { ServiceContext } from "../../src/lib/context";
 import { toHex } from "../../src/lib/crypto";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount, type TestAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 import { deliver } from "../helpers/mail";
 import { insertSentMessage } from "../helpers/outbound";
 
-type Account = Awaited<ReturnType<typeof registerAccount>>;
+type Account = TestAccount;
 
 const SECRET = "test-inbound-secret";
 
@@ -90,7 +91,7 @@ const recipients = (n: number, tag: string) => Array.from({ length: n }, (_, i) 
 
 describe("auto-disable", () => {
   it("100 sends and 10 hard bounces keep the inbox; the 11th disables it exactly once, with event and audit", async () => {
-    const a = await registerAccount("bounce-rate");
+    const a = await createAccount("bounce-rate");
     await sends(a, 100);
     const to = recipients(12, "b");
     const msg = await sentMessage(a, to);
@@ -143,7 +144,7 @@ describe("auto-disable", () => {
   });
 
   it("complaints: 3 in 1000 sends (0.3 %) keep the inbox, the 4th disables it once", async () => {
-    const a = await registerAccount("complaint-rate");
+    const a = await createAccount("complaint-rate");
     await recordSent(systemContext(a.account.id), a.inbox.id, "bulk", 1000);
     const to = recipients(5, "c");
     const msg = await sentMessage(a, to);
@@ -166,7 +167,7 @@ describe("auto-disable", () => {
   });
 
   it("fewer than 20 sends never disable, whatever the rates", async () => {
-    const a = await registerAccount("few-sends");
+    const a = await createAccount("few-sends");
     await sends(a, 19);
     const to = recipients(19, "f");
     const msg = await sentMessage(a, to);
@@ -179,7 +180,7 @@ describe("auto-disable", () => {
   });
 
   it("200 send and bounce inputs applied concurrently end with exact counts and one disable", async () => {
-    const a = await registerAccount("concurrent");
+    const a = await createAccount("concurrent");
     const ctx = systemContext(a.account.id);
     const msg = await sentMessage(a, ["x@example.net"]);
     const inputs = Array.from({ length: 200 }, (_, i) =>
@@ -235,7 +236,7 @@ const hardBounce = (a: Account, msg: string, recipient: string) => ({
 
 describe("recovery from a failed counter or D1 call", () => {
   it("a disable the counter remembers but D1 lost is carried out by the next input, announced once", async () => {
-    const a = await registerAccount("stuck-disable");
+    const a = await createAccount("stuck-disable");
     await sends(a, 100);
     // The counter decided a disable whose D1 write failed, and its revert failed too.
     const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
@@ -256,7 +257,7 @@ describe("recovery from a failed counter or D1 call", () => {
   });
 
   it("a deactivated inbox is not announced as disabled for its rates", async () => {
-    const a = await registerAccount("stuck-deactivated");
+    const a = await createAccount("stuck-deactivated");
     await sends(a, 100);
     const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
     const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
@@ -271,7 +272,7 @@ describe("recovery from a failed counter or D1 call", () => {
   });
 
   it("enabling an inbox D1 already holds active still tells the counter (a lost re-enable is repaired)", async () => {
-    const a = await registerAccount("stuck-enable");
+    const a = await createAccount("stuck-enable");
     await sends(a, 100);
     const stub = env.INBOX_COUNTER.getByName(a.inbox.id);
     const lost = Array.from({ length: 11 }, (_, i) => ({ metric: "bounced_hard" as const, key: `lost-${i}` }));
@@ -286,7 +287,7 @@ describe("recovery from a failed counter or D1 call", () => {
   });
 
   it("signals whose counter call failed are kept in D1 and applied once by the sweep", async () => {
-    const a = await registerAccount("pending");
+    const a = await createAccount("pending");
     const broken = {
       ...env,
       INBOX_COUNTER: {
@@ -353,7 +354,7 @@ describe("the counter's window", () => {
 
 describe("warning headers", () => {
   it("appear at 2/3 of the bounce threshold and not below, on inbox routes and sends", async () => {
-    const a = await registerAccount("warn-bounce");
+    const a = await createAccount("warn-bounce");
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
     await sends(a, 30);
     const to = recipients(2, "w");
@@ -388,7 +389,7 @@ describe("warning headers", () => {
     });
 
     // Another account asking about this inbox gets a 404 and no figures.
-    const b = await registerAccount("warn-intruder");
+    const b = await createAccount("warn-intruder");
     const foreign = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: b.key });
     expectError(foreign, 404, "not_found");
     expect(foreign.headers.get("X-Mailbot-Warning")).toBeNull();
@@ -397,7 +398,7 @@ describe("warning headers", () => {
   });
 
   it("appear at 2/3 of the complaint threshold (0.2 %) and not below", async () => {
-    const a = await registerAccount("warn-complaint");
+    const a = await createAccount("warn-complaint");
     await recordSent(systemContext(a.account.id), a.inbox.id, "bulk", 1000);
     const to = recipients(2, "wc");
     const msg = await sentMessage(a, to);
@@ -433,7 +434,7 @@ describe("the inputs, end to end", () => {
   }
 
   it("a DSN bounce: message bounced, counter, suppression, event and audit; the next send is refused", async () => {
-    const a = await registerAccount("e2e-dsn");
+    const a = await createAccount("e2e-dsn");
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
     const rcpt = "htfgvhyufthdgcvhgjyfthgc@ethereal.email";
     const id = await sendAndSettle(a, [rcpt]);
@@ -508,7 +509,7 @@ describe("the inputs, end to end", () => {
   });
 
   it("a disabled inbox still takes the reports of its own mail, and nothing else", async () => {
-    const a = await registerAccount("disabled-bounce");
+    const a = await createAccount("disabled-bounce");
     const rcpt = "htfgvhyufthdgcvhgjyfthgc@ethereal.email";
     const id = await sentMessage(a, [rcpt]);
     await env.DB.prepare("UPDATE inboxes SET status = 'disabled', disabled_reason = 'bounce_rate' WHERE id = ?")
@@ -551,7 +552,7 @@ describe("the inputs, end to end", () => {
   });
 
   it("an ARF complaint: message complained, counter, suppression, event and audit", async () => {
-    const a = await registerAccount("e2e-arf");
+    const a = await createAccount("e2e-arf");
     const id = await sendAndSettle(a, ["user@example.com"]);
     const [user, domain] = a.inbox.address.split("@");
     await deliver(arfComplaint, `${user}+${id}@${domain}`, "abusedesk@example.com");
@@ -572,7 +573,7 @@ describe("the inputs, end to end", () => {
   });
 
   it("an SMTP 550 at RCPT is a hard bounce of that recipient; the others count as sent", async () => {
-    const a = await registerAccount("e2e-smtp");
+    const a = await createAccount("e2e-smtp");
     const perm = `perm-${crypto.randomUUID().slice(0, 8)}@example.org`;
     const id = await sendAndSettle(a, ["fine@example.org", perm]);
     await vi.waitFor(async () => {
@@ -600,7 +601,7 @@ describe("the inputs, end to end", () => {
   });
 
   it("a refusal of the whole transaction blames nobody when several outside recipients were tried", async () => {
-    const a = await registerAccount("e2e-data-multi");
+    const a = await createAccount("e2e-data-multi");
     const to = [1, 2].map((i) => `dataperm-${i}-${crypto.randomUUID().slice(0, 8)}@example.org`);
     const id = await sendAndSettle(a, to);
     const row = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
@@ -621,8 +622,8 @@ describe("the inputs, end to end", () => {
   });
 
   it("copies delivered to our own inboxes are not sends for the inbox's reputation", async () => {
-    const a = await registerAccount("e2e-internal-send");
-    const b = await registerAccount("e2e-internal-rcpt");
+    const a = await createAccount("e2e-internal-send");
+    const b = await createAccount("e2e-internal-rcpt");
     await sendAndSettle(a, [b.inbox.address, "outside@example.org"]);
     await vi.waitFor(async () => {
       expect((await env.INBOX_COUNTER.getByName(a.inbox.id).snapshot())?.sent).toBe(1);
@@ -661,7 +662,7 @@ describe("POST /webhooks/inbound/events", () => {
   });
 
   it("refuses a replayed request (a signature counts once); a fresh signature for the same events is accepted", async () => {
-    const a = await registerAccount("relay-replay");
+    const a = await createAccount("relay-replay");
     const msg = await sentMessage(a, ["rp@example.net"]);
     const body = JSON.stringify({ events: [bounce(msg, "rp@example.net")] });
     const headers = await signed(body);
@@ -682,7 +683,7 @@ describe("POST /webhooks/inbound/events", () => {
   });
 
   it("links by the Message-ID we sent, and refuses a recipient the message never went to", async () => {
-    const a = await registerAccount("relay-link");
+    const a = await createAccount("relay-link");
     const msg = await sentMessage(a, ["ana@example.net"]);
     const res = await relay([
       { type: "bounce", rfc_message_id: `<${msg}@mailbot.test>`, recipient: "ANA@example.net", bounce_type: "soft" },
@@ -700,7 +701,7 @@ describe("POST /webhooks/inbound/events", () => {
 
 describe("each finding counts once", () => {
   it("a hard bounce after a soft one for the same recipient is recorded and suppresses", async () => {
-    const a = await registerAccount("soft-then-hard");
+    const a = await createAccount("soft-then-hard");
     const msg = await sentMessage(a, ["sh@example.net"]);
     const soft = await relay([{ ...bounce(msg, "sh@example.net"), bounce_type: "soft" }]);
     expect(soft.body.data.results[0]).toMatchObject({ linked: true, counted: true });
@@ -720,7 +721,7 @@ describe("each finding counts once", () => {
   });
 
   it("the same bounce reported concurrently by several carriers is evented and audited once", async () => {
-    const a = await registerAccount("concurrent-reports");
+    const a = await createAccount("concurrent-reports");
     const msg = await sentMessage(a, ["cr@example.net"]);
     const ctx = systemContext(a.account.id);
     const finding = {
@@ -756,7 +757,7 @@ describe("each finding counts once", () => {
 
 describe("suppressed forms", () => {
   it("a suppression covers the address whatever its case and +tag", async () => {
-    const a = await registerAccount("sup-canonical");
+    const a = await createAccount("sup-canonical");
     const msg = await sentMessage(a, ["bob+news@example.net"]);
     await relay([bounce(msg, "bob+news@example.net")]);
     const rows = await env.DB.prepare("SELECT address FROM suppressions WHERE account_id = ?")
@@ -805,7 +806,7 @@ describe("suppressed forms", () => {
 
 describe("usage and suppression validation", () => {
   it("GET /v1/usage and /v1/usage/daily count the log; bad input is a 422", async () => {
-    const a = await registerAccount("usage");
+    const a = await createAccount("usage");
     const msg = await sentMessage(a, ["u1@example.net", "u2@example.net"]);
     await relay([bounce(msg, "u1@example.net"), complaint(msg, "u2@example.net")]);
     const usage = await call("GET", "/v1/usage", { key: a.key });

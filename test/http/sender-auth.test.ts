@@ -11,7 +11,8 @@ import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
 import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
 import main from "../../src/index";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
 // The handlers as the runtime sees them.
@@ -103,7 +104,7 @@ const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@ex
 
 /** An account with a domain added (not yet verified). */
 async function withDomain(name = `acme-${crypto.randomUUID().slice(0, 6)}.example`) {
-  const a = await registerAccount("domains");
+  const a = await createAccount("domains");
   const res = await call("POST", "/v1/domains", { key: a.key, body: { domain: name } });
   expect(res.status, res.text).toBe(201);
   return { ...a, domain: res.body.data, name, records: res.body.data.dns_records as DnsRecord[] };
@@ -288,7 +289,7 @@ describe("domains", () => {
     expect(stored?.subject).toBe("Custom domain inbound");
 
     // Another account: the domain is invisible (404), and cannot be claimed (409).
-    const b = await registerAccount("intruder");
+    const b = await createAccount("intruder");
     expectError(await call("GET", `/v1/domains/${a.domain.id}`, { key: b.key }), 404, "not_found");
     expectError(await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: b.key }), 404, "not_found");
     expectError(await call("GET", `/v1/compliance/check?domain=${a.name}`, { key: b.key }), 404, "not_found");
@@ -405,7 +406,7 @@ describe("the gate before every send", () => {
   });
 
   it("the shared MAIL_DOMAIN is signed with its configured key and verifies too", async () => {
-    const a = await registerAccount("shared");
+    const a = await createAccount("shared");
     const to = unique("shared-");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
@@ -604,7 +605,7 @@ describe("the gate before every send", () => {
   });
 
   it("MAIL_DOMAIN is gated too: in production it must publish SPF, our DKIM key and DMARC", async () => {
-    const a = await registerAccount("prod-shared");
+    const a = await createAccount("prod-shared");
     const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
     const prodCtx = {
       accountId: a.account.id,
@@ -634,7 +635,7 @@ describe("the gate before every send", () => {
   });
 
   it("fails closed in any ENVIRONMENT but exactly development: real DNS, no ephemeral DKIM key", async () => {
-    const a = await registerAccount("staging-shared");
+    const a = await createAccount("staging-shared");
     const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
     const row = {
       ...(inbox as Record<string, unknown>),
@@ -695,14 +696,14 @@ describe("compliance endpoints", () => {
 
     expectError(await call("GET", "/v1/compliance/check?domain=unknown.example", { key: a.key }), 404, "not_found");
     expectError(await call("GET", "/v1/compliance/check", { key: a.key }), 422, "validation_error");
-    const b = await registerAccount("other");
+    const b = await createAccount("other");
     expectError(await call("GET", `/v1/compliance/readiness/${a.sender.id}`, { key: b.key }), 404, "not_found");
   });
 });
 
 describe("phishing-style content", () => {
   it("is blocked with the signals that fired (422, audited, event); ordinary mail passes", async () => {
-    const a = await registerAccount("phish");
+    const a = await createAccount("phish");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: {
@@ -747,7 +748,7 @@ describe("phishing-style content", () => {
   });
 
   it("the same body sprayed to many new recipients adds a signal that tips a borderline message over", async () => {
-    const a = await registerAccount("spray");
+    const a = await createAccount("spray");
     await liftLimit(a.account.id);
     const body = { subject: "Quick question", body_text: "Have a look at our offer: https://bit.ly/offer-42" };
     const batch = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag}${i}@example.net`);
@@ -785,7 +786,7 @@ describe("phishing-style content", () => {
   });
 
   it("the known-sender lookup of every send uses the partial index on lower(from_address)", async () => {
-    const a = await registerAccount("plan");
+    const a = await createAccount("plan");
     const query = knownSendersQuery(createDb(env.DB), a.account.id, ["x@example.net", "y@example.net"]).toSQL();
     const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
       .bind(...query.params)
@@ -807,7 +808,7 @@ describe("phishing-style content", () => {
   });
 
   it("old send fingerprints are swept by scheduled(), not on the send path", async () => {
-    const a = await registerAccount("sweep");
+    const a = await createAccount("sweep");
     const old = Date.now() - 25 * 3_600_000;
     await env.DB.prepare(
       "INSERT INTO send_fingerprints (id, account_id, body_hash, new_recipients, created_at) VALUES ('sfp_old', ?, 'h', '[]', ?), ('sfp_recent', ?, 'h', '[]', ?)",
@@ -842,7 +843,7 @@ describe("phishing-style content", () => {
   });
 
   it("the signer and the transport read OUTBOUND_TRANSPORT alike: `smtp ` is signed SMTP", async () => {
-    const a = await registerAccount("transport-name");
+    const a = await createAccount("transport-name");
     const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
     if (!inbox) throw new Error("no inbox");
     const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import { call, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { expectTenancyOnEveryIdRoute } from "../helpers/tenancy";
 
@@ -27,8 +28,8 @@ const WITH_ATTACHMENT = (to: string) =>
 
 describe("tenancy", () => {
   it("another account's ids are 404 on every route with an id, and leak nothing", async () => {
-    const a = await registerAccount("owner");
-    const b = await registerAccount("intruder");
+    const a = await createAccount("owner");
+    const b = await createAccount("intruder");
     const extraKey = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
     expect(extraKey.status).toBe(201);
     expect((await deliver(WITH_ATTACHMENT(a.inbox.address), a.inbox.address)).setReject).not.toHaveBeenCalled();
@@ -147,8 +148,8 @@ describe("tenancy", () => {
   });
 
   it("lists never include another account's data", async () => {
-    const a = await registerAccount("owner");
-    const b = await registerAccount("intruder");
+    const a = await createAccount("owner");
+    const b = await createAccount("intruder");
     await call("POST", "/v1/webhooks", {
       key: a.key,
       body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-list` },

@@ -7,7 +7,8 @@ import { eventStatement } from "../../src/features/events/events.service";
 import { newDispatch, sweepWebhooks } from "../../src/features/webhooks/dispatch";
 import { setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { consumeWebhooks } from "../../src/triggers/queue-webhooks";
-import { call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { eventOf, type ReceivedDelivery, receiver, receiverHasPython } from "../helpers/webhooks";
 
@@ -72,7 +73,7 @@ const attemptsOf = async (key: string, webhookId: string, eventId: string) => {
 
 describe("webhook endpoints", () => {
   it("create returns the secret once, sends webhook.test right away, and is audited", async () => {
-    const a = await registerAccount("hooks");
+    const a = await createAccount("hooks");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"], description: "CI" });
     expect(webhook.secret).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
     expect(webhook).toMatchObject({
@@ -119,7 +120,7 @@ describe("webhook endpoints", () => {
   });
 
   it("signs every delivery so standardwebhooks and the docs' Node snippet accept it; data carries the message", async () => {
-    const a = await registerAccount("signed");
+    const a = await createAccount("signed");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     const raw = mail({
       to: a.inbox.address,
@@ -199,7 +200,7 @@ describe("webhook endpoints", () => {
       console.warn("python3 is not installed here: skipping the Python snippet check");
       skip();
     }
-    const a = await registerAccount("python");
+    const a = await createAccount("python");
     const { hook } = await endpointOnReceiver(a.key);
     await deliver(mail({ to: a.inbox.address, subject: "py" }), a.inbox.address);
     const all = await hook.waitFor((d) => d.some((x) => eventOf(x).type === "message.received"));
@@ -207,7 +208,7 @@ describe("webhook endpoints", () => {
   });
 
   it("a receiver failing for a while (500, a timeout, 429 + Retry-After) gets every event, same webhook-id; each attempt is logged", async () => {
-    const a = await registerAccount("flaky");
+    const a = await createAccount("flaky");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     await hook.configure({
       steps: [{ status: 500 }, { hangMs: 4000 }, { status: 429, retryAfter: "1" }, { status: 200 }],
@@ -251,7 +252,7 @@ describe("webhook endpoints", () => {
   }, 40_000);
 
   it("after the last scheduled attempt the delivery is failed", async () => {
-    const a = await registerAccount("dead");
+    const a = await createAccount("dead");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     await hook.configure({ steps: Array.from({ length: 6 }, () => ({ status: 503 })) });
     const test = await call("POST", `/v1/webhooks/${webhook.id}/test`, { key: a.key });
@@ -280,7 +281,7 @@ describe("webhook endpoints", () => {
   }, 40_000);
 
   it("410 disables the endpoint (audited as the system); enable turns it back on", async () => {
-    const a = await registerAccount("gone");
+    const a = await createAccount("gone");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     await hook.configure({ steps: [{ status: 410 }] });
     expect((await call("POST", `/v1/webhooks/${webhook.id}/test`, { key: a.key })).status).toBe(202);
@@ -313,7 +314,7 @@ describe("webhook endpoints", () => {
   }, 30_000);
 
   it("replay re-sends the stored event with the same id, to the endpoint or a target_url; audited", async () => {
-    const a = await registerAccount("replay");
+    const a = await createAccount("replay");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     await deliver(mail({ to: a.inbox.address, subject: "replay me" }), a.inbox.address);
     const first = await hook.waitFor((d) => d.some((x) => eventOf(x).type === "message.received"));
@@ -354,7 +355,7 @@ describe("webhook endpoints", () => {
   }, 30_000);
 
   it("rotate-secret: new secret once, both secrets sign for 24 h; update, delete, audit", async () => {
-    const a = await registerAccount("rotate");
+    const a = await createAccount("rotate");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     const rotated = await call("POST", `/v1/webhooks/${webhook.id}/rotate-secret`, { key: a.key });
     expect(rotated.status, rotated.text).toBe(200);
@@ -393,7 +394,7 @@ describe("webhook endpoints", () => {
 
   it("validates input, scopes and restricted keys", async () => {
     answerMadeUpHosts();
-    const a = await registerAccount("rules");
+    const a = await createAccount("rules");
     const bad = await call("POST", "/v1/webhooks", {
       key: a.key,
       body: { url: "https://hooks.example.com/x", events: ["message.exploded"] },
@@ -452,7 +453,7 @@ describe("webhook endpoints", () => {
 
   it("refuses URLs that are, or resolve to, internal addresses (the SSRF table)", async () => {
     answerMadeUpHosts();
-    const a = await registerAccount("ssrf");
+    const a = await createAccount("ssrf");
     setDnsResolver(
       staticResolver({
         "inside.example.com": { A: ["10.1.2.3"] },
@@ -523,7 +524,7 @@ describe("webhook endpoints", () => {
   });
 
   it("delivery re-checks DNS: a host that now points inside is refused and recorded as a failed attempt", async () => {
-    const a = await registerAccount("rebind");
+    const a = await createAccount("rebind");
     setDnsResolver(staticResolver({ "rebind.example.com": { A: ["93.184.216.34"] } }));
     const fetchSpy = answerMadeUpHosts();
     const created = await call("POST", "/v1/webhooks", {
@@ -564,7 +565,7 @@ describe("the webhook queue consumer", () => {
   }
 
   it("retries a failed attempt with the schedule's delay, acks bad bodies, never re-sends a finished dispatch", async () => {
-    const a = await registerAccount("consumer");
+    const a = await createAccount("consumer");
     const hook = receiver();
     const { dispatchId } = await pendingDispatch(a.key, a.account.id, hook.url);
     await hook.waitFor((d) => d.length === 1); // the creation's own webhook.test
@@ -621,7 +622,7 @@ describe("the webhook queue consumer", () => {
   });
 
   it("the cron sweep delivers events whose producer crashed before publishing, and dispatches whose message was lost", async () => {
-    const a = await registerAccount("sweep");
+    const a = await createAccount("sweep");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     // An event committed with no publishEvents call after it (the producer died right there).
     const ctx = {

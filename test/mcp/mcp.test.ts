@@ -6,7 +6,8 @@ import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import { inboxCounter } from "../../src/durable-objects/inbox-counter";
 import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { ADMIN_TOKEN, call, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
 
@@ -118,7 +119,7 @@ async function keyId(accountId: string): Promise<string> {
 
 /** An account with one inbound message delivered through the email handler, found by wait_for_message. */
 async function accountWithMail(client?: Client) {
-  const a = await registerAccount("mcp");
+  const a = await createAccount("mcp");
   const mcp = client ?? (await connect(a.key));
   const sender = unique("ana");
   const waiting = ok(mcp, "wait_for_message", { inbox_id: a.inbox.id, from_address: sender, timeout_ms: 20_000 });
@@ -140,7 +141,7 @@ async function accountWithMail(client?: Client) {
 
 describe("MCP server at /mcp", () => {
   it("lists every tool with its input schema and the untrusted-content warning", async () => {
-    const a = await registerAccount("mcp");
+    const a = await createAccount("mcp");
     const client = await connect(a.key);
     expect(client.getServerVersion()?.name).toBe("mailbot");
     const { tools } = await client.listTools();
@@ -358,7 +359,7 @@ describe("MCP server at /mcp", () => {
   });
 
   it("domain and compliance tools: add, list, verify and check a domain; a policy block is an isError result", async () => {
-    const a = await registerAccount("mcp-domains");
+    const a = await createAccount("mcp-domains");
     const mcp = await connect(a.key);
     const name = `agent-${crypto.randomUUID().slice(0, 6)}.example`;
     const added = await ok(mcp, "add_domain", { domain: name, idempotency_key: `dom-${name}` });
@@ -522,7 +523,7 @@ describe("MCP server at /mcp", () => {
       headers,
     });
     expect(bad.status).toBe(401);
-    const a = await registerAccount("mcp");
+    const a = await createAccount("mcp");
     const res = await call("POST", "/mcp", { key: a.key, body: initialize, headers });
     expect(res.status, res.text).toBe(200);
     expect(res.body.result.serverInfo.name).toBe("mailbot");
@@ -570,7 +571,7 @@ describe("MCP server at /mcp", () => {
       body: { domain: `tenant-${crypto.randomUUID().slice(0, 6)}.example` },
     });
     expect(domain.status, domain.text).toBe(201);
-    const b = await registerAccount("intruder");
+    const b = await createAccount("intruder");
     const intruder = await connect(b.key);
     const ids = {
       inbox_id: a.inbox.id,
@@ -686,7 +687,7 @@ describe("MCP server at /mcp", () => {
   });
 
   it("idempotency keys belong to the key that used them; arguments nobody declared are refused", async () => {
-    const a = await registerAccount("mcp-idem");
+    const a = await createAccount("mcp-idem");
     const first = await connect(a.key);
     const other = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
     const second = await connect(other.body.data.key);
@@ -700,7 +701,7 @@ describe("MCP server at /mcp", () => {
   });
 
   it("sending tools carry the inbox's reputation warnings, like the HTTP headers", async () => {
-    const a = await registerAccount("mcp-warn");
+    const a = await createAccount("mcp-warn");
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
     const mcp = await connect(a.key);
     const send = { inbox_id: a.inbox.id, to: [unique("w")], subject: "Status", body_text: "All good." };
@@ -726,7 +727,7 @@ describe("MCP server at /mcp", () => {
     const http = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
     expect(http.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     // An inbox with a clean record: no warnings.
-    const b = await registerAccount("mcp-calm");
+    const b = await createAccount("mcp-calm");
     const calm = await (await connect(b.key)).callTool({
       name: "send_message",
       arguments: { ...send, inbox_id: b.inbox.id },
@@ -736,8 +737,8 @@ describe("MCP server at /mcp", () => {
   });
 
   it("MCP_ACCOUNT_ID pins the endpoint to one account", async () => {
-    const a = await registerAccount("pinned");
-    const b = await registerAccount("other");
+    const a = await createAccount("pinned");
+    const b = await createAccount("other");
     const pinned = { MCP_ACCOUNT_ID: a.account.id };
     const client = await connect(a.key, pinned);
     expect((await ok(client, "get_inbox", { inbox_id: a.inbox.id })).id).toBe(a.inbox.id);

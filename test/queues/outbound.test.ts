@@ -7,7 +7,8 @@ import { backoffSeconds, deliverOutbound } from "../../src/features/outbound/del
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
 import main from "../../src/index";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
 const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
@@ -75,7 +76,7 @@ async function liftLimit(accountId: string) {
 
 describe("sending through the SMTP relay", () => {
   it("accepts in 202, the consumer submits the exact stored bytes, and status, audit and events follow", async () => {
-    const a = await registerAccount("sender");
+    const a = await createAccount("sender");
     const to = unique("bob");
     const pdf = new Uint8Array([0x25, 0x50, 0x44, 0x46, 0x2d, 0x31, 0x2e, 0x34, 0x0a, 0x00, 0xff, 0xfe]);
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -155,7 +156,7 @@ describe("sending through the SMTP relay", () => {
   });
 
   it("HTML-only mail gets a text alternative; bcc reaches the envelope but never the headers", async () => {
-    const a = await registerAccount("html");
+    const a = await createAccount("html");
     const to = unique("html");
     const hidden = unique("hidden");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -177,7 +178,7 @@ describe("sending through the SMTP relay", () => {
   });
 
   it("replies thread on both sides: In-Reply-To, References in RFC order, one Re:, reply_all without the inbox", async () => {
-    const a = await registerAccount("replier");
+    const a = await createAccount("replier");
     const original = mail({
       from: "Carol <carol@example.org>",
       to: `${a.inbox.address}, dave@example.org`,
@@ -237,7 +238,7 @@ describe("sending through the SMTP relay", () => {
   });
 
   it("forwards with the original's attachments, in the original's thread", async () => {
-    const a = await registerAccount("forwarder");
+    const a = await createAccount("forwarder");
     await liftLimit(a.account.id);
     const withFile = mail({
       to: a.inbox.address,
@@ -280,8 +281,8 @@ describe("sending through the SMTP relay", () => {
 
 describe("internal delivery", () => {
   it("two inboxes of the deployment talk with no transport, and replies thread on both sides", async () => {
-    const a = await registerAccount("agent-a");
-    const b = await registerAccount("agent-b");
+    const a = await createAccount("agent-a");
+    const b = await createAccount("agent-b");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: [b.inbox.address], subject: "Handshake", body_text: "Hello B" },
@@ -331,7 +332,7 @@ describe("internal delivery", () => {
 
 describe("validation and refusals", () => {
   it("rejects bad input with the error envelope and stores nothing", async () => {
-    const a = await registerAccount("validator");
+    const a = await createAccount("validator");
     const url = `/v1/inboxes/${a.inbox.id}/messages`;
     const cases: [unknown, string][] = [
       [{ to: ["not an address"], subject: "x", body_text: "x" }, "to.0"],
@@ -366,7 +367,7 @@ describe("validation and refusals", () => {
   });
 
   it("refuses a disabled inbox, too many recipients and an oversized message, audits each, sends nothing", async () => {
-    const a = await registerAccount("refused");
+    const a = await createAccount("refused");
     const url = `/v1/inboxes/${a.inbox.id}/messages`;
     const list = (p: string, n: number) => Array.from({ length: n }, (_, i) => `${p}${i}@example.org`);
     const tooMany = await call("POST", url, {
@@ -413,7 +414,7 @@ describe("validation and refusals", () => {
   });
 
   it("50 concurrent sends from a new account: exactly 10 accepted, 40 refused with 429; the window slides", async () => {
-    const a = await registerAccount("burst");
+    const a = await createAccount("burst");
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
         call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -455,7 +456,7 @@ describe("validation and refusals", () => {
   });
 
   it("Idempotency-Key: the same request replays the first response; another body is 409", async () => {
-    const a = await registerAccount("idem");
+    const a = await createAccount("idem");
     const body = { to: ["idem@example.org"], subject: "once", body_text: "only once" };
     const headers = { "Idempotency-Key": `send-${crypto.randomUUID()}` };
     const first = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key, body, headers });
@@ -477,8 +478,8 @@ describe("validation and refusals", () => {
   });
 
   it("reply and forward of another account's message are 404 and write nothing", async () => {
-    const a = await registerAccount("victim");
-    const b = await registerAccount("intruder");
+    const a = await createAccount("victim");
+    const b = await createAccount("intruder");
     await deliver(mail({ to: a.inbox.address, subject: "Private" }), a.inbox.address);
     const msg = await env.DB.prepare("SELECT id FROM messages WHERE inbox_id = ?")
       .bind(a.inbox.id)
@@ -502,7 +503,7 @@ describe("validation and refusals", () => {
 
 describe("queue consumer", () => {
   it("a transient failure is retried with a delay, a permanent one fails with the reason", async () => {
-    const a = await registerAccount("consumer");
+    const a = await createAccount("consumer");
     const temp = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: [unique("datatemp-")], subject: "later", body_text: "x" },
@@ -557,7 +558,7 @@ describe("queue consumer", () => {
   });
 
   it("a redelivered queue message never sends twice; a bad body does not fail the batch", async () => {
-    const a = await registerAccount("redelivery");
+    const a = await createAccount("redelivery");
     const to = unique("once");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
@@ -598,7 +599,7 @@ describe("queue consumer", () => {
   });
 
   it("the dead-letter consumer marks what the queue gave up on as failed", async () => {
-    const a = await registerAccount("dlq");
+    const a = await createAccount("dlq");
     const ctxA = unqueuedContext(a.account.id);
     const queued = await sendMessage(
       ctxA,

@@ -11,7 +11,8 @@ import main from "../../src/index";
 import { hashSecret, verifySecret } from "../../src/lib/argon2";
 import { newId } from "../../src/lib/ids";
 import { DEFAULT_TIERS, tierLimits } from "../../src/lib/tiers";
-import { call, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call } from "../helpers/api";
 
 // The handlers as the runtime sees them (they may ignore trailing arguments).
 const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
@@ -119,7 +120,7 @@ describe("the other triggers", () => {
   });
 
   it("scheduled(): purges expired idempotency records and relay signatures only", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     await call("POST", "/v1/inboxes", {
       key: a.key,
       body: { username: "keep" },
