@@ -1,4 +1,5 @@
 import { env } from "cloudflare:workers";
+import { inject } from "vitest";
 import { createDb } from "../../src/db/client";
 import { messages, threads } from "../../src/db/schema";
 import { newId } from "../../src/lib/ids";
@@ -85,4 +86,23 @@ export async function insertSentMessage(
     }),
   ]);
   return { id, threadId };
+}
+
+/** What the test SMTP server (test/global/smtp-server.ts) accepted for one recipient. */
+export interface Received {
+  mailFrom: string;
+  rcptTo: string[];
+  user: string | null;
+  raw: string;
+}
+
+/** Everything the test SMTP server accepted for a recipient, oldest first. */
+export async function smtpReceived(rcpt: string): Promise<Received[]> {
+  const res = await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${encodeURIComponent(rcpt)}`);
+  return (await res.json()) as Received[];
+}
+
+/** The id of a sent newsletter to `to` (what reports link to). */
+export async function sentMessageId(a: Owner, to: string[]): Promise<string> {
+  return (await insertSentMessage(a, { to, subject: "Newsletter" })).id;
 }

@@ -4,14 +4,12 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import { inboxCounter } from "../../src/durable-objects/inbox-counter";
-import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
+import { auditEntries, messageRow, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
-
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 const TOOL_NAMES = [
   "create_inbox",
@@ -95,20 +93,14 @@ async function fails(client: Client, name: string, args: Record<string, unknown>
   return r;
 }
 
+/** The audit entries of one target: who did what. */
 async function auditOf(targetId: string) {
-  const rows = await env.DB.prepare(
-    "SELECT action, actor_type, actor_id FROM audit_log WHERE target_id = ? ORDER BY seq",
-  )
-    .bind(targetId)
-    .all<{ action: string; actor_type: string; actor_id: string | null }>();
-  return rows.results;
+  return (await auditEntries({ targetId })).map(({ action, actor_type, actor_id }) => ({
+    action,
+    actor_type,
+    actor_id,
+  }));
 }
-
-async function messageRow(id: string) {
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
-}
-
-const unique = (local: string) => `${local}-${crypto.randomUUID().slice(0, 8)}@example.org`;
 
 async function keyId(accountId: string): Promise<string> {
   const row = await env.DB.prepare("SELECT id FROM api_keys WHERE account_id = ? ORDER BY id LIMIT 1")

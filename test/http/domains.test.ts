@@ -1,6 +1,6 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import { afterEach, describe, expect, inject, it } from "vitest";
 import { createDb } from "../../src/db/client";
 import { deliverOutbound } from "../../src/features/outbound/delivery.service";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
@@ -9,14 +9,11 @@ import { selectTransport, transportName } from "../../src/features/outbound/tran
 import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.service";
 import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
 import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
-import main from "../../src/index";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { createAccount } from "../helpers/accounts";
-import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
+import { call, expectError } from "../helpers/api";
+import { auditEntries, eventsOf, liftLimit, settledMessage, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
-
-// The handlers as the runtime sees them.
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
 interface DnsRecord {
@@ -48,45 +45,12 @@ function useDns(table: Table) {
   setDnsResolver(staticResolver(table));
 }
 
-async function auditOf(accountId: string, action: string) {
-  const rows = await env.DB.prepare("SELECT * FROM audit_log WHERE account_id = ? AND action = ? ORDER BY seq")
-    .bind(accountId, action)
-    .all<{ metadata: string; target_id: string }>();
-  return rows.results.map((r) => ({ ...r, metadata: JSON.parse(r.metadata) }));
-}
-
-async function eventsOf(accountId: string, type: string) {
-  const rows = await env.DB.prepare("SELECT * FROM events WHERE account_id = ? AND type = ? ORDER BY seq")
-    .bind(accountId, type)
-    .all<{ id: string; data: string; message_id: string | null }>();
-  return rows.results.map((r) => ({ ...r, data: JSON.parse(r.data) }));
-}
-
 async function messageCount(inboxId: string) {
   return (
     await env.DB.prepare("SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'")
       .bind(inboxId)
       .first<{ n: number }>()
   )?.n;
-}
-
-async function liftLimit(accountId: string) {
-  const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
-    key: ADMIN_TOKEN,
-    body: { new_account_until: null },
-  });
-  expect(res.status, res.text).toBe(200);
-}
-
-async function settled(id: string) {
-  await vi.waitFor(
-    async () => {
-      const r = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
-      expect(["sent", "failed", "blocked"]).toContain(r?.status);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
 }
 
 /** mailauth's verdicts on the last message the SMTP server received for `rcpt`, keys served from `dns`. */
@@ -99,8 +63,6 @@ async function dkimVerdicts(rcpt: string, dns: Record<string, string>) {
   return ((await res.json()) as { results: { signingDomain: string; selector: string; status: { result: string } }[] })
     .results;
 }
-
-const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
 
 /** An account with a domain added (not yet verified). */
 async function withDomain(name = `acme-${crypto.randomUUID().slice(0, 6)}.example`) {
@@ -164,7 +126,7 @@ describe("domains", () => {
     expect(got.text).not.toContain(row?.dkim_private_key_sealed.slice(0, 40));
     const list = await call("GET", "/v1/domains", { key: a.key });
     expect(list.body.data.map((d: { id: string }) => d.id)).toEqual([a.domain.id]);
-    expect((await auditOf(a.account.id, "domain.created"))[0]?.metadata).toMatchObject({
+    expect((await auditEntries({ accountId: a.account.id, action: "domain.created" }))[0]?.metadata).toMatchObject({
       domain: "mail.acme-add.example",
     });
 
@@ -248,9 +210,10 @@ describe("domains", () => {
       next_step: expect.stringContaining("SPF, DKIM, DMARC"),
     });
     expect(await eventsOf(a.account.id, "domain.verified")).toHaveLength(0);
-    expect((await auditOf(a.account.id, "domain.verification_checked"))[0]?.metadata.problems.spf.status).toBe(
-      "missing",
-    );
+    expect(
+      (await auditEntries({ accountId: a.account.id, action: "domain.verification_checked" }))[0]?.metadata.problems.spf
+        .status,
+    ).toBe("missing");
 
     // A temporary DNS failure decides nothing.
     useDns({ [a.name]: "temporary_failure" });
@@ -274,7 +237,7 @@ describe("domains", () => {
     expect(ok.body.data.dns_records.every((r: { status: string }) => r.status === "verified")).toBe(true);
     const [event] = await eventsOf(a.account.id, "domain.verified");
     expect(event?.data).toMatchObject({ domain_id: a.domain.id, domain: a.name, dkim_verified: true });
-    const [audit] = await auditOf(a.account.id, "domain.verified");
+    const [audit] = await auditEntries({ accountId: a.account.id, action: "domain.verified" });
     expect(audit?.target_id).toBe(a.domain.id);
     expect(audit?.metadata.event_id).toBeDefined();
 
@@ -306,7 +269,7 @@ describe("domains", () => {
     const del = await call("DELETE", `/v1/domains/${other.body.data.id}`, { key: a.key });
     expect(del.status, del.text).toBe(200);
     expect(await env.DB.prepare("SELECT id FROM domains WHERE id = ?").bind(other.body.data.id).first()).toBeNull();
-    expect(await auditOf(a.account.id, "domain.deleted")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "domain.deleted" })).toHaveLength(1);
   });
 });
 
@@ -323,7 +286,7 @@ describe("the gate before every send", () => {
       },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const dkim = a.records.find((r) => r.purpose === "dkim") as DnsRecord;
     const verdicts = await dkimVerdicts(to, { [dkim.name]: dkim.value });
     expect(verdicts).toHaveLength(1);
@@ -367,7 +330,7 @@ describe("the gate before every send", () => {
       },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const raw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${res.body.data.id}/raw`, { key: a.key });
     expect(raw.text).toMatch(/\r\nTo: [^\r]+,\r\n[ \t]/); // To is folded
     expect(raw.text).toMatch(/Content-Transfer-Encoding: quoted-printable/i);
@@ -396,7 +359,7 @@ describe("the gate before every send", () => {
       body: { body_text: "Thanks — we have reissued the invoice." },
     });
     expect(reply.status, reply.text).toBe(202);
-    expect((await settled(reply.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(reply.body.data.id))?.status).toBe("sent");
     const replyRaw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${reply.body.data.id}/raw`, {
       key: a.key,
     });
@@ -413,7 +376,7 @@ describe("the gate before every send", () => {
       body: { to: [to], subject: "Shared domain", body_text: "Hi", body_html: "<p>Hi <b>there</b></p>" },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const key = await sharedDomainKey(env);
     const verdicts = await dkimVerdicts(to, {
       "default._domainkey.mailbot.test": `v=DKIM1; k=rsa; p=${key?.publicKey}`,
@@ -503,7 +466,7 @@ describe("the gate before every send", () => {
       expect(err.details).toHaveProperty("found");
     }
     expect(await messageCount(a.sender.id)).toBe(0);
-    const audits = await auditOf(a.account.id, "message.send_blocked");
+    const audits = await auditEntries({ accountId: a.account.id, action: "message.send_blocked" });
     expect(audits.map((x) => x.metadata.details.reason)).toEqual(failures.map((f) => f.reason));
     expect(audits[1]?.metadata.details.found).toEqual(["v=spf1 include:_spf.google.com ~all"]);
     const events = await eventsOf(a.account.id, "message.blocked");
@@ -555,7 +518,7 @@ describe("the gate before every send", () => {
     });
     expect(expectError(nested, 503, "dns_unavailable").details.checks.spf).toMatch(/spf\.flaky\.example/);
     expect(await messageCount(a.sender.id)).toBe(0);
-    const refused = await auditOf(a.account.id, "message.send_refused");
+    const refused = await auditEntries({ accountId: a.account.id, action: "message.send_refused" });
     expect(refused.map((r) => r.metadata.reason)).toEqual([
       "dns_unavailable",
       "dns_unavailable",
@@ -599,7 +562,7 @@ describe("the gate before every send", () => {
     const [blocked] = await eventsOf(a.account.id, "message.blocked");
     expect(blocked?.message_id).toBe(queued.id);
     expect(blocked?.data).toMatchObject({ reason: "dmarc_failed", stage: "deliver", message_id: queued.id });
-    const audit = (await auditOf(a.account.id, "message.send_blocked")).at(-1);
+    const audit = (await auditEntries({ accountId: a.account.id, action: "message.send_blocked" })).at(-1);
     expect(audit?.metadata.details.reason).toBe("dmarc_failed");
     expect(await (await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${to}`)).json()).toEqual([]);
   });
@@ -721,7 +684,7 @@ describe("phishing-style content", () => {
     );
     expect(err.details.signals[0]).toMatchObject({ weight: expect.any(Number), evidence: expect.any(String) });
     expect(await messageCount(a.inbox.id)).toBe(0);
-    const [audit] = await auditOf(a.account.id, "message.send_blocked");
+    const [audit] = await auditEntries({ accountId: a.account.id, action: "message.send_blocked" });
     expect(audit?.metadata.details.signals.length).toBe(names.length);
     expect((await eventsOf(a.account.id, "message.blocked"))[0]?.data.reason).toBe("phishing_suspected");
 

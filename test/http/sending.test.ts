@@ -1,78 +1,14 @@
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import PostalMime from "postal-mime";
-import { describe, expect, inject, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client";
-import { backoffSeconds, deliverOutbound } from "../../src/features/outbound/delivery.service";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
-import main from "../../src/index";
 import { createAccount } from "../helpers/accounts";
-import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
+import { call, expectError } from "../helpers/api";
+import { auditEntries, liftLimit, settledMessage, unique } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
-
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
-
-interface Received {
-  mailFrom: string;
-  rcptTo: string[];
-  user: string | null;
-  raw: string;
-}
-
-/** What the real SMTP server (test/global/smtp-server.ts) accepted for a recipient. */
-async function smtpReceived(rcpt: string): Promise<Received[]> {
-  const res = await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${encodeURIComponent(rcpt)}`);
-  return (await res.json()) as Received[];
-}
-
-async function row(id: string) {
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
-}
-
-/** Waits for the queue consumer (run by miniflare) to bring a message to a final status. */
-async function settled(id: string, statuses = ["sent", "failed", "blocked", "bounced"]) {
-  await vi.waitFor(
-    async () => {
-      const r = await row(id);
-      expect(statuses).toContain(r?.status);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-  return (await row(id)) as Record<string, unknown>;
-}
-
-async function auditActions(accountId: string, targetId?: string) {
-  const rows = await env.DB.prepare(
-    `SELECT action, metadata FROM audit_log WHERE account_id = ? ${targetId ? "AND target_id = ?" : ""} ORDER BY seq`,
-  )
-    .bind(...(targetId ? [accountId, targetId] : [accountId]))
-    .all<{ action: string; metadata: string }>();
-  return rows.results.map((r) => ({ action: r.action, metadata: JSON.parse(r.metadata) }));
-}
-
-const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
-
-/** A service context whose queue drops messages, so a test alone decides when the consumer runs. */
-function unqueuedContext(accountId: string) {
-  return {
-    accountId,
-    actor: { type: "api_key" as const, id: null },
-    requestId: null,
-    db: createDb(env.DB),
-    env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-    now: Date.now,
-  };
-}
-
-/** Lifts the new-account send limit for tests that are not about it. */
-async function liftLimit(accountId: string) {
-  const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
-    key: ADMIN_TOKEN,
-    body: { new_account_until: null },
-  });
-  expect(res.status, res.text).toBe(200);
-}
+import { smtpReceived } from "../helpers/outbound";
 
 describe("sending through the SMTP relay", () => {
   it("accepts in 202, the consumer submits the exact stored bytes, and status, audit and events follow", async () => {
@@ -106,7 +42,7 @@ describe("sending through the SMTP relay", () => {
     });
     expect(sent.rfc_message_id).toMatch(new RegExp(`^<${sent.id}@mailbot\\.test>$`));
 
-    const final = await settled(sent.id);
+    const final = await settledMessage(sent.id);
     expect(final).toMatchObject({ status: "sent", attempts: 1, last_error: null });
     expect(final.sent_at).toEqual(expect.any(Number));
 
@@ -140,7 +76,7 @@ describe("sending through the SMTP relay", () => {
     expect(parsed.headers.find((h) => h.key === "x-campaign")?.value).toBe(`=?utf-8?B?${campaign}?=`);
     expect(got.raw).not.toMatch(/^bcc:/im);
 
-    const actions = (await auditActions(a.account.id, sent.id)).map((e) => e.action);
+    const actions = (await auditEntries({ accountId: a.account.id, targetId: sent.id })).map((e) => e.action);
     expect(actions).toEqual(["message.send_attempted", "message.sent"]);
     const events = await env.DB.prepare("SELECT type, data FROM events WHERE message_id = ?").bind(sent.id).all();
     expect(events.results.map((e) => e.type)).toEqual(["message.sent"]);
@@ -171,7 +107,7 @@ describe("sending through the SMTP relay", () => {
     expect(res.status, res.text).toBe(202);
     expect(res.body.data.body_text).toBe("Welcome\n\nRead the guide (https://example.org/guide).");
     expect(res.body.data.bcc).toEqual([hidden]);
-    await settled(res.body.data.id);
+    await settledMessage(res.body.data.id);
     const [got] = await smtpReceived(hidden);
     expect(got?.rcptTo.sort()).toEqual([to, hidden].sort());
     expect(got?.raw).not.toContain(hidden);
@@ -210,7 +146,7 @@ describe("sending through the SMTP relay", () => {
       in_reply_to: "<orig-2@example.org>",
       references: ["<orig-0@example.org>", "<orig-1@example.org>", "<orig-2@example.org>"],
     });
-    await settled(reply.id);
+    await settledMessage(reply.id);
     const [got] = await smtpReceived("carol@example.org").then((list) => list.filter((m) => m.raw.includes(reply.id)));
     if (!got) throw new Error("the reply did not reach the relay");
     expect(got.rcptTo.sort()).toEqual(["carol@example.org", "dave@example.org", "erin@example.org"]);
@@ -270,7 +206,7 @@ describe("sending through the SMTP relay", () => {
     });
     expect(res.status, res.text).toBe(202);
     expect(res.body.data).toMatchObject({ subject: "Fwd: Invoice", thread_id: inbound?.thread_id });
-    await settled(res.body.data.id);
+    await settledMessage(res.body.data.id);
     const [got] = await smtpReceived(to);
     const parsed = await PostalMime.parse(got?.raw ?? "");
     expect(parsed.text).toContain("FYI");
@@ -288,7 +224,7 @@ describe("internal delivery", () => {
       body: { to: [b.inbox.address], subject: "Handshake", body_text: "Hello B" },
     });
     expect(res.status, res.text).toBe(202);
-    const out = await settled(res.body.data.id);
+    const out = await settledMessage(res.body.data.id);
     expect(out.status).toBe("sent");
     expect(await smtpReceived(b.inbox.address)).toHaveLength(0);
 
@@ -308,7 +244,7 @@ describe("internal delivery", () => {
       body: { body_text: "Hi A" },
     });
     expect(reply.status, reply.text).toBe(202);
-    await settled(reply.body.data.id);
+    await settledMessage(reply.body.data.id);
     const back = await call(
       "GET",
       `/v1/inboxes/${a.inbox.id}/messages/wait?direction=inbound&since=2000-01-01T00:00:00Z&timeout_ms=5000`,
@@ -325,7 +261,7 @@ describe("internal delivery", () => {
       body: { to: ["nobody--zzzz@mailbot.test"], subject: "Ghost", body_text: "?" },
     });
     // Refused by the receiving side (here: ourselves) for good: a hard bounce (reputation, suppression).
-    const ghostRow = await settled(ghost.body.data.id, ["bounced"]);
+    const ghostRow = await settledMessage(ghost.body.data.id, ["bounced"]);
     expect(ghostRow.last_error).toMatch(/unknown_recipient/);
   });
 });
@@ -398,7 +334,9 @@ describe("validation and refusals", () => {
     });
     expectError(disabled, 403, "inbox_disabled");
 
-    const refusals = (await auditActions(a.account.id)).filter((e) => e.action === "message.send_refused");
+    const refusals = (await auditEntries({ accountId: a.account.id })).filter(
+      (e) => e.action === "message.send_refused",
+    );
     expect(refusals.map((e) => e.metadata.reason)).toEqual([
       "too_many_recipients",
       "message_too_large",
@@ -435,7 +373,9 @@ describe("validation and refusals", () => {
       .bind(a.inbox.id)
       .first<{ n: number }>();
     expect(stored?.n).toBe(10);
-    const refusals = (await auditActions(a.account.id)).filter((e) => e.action === "message.send_refused");
+    const refusals = (await auditEntries({ accountId: a.account.id })).filter(
+      (e) => e.action === "message.send_refused",
+    );
     expect(refusals).toHaveLength(40);
     expect(refusals.every((e) => e.metadata.reason === "send_limit_exceeded")).toBe(true);
 
@@ -498,123 +438,5 @@ describe("validation and refusals", () => {
       .bind(a.account.id, b.account.id)
       .first<{ n: number }>();
     expect(count?.n).toBe(1);
-  });
-});
-
-describe("queue consumer", () => {
-  it("a transient failure is retried with a delay, a permanent one fails with the reason", async () => {
-    const a = await createAccount("consumer");
-    const temp = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [unique("datatemp-")], subject: "later", body_text: "x" },
-    });
-    const perm = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [unique("perm-")], subject: "never", body_text: "x" },
-    });
-    // The permanent failure ends the message at once; a 550 at RCPT is a hard bounce, so the
-    // message ends `bounced` (the reason stays in last_error).
-    const failed = await settled(perm.body.data.id);
-    await vi.waitFor(async () => expect((await row(perm.body.data.id))?.status).toBe("bounced"));
-    expect(failed.last_error).toMatch(/550/);
-    const permAudit = (await auditActions(a.account.id, perm.body.data.id)).map((e) => e.action);
-    expect(permAudit).toEqual(["message.send_attempted", "message.failed", "message.bounced"]);
-
-    // The transient one goes back to queued with its error, and the queue message is retried.
-    await vi.waitFor(
-      async () => {
-        const r = await row(temp.body.data.id);
-        expect(r?.attempts).toBeGreaterThanOrEqual(1);
-        expect(r?.status).toBe("queued");
-      },
-      { timeout: 10_000, interval: 50 },
-    );
-    expect((await row(temp.body.data.id))?.last_error).toMatch(/451/);
-    const deferred = (await auditActions(a.account.id, temp.body.data.id)).find(
-      (e) => e.action === "message.send_deferred",
-    );
-    expect(deferred?.metadata).toMatchObject({ attempt: 1, retry_in_seconds: expect.any(Number) });
-
-    // Driven by hand: the consumer retries the message with a delay, and acknowledges nothing.
-    const batch = createMessageBatch("mailbot-outbound", [
-      {
-        id: "q1",
-        timestamp: new Date(),
-        attempts: 2,
-        body: { v: 1, message_id: temp.body.data.id, account_id: a.account.id },
-      },
-    ]);
-    const retry = vi.spyOn(batch.messages[0] as Message<unknown>, "retry");
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    const result = await getQueueResult(batch, ctx);
-    expect(result.explicitAcks).toEqual([]);
-    expect(result.retryMessages.map((m) => m.msgId)).toEqual(["q1"]);
-    expect(retry).toHaveBeenCalledWith({ delaySeconds: expect.any(Number) });
-    expect((retry.mock.calls[0]?.[0] as { delaySeconds: number } | undefined)?.delaySeconds).toBeGreaterThan(0);
-    expect(backoffSeconds(1)).toBeLessThanOrEqual(36);
-    expect(backoffSeconds(8)).toBeGreaterThanOrEqual(2880);
-  });
-
-  it("a redelivered queue message never sends twice; a bad body does not fail the batch", async () => {
-    const a = await createAccount("redelivery");
-    const to = unique("once");
-    const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [to], subject: "only once", body_text: "x" },
-    });
-    await settled(res.body.data.id);
-    expect(await smtpReceived(to)).toHaveLength(1);
-
-    const job = { v: 1, message_id: res.body.data.id, account_id: a.account.id };
-    const batch = createMessageBatch<unknown>("mailbot-outbound", [
-      { id: "r1", timestamp: new Date(), attempts: 1, body: job },
-      { id: "r2", timestamp: new Date(), attempts: 1, body: { nonsense: true } },
-      { id: "r3", timestamp: new Date(), attempts: 2, body: job },
-    ]);
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    const result = await getQueueResult(batch, ctx);
-    expect(result.outcome).toBe("ok");
-    expect(result.explicitAcks.sort()).toEqual(["r1", "r2", "r3"]);
-    expect(await smtpReceived(to)).toHaveLength(1);
-    expect((await row(res.body.data.id))?.attempts).toBe(1);
-
-    // Two consumers racing on one queued message: the lease lets exactly one send.
-    const to2 = unique("race");
-    const ctxA = unqueuedContext(a.account.id);
-    const queued = await sendMessage(
-      ctxA,
-      a.inbox.id,
-      SendMessageInput.parse({ to: [to2], subject: "race", body_text: "x" }),
-    );
-    const outcomes = await Promise.all([
-      deliverOutbound(env, { v: 1, message_id: queued.id, account_id: a.account.id }),
-      deliverOutbound(env, { v: 1, message_id: queued.id, account_id: a.account.id }),
-    ]);
-    expect(outcomes.map((o) => o.kind).sort()).toEqual(["done", "retry"]);
-    expect(await smtpReceived(to2)).toHaveLength(1);
-  });
-
-  it("the dead-letter consumer marks what the queue gave up on as failed", async () => {
-    const a = await createAccount("dlq");
-    const ctxA = unqueuedContext(a.account.id);
-    const queued = await sendMessage(
-      ctxA,
-      a.inbox.id,
-      SendMessageInput.parse({ to: ["dlq@example.org"], subject: "lost", body_text: "x" }),
-    );
-    const batch = createMessageBatch("mailbot-outbound-dlq", [
-      { id: "d1", timestamp: new Date(), attempts: 1, body: { v: 1, message_id: queued.id, account_id: a.account.id } },
-    ]);
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(["d1"]);
-    const r = await row(queued.id);
-    expect(r).toMatchObject({ status: "failed" });
-    expect(r?.last_error).toMatch(/dead_lettered/);
   });
 });
