@@ -1,4 +1,5 @@
 import { generateKeyPairSync } from "node:crypto";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
@@ -62,6 +63,9 @@ export default defineConfig(async () => {
       // Real services the Worker talks to during tests, on 127.0.0.1 (ports handed over with provide/inject).
       globalSetup: ["./test/global/webhook-receiver.ts", "./test/global/smtp-server.ts"],
       include: ["test/**/*.test.ts"],
+      // Vitest's default is one file at a time on a 2-core machine (cores - 1). Many files mostly
+      // wait (webhook retries, queue batches, long polls), so two at a time at least.
+      maxWorkers: Math.max(2, availableParallelism() - 1),
     },
   };
 });

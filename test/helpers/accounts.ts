@@ -3,7 +3,7 @@ import { argon2id } from "hash-wasm";
 import { createDb } from "../../src/db/client";
 import { type AccountRow, type ApiKeyRow, accounts, apiKeys, inboxes } from "../../src/db/schema";
 import { toAccountWire } from "../../src/features/accounts/accounts.service";
-import { generateApiKey } from "../../src/features/api-keys/api-keys.service";
+import { generateApiKey, toKeyWire } from "../../src/features/api-keys/api-keys.service";
 import { KEY_PREFIX_LENGTH } from "../../src/features/api-keys/key-auth";
 import { commitWithAudit } from "../../src/features/audit/audit.service";
 import { publishEvents } from "../../src/features/events/events.service";
@@ -31,8 +31,32 @@ async function cheapHash(secret: string): Promise<string> {
   });
 }
 
+/** A key row as `newKeyRow` builds it, but with the cheap hash. */
+async function keyRowOf(
+  accountId: string,
+  input: { name: string; scopes?: string[]; inbox_ids?: string[] },
+  now: number,
+): Promise<{ row: ApiKeyRow; key: string }> {
+  const key = generateApiKey();
+  const row: ApiKeyRow = {
+    id: newId("key", now),
+    accountId,
+    name: input.name,
+    prefix: key.slice(0, KEY_PREFIX_LENGTH),
+    keyHash: await cheapHash(key),
+    scopes: [...new Set(input.scopes ?? ["full"])],
+    inboxIds: input.inbox_ids ? [...new Set(input.inbox_ids)] : null,
+    createdAt: now,
+    lastUsedAt: null,
+    revokedAt: null,
+  };
+  return { row, key };
+}
+
 export interface TestAccount {
   key: string;
+  /** The id of `key` (not in the register answer; the factory knows it). */
+  keyId: string;
   // biome-ignore lint/suspicious/noExplicitAny: the wire shapes of POST /v1/auth/register, read field by field
   account: any;
   // biome-ignore lint/suspicious/noExplicitAny: as above
@@ -63,19 +87,7 @@ export async function createAccount(label = "user"): Promise<TestAccount> {
     updatedAt: now,
     deletedAt: null,
   };
-  const key = generateApiKey();
-  const keyRow: ApiKeyRow = {
-    id: newId("key", now),
-    accountId: account.id,
-    name: "default",
-    prefix: key.slice(0, KEY_PREFIX_LENGTH),
-    keyHash: await cheapHash(key),
-    scopes: ["full"],
-    inboxIds: null,
-    createdAt: now,
-    lastUsedAt: null,
-    revokedAt: null,
-  };
+  const { row: keyRow, key } = await keyRowOf(account.id, { name: "default" }, now);
   const inbox = newSharedInbox(account, env.MAIL_DOMAIN, { username: "sandbox" }, now);
   const ctx: ServiceContext = {
     accountId: account.id,
@@ -115,5 +127,40 @@ export async function createAccount(label = "user"): Promise<TestAccount> {
   );
   await publishEvents(env, [event.id]);
   // Through JSON, like the route's answer (no undefined fields, ISO strings).
-  return JSON.parse(JSON.stringify({ key, account: toAccountWire(account, env), inbox: toInboxWire(inbox) }));
+  return JSON.parse(
+    JSON.stringify({ key, keyId: keyRow.id, account: toAccountWire(account, env), inbox: toInboxWire(inbox) }),
+  );
+}
+
+/**
+ * Another key of the account, as `POST /v1/api-keys` makes it (row and audit entry; the answer's
+ * wire shape with the key), with the cheap hash. Tests about the key routes use the route.
+ */
+export async function createKey(
+  owner: Pick<TestAccount, "account" | "keyId">,
+  input: { name: string; scopes?: string[]; inbox_ids?: string[] },
+) {
+  const now = Date.now();
+  const db = createDb(env.DB);
+  const { row, key } = await keyRowOf(owner.account.id, input, now);
+  const ctx: ServiceContext = {
+    accountId: owner.account.id,
+    actor: { type: "api_key", id: owner.keyId },
+    requestId: newId("req", now),
+    db,
+    env,
+    now: () => now,
+  };
+  await commitWithAudit(
+    ctx,
+    [db.insert(apiKeys).values(row)],
+    [
+      {
+        action: "api_key.created",
+        target: { type: "api_key", id: row.id },
+        metadata: { name: row.name, prefix: row.prefix, scopes: row.scopes, inbox_ids: row.inboxIds },
+      },
+    ],
+  );
+  return { ...toKeyWire(row), key };
 }

@@ -111,14 +111,21 @@ export async function liftLimit(accountId: string) {
  */
 export function serviceContext(
   accountId: string,
-  opts: { actor?: ServiceContext["actor"]; now?: () => number; unqueued?: boolean } = {},
+  opts: {
+    actor?: ServiceContext["actor"];
+    now?: () => number;
+    unqueued?: boolean;
+    /** Bindings that differ from the test configuration (ENVIRONMENT, OUTBOUND_TRANSPORT …). */
+    vars?: Partial<Cloudflare.Env>;
+  } = {},
 ): ServiceContext {
+  const queue = opts.unqueued ? { OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue } : {};
   return {
     accountId,
     actor: opts.actor ?? { type: "system", id: null },
     requestId: null,
     db: createDb(env.DB),
-    env: opts.unqueued ? { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue } : env,
+    env: opts.vars || opts.unqueued ? { ...env, ...opts.vars, ...queue } : env,
     now: opts.now ?? Date.now,
   };
 }

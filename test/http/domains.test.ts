@@ -12,7 +12,7 @@ import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { createAccount } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
-import { auditEntries, eventsOf, liftLimit, settledMessage, unique, worker } from "../helpers/db";
+import { auditEntries, eventsOf, liftLimit, serviceContext, settledMessage, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 
 type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
@@ -529,14 +529,7 @@ describe("the gate before every send", () => {
 
     // Accepted while DNS was fine (queue left out, so the test drives the consumer) …
     useDns(published(a.records));
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-      now: Date.now,
-    };
+    const ctx = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });
     const to = unique("deferred-");
     const queued = await sendMessage(
       ctx,
@@ -570,14 +563,7 @@ describe("the gate before every send", () => {
   it("MAIL_DOMAIN is gated too: in production it must publish SPF, our DKIM key and DMARC", async () => {
     const a = await createAccount("prod-shared");
     const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
-    const prodCtx = {
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, ENVIRONMENT: "production" },
-      now: Date.now,
-    };
+    const prodCtx = serviceContext(a.account.id, { vars: { ENVIRONMENT: "production" } });
     const row = {
       ...(inbox as Record<string, unknown>),
       accountId: a.account.id,
@@ -605,14 +591,7 @@ describe("the gate before every send", () => {
       accountId: a.account.id,
       domain: "mailbot.test",
     } as unknown as Parameters<typeof enforceSenderAuth>[1];
-    const ctxIn = (environment: string) => ({
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, ENVIRONMENT: environment },
-      now: Date.now,
-    });
+    const ctxIn = (environment: string) => serviceContext(a.account.id, { vars: { ENVIRONMENT: environment } });
     useDns({});
     // Development (this suite's setting) answers MAIL_DOMAIN from configuration …
     await expect(enforceSenderAuth(ctxIn("development"), row)).resolves.toBeUndefined();
@@ -810,14 +789,8 @@ describe("phishing-style content", () => {
     const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
     if (!inbox) throw new Error("no inbox");
     const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);
-    const ctxWith = (transport: string | undefined) => ({
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_TRANSPORT: transport },
-      now: Date.now,
-    });
+    const ctxWith = (transport: string | undefined) =>
+      serviceContext(a.account.id, { vars: { OUTBOUND_TRANSPORT: transport } });
     const head = async (transport: string | undefined) =>
       new TextDecoder().decode((await signOutbound(ctxWith(transport), inbox, raw)).subarray(0, 15));
     for (const t of ["smtp", "smtp ", " smtp\t"]) {

@@ -1,9 +1,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { createDb } from "../../src/db/client";
 import { eventStatement } from "../../src/features/events/events.service";
-import { createAccount } from "../helpers/accounts";
+import { createAccount, createKey } from "../helpers/accounts";
 import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
+import { serviceContext } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 
 describe("/v1/inboxes", () => {
@@ -269,14 +269,7 @@ describe("the event log", () => {
     expect(forward.data.map((e) => e.data.subject)).toEqual(["m1", "m2"]);
 
     // A change that began earlier (its event id is older) but committed later is still "after".
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env,
-      now: () => Date.now() - 60_000,
-    };
+    const ctx = serviceContext(a.account.id, { now: () => Date.now() - 60_000 });
     const late = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
     await ctx.db.batch([late.statement]);
     const last = forward.data.at(-1) as Wire;
@@ -304,11 +297,7 @@ describe("the event log", () => {
     const other = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "elsewhere" } });
     await deliver(mail({ to: other.body.data.address, subject: "not yours" }), other.body.data.address);
     await deliver(mail({ to: a.inbox.address, subject: "yours" }), a.inbox.address);
-    const key = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "sandbox only", inbox_ids: [a.inbox.id], scopes: ["read"] },
-    });
-    const rk = key.body.data.key as string;
+    const rk = (await createKey(a, { name: "sandbox only", inbox_ids: [a.inbox.id], scopes: ["read"] })).key;
     const seen = await list(rk);
     expect(seen.data.every((e) => e.data.inbox_id === a.inbox.id)).toBe(true);
     expect(JSON.stringify(seen)).not.toContain("not yours");
@@ -320,8 +309,8 @@ describe("the event log", () => {
       "insufficient_scope",
     );
 
-    const sendOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "send", scopes: ["send"] } });
-    expectError(await call("GET", "/v1/events", { key: sendOnly.body.data.key }), 403, "insufficient_scope");
+    const sendOnly = await createKey(a, { name: "send", scopes: ["send"] });
+    expectError(await call("GET", "/v1/events", { key: sendOnly.key }), 403, "insufficient_scope");
     expectError(await call("GET", "/v1/events"), 401, "missing_api_key");
   });
 });

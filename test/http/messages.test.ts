@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createAccount, type TestAccount } from "../helpers/accounts";
+import { createAccount, createKey, type TestAccount } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
@@ -168,11 +168,7 @@ describe("listing, reading and labelling messages", () => {
   it("respects scopes and inbox restrictions of the key", async () => {
     const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "second" } });
     expect(second.status).toBe(201);
-    const restricted = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "only-second", inbox_ids: [second.body.data.id] },
-    });
-    const rkey = restricted.body.data.key;
+    const rkey = (await createKey(a, { name: "only-second", inbox_ids: [second.body.data.id] })).key;
     for (const path of [
       `/v1/inboxes/${a.inbox.id}/messages`,
       `/v1/inboxes/${a.inbox.id}/messages/${all[0]}`,
@@ -184,17 +180,17 @@ describe("listing, reading and labelling messages", () => {
     }
     expect((await call("GET", `/v1/inboxes/${second.body.data.id}/messages`, { key: rkey })).status).toBe(200);
 
-    const sendOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "send", scopes: ["send"] } });
+    const sendOnly = await createKey(a, { name: "send", scopes: ["send"] });
     expectError(
-      await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: sendOnly.body.data.key }),
+      await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: sendOnly.key }),
       403,
       "insufficient_scope",
     );
-    const readOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "read", scopes: ["read"] } });
-    expect((await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: readOnly.body.data.key })).status).toBe(200);
+    const readOnly = await createKey(a, { name: "read", scopes: ["read"] });
+    expect((await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: readOnly.key })).status).toBe(200);
     expectError(
       await call("PATCH", `/v1/inboxes/${a.inbox.id}/messages/${all[0]}`, {
-        key: readOnly.body.data.key,
+        key: readOnly.key,
         body: { labels: ["x"] },
       }),
       403,

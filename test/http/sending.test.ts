@@ -1,12 +1,11 @@
 import { env } from "cloudflare:workers";
 import PostalMime from "postal-mime";
 import { describe, expect, it } from "vitest";
-import { createDb } from "../../src/db/client";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
 import { createAccount } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
-import { auditEntries, liftLimit, settledMessage, unique } from "../helpers/db";
+import { auditEntries, liftLimit, serviceContext, settledMessage, unique } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 import { smtpReceived } from "../helpers/outbound";
 
@@ -380,14 +379,10 @@ describe("validation and refusals", () => {
     expect(refusals.every((e) => e.metadata.reason === "send_limit_exceeded")).toBe(true);
 
     // Through the service clock: a day later the window has slid and sending works again.
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env,
+    const ctx = serviceContext(a.account.id, {
+      actor: { type: "api_key", id: null },
       now: () => Date.now() + 24 * 3600_000 + 1000,
-    };
+    });
     const input = SendMessageInput.parse({ to: ["later@example.org"], subject: "later", body_text: "x" });
     const later = await sendMessage(ctx, a.inbox.id, input);
     expect(later.status).toBe("queued");

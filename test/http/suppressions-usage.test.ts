@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { createAccount } from "../helpers/accounts";
+import { createAccount, createKey } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
 import { countRows } from "../helpers/db";
 import { sentMessageId } from "../helpers/outbound";
@@ -37,11 +37,8 @@ describe("suppressed forms", () => {
     // A key restricted to another inbox sees the entry, not which inbox's message caused it.
     const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: `sup-second-${Date.now()}` } });
     expect(second.status, second.text).toBe(201);
-    const restricted = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "other-inbox", scopes: ["read"], inbox_ids: [second.body.data.id] },
-    });
-    const seen = await call("GET", "/v1/suppressions", { key: restricted.body.data.key });
+    const restricted = await createKey(a, { name: "other-inbox", scopes: ["read"], inbox_ids: [second.body.data.id] });
+    const seen = await call("GET", "/v1/suppressions", { key: restricted.key });
     expect(seen.body.data).toEqual([
       expect.objectContaining({ address: "bob@example.net", inbox_id: null, message_id: null, detail: null }),
     ]);

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { createAccount } from "../helpers/accounts";
+import { createAccount, createKey } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
 import { auditEntries, webhooksSettled } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
@@ -374,8 +374,7 @@ describe("webhook endpoints", () => {
     });
     expect(expectError(noInbox, 422, "validation_error").details[0].path).toBe("inbox_id");
 
-    const readOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "ro", scopes: ["read"] } });
-    const ro = readOnly.body.data.key as string;
+    const ro = (await createKey(a, { name: "ro", scopes: ["read"] })).key;
     expectError(
       await call("POST", "/v1/webhooks", { key: ro, body: { url: "https://hooks.example.com/x" } }),
       403,
@@ -383,11 +382,7 @@ describe("webhook endpoints", () => {
     );
     expect((await call("GET", "/v1/webhooks", { key: ro })).status).toBe(200);
 
-    const restricted = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "one inbox", inbox_ids: [a.inbox.id] },
-    });
-    const rk = restricted.body.data.key as string;
+    const rk = (await createKey(a, { name: "one inbox", inbox_ids: [a.inbox.id] })).key;
     expectError(
       await call("POST", "/v1/webhooks", { key: rk, body: { url: "https://hooks.example.com/x" } }),
       403,

@@ -5,7 +5,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import { inboxCounter } from "../../src/durable-objects/inbox-counter";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { createAccount } from "../helpers/accounts";
+import { createAccount, createKey } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
 import { auditEntries, messageRow, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
@@ -624,12 +624,8 @@ describe("MCP server at /mcp", () => {
     const a = await accountWithMail();
     const second = await ok(a.mcp, "create_inbox", { username: "second" });
     await deliver(mail({ to: second.address, subject: "Second inbox mail" }), second.address);
-    const created = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "only-second", inbox_ids: [second.id] },
-    });
-    expect(created.status, created.text).toBe(201);
-    const restricted = await connect(created.body.data.key);
+    const created = await createKey(a, { name: "only-second", inbox_ids: [second.id] });
+    const restricted = await connect(created.key);
     expect((await ok(restricted, "list_inboxes", {})).items.map((i: { id: string }) => i.id)).toEqual([second.id]);
     expect((await ok(restricted, "list_messages", { inbox_id: second.id })).items).toHaveLength(1);
     // Every tool that names an inbox, message, thread or event of the other inbox: not found.
@@ -681,8 +677,8 @@ describe("MCP server at /mcp", () => {
   it("idempotency keys belong to the key that used them; arguments nobody declared are refused", async () => {
     const a = await createAccount("mcp-idem");
     const first = await connect(a.key);
-    const other = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
-    const second = await connect(other.body.data.key);
+    const other = await createKey(a, { name: "second" });
+    const second = await connect(other.key);
     const args = { username: "desk", idempotency_key: "same-key" };
     const made = await ok(first, "create_inbox", args);
     expect((await ok(first, "create_inbox", args)).id).toBe(made.id);

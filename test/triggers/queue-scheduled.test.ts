@@ -216,14 +216,7 @@ describe("the webhook queue consumer", () => {
     const a = await createAccount("sweep");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     // An event committed with no publishEvents call after it (the producer died right there).
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env,
-      now: () => Date.now(),
-    };
+    const ctx = serviceContext(a.account.id);
     const orphan = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
     await ctx.db.batch([orphan.statement]);
     await new Promise((r) => setTimeout(r, 300));
