@@ -5,8 +5,8 @@ import { applySignals, reapplyPending, recordSent } from "../../src/features/rep
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
 import { createAccount, type TestAccount } from "../helpers/accounts";
-import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
-import { countRows, serviceContext } from "../helpers/db";
+import { call, expectError } from "../helpers/api";
+import { countRows, liftLimit, serviceContext } from "../helpers/db";
 import { deliver } from "../helpers/mail";
 import { sentMessageId } from "../helpers/outbound";
 import { bounce, complaint, relayEvents } from "../helpers/relay";
@@ -246,7 +246,7 @@ describe("recovery from a failed counter or D1 call", () => {
 describe("warning headers", () => {
   it("appear at 2/3 of the bounce threshold and not below, on inbox routes and sends", async () => {
     const a = await createAccount("warn-bounce");
-    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
+    await liftLimit(a.account.id);
     await sends(a, 30);
     const to = recipients(2, "w");
     const msg = await sentMessageId(a, to);
@@ -326,7 +326,7 @@ describe("the inputs, end to end", () => {
 
   it("a DSN bounce: message bounced, counter, suppression, event and audit; the next send is refused", async () => {
     const a = await createAccount("e2e-dsn");
-    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
+    await liftLimit(a.account.id);
     const rcpt = "htfgvhyufthdgcvhgjyfthgc@ethereal.email";
     const id = await sendAndSettle(a, [rcpt]);
     // The fixture's bounce comes back to the VERP address of the message (how our bounces link).

@@ -6,8 +6,8 @@ import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import { inboxCounter } from "../../src/durable-objects/inbox-counter";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { createAccount, createKey } from "../helpers/accounts";
-import { ADMIN_TOKEN, call } from "../helpers/api";
-import { auditEntries, messageRow, unique, worker } from "../helpers/db";
+import { call } from "../helpers/api";
+import { auditEntries, liftLimit, messageRow, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
 
@@ -690,7 +690,7 @@ describe("MCP server at /mcp", () => {
 
   it("sending tools carry the inbox's reputation warnings, like the HTTP headers", async () => {
     const a = await createAccount("mcp-warn");
-    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
+    await liftLimit(a.account.id);
     const mcp = await connect(a.key);
     const send = { inbox_id: a.inbox.id, to: [unique("w")], subject: "Status", body_text: "All good." };
     // 3 hard bounces in 30 sends: 10 %, past 2/3 of the threshold but not above it (and still

@@ -1,14 +1,13 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import main from "../../src/index";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
 import dsnDeliveryStatus from "../fixtures/emails/dsn-delivery-status.eml?raw";
 import mixedAttachmentsEml from "../fixtures/emails/mixed-attachments.eml?raw";
 import { createAccount, type TestAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
-import { countMessages, countRows, messageRow } from "../helpers/db";
+import { countMessages, countRows, messageRow, worker } from "../helpers/db";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
 import { insertSentMessage } from "../helpers/outbound";
 
@@ -507,7 +506,6 @@ interface AttachmentDbRow {
 
 const MIB = 1024 * 1024;
 const LIMIT = 25 * MIB;
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 const utf8 = new TextEncoder();
 
 const crlf = (lines: string[]) => lines.join("\r\n");
