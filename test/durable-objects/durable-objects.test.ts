@@ -1,7 +1,56 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 
-/** The Durable Objects called directly through their RPC methods: RateLimiter and InboxCounter. */
+// The Durable Objects through their RPC methods: RateLimiter (requests, sends, key guards) and
+// InboxCounter (per-inbox reputation counters and the auto-disable decision).
+
+describe("RateLimiter durable object", () => {
+  const sandbox = { limit: 60, windowMs: 60_000, burst: 10, burstWindowMs: 1_000 };
+
+  it("allows a burst of 10, then 60 per sliding minute", async () => {
+    const stub = env.RATE_LIMITER.getByName("unit-sandbox");
+    const t0 = 1_000_000;
+    const burst = [];
+    for (let i = 0; i < 11; i++) burst.push(await stub.hit(sandbox, t0 + i));
+    expect(burst.slice(0, 10).every((d) => d.allowed)).toBe(true);
+    expect(burst[10]).toMatchObject({ allowed: false, remaining: 50, retryAfterMs: 990 });
+    // Spread the rest over the minute: 60 in all, then refused until the first hit ages out.
+    let allowed = 10;
+    for (let i = 1; allowed < 60; i++) if ((await stub.hit(sandbox, t0 + i * 900)).allowed) allowed++;
+    const full = await stub.hit(sandbox, t0 + 59_000);
+    expect(full).toMatchObject({ allowed: false, remaining: 0 });
+    expect((await stub.hit(sandbox, t0 + 60_001)).allowed).toBe(true);
+  });
+
+  it("holds exactly under concurrent callers", async () => {
+    const stub = env.RATE_LIMITER.getByName("unit-concurrent");
+    const rule = { limit: 25, windowMs: 60_000 };
+    const decisions = await Promise.all(Array.from({ length: 100 }, () => stub.hit(rule, 5_000)));
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(25);
+  });
+
+  it("dry runs do not count", async () => {
+    const stub = env.RATE_LIMITER.getByName("unit-dry");
+    const rule = { limit: 1, windowMs: 60_000 };
+    expect((await stub.hit(rule, 1, true)).allowed).toBe(true);
+    expect((await stub.hit(rule, 2)).allowed).toBe(true);
+    expect((await stub.hit(rule, 3, true)).allowed).toBe(false);
+  });
+});
+
+describe("InboxCounter durable object", () => {
+  it("sums counters over a sliding window", async () => {
+    const stub = env.INBOX_COUNTER.getByName("inbox_unit");
+    const hour = 3_600_000;
+    const now = 100 * 24 * hour;
+    await stub.record("sent", 3, now - 10 * 24 * hour); // pruned: older than the kept window
+    await stub.record("sent", 2, now - 2 * hour);
+    await Promise.all(Array.from({ length: 50 }, () => stub.record("sent", 1, now)));
+    await stub.record("bounced_hard", 1, now);
+    expect(await stub.totals(7 * 24 * hour, now)).toEqual({ sent: 52, bounced_hard: 1 });
+    expect(await stub.totals(hour, now)).toEqual({ sent: 50, bounced_hard: 1 });
+  });
+});
 
 describe("InboxCounter durable object: decisions", () => {
   it("the counter answers `disable` to one of many concurrent callers only", async () => {
@@ -54,53 +103,5 @@ describe("the counter's window", () => {
     expect((await stub.snapshot())?.warnings).toEqual([]); // 6.45 % < 6.67 %
     await stub.apply([{ metric: "bounced_hard" }]);
     expect((await stub.snapshot())?.warnings).toEqual(["bounce_rate"]); // 3/31 = 9.7 %
-  });
-});
-
-describe("RateLimiter durable object", () => {
-  const sandbox = { limit: 60, windowMs: 60_000, burst: 10, burstWindowMs: 1_000 };
-
-  it("allows a burst of 10, then 60 per sliding minute", async () => {
-    const stub = env.RATE_LIMITER.getByName("unit-sandbox");
-    const t0 = 1_000_000;
-    const burst = [];
-    for (let i = 0; i < 11; i++) burst.push(await stub.hit(sandbox, t0 + i));
-    expect(burst.slice(0, 10).every((d) => d.allowed)).toBe(true);
-    expect(burst[10]).toMatchObject({ allowed: false, remaining: 50, retryAfterMs: 990 });
-    // Spread the rest over the minute: 60 in all, then refused until the first hit ages out.
-    let allowed = 10;
-    for (let i = 1; allowed < 60; i++) if ((await stub.hit(sandbox, t0 + i * 900)).allowed) allowed++;
-    const full = await stub.hit(sandbox, t0 + 59_000);
-    expect(full).toMatchObject({ allowed: false, remaining: 0 });
-    expect((await stub.hit(sandbox, t0 + 60_001)).allowed).toBe(true);
-  });
-
-  it("holds exactly under concurrent callers", async () => {
-    const stub = env.RATE_LIMITER.getByName("unit-concurrent");
-    const rule = { limit: 25, windowMs: 60_000 };
-    const decisions = await Promise.all(Array.from({ length: 100 }, () => stub.hit(rule, 5_000)));
-    expect(decisions.filter((d) => d.allowed)).toHaveLength(25);
-  });
-
-  it("dry runs do not count", async () => {
-    const stub = env.RATE_LIMITER.getByName("unit-dry");
-    const rule = { limit: 1, windowMs: 60_000 };
-    expect((await stub.hit(rule, 1, true)).allowed).toBe(true);
-    expect((await stub.hit(rule, 2)).allowed).toBe(true);
-    expect((await stub.hit(rule, 3, true)).allowed).toBe(false);
-  });
-});
-
-describe("InboxCounter durable object", () => {
-  it("sums counters over a sliding window", async () => {
-    const stub = env.INBOX_COUNTER.getByName("inbox_unit");
-    const hour = 3_600_000;
-    const now = 100 * 24 * hour;
-    await stub.record("sent", 3, now - 10 * 24 * hour); // pruned: older than the kept window
-    await stub.record("sent", 2, now - 2 * hour);
-    await Promise.all(Array.from({ length: 50 }, () => stub.record("sent", 1, now)));
-    await stub.record("bounced_hard", 1, now);
-    expect(await stub.totals(7 * 24 * hour, now)).toEqual({ sent: 52, bounced_hard: 1 });
-    expect(await stub.totals(hour, now)).toEqual({ sent: 50, bounced_hard: 1 });
   });
 });
