@@ -1,6 +1,8 @@
 import { env } from "cloudflare:workers";
+import { inject } from "vitest";
 import { createDb } from "../../src/db/client";
 import { messages, threads } from "../../src/db/schema";
+import { newMessageRow, rawKey } from "../../src/features/messages/message-store";
 import { newId } from "../../src/lib/ids";
 
 interface Owner {
@@ -35,54 +37,52 @@ export async function insertSentMessage(
       createdAt: now,
       updatedAt: now,
     }),
-    db.insert(messages).values({
-      id,
-      accountId: a.account.id,
-      inboxId: a.inbox.id,
-      threadId,
-      direction: "outbound",
-      status: "sent",
-      fromAddress: a.inbox.address,
-      fromName: null,
-      to: opts.to,
-      cc: [],
-      bcc: [],
-      replyTo: null,
-      subject,
-      bodyText: "Hello",
-      bodyHtml: null,
-      bodyTextKey: null,
-      bodyHtmlKey: null,
-      headers: {},
-      headersTruncated: false,
-      rfcMessageId: opts.rfcMessageId ?? `<${id}@mailbot.test>`,
-      inReplyTo: null,
-      references: [],
-      labels: [],
-      attachments: [],
-      size: 100,
-      authentication: null,
-      autoSubmitted: null,
-      reportType: null,
-      parseError: null,
-      envelopeFrom: a.inbox.address,
-      envelopeTo: opts.to.join(", "),
-      rawKey: `${a.account.id}/outbound/${id}.eml`,
-      // Outbound rows keep their own dedupe namespace, so an inbound copy of the same mail is not a duplicate.
-      dedupeKey: `out:${id}`,
-      searchText: "Hello",
-      searchAddresses: opts.to.join(" "),
-      complainedAt: null,
-      droppedRecipients: [],
-      attempts: 1,
-      lastError: null,
-      leaseUntil: null,
-      providerMessageId: null,
-      createdAt: now,
-      updatedAt: now,
-      sentAt: now,
-      receivedAt: null,
-    }),
+    db.insert(messages).values(
+      newMessageRow({
+        id,
+        accountId: a.account.id,
+        inboxId: a.inbox.id,
+        threadId,
+        direction: "outbound",
+        status: "sent",
+        fromAddress: a.inbox.address,
+        to: opts.to,
+        subject,
+        bodyText: "Hello",
+        rfcMessageId: opts.rfcMessageId ?? `<${id}@mailbot.test>`,
+        size: 100,
+        envelopeFrom: a.inbox.address,
+        envelopeTo: opts.to.join(", "),
+        rawKey: rawKey(a.account.id, a.inbox.id, id),
+        // Outbound rows keep their own dedupe namespace, so an inbound copy of the same mail is not a duplicate.
+        dedupeKey: `out:${id}`,
+        searchText: "Hello",
+        searchAddresses: opts.to.join(" "),
+        droppedRecipients: [],
+        attempts: 1,
+        createdAt: now,
+        sentAt: now,
+      }),
+    ),
   ]);
   return { id, threadId };
+}
+
+/** What the test SMTP server (test/global/smtp-server.ts) accepted for one recipient. */
+export interface Received {
+  mailFrom: string;
+  rcptTo: string[];
+  user: string | null;
+  raw: string;
+}
+
+/** Everything the test SMTP server accepted for a recipient, oldest first. */
+export async function smtpReceived(rcpt: string): Promise<Received[]> {
+  const res = await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${encodeURIComponent(rcpt)}`);
+  return (await res.json()) as Received[];
+}
+
+/** The id of a sent newsletter to `to` (what reports link to). */
+export async function sentMessageId(a: Owner, to: string[]): Promise<string> {
+  return (await insertSentMessage(a, { to, subject: "Newsletter" })).id;
 }

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
-import { vi } from "vitest";
+import { expect, vi } from "vitest";
+import { call } from "./api";
 
 /** What the test receiver (test/global/webhook-receiver.ts) recorded of one delivery. */
 export interface ReceivedDelivery {
@@ -51,4 +52,14 @@ export async function receiverHasPython(): Promise<boolean> {
 /** The event a delivery carried. */
 export function eventOf(d: ReceivedDelivery): { id: string; type: string; data: Record<string, unknown> } {
   return JSON.parse(d.body);
+}
+
+/** Creates an endpoint on the test receiver and waits for its first (test) delivery. */
+export async function endpointOnReceiver(key: string, body: Record<string, unknown> = {}) {
+  const hook = receiver();
+  const res = await call("POST", "/v1/webhooks", { key, body: { url: hook.url, ...body } });
+  expect(res.status, res.text).toBe(201);
+  await hook.configure({ secret: res.body.data.secret });
+  await hook.waitFor((d) => d.some((x) => eventOf(x).type === "webhook.test"));
+  return { hook, webhook: res.body.data as { id: string; secret: string; url: string } };
 }

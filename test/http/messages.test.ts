@@ -1,9 +1,10 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { call, expectError, registerAccount } from "../helpers/api";
+import { createAccount, createKey, type TestAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
 
-type Account = Awaited<ReturnType<typeof registerAccount>>;
+type Account = TestAccount;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -18,7 +19,7 @@ describe("listing, reading and labelling messages", () => {
   let a: Account;
   let all: string[];
   beforeAll(async () => {
-    a = await registerAccount("reader");
+    a = await createAccount("reader");
     for (let i = 0; i < 5; i++) {
       await deliver(mail({ subject: `Batch ${i}`, body: `Body number ${i}\r\n` }), a.inbox.address);
     }
@@ -167,11 +168,7 @@ describe("listing, reading and labelling messages", () => {
   it("respects scopes and inbox restrictions of the key", async () => {
     const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "second" } });
     expect(second.status).toBe(201);
-    const restricted = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "only-second", inbox_ids: [second.body.data.id] },
-    });
-    const rkey = restricted.body.data.key;
+    const rkey = (await createKey(a, { name: "only-second", inbox_ids: [second.body.data.id] })).key;
     for (const path of [
       `/v1/inboxes/${a.inbox.id}/messages`,
       `/v1/inboxes/${a.inbox.id}/messages/${all[0]}`,
@@ -183,17 +180,17 @@ describe("listing, reading and labelling messages", () => {
     }
     expect((await call("GET", `/v1/inboxes/${second.body.data.id}/messages`, { key: rkey })).status).toBe(200);
 
-    const sendOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "send", scopes: ["send"] } });
+    const sendOnly = await createKey(a, { name: "send", scopes: ["send"] });
     expectError(
-      await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: sendOnly.body.data.key }),
+      await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: sendOnly.key }),
       403,
       "insufficient_scope",
     );
-    const readOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "read", scopes: ["read"] } });
-    expect((await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: readOnly.body.data.key })).status).toBe(200);
+    const readOnly = await createKey(a, { name: "read", scopes: ["read"] });
+    expect((await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: readOnly.key })).status).toBe(200);
     expectError(
       await call("PATCH", `/v1/inboxes/${a.inbox.id}/messages/${all[0]}`, {
-        key: readOnly.body.data.key,
+        key: readOnly.key,
         body: { labels: ["x"] },
       }),
       403,
@@ -205,7 +202,7 @@ describe("listing, reading and labelling messages", () => {
 describe("search", () => {
   let a: Account;
   beforeAll(async () => {
-    a = await registerAccount("search");
+    a = await createAccount("search");
     await deliver(mail({ subject: "Invoice for March", body: "Total due: 420 EUR\r\n" }), a.inbox.address);
     await deliver(
       mail({ subject: "Lunch", from: "Jürgen Müller <juergen@firma.example>", body: "Café at noon?\r\n" }),
@@ -242,7 +239,7 @@ describe("search", () => {
       expect(res.status, `${q}: ${res.text}`).toBe(200);
     }
     expectError(await search(""), 422, "validation_error");
-    const other = await registerAccount("search-other");
+    const other = await createAccount("search-other");
     const foreign = await call("GET", `/v1/inboxes/${other.inbox.id}/messages/search?q=invoice`, { key: other.key });
     expect(foreign.body.data).toEqual([]);
   });
@@ -250,7 +247,7 @@ describe("search", () => {
 
 describe("messages/wait", () => {
   it("answers as soon as a matching message arrives, and 408 after the timeout", async () => {
-    const a = await registerAccount("waiter");
+    const a = await createAccount("waiter");
     const url = (q: string) => `/v1/inboxes/${a.inbox.id}/messages/wait?${q}`;
     const [waited] = await Promise.all([
       call("GET", url("timeout_ms=10000&from_address=bo@example.com&subject_contains=ORDER"), { key: a.key }),
@@ -275,7 +272,7 @@ describe("messages/wait", () => {
 
 describe("threads", () => {
   it("lists threads by latest activity with a cursor", async () => {
-    const a = await registerAccount("thread-list");
+    const a = await createAccount("thread-list");
     for (const s of ["Alpha", "Beta", "Gamma"]) await deliver(mail({ subject: s }), a.inbox.address);
     await deliver(mail({ subject: "Re: Alpha" }), a.inbox.address);
     const page1 = await call("GET", `/v1/inboxes/${a.inbox.id}/threads?limit=2`, { key: a.key });
@@ -302,7 +299,7 @@ describe("threads", () => {
 
 describe("large bodies", () => {
   it("keeps bodies over the row limit in R2 and still serves them whole", async () => {
-    const a = await registerAccount("large");
+    const a = await createAccount("large");
     const line = `${"lorem ipsum dolor sit amet ".repeat(3)}\r\n`;
     const body = line.repeat(Math.ceil((600 * 1024) / line.length));
     await deliver(mail({ subject: "Big", body }), a.inbox.address);

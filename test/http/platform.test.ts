@@ -1,7 +1,10 @@
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { sha256Hex } from "../../src/lib/crypto";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
+import { deliver, mail } from "../helpers/mail";
+import { expectTenancyOnEveryIdRoute } from "../helpers/tenancy";
 
 describe("public endpoints", () => {
   it("GET /health and /v1/info need no key and carry a request id", async () => {
@@ -52,7 +55,7 @@ describe("public endpoints", () => {
 
 describe("contract checks over every documented operation", () => {
   it("every API-key operation answers with X-Request-Id and X-RateLimit-*, even when it fails", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const doc = (await call("GET", "/openapi.json")).body;
     let checked = 0;
     for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { security?: unknown[] }>>)) {
@@ -85,7 +88,7 @@ describe("contract checks over every documented operation", () => {
 
 describe("the error envelope", () => {
   it("404 for unknown routes, 405 for a wrong method", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(await call("GET", "/nope"), 404, "not_found");
     expectError(await call("GET", "/v1/nope"), 404, "not_found"); // no key needed to learn a route does not exist
     expectError(await call("GET", "/v1/nope", { key: a.key }), 404, "not_found");
@@ -96,7 +99,7 @@ describe("the error envelope", () => {
   });
 
   it("400 for malformed JSON and for a non-JSON body", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(
       await call("POST", "/v1/inboxes", {
         key: a.key,
@@ -118,7 +121,7 @@ describe("the error envelope", () => {
   });
 
   it("413 for a body over the limit", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const res = await call("POST", "/v1/inboxes", {
       key: a.key,
       body: { username: "big", display_name: "x".repeat(1_100_000) },
@@ -138,7 +141,7 @@ describe("the error envelope", () => {
 
 describe("rate limits", () => {
   it("every authenticated response carries X-RateLimit-*; 429 with Retry-After past the limit", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { tier: "tight" } });
     // "tight" (test tier): 5 per minute, burst 3 per second.
     const first = await call("GET", "/v1/inboxes", { key: a.key });
@@ -158,7 +161,7 @@ describe("rate limits", () => {
 
 describe("Idempotency-Key", () => {
   it("replays the first response for the same key and body, 409 for another body", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "create-inbox-1" };
     const first = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "idem" }, headers });
     expect(first.status).toBe(201);
@@ -176,7 +179,7 @@ describe("Idempotency-Key", () => {
       "idempotency_key_reused",
     );
     // Keys are scoped per account: B may use the same key for its own request.
-    const b = await registerAccount();
+    const b = await createAccount();
     expect((await call("POST", "/v1/inboxes", { key: b.key, body: { username: "idem" }, headers })).status).toBe(201);
   });
 
@@ -195,7 +198,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("a replay is only ever served to the API key that made the first request", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "mint-key-1" };
     const first = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "minted" }, headers });
     expect(first.status).toBe(201);
@@ -207,7 +210,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("treats the same JSON with other key order or spacing as the same request", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const headers = { "Idempotency-Key": "order-1", "Content-Type": "application/json" };
     const first = await call("POST", "/v1/inboxes", {
       key: a.key,
@@ -225,7 +228,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("a claim left pending by a request that died is taken over after a minute", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const keyId = (await call("GET", "/v1/api-keys", { key: a.key })).body.data[0].id;
     const body = '{"username":"revived"}';
     const insert = async (createdAt: number, idemKey: string) =>
@@ -272,7 +275,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("rejects a malformed Idempotency-Key", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(
       await call("POST", "/v1/inboxes", {
         key: a.key,
@@ -282,5 +285,176 @@ describe("Idempotency-Key", () => {
       400,
       "invalid_idempotency_key",
     );
+  });
+});
+
+const WITH_ATTACHMENT = (to: string) =>
+  mail({
+    to,
+    subject: "Quarterly numbers",
+    contentType: 'multipart/mixed; boundary="b1"',
+    body: [
+      "--b1",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "See attached.",
+      "--b1",
+      'Content-Type: application/pdf; name="q3.pdf"',
+      'Content-Disposition: attachment; filename="q3.pdf"',
+      "Content-Transfer-Encoding: base64",
+      "",
+      "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK",
+      "--b1--",
+      "",
+    ].join("\r\n"),
+  });
+
+describe("tenancy", () => {
+  it("another account's ids are 404 on every route with an id, and leak nothing", async () => {
+    const a = await createAccount("owner");
+    const b = await createAccount("intruder");
+    const extraKey = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
+    expect(extraKey.status).toBe(201);
+    expect((await deliver(WITH_ATTACHMENT(a.inbox.address), a.inbox.address)).setReject).not.toHaveBeenCalled();
+    const stored = await env.DB.prepare(
+      "SELECT m.id AS message_id, m.thread_id, a.id AS attachment_id FROM messages m JOIN attachments a ON a.message_id = m.id WHERE m.inbox_id = ?",
+    )
+      .bind(a.inbox.id)
+      .first<{ message_id: string; thread_id: string; attachment_id: string }>();
+    if (!stored) throw new Error("the fixture message was not stored");
+
+    const hook = await call("POST", "/v1/webhooks", {
+      key: a.key,
+      body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-owner`, description: "owner's hook" },
+    });
+    expect(hook.status, hook.text).toBe(201);
+    const event = await env.DB.prepare("SELECT id FROM events WHERE account_id = ? AND type = 'message.received'")
+      .bind(a.account.id)
+      .first<{ id: string }>();
+    if (!event) throw new Error("the fixture event was not stored");
+    // The endpoint's first delivery (its webhook.test) is in its log before the intruder looks.
+    await vi.waitFor(
+      async () => {
+        const log = await call("GET", `/v1/webhooks/${hook.body.data.id}/deliveries`, { key: a.key });
+        expect(log.body.data.length).toBeGreaterThan(0);
+      },
+      { timeout: 10_000 },
+    );
+
+    const domain = await call("POST", "/v1/domains", { key: a.key, body: { domain: "owner-tenancy.example" } });
+    expect(domain.status, domain.text).toBe(201);
+    // A suppressed recipient of A (the reputation feature adds these on hard bounces and complaints).
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'suppressed-owner@example.org', 'hard_bounce', 'report', ?)",
+    )
+      .bind(`sup_${"0".repeat(26)}`, a.account.id, Date.now())
+      .run();
+
+    const before = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
+      .bind(a.account.id)
+      .first<{ n: number }>();
+    const { checked } = await expectTenancyOnEveryIdRoute(
+      {
+        ids: {
+          inbox_id: a.inbox.id,
+          key_id: extraKey.body.data.id,
+          message_id: stored.message_id,
+          thread_id: stored.thread_id,
+          attachment_id: stored.attachment_id,
+          webhook_id: hook.body.data.id,
+          event_id: event.id,
+          domain_id: domain.body.data.id,
+          address: "suppressed-owner@example.org",
+        },
+        secrets: [
+          a.inbox.address,
+          a.account.email,
+          "Quarterly numbers",
+          "q3.pdf",
+          hook.body.data.secret,
+          "owner's hook",
+          "tenancy-owner",
+          "owner-tenancy.example",
+        ],
+      },
+      b.key,
+    );
+    expect(checked).toEqual(
+      expect.arrayContaining([
+        "GET /v1/inboxes/{inbox_id}",
+        "PATCH /v1/inboxes/{inbox_id}",
+        "DELETE /v1/inboxes/{inbox_id}",
+        "POST /v1/inboxes/{inbox_id}/enable",
+        "DELETE /v1/api-keys/{key_id}",
+        "GET /v1/inboxes/{inbox_id}/messages",
+        "POST /v1/inboxes/{inbox_id}/messages",
+        "POST /v1/messages/{message_id}/reply",
+        "POST /v1/messages/{message_id}/forward",
+        "GET /v1/inboxes/{inbox_id}/messages/search",
+        "GET /v1/inboxes/{inbox_id}/messages/wait",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}",
+        "PATCH /v1/inboxes/{inbox_id}/messages/{message_id}",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}/raw",
+        "GET /v1/inboxes/{inbox_id}/messages/{message_id}/attachments/{attachment_id}",
+        "GET /v1/inboxes/{inbox_id}/threads",
+        "GET /v1/inboxes/{inbox_id}/threads/{thread_id}",
+        "GET /v1/webhooks/{webhook_id}",
+        "PATCH /v1/webhooks/{webhook_id}",
+        "DELETE /v1/webhooks/{webhook_id}",
+        "POST /v1/webhooks/{webhook_id}/enable",
+        "POST /v1/webhooks/{webhook_id}/rotate-secret",
+        "POST /v1/webhooks/{webhook_id}/test",
+        "GET /v1/webhooks/{webhook_id}/deliveries",
+        "GET /v1/events/{event_id}",
+        "POST /v1/events/{event_id}/replay",
+        "GET /v1/domains/{domain_id}",
+        "POST /v1/domains/{domain_id}/verify",
+        "DELETE /v1/domains/{domain_id}",
+        "GET /v1/compliance/readiness/{inbox_id}",
+        "GET /v1/inboxes/{inbox_id}/reputation",
+        "DELETE /v1/suppressions/{address}",
+      ]),
+    );
+
+    // Nothing of A changed: the inbox is intact, the key still works, no audit entry was written.
+    const inbox = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
+    expect(inbox.body.data).toMatchObject({ status: "active", display_name: null });
+    const message = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${stored.message_id}`, { key: a.key });
+    expect(message.body.data.labels).toEqual(["unread"]);
+    expect((await call("GET", "/v1/account", { key: extraKey.body.data.key })).status).toBe(200);
+    const ownHook = await call("GET", `/v1/webhooks/${hook.body.data.id}`, { key: a.key });
+    expect(ownHook.body.data).toMatchObject({ enabled: true, description: "owner's hook" });
+    const after = await env.DB.prepare("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?")
+      .bind(a.account.id)
+      .first<{ n: number }>();
+    expect(after?.n).toBe(before?.n);
+  });
+
+  it("lists never include another account's data", async () => {
+    const a = await createAccount("owner");
+    const b = await createAccount("intruder");
+    await call("POST", "/v1/webhooks", {
+      key: a.key,
+      body: { url: `${env.TEST_WEBHOOK_RECEIVER}/hooks/tenancy-list` },
+    });
+    await env.DB.prepare(
+      "INSERT INTO suppressions (id, account_id, address, reason, source, created_at) VALUES (?, ?, 'listed-owner@example.org', 'complaint', 'report', ?)",
+    )
+      .bind(`sup_${"1".repeat(26)}`, a.account.id, Date.now())
+      .run();
+    for (const path of [
+      "/v1/inboxes",
+      "/v1/api-keys",
+      "/v1/audit-log",
+      "/v1/webhooks",
+      "/v1/events",
+      "/v1/suppressions",
+    ]) {
+      const res = await call("GET", path, { key: b.key });
+      expect(res.status).toBe(200);
+      expect(res.text).not.toContain(a.account.id);
+      expect(res.text).not.toContain(a.inbox.id);
+      expect(res.text).not.toContain("listed-owner");
+    }
   });
 });

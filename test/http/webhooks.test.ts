@@ -1,16 +1,11 @@
-import { createMessageBatch } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createDb } from "../../src/db/client";
-import { webhookDispatches } from "../../src/db/schema";
-import { eventStatement } from "../../src/features/events/events.service";
-import { newDispatch, sweepWebhooks } from "../../src/features/webhooks/dispatch";
-import { clockAt, systemContext as jobContext } from "../../src/lib/context";
 import { setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { handleQueue } from "../../src/triggers/queue";
-import { call, expectError, registerAccount } from "../helpers/api";
+import { createAccount, createKey } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
+import { auditEntries, webhooksSettled } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
-import { eventOf, type ReceivedDelivery, receiver, receiverHasPython } from "../helpers/webhooks";
+import { endpointOnReceiver, eventOf, type ReceivedDelivery, receiver, receiverHasPython } from "../helpers/webhooks";
 
 afterEach(() => {
   setDnsResolver(null);
@@ -30,40 +25,6 @@ function answerMadeUpHosts() {
   });
 }
 
-/** Creates an endpoint on the test receiver and waits for its first (test) delivery. */
-async function endpointOnReceiver(key: string, body: Record<string, unknown> = {}) {
-  const hook = receiver();
-  const res = await call("POST", "/v1/webhooks", { key, body: { url: hook.url, ...body } });
-  expect(res.status, res.text).toBe(201);
-  await hook.configure({ secret: res.body.data.secret });
-  await hook.waitFor((d) => d.some((x) => eventOf(x).type === "webhook.test"));
-  return { hook, webhook: res.body.data as { id: string; secret: string; url: string } };
-}
-
-/** Waits until the account has no delivery left to make (so none outlives the test's fakes). */
-async function settled(accountId: string) {
-  await vi.waitFor(
-    async () => {
-      const row = await env.DB.prepare(
-        "SELECT COUNT(*) AS n FROM webhook_dispatches WHERE account_id = ? AND status = 'pending'",
-      )
-        .bind(accountId)
-        .first<{ n: number }>();
-      expect(row?.n).toBe(0);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-}
-
-async function auditActions(accountId: string, action: string) {
-  const rows = await env.DB.prepare(
-    "SELECT action, actor_type, target_id, metadata FROM audit_log WHERE account_id = ? AND action = ? ORDER BY seq",
-  )
-    .bind(accountId, action)
-    .all<{ action: string; actor_type: string; target_id: string; metadata: string }>();
-  return rows.results;
-}
-
 const attemptsOf = async (key: string, webhookId: string, eventId: string) => {
   const res = await call("GET", `/v1/webhooks/${webhookId}/deliveries?limit=100`, { key });
   expect(res.status, res.text).toBe(200);
@@ -73,7 +34,7 @@ const attemptsOf = async (key: string, webhookId: string, eventId: string) => {
 
 describe("webhook endpoints", () => {
   it("create returns the secret once, sends webhook.test right away, and is audited", async () => {
-    const a = await registerAccount("hooks");
+    const a = await createAccount("hooks");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"], description: "CI" });
     expect(webhook.secret).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
     expect(webhook).toMatchObject({
@@ -111,7 +72,7 @@ describe("webhook endpoints", () => {
     const event = eventOf(test as ReceivedDelivery);
     expect(event).toMatchObject({ type: "webhook.test", account_id: a.account.id, data: { webhook_id: webhook.id } });
     expect(test?.headers["webhook-id"]).toBe(event.id);
-    const [created] = await auditActions(a.account.id, "webhook.created");
+    const [created] = await auditEntries({ accountId: a.account.id, action: "webhook.created" });
     expect(created).toMatchObject({ actor_type: "api_key", target_id: webhook.id });
 
     const list = await call("GET", "/v1/webhooks", { key: a.key });
@@ -120,7 +81,7 @@ describe("webhook endpoints", () => {
   });
 
   it("signs every delivery so standardwebhooks and the docs' Node snippet accept it; data carries the message", async () => {
-    const a = await registerAccount("signed");
+    const a = await createAccount("signed");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     const raw = mail({
       to: a.inbox.address,
@@ -200,7 +161,7 @@ describe("webhook endpoints", () => {
       console.warn("python3 is not installed here: skipping the Python snippet check");
       skip();
     }
-    const a = await registerAccount("python");
+    const a = await createAccount("python");
     const { hook } = await endpointOnReceiver(a.key);
     await deliver(mail({ to: a.inbox.address, subject: "py" }), a.inbox.address);
     const all = await hook.waitFor((d) => d.some((x) => eventOf(x).type === "message.received"));
@@ -208,7 +169,7 @@ describe("webhook endpoints", () => {
   });
 
   it("a receiver failing for a while (500, a timeout, 429 + Retry-After) gets every event, same webhook-id; each attempt is logged", async () => {
-    const a = await registerAccount("flaky");
+    const a = await createAccount("flaky");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     await hook.configure({
       steps: [{ status: 500 }, { hangMs: 4000 }, { status: 429, retryAfter: "1" }, { status: 200 }],
@@ -252,7 +213,7 @@ describe("webhook endpoints", () => {
   }, 40_000);
 
   it("after the last scheduled attempt the delivery is failed", async () => {
-    const a = await registerAccount("dead");
+    const a = await createAccount("dead");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     await hook.configure({ steps: Array.from({ length: 6 }, () => ({ status: 503 })) });
     const test = await call("POST", `/v1/webhooks/${webhook.id}/test`, { key: a.key });
@@ -281,7 +242,7 @@ describe("webhook endpoints", () => {
   }, 40_000);
 
   it("410 disables the endpoint (audited as the system); enable turns it back on", async () => {
-    const a = await registerAccount("gone");
+    const a = await createAccount("gone");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     await hook.configure({ steps: [{ status: 410 }] });
     expect((await call("POST", `/v1/webhooks/${webhook.id}/test`, { key: a.key })).status).toBe(202);
@@ -292,9 +253,9 @@ describe("webhook endpoints", () => {
       },
       { timeout: 15_000, interval: 200 },
     );
-    const [disabled] = await auditActions(a.account.id, "webhook.disabled");
+    const [disabled] = await auditEntries({ accountId: a.account.id, action: "webhook.disabled" });
     expect(disabled).toMatchObject({ actor_type: "system", target_id: webhook.id });
-    expect(JSON.parse(disabled?.metadata ?? "{}")).toMatchObject({ reason: "gone", status_code: 410 });
+    expect(disabled?.metadata).toMatchObject({ reason: "gone", status_code: 410 });
 
     // Disabled: new events create no dispatch for it.
     await deliver(mail({ to: a.inbox.address, subject: "while gone" }), a.inbox.address);
@@ -308,13 +269,13 @@ describe("webhook endpoints", () => {
 
     const enabled = await call("POST", `/v1/webhooks/${webhook.id}/enable`, { key: a.key });
     expect(enabled.body.data).toMatchObject({ enabled: true, disabled_reason: null });
-    expect(await auditActions(a.account.id, "webhook.enabled")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "webhook.enabled" })).toHaveLength(1);
     await deliver(mail({ to: a.inbox.address, subject: "back" }), a.inbox.address);
     await hook.waitFor((d) => d.length > before && d.some((x) => eventOf(x).data.subject === "back"));
   }, 30_000);
 
   it("replay re-sends the stored event with the same id, to the endpoint or a target_url; audited", async () => {
-    const a = await registerAccount("replay");
+    const a = await createAccount("replay");
     const { hook, webhook } = await endpointOnReceiver(a.key, { events: ["message.received"] });
     await deliver(mail({ to: a.inbox.address, subject: "replay me" }), a.inbox.address);
     const first = await hook.waitFor((d) => d.some((x) => eventOf(x).type === "message.received"));
@@ -344,9 +305,9 @@ describe("webhook endpoints", () => {
       body: { target_url: "https://169.254.169.254/latest/meta-data" },
     });
     expectError(refused, 422, "validation_error");
-    const replayed = await auditActions(a.account.id, "webhook.replayed");
+    const replayed = await auditEntries({ accountId: a.account.id, action: "webhook.replayed" });
     expect(replayed).toHaveLength(2);
-    expect(JSON.parse(replayed[1]?.metadata ?? "{}")).toMatchObject({ target_url: other.url });
+    expect(replayed[1]?.metadata).toMatchObject({ target_url: other.url });
     expectError(
       await call("POST", "/v1/events/evt_00000000000000000000000000/replay", { key: a.key, body: {} }),
       404,
@@ -355,7 +316,7 @@ describe("webhook endpoints", () => {
   }, 30_000);
 
   it("rotate-secret: new secret once, both secrets sign for 24 h; update, delete, audit", async () => {
-    const a = await registerAccount("rotate");
+    const a = await createAccount("rotate");
     const { hook, webhook } = await endpointOnReceiver(a.key);
     const rotated = await call("POST", `/v1/webhooks/${webhook.id}/rotate-secret`, { key: a.key });
     expect(rotated.status, rotated.text).toBe(200);
@@ -370,7 +331,7 @@ describe("webhook endpoints", () => {
     expect(last.headers["x-mailbot-signature"]?.split(" ")).toHaveLength(2);
     expect(last.standardwebhooks).toBe(true);
     expect(last.node).toBe(true);
-    expect(await auditActions(a.account.id, "webhook.secret_rotated")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "webhook.secret_rotated" })).toHaveLength(1);
 
     const patched = await call("PATCH", `/v1/webhooks/${webhook.id}`, {
       key: a.key,
@@ -383,18 +344,18 @@ describe("webhook endpoints", () => {
       disabled_reason: "manual",
       inbox_id: a.inbox.id,
     });
-    expect(await auditActions(a.account.id, "webhook.updated")).toHaveLength(1);
-    expect(await auditActions(a.account.id, "webhook.disabled")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "webhook.updated" })).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "webhook.disabled" })).toHaveLength(1);
 
     const deleted = await call("DELETE", `/v1/webhooks/${webhook.id}`, { key: a.key });
     expect(deleted.body.data).toEqual({ id: webhook.id, deleted: true });
     expectError(await call("GET", `/v1/webhooks/${webhook.id}`, { key: a.key }), 404, "not_found");
-    expect(await auditActions(a.account.id, "webhook.deleted")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "webhook.deleted" })).toHaveLength(1);
   });
 
   it("validates input, scopes and restricted keys", async () => {
     answerMadeUpHosts();
-    const a = await registerAccount("rules");
+    const a = await createAccount("rules");
     const bad = await call("POST", "/v1/webhooks", {
       key: a.key,
       body: { url: "https://hooks.example.com/x", events: ["message.exploded"] },
@@ -413,8 +374,7 @@ describe("webhook endpoints", () => {
     });
     expect(expectError(noInbox, 422, "validation_error").details[0].path).toBe("inbox_id");
 
-    const readOnly = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "ro", scopes: ["read"] } });
-    const ro = readOnly.body.data.key as string;
+    const ro = (await createKey(a, { name: "ro", scopes: ["read"] })).key;
     expectError(
       await call("POST", "/v1/webhooks", { key: ro, body: { url: "https://hooks.example.com/x" } }),
       403,
@@ -422,11 +382,7 @@ describe("webhook endpoints", () => {
     );
     expect((await call("GET", "/v1/webhooks", { key: ro })).status).toBe(200);
 
-    const restricted = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "one inbox", inbox_ids: [a.inbox.id] },
-    });
-    const rk = restricted.body.data.key as string;
+    const rk = (await createKey(a, { name: "one inbox", inbox_ids: [a.inbox.id] })).key;
     expectError(
       await call("POST", "/v1/webhooks", { key: rk, body: { url: "https://hooks.example.com/x" } }),
       403,
@@ -448,12 +404,12 @@ describe("webhook endpoints", () => {
     const r2 = await call("POST", "/v1/webhooks", once);
     expect(r2.body.data.id).toBe(r1.body.data.id);
     expect(r2.headers.get("Idempotent-Replayed")).toBe("true");
-    await settled(a.account.id);
+    await webhooksSettled(a.account.id);
   });
 
   it("refuses URLs that are, or resolve to, internal addresses (the SSRF table)", async () => {
     answerMadeUpHosts();
-    const a = await registerAccount("ssrf");
+    const a = await createAccount("ssrf");
     setDnsResolver(
       staticResolver({
         "inside.example.com": { A: ["10.1.2.3"] },
@@ -520,11 +476,11 @@ describe("webhook endpoints", () => {
       body: { url: "https://inside.example.com/hook" },
     });
     expectError(patch, 422, "validation_error");
-    await settled(a.account.id);
+    await webhooksSettled(a.account.id);
   });
 
   it("delivery re-checks DNS: a host that now points inside is refused and recorded as a failed attempt", async () => {
-    const a = await registerAccount("rebind");
+    const a = await createAccount("rebind");
     setDnsResolver(staticResolver({ "rebind.example.com": { A: ["93.184.216.34"] } }));
     const fetchSpy = answerMadeUpHosts();
     const created = await call("POST", "/v1/webhooks", {
@@ -547,116 +503,5 @@ describe("webhook endpoints", () => {
     expect(fetchSpy.mock.calls.some(([input]) => String(input).includes("rebind.example.com"))).toBe(false);
     // Stop its remaining retries (they would ask the real DoH resolver once this test's fake is gone).
     await call("DELETE", `/v1/webhooks/${created.body.data.id}`, { key: a.key });
-  });
-});
-
-describe("the webhook queue consumer", () => {
-  /** A dispatch row that no queue message carries yet (the test drives the consumer itself). */
-  async function pendingDispatch(key: string, accountId: string, url: string) {
-    const hook = await call("POST", "/v1/webhooks", { key, body: { url } });
-    expect(hook.status, hook.text).toBe(201);
-    const event = await call("GET", "/v1/events?type=webhook.test&limit=1", { key });
-    const row = newDispatch(
-      { accountId, endpointId: hook.body.data.id, eventId: event.body.data[0].id, kind: "replay" },
-      Date.now(),
-    );
-    await createDb(env.DB).insert(webhookDispatches).values(row).run();
-    return { dispatchId: row.id, webhookId: hook.body.data.id as string, secret: hook.body.data.secret as string };
-  }
-
-  it("retries a failed attempt with the schedule's delay, acks bad bodies, never re-sends a finished dispatch", async () => {
-    const a = await registerAccount("consumer");
-    const hook = receiver();
-    const { dispatchId } = await pendingDispatch(a.key, a.account.id, hook.url);
-    await hook.waitFor((d) => d.length === 1); // the creation's own webhook.test
-    await hook.configure({ steps: [{ status: 500 }, { status: 429, retryAfter: "120" }] });
-
-    const run = async (bindings: Cloudflare.Env, bodies: unknown[]) => {
-      const batch = createMessageBatch(
-        "mailbot-webhooks",
-        bodies.map((body, i) => ({ id: `m${i}-${crypto.randomUUID()}`, timestamp: new Date(), attempts: 1, body })),
-      );
-      const spies = batch.messages.map((m) => ({ ack: vi.spyOn(m, "ack"), retry: vi.spyOn(m, "retry") }));
-      await handleQueue(batch, bindings);
-      return spies;
-    };
-    // The production schedule (no test override): the second attempt comes 30 s after the first.
-    const production = { ...env, WEBHOOK_RETRY_SCHEDULE: undefined } as Cloudflare.Env;
-    const [first, junk] = await run(production, [
-      { v: 1, dispatch_id: dispatchId },
-      { v: 99, what: "ever" },
-    ]);
-    expect(first?.retry).toHaveBeenCalledWith({ delaySeconds: 30 });
-    expect(junk?.ack).toHaveBeenCalled();
-    expect(junk?.retry).not.toHaveBeenCalled();
-
-    // An early copy of the message (not due for 30 s) waits instead of sending.
-    const [early] = await run(production, [{ v: 1, dispatch_id: dispatchId }]);
-    expect(early?.retry).toHaveBeenCalledWith({ delaySeconds: expect.any(Number) });
-    expect((await hook.deliveries()).length).toBe(2);
-
-    // Due now: 429 with Retry-After: 120 is honoured.
-    await env.DB.prepare("UPDATE webhook_dispatches SET next_attempt_at = 0 WHERE id = ?").bind(dispatchId).run();
-    const [limited] = await run(production, [{ v: 1, dispatch_id: dispatchId }]);
-    expect(limited?.retry).toHaveBeenCalledWith({ delaySeconds: 120 });
-
-    await env.DB.prepare("UPDATE webhook_dispatches SET next_attempt_at = 0 WHERE id = ?").bind(dispatchId).run();
-    const [ok] = await run(env, [{ v: 1, dispatch_id: dispatchId }]);
-    expect(ok?.ack).toHaveBeenCalled();
-    expect((await hook.deliveries()).length).toBe(4);
-
-    // Redelivered after success: acked, nothing sent.
-    const [redelivered] = await run(env, [{ v: 1, dispatch_id: dispatchId }]);
-    expect(redelivered?.ack).toHaveBeenCalled();
-    expect((await hook.deliveries()).length).toBe(4);
-    const rows = await env.DB.prepare(
-      "SELECT attempt, status_code, outcome FROM webhook_deliveries WHERE dispatch_id = ? ORDER BY attempt",
-    )
-      .bind(dispatchId)
-      .all();
-    expect(rows.results).toEqual([
-      { attempt: 1, status_code: 500, outcome: "retrying" },
-      { attempt: 2, status_code: 429, outcome: "retrying" },
-      { attempt: 3, status_code: 200, outcome: "succeeded" },
-    ]);
-  });
-
-  it("the cron sweep delivers events whose producer crashed before publishing, and dispatches whose message was lost", async () => {
-    const a = await registerAccount("sweep");
-    const { hook, webhook } = await endpointOnReceiver(a.key);
-    // An event committed with no publishEvents call after it (the producer died right there).
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env,
-      now: () => Date.now(),
-    };
-    const orphan = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([orphan.statement]);
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await hook.deliveries()).some((d) => d.headers["webhook-id"] === orphan.id)).toBe(false);
-
-    // A pending dispatch whose queue message vanished long ago.
-    const lost = newDispatch(
-      { accountId: a.account.id, endpointId: webhook.id, eventId: orphan.id, kind: "replay" },
-      0,
-    );
-    await ctx.db.insert(webhookDispatches).values(lost).run();
-
-    const swept = await sweepWebhooks(jobContext(env, { now: clockAt(Date.now() + 120_000) }));
-    expect(swept.events).toBeGreaterThanOrEqual(1);
-    expect(swept.dispatches).toBeGreaterThanOrEqual(1);
-    const got = await hook.waitFor((d) => d.filter((x) => x.headers["webhook-id"] === orphan.id).length === 2);
-    expect(got.filter((x) => x.headers["webhook-id"] === orphan.id).every((x) => x.standardwebhooks)).toBe(true);
-    const marked = await env.DB.prepare("SELECT dispatched_at FROM events WHERE id = ?")
-      .bind(orphan.id)
-      .first<{ dispatched_at: number | null }>();
-    expect(marked?.dispatched_at).not.toBeNull();
-    // A second sweep finds nothing left to do for this event.
-    await sweepWebhooks(jobContext(env, { now: clockAt(Date.now() + 120_000) }));
-    await new Promise((r) => setTimeout(r, 500));
-    expect((await hook.deliveries()).filter((x) => x.headers["webhook-id"] === orphan.id)).toHaveLength(2);
   });
 });

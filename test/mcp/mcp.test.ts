@@ -4,13 +4,12 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import { inboxCounter } from "../../src/durable-objects/inbox-counter.client";
-import main from "../../src/index";
 import { type DnsType, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { ADMIN_TOKEN, call, registerAccount } from "../helpers/api";
+import { createAccount, createKey } from "../helpers/accounts";
+import { call } from "../helpers/api";
+import { auditEntries, liftLimit, messageRow, unique, worker } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
 import { receiver } from "../helpers/webhooks";
-
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 const TOOL_NAMES = [
   "create_inbox",
@@ -94,20 +93,14 @@ async function fails(client: Client, name: string, args: Record<string, unknown>
   return r;
 }
 
+/** The audit entries of one target: who did what. */
 async function auditOf(targetId: string) {
-  const rows = await env.DB.prepare(
-    "SELECT action, actor_type, actor_id FROM audit_log WHERE target_id = ? ORDER BY seq",
-  )
-    .bind(targetId)
-    .all<{ action: string; actor_type: string; actor_id: string | null }>();
-  return rows.results;
+  return (await auditEntries({ targetId })).map(({ action, actor_type, actor_id }) => ({
+    action,
+    actor_type,
+    actor_id,
+  }));
 }
-
-async function messageRow(id: string) {
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
-}
-
-const unique = (local: string) => `${local}-${crypto.randomUUID().slice(0, 8)}@example.org`;
 
 async function keyId(accountId: string): Promise<string> {
   const row = await env.DB.prepare("SELECT id FROM api_keys WHERE account_id = ? ORDER BY id LIMIT 1")
@@ -118,7 +111,7 @@ async function keyId(accountId: string): Promise<string> {
 
 /** An account with one inbound message delivered through the email handler, found by wait_for_message. */
 async function accountWithMail(client?: Client) {
-  const a = await registerAccount("mcp");
+  const a = await createAccount("mcp");
   const mcp = client ?? (await connect(a.key));
   const sender = unique("ana");
   const waiting = ok(mcp, "wait_for_message", { inbox_id: a.inbox.id, from_address: sender, timeout_ms: 20_000 });
@@ -140,7 +133,7 @@ async function accountWithMail(client?: Client) {
 
 describe("MCP server at /mcp", () => {
   it("lists every tool with its input schema and the untrusted-content warning", async () => {
-    const a = await registerAccount("mcp");
+    const a = await createAccount("mcp");
     const client = await connect(a.key);
     expect(client.getServerVersion()?.name).toBe("mailbot");
     const { tools } = await client.listTools();
@@ -358,7 +351,7 @@ describe("MCP server at /mcp", () => {
   });
 
   it("domain and compliance tools: add, list, verify and check a domain; a policy block is an isError result", async () => {
-    const a = await registerAccount("mcp-domains");
+    const a = await createAccount("mcp-domains");
     const mcp = await connect(a.key);
     const name = `agent-${crypto.randomUUID().slice(0, 6)}.example`;
     const added = await ok(mcp, "add_domain", { domain: name, idempotency_key: `dom-${name}` });
@@ -522,7 +515,7 @@ describe("MCP server at /mcp", () => {
       headers,
     });
     expect(bad.status).toBe(401);
-    const a = await registerAccount("mcp");
+    const a = await createAccount("mcp");
     const res = await call("POST", "/mcp", { key: a.key, body: initialize, headers });
     expect(res.status, res.text).toBe(200);
     expect(res.body.result.serverInfo.name).toBe("mailbot");
@@ -570,7 +563,7 @@ describe("MCP server at /mcp", () => {
       body: { domain: `tenant-${crypto.randomUUID().slice(0, 6)}.example` },
     });
     expect(domain.status, domain.text).toBe(201);
-    const b = await registerAccount("intruder");
+    const b = await createAccount("intruder");
     const intruder = await connect(b.key);
     const ids = {
       inbox_id: a.inbox.id,
@@ -631,12 +624,8 @@ describe("MCP server at /mcp", () => {
     const a = await accountWithMail();
     const second = await ok(a.mcp, "create_inbox", { username: "second" });
     await deliver(mail({ to: second.address, subject: "Second inbox mail" }), second.address);
-    const created = await call("POST", "/v1/api-keys", {
-      key: a.key,
-      body: { name: "only-second", inbox_ids: [second.id] },
-    });
-    expect(created.status, created.text).toBe(201);
-    const restricted = await connect(created.body.data.key);
+    const created = await createKey(a, { name: "only-second", inbox_ids: [second.id] });
+    const restricted = await connect(created.key);
     expect((await ok(restricted, "list_inboxes", {})).items.map((i: { id: string }) => i.id)).toEqual([second.id]);
     expect((await ok(restricted, "list_messages", { inbox_id: second.id })).items).toHaveLength(1);
     // Every tool that names an inbox, message, thread or event of the other inbox: not found.
@@ -686,10 +675,10 @@ describe("MCP server at /mcp", () => {
   });
 
   it("idempotency keys belong to the key that used them; arguments nobody declared are refused", async () => {
-    const a = await registerAccount("mcp-idem");
+    const a = await createAccount("mcp-idem");
     const first = await connect(a.key);
-    const other = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "second" } });
-    const second = await connect(other.body.data.key);
+    const other = await createKey(a, { name: "second" });
+    const second = await connect(other.key);
     const args = { username: "desk", idempotency_key: "same-key" };
     const made = await ok(first, "create_inbox", args);
     expect((await ok(first, "create_inbox", args)).id).toBe(made.id);
@@ -700,8 +689,8 @@ describe("MCP server at /mcp", () => {
   });
 
   it("sending tools carry the inbox's reputation warnings, like the HTTP headers", async () => {
-    const a = await registerAccount("mcp-warn");
-    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { new_account_until: null } });
+    const a = await createAccount("mcp-warn");
+    await liftLimit(a.account.id);
     const mcp = await connect(a.key);
     const send = { inbox_id: a.inbox.id, to: [unique("w")], subject: "Status", body_text: "All good." };
     // 3 hard bounces in 30 sends: 10 %, past 2/3 of the threshold but not above it (and still
@@ -726,7 +715,7 @@ describe("MCP server at /mcp", () => {
     const http = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
     expect(http.headers.get("X-Mailbot-Warning")).toBe("bounce_rate_approaching_threshold");
     // An inbox with a clean record: no warnings.
-    const b = await registerAccount("mcp-calm");
+    const b = await createAccount("mcp-calm");
     const calm = await (await connect(b.key)).callTool({
       name: "send_message",
       arguments: { ...send, inbox_id: b.inbox.id },
@@ -736,8 +725,8 @@ describe("MCP server at /mcp", () => {
   });
 
   it("MCP_ACCOUNT_ID pins the endpoint to one account", async () => {
-    const a = await registerAccount("pinned");
-    const b = await registerAccount("other");
+    const a = await createAccount("pinned");
+    const b = await createAccount("other");
     const pinned = { MCP_ACCOUNT_ID: a.account.id };
     const client = await connect(a.key, pinned);
     expect((await ok(client, "get_inbox", { inbox_id: a.inbox.id })).id).toBe(a.inbox.id);

@@ -1,6 +1,6 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import { afterEach, describe, expect, inject, it } from "vitest";
 import { createDb } from "../../src/db/client";
 import { deliverOutbound } from "../../src/features/outbound/delivery.service";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
@@ -9,14 +9,20 @@ import { selectTransport, transportName } from "../../src/features/outbound/tran
 import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.service";
 import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
 import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
-import main from "../../src/index";
-import { clockAt, systemContext as jobContext } from "../../src/lib/context";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
+import {
+  auditEntries,
+  eventsOf,
+  jobContext,
+  liftLimit,
+  serviceContext,
+  settledMessage,
+  unique,
+  worker,
+} from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
-
-// The handlers as the runtime sees them.
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 
 type Table = Record<string, Partial<Record<DnsType, string[]>> | "temporary_failure">;
 interface DnsRecord {
@@ -48,45 +54,12 @@ function useDns(table: Table) {
   setDnsResolver(staticResolver(table));
 }
 
-async function auditOf(accountId: string, action: string) {
-  const rows = await env.DB.prepare("SELECT * FROM audit_log WHERE account_id = ? AND action = ? ORDER BY seq")
-    .bind(accountId, action)
-    .all<{ metadata: string; target_id: string }>();
-  return rows.results.map((r) => ({ ...r, metadata: JSON.parse(r.metadata) }));
-}
-
-async function eventsOf(accountId: string, type: string) {
-  const rows = await env.DB.prepare("SELECT * FROM events WHERE account_id = ? AND type = ? ORDER BY seq")
-    .bind(accountId, type)
-    .all<{ id: string; data: string; message_id: string | null }>();
-  return rows.results.map((r) => ({ ...r, data: JSON.parse(r.data) }));
-}
-
 async function messageCount(inboxId: string) {
   return (
     await env.DB.prepare("SELECT COUNT(*) AS n FROM messages WHERE inbox_id = ? AND direction = 'outbound'")
       .bind(inboxId)
       .first<{ n: number }>()
   )?.n;
-}
-
-async function liftLimit(accountId: string) {
-  const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
-    key: ADMIN_TOKEN,
-    body: { new_account_until: null },
-  });
-  expect(res.status, res.text).toBe(200);
-}
-
-async function settled(id: string) {
-  await vi.waitFor(
-    async () => {
-      const r = await env.DB.prepare("SELECT status FROM messages WHERE id = ?").bind(id).first<{ status: string }>();
-      expect(["sent", "failed", "blocked"]).toContain(r?.status);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
 }
 
 /** mailauth's verdicts on the last message the SMTP server received for `rcpt`, keys served from `dns`. */
@@ -100,11 +73,9 @@ async function dkimVerdicts(rcpt: string, dns: Record<string, string>) {
     .results;
 }
 
-const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
-
 /** An account with a domain added (not yet verified). */
 async function withDomain(name = `acme-${crypto.randomUUID().slice(0, 6)}.example`) {
-  const a = await registerAccount("domains");
+  const a = await createAccount("domains");
   const res = await call("POST", "/v1/domains", { key: a.key, body: { domain: name } });
   expect(res.status, res.text).toBe(201);
   return { ...a, domain: res.body.data, name, records: res.body.data.dns_records as DnsRecord[] };
@@ -164,7 +135,7 @@ describe("domains", () => {
     expect(got.text).not.toContain(row?.dkim_private_key_sealed.slice(0, 40));
     const list = await call("GET", "/v1/domains", { key: a.key });
     expect(list.body.data.map((d: { id: string }) => d.id)).toEqual([a.domain.id]);
-    expect((await auditOf(a.account.id, "domain.created"))[0]?.metadata).toMatchObject({
+    expect((await auditEntries({ accountId: a.account.id, action: "domain.created" }))[0]?.metadata).toMatchObject({
       domain: "mail.acme-add.example",
     });
 
@@ -248,9 +219,10 @@ describe("domains", () => {
       next_step: expect.stringContaining("SPF, DKIM, DMARC"),
     });
     expect(await eventsOf(a.account.id, "domain.verified")).toHaveLength(0);
-    expect((await auditOf(a.account.id, "domain.verification_checked"))[0]?.metadata.problems.spf.status).toBe(
-      "missing",
-    );
+    expect(
+      (await auditEntries({ accountId: a.account.id, action: "domain.verification_checked" }))[0]?.metadata.problems.spf
+        .status,
+    ).toBe("missing");
 
     // A temporary DNS failure decides nothing.
     useDns({ [a.name]: "temporary_failure" });
@@ -274,7 +246,7 @@ describe("domains", () => {
     expect(ok.body.data.dns_records.every((r: { status: string }) => r.status === "verified")).toBe(true);
     const [event] = await eventsOf(a.account.id, "domain.verified");
     expect(event?.data).toMatchObject({ domain_id: a.domain.id, domain: a.name, dkim_verified: true });
-    const [audit] = await auditOf(a.account.id, "domain.verified");
+    const [audit] = await auditEntries({ accountId: a.account.id, action: "domain.verified" });
     expect(audit?.target_id).toBe(a.domain.id);
     expect(audit?.metadata.event_id).toBeDefined();
 
@@ -289,7 +261,7 @@ describe("domains", () => {
     expect(stored?.subject).toBe("Custom domain inbound");
 
     // Another account: the domain is invisible (404), and cannot be claimed (409).
-    const b = await registerAccount("intruder");
+    const b = await createAccount("intruder");
     expectError(await call("GET", `/v1/domains/${a.domain.id}`, { key: b.key }), 404, "not_found");
     expectError(await call("POST", `/v1/domains/${a.domain.id}/verify`, { key: b.key }), 404, "not_found");
     expectError(await call("GET", `/v1/compliance/check?domain=${a.name}`, { key: b.key }), 404, "not_found");
@@ -306,7 +278,7 @@ describe("domains", () => {
     const del = await call("DELETE", `/v1/domains/${other.body.data.id}`, { key: a.key });
     expect(del.status, del.text).toBe(200);
     expect(await env.DB.prepare("SELECT id FROM domains WHERE id = ?").bind(other.body.data.id).first()).toBeNull();
-    expect(await auditOf(a.account.id, "domain.deleted")).toHaveLength(1);
+    expect(await auditEntries({ accountId: a.account.id, action: "domain.deleted" })).toHaveLength(1);
   });
 });
 
@@ -323,7 +295,7 @@ describe("the gate before every send", () => {
       },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const dkim = a.records.find((r) => r.purpose === "dkim") as DnsRecord;
     const verdicts = await dkimVerdicts(to, { [dkim.name]: dkim.value });
     expect(verdicts).toHaveLength(1);
@@ -367,7 +339,7 @@ describe("the gate before every send", () => {
       },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const raw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${res.body.data.id}/raw`, { key: a.key });
     expect(raw.text).toMatch(/\r\nTo: [^\r]+,\r\n[ \t]/); // To is folded
     expect(raw.text).toMatch(/Content-Transfer-Encoding: quoted-printable/i);
@@ -396,7 +368,7 @@ describe("the gate before every send", () => {
       body: { body_text: "Thanks — we have reissued the invoice." },
     });
     expect(reply.status, reply.text).toBe(202);
-    expect((await settled(reply.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(reply.body.data.id))?.status).toBe("sent");
     const replyRaw = await call("GET", `/v1/inboxes/${a.sender.id}/messages/${reply.body.data.id}/raw`, {
       key: a.key,
     });
@@ -406,14 +378,14 @@ describe("the gate before every send", () => {
   });
 
   it("the shared MAIL_DOMAIN is signed with its configured key and verifies too", async () => {
-    const a = await registerAccount("shared");
+    const a = await createAccount("shared");
     const to = unique("shared-");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: [to], subject: "Shared domain", body_text: "Hi", body_html: "<p>Hi <b>there</b></p>" },
     });
     expect(res.status, res.text).toBe(202);
-    expect((await settled(res.body.data.id))?.status).toBe("sent");
+    expect((await settledMessage(res.body.data.id))?.status).toBe("sent");
     const key = await sharedDomainKey(env);
     const verdicts = await dkimVerdicts(to, {
       "default._domainkey.mailbot.test": `v=DKIM1; k=rsa; p=${key?.publicKey}`,
@@ -503,7 +475,7 @@ describe("the gate before every send", () => {
       expect(err.details).toHaveProperty("found");
     }
     expect(await messageCount(a.sender.id)).toBe(0);
-    const audits = await auditOf(a.account.id, "message.send_blocked");
+    const audits = await auditEntries({ accountId: a.account.id, action: "message.send_blocked" });
     expect(audits.map((x) => x.metadata.details.reason)).toEqual(failures.map((f) => f.reason));
     expect(audits[1]?.metadata.details.found).toEqual(["v=spf1 include:_spf.google.com ~all"]);
     const events = await eventsOf(a.account.id, "message.blocked");
@@ -555,7 +527,7 @@ describe("the gate before every send", () => {
     });
     expect(expectError(nested, 503, "dns_unavailable").details.checks.spf).toMatch(/spf\.flaky\.example/);
     expect(await messageCount(a.sender.id)).toBe(0);
-    const refused = await auditOf(a.account.id, "message.send_refused");
+    const refused = await auditEntries({ accountId: a.account.id, action: "message.send_refused" });
     expect(refused.map((r) => r.metadata.reason)).toEqual([
       "dns_unavailable",
       "dns_unavailable",
@@ -566,14 +538,7 @@ describe("the gate before every send", () => {
 
     // Accepted while DNS was fine (queue left out, so the test drives the consumer) …
     useDns(published(a.records));
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-      now: Date.now,
-    };
+    const ctx = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });
     const to = unique("deferred-");
     const queued = await sendMessage(
       ctx,
@@ -583,7 +548,7 @@ describe("the gate before every send", () => {
     // … then DNS fails before it leaves: retried later, nothing sent.
     useDns(published(a.records, (t) => (t[`_dmarc.${a.name}`] = "temporary_failure")));
     const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
-    const outcome = await deliverOutbound(jobContext(env), job);
+    const outcome = await deliverOutbound(jobContext(), job);
     expect(outcome).toMatchObject({ kind: "retry", delaySeconds: expect.any(Number) });
     const row = await env.DB.prepare("SELECT status, last_error FROM messages WHERE id = ?")
       .bind(queued.id)
@@ -595,29 +560,22 @@ describe("the gate before every send", () => {
 
     // The records change before the retry: the consumer blocks it, with the event naming the message.
     useDns(published(a.records, (t) => delete t[`_dmarc.${a.name}`]));
-    expect(await deliverOutbound(jobContext(env, { now: clockAt(Date.now() + 6 * 60_000) }), job)).toEqual({
+    expect(await deliverOutbound(jobContext({ at: Date.now() + 6 * 60_000 }), job)).toEqual({
       kind: "done",
       status: "blocked",
     });
     const [blocked] = await eventsOf(a.account.id, "message.blocked");
     expect(blocked?.message_id).toBe(queued.id);
     expect(blocked?.data).toMatchObject({ reason: "dmarc_failed", stage: "deliver", message_id: queued.id });
-    const audit = (await auditOf(a.account.id, "message.send_blocked")).at(-1);
+    const audit = (await auditEntries({ accountId: a.account.id, action: "message.send_blocked" })).at(-1);
     expect(audit?.metadata.details.reason).toBe("dmarc_failed");
     expect(await (await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${to}`)).json()).toEqual([]);
   });
 
   it("MAIL_DOMAIN is gated too: in production it must publish SPF, our DKIM key and DMARC", async () => {
-    const a = await registerAccount("prod-shared");
+    const a = await createAccount("prod-shared");
     const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
-    const prodCtx = {
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, ENVIRONMENT: "production" },
-      now: Date.now,
-    };
+    const prodCtx = serviceContext(a.account.id, { vars: { ENVIRONMENT: "production" } });
     const row = {
       ...(inbox as Record<string, unknown>),
       accountId: a.account.id,
@@ -638,21 +596,14 @@ describe("the gate before every send", () => {
   });
 
   it("fails closed in any ENVIRONMENT but exactly development: real DNS, no ephemeral DKIM key", async () => {
-    const a = await registerAccount("staging-shared");
+    const a = await createAccount("staging-shared");
     const inbox = await env.DB.prepare("SELECT * FROM inboxes WHERE id = ?").bind(a.inbox.id).first();
     const row = {
       ...(inbox as Record<string, unknown>),
       accountId: a.account.id,
       domain: "mailbot.test",
     } as unknown as Parameters<typeof enforceSenderAuth>[1];
-    const ctxIn = (environment: string) => ({
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, ENVIRONMENT: environment },
-      now: Date.now,
-    });
+    const ctxIn = (environment: string) => serviceContext(a.account.id, { vars: { ENVIRONMENT: environment } });
     useDns({});
     // Development (this suite's setting) answers MAIL_DOMAIN from configuration …
     await expect(enforceSenderAuth(ctxIn("development"), row)).resolves.toBeUndefined();
@@ -699,14 +650,14 @@ describe("compliance endpoints", () => {
 
     expectError(await call("GET", "/v1/compliance/check?domain=unknown.example", { key: a.key }), 404, "not_found");
     expectError(await call("GET", "/v1/compliance/check", { key: a.key }), 422, "validation_error");
-    const b = await registerAccount("other");
+    const b = await createAccount("other");
     expectError(await call("GET", `/v1/compliance/readiness/${a.sender.id}`, { key: b.key }), 404, "not_found");
   });
 });
 
 describe("phishing-style content", () => {
   it("is blocked with the signals that fired (422, audited, event); ordinary mail passes", async () => {
-    const a = await registerAccount("phish");
+    const a = await createAccount("phish");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: {
@@ -724,7 +675,7 @@ describe("phishing-style content", () => {
     );
     expect(err.details.signals[0]).toMatchObject({ weight: expect.any(Number), evidence: expect.any(String) });
     expect(await messageCount(a.inbox.id)).toBe(0);
-    const [audit] = await auditOf(a.account.id, "message.send_blocked");
+    const [audit] = await auditEntries({ accountId: a.account.id, action: "message.send_blocked" });
     expect(audit?.metadata.details.signals.length).toBe(names.length);
     expect((await eventsOf(a.account.id, "message.blocked"))[0]?.data.reason).toBe("phishing_suspected");
 
@@ -751,7 +702,7 @@ describe("phishing-style content", () => {
   });
 
   it("the same body sprayed to many new recipients adds a signal that tips a borderline message over", async () => {
-    const a = await registerAccount("spray");
+    const a = await createAccount("spray");
     await liftLimit(a.account.id);
     const body = { subject: "Quick question", body_text: "Have a look at our offer: https://bit.ly/offer-42" };
     const batch = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag}${i}@example.net`);
@@ -789,7 +740,7 @@ describe("phishing-style content", () => {
   });
 
   it("the known-sender lookup of every send uses the partial index on lower(from_address)", async () => {
-    const a = await registerAccount("plan");
+    const a = await createAccount("plan");
     const query = knownSendersQuery(createDb(env.DB), a.account.id, ["x@example.net", "y@example.net"]).toSQL();
     const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
       .bind(...query.params)
@@ -811,7 +762,7 @@ describe("phishing-style content", () => {
   });
 
   it("old send fingerprints are swept by scheduled(), not on the send path", async () => {
-    const a = await registerAccount("sweep");
+    const a = await createAccount("sweep");
     const old = Date.now() - 25 * 3_600_000;
     await env.DB.prepare(
       "INSERT INTO send_fingerprints (id, account_id, body_hash, new_recipients, created_at) VALUES ('sfp_old', ?, 'h', '[]', ?), ('sfp_recent', ?, 'h', '[]', ?)",
@@ -846,18 +797,12 @@ describe("phishing-style content", () => {
   });
 
   it("the signer and the transport read OUTBOUND_TRANSPORT alike: `smtp ` is signed SMTP", async () => {
-    const a = await registerAccount("transport-name");
+    const a = await createAccount("transport-name");
     const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
     if (!inbox) throw new Error("no inbox");
     const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);
-    const ctxWith = (transport: string | undefined) => ({
-      accountId: a.account.id,
-      actor: { type: "system" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env: { ...env, OUTBOUND_TRANSPORT: transport },
-      now: Date.now,
-    });
+    const ctxWith = (transport: string | undefined) =>
+      serviceContext(a.account.id, { vars: { OUTBOUND_TRANSPORT: transport } });
     const head = async (transport: string | undefined) =>
       new TextDecoder().decode((await signOutbound(ctxWith(transport), inbox, raw)).subarray(0, 15));
     for (const t of ["smtp", "smtp ", " smtp\t"]) {

@@ -1,82 +1,17 @@
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import PostalMime from "postal-mime";
-import { describe, expect, inject, it, vi } from "vitest";
-import { createDb } from "../../src/db/client";
-import { backoffSeconds, deliverOutbound } from "../../src/features/outbound/delivery.service";
+import { describe, expect, it } from "vitest";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
-import main from "../../src/index";
-import { systemContext as jobContext } from "../../src/lib/context";
-import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { createAccount } from "../helpers/accounts";
+import { call, expectError } from "../helpers/api";
+import { auditEntries, liftLimit, serviceContext, settledMessage, unique } from "../helpers/db";
 import { deliver, mail } from "../helpers/mail";
-
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
-
-interface Received {
-  mailFrom: string;
-  rcptTo: string[];
-  user: string | null;
-  raw: string;
-}
-
-/** What the real SMTP server (test/global/smtp-server.ts) accepted for a recipient. */
-async function smtpReceived(rcpt: string): Promise<Received[]> {
-  const res = await fetch(`${inject("smtpControlUrl")}/messages?rcpt=${encodeURIComponent(rcpt)}`);
-  return (await res.json()) as Received[];
-}
-
-async function row(id: string) {
-  return env.DB.prepare("SELECT * FROM messages WHERE id = ?").bind(id).first<Record<string, unknown>>();
-}
-
-/** Waits for the queue consumer (run by miniflare) to bring a message to a final status. */
-async function settled(id: string, statuses = ["sent", "failed", "blocked", "bounced"]) {
-  await vi.waitFor(
-    async () => {
-      const r = await row(id);
-      expect(statuses).toContain(r?.status);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-  return (await row(id)) as Record<string, unknown>;
-}
-
-async function auditActions(accountId: string, targetId?: string) {
-  const rows = await env.DB.prepare(
-    `SELECT action, metadata FROM audit_log WHERE account_id = ? ${targetId ? "AND target_id = ?" : ""} ORDER BY seq`,
-  )
-    .bind(...(targetId ? [accountId, targetId] : [accountId]))
-    .all<{ action: string; metadata: string }>();
-  return rows.results.map((r) => ({ action: r.action, metadata: JSON.parse(r.metadata) }));
-}
-
-const unique = (local: string) => `${local}${crypto.randomUUID().slice(0, 8)}@example.org`;
-
-/** A service context whose queue drops messages, so a test alone decides when the consumer runs. */
-function unqueuedContext(accountId: string) {
-  return {
-    accountId,
-    actor: { type: "api_key" as const, id: null },
-    requestId: null,
-    db: createDb(env.DB),
-    env: { ...env, OUTBOUND_QUEUE: { send: async () => {} } as unknown as Queue },
-    now: Date.now,
-  };
-}
-
-/** Lifts the new-account send limit for tests that are not about it. */
-async function liftLimit(accountId: string) {
-  const res = await call("PATCH", `/v1/admin/accounts/${accountId}`, {
-    key: ADMIN_TOKEN,
-    body: { new_account_until: null },
-  });
-  expect(res.status, res.text).toBe(200);
-}
+import { smtpReceived } from "../helpers/outbound";
 
 describe("sending through the SMTP relay", () => {
   it("accepts in 202, the consumer submits the exact stored bytes, and status, audit and events follow", async () => {
-    const a = await registerAccount("sender");
+    const a = await createAccount("sender");
     const to = unique("bob");
     const pdf = new Uint8Array([0x25, 0x50, 0x44, 0x46, 0x2d, 0x31, 0x2e, 0x34, 0x0a, 0x00, 0xff, 0xfe]);
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -106,7 +41,7 @@ describe("sending through the SMTP relay", () => {
     });
     expect(sent.rfc_message_id).toMatch(new RegExp(`^<${sent.id}@mailbot\\.test>$`));
 
-    const final = await settled(sent.id);
+    const final = await settledMessage(sent.id);
     expect(final).toMatchObject({ status: "sent", attempts: 1, last_error: null });
     expect(final.sent_at).toEqual(expect.any(Number));
 
@@ -140,7 +75,7 @@ describe("sending through the SMTP relay", () => {
     expect(parsed.headers.find((h) => h.key === "x-campaign")?.value).toBe(`=?utf-8?B?${campaign}?=`);
     expect(got.raw).not.toMatch(/^bcc:/im);
 
-    const actions = (await auditActions(a.account.id, sent.id)).map((e) => e.action);
+    const actions = (await auditEntries({ accountId: a.account.id, targetId: sent.id })).map((e) => e.action);
     expect(actions).toEqual(["message.send_attempted", "message.sent"]);
     const events = await env.DB.prepare("SELECT type, data FROM events WHERE message_id = ?").bind(sent.id).all();
     expect(events.results.map((e) => e.type)).toEqual(["message.sent"]);
@@ -156,7 +91,7 @@ describe("sending through the SMTP relay", () => {
   });
 
   it("HTML-only mail gets a text alternative; bcc reaches the envelope but never the headers", async () => {
-    const a = await registerAccount("html");
+    const a = await createAccount("html");
     const to = unique("html");
     const hidden = unique("hidden");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -171,14 +106,14 @@ describe("sending through the SMTP relay", () => {
     expect(res.status, res.text).toBe(202);
     expect(res.body.data.body_text).toBe("Welcome\n\nRead the guide (https://example.org/guide).");
     expect(res.body.data.bcc).toEqual([hidden]);
-    await settled(res.body.data.id);
+    await settledMessage(res.body.data.id);
     const [got] = await smtpReceived(hidden);
     expect(got?.rcptTo.sort()).toEqual([to, hidden].sort());
     expect(got?.raw).not.toContain(hidden);
   });
 
   it("replies thread on both sides: In-Reply-To, References in RFC order, one Re:, reply_all without the inbox", async () => {
-    const a = await registerAccount("replier");
+    const a = await createAccount("replier");
     const original = mail({
       from: "Carol <carol@example.org>",
       to: `${a.inbox.address}, dave@example.org`,
@@ -210,7 +145,7 @@ describe("sending through the SMTP relay", () => {
       in_reply_to: "<orig-2@example.org>",
       references: ["<orig-0@example.org>", "<orig-1@example.org>", "<orig-2@example.org>"],
     });
-    await settled(reply.id);
+    await settledMessage(reply.id);
     const [got] = await smtpReceived("carol@example.org").then((list) => list.filter((m) => m.raw.includes(reply.id)));
     if (!got) throw new Error("the reply did not reach the relay");
     expect(got.rcptTo.sort()).toEqual(["carol@example.org", "dave@example.org", "erin@example.org"]);
@@ -238,7 +173,7 @@ describe("sending through the SMTP relay", () => {
   });
 
   it("forwards with the original's attachments, in the original's thread", async () => {
-    const a = await registerAccount("forwarder");
+    const a = await createAccount("forwarder");
     await liftLimit(a.account.id);
     const withFile = mail({
       to: a.inbox.address,
@@ -270,7 +205,7 @@ describe("sending through the SMTP relay", () => {
     });
     expect(res.status, res.text).toBe(202);
     expect(res.body.data).toMatchObject({ subject: "Fwd: Invoice", thread_id: inbound?.thread_id });
-    await settled(res.body.data.id);
+    await settledMessage(res.body.data.id);
     const [got] = await smtpReceived(to);
     const parsed = await PostalMime.parse(got?.raw ?? "");
     expect(parsed.text).toContain("FYI");
@@ -281,14 +216,14 @@ describe("sending through the SMTP relay", () => {
 
 describe("internal delivery", () => {
   it("two inboxes of the deployment talk with no transport, and replies thread on both sides", async () => {
-    const a = await registerAccount("agent-a");
-    const b = await registerAccount("agent-b");
+    const a = await createAccount("agent-a");
+    const b = await createAccount("agent-b");
     const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
       key: a.key,
       body: { to: [b.inbox.address], subject: "Handshake", body_text: "Hello B" },
     });
     expect(res.status, res.text).toBe(202);
-    const out = await settled(res.body.data.id);
+    const out = await settledMessage(res.body.data.id);
     expect(out.status).toBe("sent");
     expect(await smtpReceived(b.inbox.address)).toHaveLength(0);
 
@@ -308,7 +243,7 @@ describe("internal delivery", () => {
       body: { body_text: "Hi A" },
     });
     expect(reply.status, reply.text).toBe(202);
-    await settled(reply.body.data.id);
+    await settledMessage(reply.body.data.id);
     const back = await call(
       "GET",
       `/v1/inboxes/${a.inbox.id}/messages/wait?direction=inbound&since=2000-01-01T00:00:00Z&timeout_ms=5000`,
@@ -325,14 +260,14 @@ describe("internal delivery", () => {
       body: { to: ["nobody--zzzz@mailbot.test"], subject: "Ghost", body_text: "?" },
     });
     // Refused by the receiving side (here: ourselves) for good: a hard bounce (reputation, suppression).
-    const ghostRow = await settled(ghost.body.data.id, ["bounced"]);
+    const ghostRow = await settledMessage(ghost.body.data.id, ["bounced"]);
     expect(ghostRow.last_error).toMatch(/unknown_recipient/);
   });
 });
 
 describe("validation and refusals", () => {
   it("rejects bad input with the error envelope and stores nothing", async () => {
-    const a = await registerAccount("validator");
+    const a = await createAccount("validator");
     const url = `/v1/inboxes/${a.inbox.id}/messages`;
     const cases: [unknown, string][] = [
       [{ to: ["not an address"], subject: "x", body_text: "x" }, "to.0"],
@@ -367,7 +302,7 @@ describe("validation and refusals", () => {
   });
 
   it("refuses a disabled inbox, too many recipients and an oversized message, audits each, sends nothing", async () => {
-    const a = await registerAccount("refused");
+    const a = await createAccount("refused");
     const url = `/v1/inboxes/${a.inbox.id}/messages`;
     const list = (p: string, n: number) => Array.from({ length: n }, (_, i) => `${p}${i}@example.org`);
     const tooMany = await call("POST", url, {
@@ -398,7 +333,9 @@ describe("validation and refusals", () => {
     });
     expectError(disabled, 403, "inbox_disabled");
 
-    const refusals = (await auditActions(a.account.id)).filter((e) => e.action === "message.send_refused");
+    const refusals = (await auditEntries({ accountId: a.account.id })).filter(
+      (e) => e.action === "message.send_refused",
+    );
     expect(refusals.map((e) => e.metadata.reason)).toEqual([
       "too_many_recipients",
       "message_too_large",
@@ -414,7 +351,7 @@ describe("validation and refusals", () => {
   });
 
   it("50 concurrent sends from a new account: exactly 10 accepted, 40 refused with 429; the window slides", async () => {
-    const a = await registerAccount("burst");
+    const a = await createAccount("burst");
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
         call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
@@ -435,19 +372,17 @@ describe("validation and refusals", () => {
       .bind(a.inbox.id)
       .first<{ n: number }>();
     expect(stored?.n).toBe(10);
-    const refusals = (await auditActions(a.account.id)).filter((e) => e.action === "message.send_refused");
+    const refusals = (await auditEntries({ accountId: a.account.id })).filter(
+      (e) => e.action === "message.send_refused",
+    );
     expect(refusals).toHaveLength(40);
     expect(refusals.every((e) => e.metadata.reason === "send_limit_exceeded")).toBe(true);
 
     // Through the service clock: a day later the window has slid and sending works again.
-    const ctx = {
-      accountId: a.account.id,
-      actor: { type: "api_key" as const, id: null },
-      requestId: null,
-      db: createDb(env.DB),
-      env,
+    const ctx = serviceContext(a.account.id, {
+      actor: { type: "api_key", id: null },
       now: () => Date.now() + 24 * 3600_000 + 1000,
-    };
+    });
     const input = SendMessageInput.parse({ to: ["later@example.org"], subject: "later", body_text: "x" });
     const later = await sendMessage(ctx, a.inbox.id, input);
     expect(later.status).toBe("queued");
@@ -456,7 +391,7 @@ describe("validation and refusals", () => {
   });
 
   it("Idempotency-Key: the same request replays the first response; another body is 409", async () => {
-    const a = await registerAccount("idem");
+    const a = await createAccount("idem");
     const body = { to: ["idem@example.org"], subject: "once", body_text: "only once" };
     const headers = { "Idempotency-Key": `send-${crypto.randomUUID()}` };
     const first = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key, body, headers });
@@ -478,8 +413,8 @@ describe("validation and refusals", () => {
   });
 
   it("reply and forward of another account's message are 404 and write nothing", async () => {
-    const a = await registerAccount("victim");
-    const b = await registerAccount("intruder");
+    const a = await createAccount("victim");
+    const b = await createAccount("intruder");
     await deliver(mail({ to: a.inbox.address, subject: "Private" }), a.inbox.address);
     const msg = await env.DB.prepare("SELECT id FROM messages WHERE inbox_id = ?")
       .bind(a.inbox.id)
@@ -498,123 +433,5 @@ describe("validation and refusals", () => {
       .bind(a.account.id, b.account.id)
       .first<{ n: number }>();
     expect(count?.n).toBe(1);
-  });
-});
-
-describe("queue consumer", () => {
-  it("a transient failure is retried with a delay, a permanent one fails with the reason", async () => {
-    const a = await registerAccount("consumer");
-    const temp = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [unique("datatemp-")], subject: "later", body_text: "x" },
-    });
-    const perm = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [unique("perm-")], subject: "never", body_text: "x" },
-    });
-    // The permanent failure ends the message at once; a 550 at RCPT is a hard bounce, so the
-    // message ends `bounced` (the reason stays in last_error).
-    const failed = await settled(perm.body.data.id);
-    await vi.waitFor(async () => expect((await row(perm.body.data.id))?.status).toBe("bounced"));
-    expect(failed.last_error).toMatch(/550/);
-    const permAudit = (await auditActions(a.account.id, perm.body.data.id)).map((e) => e.action);
-    expect(permAudit).toEqual(["message.send_attempted", "message.failed", "message.bounced"]);
-
-    // The transient one goes back to queued with its error, and the queue message is retried.
-    await vi.waitFor(
-      async () => {
-        const r = await row(temp.body.data.id);
-        expect(r?.attempts).toBeGreaterThanOrEqual(1);
-        expect(r?.status).toBe("queued");
-      },
-      { timeout: 10_000, interval: 50 },
-    );
-    expect((await row(temp.body.data.id))?.last_error).toMatch(/451/);
-    const deferred = (await auditActions(a.account.id, temp.body.data.id)).find(
-      (e) => e.action === "message.send_deferred",
-    );
-    expect(deferred?.metadata).toMatchObject({ attempt: 1, retry_in_seconds: expect.any(Number) });
-
-    // Driven by hand: the consumer retries the message with a delay, and acknowledges nothing.
-    const batch = createMessageBatch("mailbot-outbound", [
-      {
-        id: "q1",
-        timestamp: new Date(),
-        attempts: 2,
-        body: { v: 1, message_id: temp.body.data.id, account_id: a.account.id },
-      },
-    ]);
-    const retry = vi.spyOn(batch.messages[0] as Message<unknown>, "retry");
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    const result = await getQueueResult(batch, ctx);
-    expect(result.explicitAcks).toEqual([]);
-    expect(result.retryMessages.map((m) => m.msgId)).toEqual(["q1"]);
-    expect(retry).toHaveBeenCalledWith({ delaySeconds: expect.any(Number) });
-    expect((retry.mock.calls[0]?.[0] as { delaySeconds: number } | undefined)?.delaySeconds).toBeGreaterThan(0);
-    expect(backoffSeconds(1)).toBeLessThanOrEqual(36);
-    expect(backoffSeconds(8)).toBeGreaterThanOrEqual(2880);
-  });
-
-  it("a redelivered queue message never sends twice; a bad body does not fail the batch", async () => {
-    const a = await registerAccount("redelivery");
-    const to = unique("once");
-    const res = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
-      key: a.key,
-      body: { to: [to], subject: "only once", body_text: "x" },
-    });
-    await settled(res.body.data.id);
-    expect(await smtpReceived(to)).toHaveLength(1);
-
-    const job = { v: 1, message_id: res.body.data.id, account_id: a.account.id };
-    const batch = createMessageBatch<unknown>("mailbot-outbound", [
-      { id: "r1", timestamp: new Date(), attempts: 1, body: job },
-      { id: "r2", timestamp: new Date(), attempts: 1, body: { nonsense: true } },
-      { id: "r3", timestamp: new Date(), attempts: 2, body: job },
-    ]);
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    const result = await getQueueResult(batch, ctx);
-    expect(result.outcome).toBe("ok");
-    expect(result.explicitAcks.sort()).toEqual(["r1", "r2", "r3"]);
-    expect(await smtpReceived(to)).toHaveLength(1);
-    expect((await row(res.body.data.id))?.attempts).toBe(1);
-
-    // Two consumers racing on one queued message: the lease lets exactly one send.
-    const to2 = unique("race");
-    const ctxA = unqueuedContext(a.account.id);
-    const queued = await sendMessage(
-      ctxA,
-      a.inbox.id,
-      SendMessageInput.parse({ to: [to2], subject: "race", body_text: "x" }),
-    );
-    const outcomes = await Promise.all([
-      deliverOutbound(jobContext(env), { v: 1, message_id: queued.id, account_id: a.account.id }),
-      deliverOutbound(jobContext(env), { v: 1, message_id: queued.id, account_id: a.account.id }),
-    ]);
-    expect(outcomes.map((o) => o.kind).sort()).toEqual(["done", "retry"]);
-    expect(await smtpReceived(to2)).toHaveLength(1);
-  });
-
-  it("the dead-letter consumer marks what the queue gave up on as failed", async () => {
-    const a = await registerAccount("dlq");
-    const ctxA = unqueuedContext(a.account.id);
-    const queued = await sendMessage(
-      ctxA,
-      a.inbox.id,
-      SendMessageInput.parse({ to: ["dlq@example.org"], subject: "lost", body_text: "x" }),
-    );
-    const batch = createMessageBatch("mailbot-outbound-dlq", [
-      { id: "d1", timestamp: new Date(), attempts: 1, body: { v: 1, message_id: queued.id, account_id: a.account.id } },
-    ]);
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    await waitOnExecutionContext(ctx);
-    expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(["d1"]);
-    const r = await row(queued.id);
-    expect(r).toMatchObject({ status: "failed" });
-    expect(r?.last_error).toMatch(/dead_lettered/);
   });
 });

@@ -2,17 +2,12 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
+import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call, expectError, registerAccount } from "../helpers/api";
+import { auditActions } from "../helpers/db";
 
 async function argon2Runs(): Promise<number> {
   return (await call("GET", "/v1/admin/stats", { key: ADMIN_TOKEN })).body.data.argon2_verifications;
-}
-
-async function auditActions(accountId: string): Promise<string[]> {
-  const rows = await env.DB.prepare("SELECT action FROM audit_log WHERE account_id = ? ORDER BY seq")
-    .bind(accountId)
-    .all<{ action: string }>();
-  return rows.results.map((r) => r.action);
 }
 
 describe("POST /v1/auth/register", () => {
@@ -114,7 +109,7 @@ describe("authentication", () => {
   });
 
   it("throttles repeated failures against one prefix before hashing (429)", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200); // verified and cached
     const wrong = `${a.key.slice(0, 8)}${"y".repeat(35)}`;
     const statuses: number[] = [];
@@ -128,19 +123,19 @@ describe("authentication", () => {
   });
 
   it("unknown and revoked keys never lock out others (only failed hashes count)", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const temp = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "gone" } })).body.data;
     await call("DELETE", `/v1/api-keys/${temp.id}`, { key: a.key });
     for (let i = 0; i < 25; i++) {
       expectError(await call("GET", "/v1/inboxes", { key: temp.key }), 401, "invalid_api_key");
       expectError(await call("GET", "/v1/inboxes", { key: `mb_${"Q".repeat(40)}` }), 401, "invalid_api_key");
     }
-    const fresh = await registerAccount();
+    const fresh = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: fresh.key })).status).toBe(200);
   });
 
   it("revocation takes effect on the very next request, even with the key cached", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const created = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "temp" } });
     const temp = created.body.data.key;
     expect((await call("GET", "/v1/inboxes", { key: temp })).status).toBe(200); // now cached
@@ -152,8 +147,8 @@ describe("authentication", () => {
   });
 
   it("a suspended account's keys get 403 account_suspended at once, cached or not, without re-hashing", async () => {
-    const a = await registerAccount();
-    const b = await registerAccount();
+    const a = await createAccount();
+    const b = await createAccount();
     expect((await call("GET", "/v1/inboxes", { key: a.key })).status).toBe(200); // a.key cached, b.key not
     const patch = await call("PATCH", `/v1/admin/accounts/${a.account.id}`, {
       key: ADMIN_TOKEN,
@@ -174,7 +169,7 @@ describe("authentication", () => {
   });
 
   it("revoking a key while its account is suspended keeps it revoked after reactivation", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const extra = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "extra" } })).body.data;
     await call("GET", "/v1/inboxes", { key: extra.key });
     await call("DELETE", `/v1/api-keys/${extra.id}`, { key: a.key });
@@ -187,7 +182,7 @@ describe("authentication", () => {
 
 describe("/v1/api-keys", () => {
   it("creates, lists (never the secret or hash) and revokes keys", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const created = await call("POST", "/v1/api-keys", {
       key: a.key,
       body: { name: "reader", scopes: ["read"], inbox_ids: [a.inbox.id] },
@@ -224,11 +219,11 @@ describe("/v1/api-keys", () => {
   });
 
   it("validates names, scopes and inbox ids", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const res = await call("POST", "/v1/api-keys", { key: a.key, body: { name: "", scopes: ["root"] } });
     const error = expectError(res, 422, "validation_error");
     expect(error.details.map((d: { path: string }) => d.path).sort()).toEqual(["name", "scopes.0"]);
-    const other = await registerAccount();
+    const other = await createAccount();
     const foreign = await call("POST", "/v1/api-keys", {
       key: a.key,
       body: { name: "x", inbox_ids: [other.inbox.id] },
@@ -237,7 +232,7 @@ describe("/v1/api-keys", () => {
   });
 
   it("scopes and inbox restrictions are enforced", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "second" } });
     const reader = (await call("POST", "/v1/api-keys", { key: a.key, body: { name: "r", scopes: ["read"] } })).body.data
       .key;
@@ -299,13 +294,13 @@ describe("/v1/account", () => {
 
 describe("operators: /v1/admin/accounts", () => {
   it("needs the ADMIN_TOKEN", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     expectError(await call("GET", "/v1/admin/accounts"), 401, "missing_api_key");
     expectError(await call("GET", "/v1/admin/accounts", { key: a.key }), 401, "invalid_admin_token");
   });
 
   it("lists, gets and patches accounts, audited with actor admin", async () => {
-    const a = await registerAccount();
+    const a = await createAccount();
     const list = await call("GET", "/v1/admin/accounts?limit=100", { key: ADMIN_TOKEN });
     expect(list.status).toBe(200);
     expect(list.body.data.map((x: { id: string }) => x.id)).toContain(a.account.id);
@@ -372,5 +367,85 @@ describe("operators: /v1/admin/accounts", () => {
       .bind(res.body.data.account.id)
       .first<{ actor_type: string }>();
     expect(entry?.actor_type).toBe("admin");
+  });
+});
+
+describe("/v1/audit-log", () => {
+  it("lists entries newest first with filters and a verifiable chain", async () => {
+    const a = await createAccount();
+    const inbox = (await call("POST", "/v1/inboxes", { key: a.key, body: { username: "audited" } })).body.data;
+    await call("DELETE", `/v1/inboxes/${inbox.id}`, { key: a.key });
+
+    const all = await call("GET", "/v1/audit-log", { key: a.key });
+    expect(all.status).toBe(200);
+    expect(all.body.data.map((e: { action: string }) => e.action)).toEqual([
+      "inbox.deactivated",
+      "inbox.created",
+      "inbox.created",
+      "api_key.created",
+      "account.created",
+    ]);
+    const newest = all.body.data[0];
+    expect(newest).toMatchObject({
+      id: expect.stringMatching(/^aud_/),
+      actor: { type: "api_key", id: expect.stringMatching(/^key_/) },
+      target: { type: "inbox", id: inbox.id },
+      inbox_id: inbox.id,
+      request_id: expect.stringMatching(/^req_/),
+      hash: expect.stringMatching(/^[0-9a-f]{64}$/),
+      prev_hash: all.body.data[1].hash,
+    });
+
+    const filtered = await call("GET", `/v1/audit-log?action=inbox.created&inbox_id=${inbox.id}`, { key: a.key });
+    expect(filtered.body.data).toHaveLength(1);
+    const future = await call("GET", "/v1/audit-log?since=2999-01-01T00:00:00.000Z", { key: a.key });
+    expect(future.body.data).toHaveLength(0);
+    const past = await call("GET", "/v1/audit-log?until=2000-01-01T00:00:00.000Z", { key: a.key });
+    expect(past.body.data).toHaveLength(0);
+    expectError(await call("GET", "/v1/audit-log?since=yesterday", { key: a.key }), 422, "validation_error");
+
+    const verify = await call("GET", "/v1/audit-log/verify", { key: a.key });
+    expect(verify.body).toEqual({ data: { ok: true, checked: 5, first_broken_id: null } });
+  });
+
+  it("the database refuses deleting entries (a cut-off tail would still verify)", async () => {
+    const a = await createAccount();
+    const last = await env.DB.prepare("SELECT id FROM audit_log WHERE account_id = ? ORDER BY seq DESC LIMIT 1")
+      .bind(a.account.id)
+      .first<{ id: string }>();
+    await expect(env.DB.prepare("DELETE FROM audit_log WHERE id = ?").bind(last?.id).run()).rejects.toThrow(
+      /append-only/,
+    );
+    expect((await call("GET", "/v1/audit-log/verify", { key: a.key })).body.data).toMatchObject({
+      ok: true,
+      checked: 3,
+    });
+  });
+
+  it("an entry edited directly in D1 breaks the chain at that entry", async () => {
+    const a = await createAccount();
+    await call("POST", "/v1/inboxes", { key: a.key, body: { username: "tamper" } });
+    const target = await env.DB.prepare("SELECT id FROM audit_log WHERE account_id = ? AND seq = 2")
+      .bind(a.account.id)
+      .first<{ id: string }>();
+    await env.DB.prepare(`UPDATE audit_log SET metadata = '{"name":"forged"}' WHERE id = ?`).bind(target?.id).run();
+    const verify = await call("GET", "/v1/audit-log/verify", { key: a.key });
+    expect(verify.body.data).toEqual({ ok: false, checked: 2, first_broken_id: target?.id });
+  });
+
+  it("concurrent writes keep one linear chain", async () => {
+    const a = await createAccount();
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => call("POST", "/v1/inboxes", { key: a.key, body: { username: `race${i}` } })),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array(8).fill(201));
+    const seqs = await env.DB.prepare("SELECT seq FROM audit_log WHERE account_id = ? ORDER BY seq")
+      .bind(a.account.id)
+      .all();
+    expect(seqs.results.map((r) => r.seq)).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+    expect((await call("GET", "/v1/audit-log/verify", { key: a.key })).body.data).toMatchObject({
+      ok: true,
+      checked: 11,
+    });
   });
 });

@@ -3,7 +3,10 @@ import { describe, expect, it } from "vitest";
 import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/attempt";
 import { openSecret, sealSecret, signatureHeaders } from "../../src/features/webhooks/signing";
 import { allowLocalWebhooks, checkWebhookUrl, isPublicIpv6, parseIpv6 } from "../../src/features/webhooks/url-guard";
+import { hashSecret, verifySecret } from "../../src/lib/argon2";
 import { dohResolver, joinTxt, staticResolver } from "../../src/lib/dns";
+import { newId } from "../../src/lib/ids";
+import { DEFAULT_TIERS, tierLimits } from "../../src/lib/tiers";
 
 const resolver = staticResolver({
   "hooks.example.com": { A: ["93.184.216.34"], AAAA: ["2606:2800:220:1::1"] },
@@ -232,5 +235,33 @@ describe("docs/webhooks.md", () => {
     const python = (await import("../../examples/webhooks/verify.py?raw")).default;
     expect(doc).toContain(`\`\`\`js\n${node.trimEnd()}\n\`\`\``);
     expect(doc).toContain(`\`\`\`python\n${python.trimEnd()}\n\`\`\``);
+  });
+});
+
+describe("ids", () => {
+  it("are prefixed and sort in creation order, even within one millisecond", () => {
+    const ids = Array.from({ length: 200 }, () => newId("msg", 1_700_000_000_000));
+    expect(ids.every((id) => /^msg_[0-9a-z]{26}$/.test(id))).toBe(true);
+    expect([...ids].sort()).toEqual(ids);
+    expect(newId("msg", 1_700_000_000_001) > (ids.at(-1) as string)).toBe(true);
+  });
+});
+
+describe("argon2id inside workerd", () => {
+  it("hashes with the OWASP parameters and verifies", async () => {
+    const hash = await hashSecret("mb_secret");
+    expect(hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    expect(await verifySecret("mb_secret", hash)).toBe(true);
+    expect(await verifySecret("mb_other", hash)).toBe(false);
+    expect(await verifySecret("mb_secret", "garbage")).toBe(false);
+  });
+});
+
+describe("tiers", () => {
+  it("sandbox defaults are 60 requests a minute with a burst of 10", () => {
+    expect(DEFAULT_TIERS.sandbox).toMatchObject({ requests_per_minute: 60, burst: 10 });
+    expect(tierLimits(undefined, "sandbox").requests_per_minute).toBe(60);
+    expect(tierLimits('{"sandbox":{"burst":20}}', "sandbox")).toMatchObject({ requests_per_minute: 60, burst: 20 });
+    expect(tierLimits(undefined, "unknown")).toEqual(DEFAULT_TIERS.sandbox);
   });
 });

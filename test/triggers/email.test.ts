@@ -1,18 +1,472 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { beforeAll, describe, expect, it } from "vitest";
-import main from "../../src/index";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
+import dsnBounce from "../fixtures/emails/dsn-bounce.eml?raw";
+import dsnDeliveryStatus from "../fixtures/emails/dsn-delivery-status.eml?raw";
 import mixedAttachmentsEml from "../fixtures/emails/mixed-attachments.eml?raw";
-import { call, registerAccount } from "../helpers/api";
+import { createAccount, type TestAccount } from "../helpers/accounts";
+import { ADMIN_TOKEN, call } from "../helpers/api";
+import { countMessages, countRows, messageRow, worker } from "../helpers/db";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
+import { insertSentMessage } from "../helpers/outbound";
+
+/** The newest message of an inbox, from D1. */
+async function newest(inboxId: string) {
+  const row = await env.DB.prepare("SELECT * FROM messages WHERE inbox_id = ? ORDER BY id DESC LIMIT 1")
+    .bind(inboxId)
+    .first<Record<string, unknown> & { id: string; thread_id: string }>();
+  if (!row) throw new Error("no message stored");
+  return row;
+}
+
+/** An outbound message as the sending feature stores it, so reports have something to link to. */
+function insertOutbound(a: TestAccount, rfcMessageId: string, to = "someone@example.net") {
+  return insertSentMessage(a, { to: [to], rfcMessageId });
+}
+
+describe("recipient resolution", () => {
+  let a: TestAccount;
+  beforeAll(async () => {
+    a = await createAccount("recipients");
+  });
+
+  it("is case-insensitive and accepts +tag sub-addresses in both places", async () => {
+    const [user, domain] = a.inbox.address.split("@");
+    const [name, short] = user.split("--");
+    const forms = [
+      a.inbox.address.toUpperCase(),
+      `<${a.inbox.address}>`,
+      `${user}+orders@${domain}`,
+      `${name}+Invoices--${short}@${domain}`,
+    ];
+    const before = await countMessages(a.inbox.id);
+    for (const to of forms) {
+      const msg = await deliver(mail({ to }), to);
+      expect(msg.setReject, to).not.toHaveBeenCalled();
+    }
+    expect(await countMessages(a.inbox.id)).toBe(before + forms.length);
+    const tagged = await newest(a.inbox.id);
+    expect(tagged.envelope_to).toBe(`${name}+invoices--${short}@${domain}`.toLowerCase());
+  });
+
+  it("refuses unknown, deactivated, disabled and suspended recipients and stores nothing", async () => {
+    const other = await createAccount("refused");
+    const [, domain] = other.inbox.address.split("@");
+    const unknown = await deliver(mail({}), `nobody--zzzzzzzz@${domain}`);
+    expect(unknown.setReject).toHaveBeenCalledWith(expect.stringContaining("nobody--zzzzzzzz@"));
+    const wrongDomain = await deliver(mail({}), other.inbox.address.replace(domain, "elsewhere.example"));
+    expect(wrongDomain.setReject).toHaveBeenCalledOnce();
+
+    expect((await call("DELETE", `/v1/inboxes/${other.inbox.id}`, { key: other.key })).status).toBe(200);
+    const deactivated = await deliver(mail({}), other.inbox.address);
+    expect(deactivated.setReject).toHaveBeenCalledWith(expect.stringContaining("disabled"));
+
+    await env.DB.prepare("UPDATE inboxes SET status = 'disabled', disabled_reason = 'bounce_rate' WHERE id = ?")
+      .bind(other.inbox.id)
+      .run();
+    expect((await deliver(mail({}), other.inbox.address)).setReject).toHaveBeenCalledOnce();
+
+    await env.DB.prepare("UPDATE inboxes SET status = 'active', disabled_reason = NULL WHERE id = ?")
+      .bind(other.inbox.id)
+      .run();
+    const suspend = await call("PATCH", `/v1/admin/accounts/${other.account.id}`, {
+      headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: { status: "suspended" },
+    });
+    expect(suspend.status, suspend.text).toBe(200);
+    expect((await deliver(mail({}), other.inbox.address)).setReject).toHaveBeenCalledOnce();
+
+    expect(await countMessages(other.inbox.id)).toBe(0);
+    const objects = await env.MAIL_BUCKET.list({ prefix: `${other.account.id}/` });
+    expect(objects.objects).toHaveLength(0);
+  });
+
+  it("refuses mail over 25 MiB from its declared size before reading it", async () => {
+    const huge = {
+      ...fakeInbound(mail({}), { from: "x@example.org", to: a.inbox.address }),
+      rawSize: 25 * 1024 * 1024 + 1,
+    };
+    const before = await countMessages(a.inbox.id);
+    await worker.email(huge, env, createExecutionContext());
+    expect(huge.setReject).toHaveBeenCalledWith(expect.stringContaining("25 MiB"));
+    expect(await countMessages(a.inbox.id)).toBe(before);
+  });
+});
+
+describe("side effects of one received message", () => {
+  it("writes the row, the raw object, an event and an audit entry", async () => {
+    const a = await createAccount("effects");
+    const raw = mail({ to: a.inbox.address, subject: "Invoice 42", body: "Please find the invoice.\r\n" });
+    await deliver(raw, a.inbox.address, "billing@example.org");
+    const row = await newest(a.inbox.id);
+    expect(row).toMatchObject({
+      direction: "inbound",
+      status: "received",
+      subject: "Invoice 42",
+      envelope_from: "billing@example.org",
+    });
+    expect(String(row.raw_key).startsWith(`${a.account.id}/`)).toBe(true);
+    const obj = await env.MAIL_BUCKET.get(String(row.raw_key));
+    expect(await obj?.text()).toBe(raw);
+
+    const event = await env.DB.prepare("SELECT * FROM events WHERE message_id = ?")
+      .bind(row.id)
+      .first<{ type: string; account_id: string; data: string }>();
+    expect(event).toMatchObject({ type: "message.received", account_id: a.account.id });
+    expect(JSON.parse(event?.data ?? "{}")).toMatchObject({
+      message_id: row.id,
+      inbox_id: a.inbox.id,
+      thread_id: row.thread_id,
+      from_address: "ana@example.org",
+      subject: "Invoice 42",
+      body_text: "Please find the invoice.\n",
+      attachments: [],
+    });
+
+    const audit = await call("GET", "/v1/audit-log?action=message.received", { key: a.key });
+    expect(audit.body.data).toHaveLength(1);
+    expect(audit.body.data[0]).toMatchObject({
+      actor: { type: "system" },
+      target: { type: "message", id: row.id },
+      inbox_id: a.inbox.id,
+      metadata: { via: "email_routing", envelope_from: "billing@example.org" },
+    });
+    expect((await call("GET", "/v1/audit-log/verify", { key: a.key })).body.data.ok).toBe(true);
+  });
+
+  it("reports authentication verdicts only from a trusted receiver, and marks automatic mail", async () => {
+    const a = await createAccount("auth");
+    const forged = "Authentication-Results: evil.example; spf=pass; dkim=pass; dmarc=pass";
+    const real =
+      "Authentication-Results: mx.cloudflare.net; dkim=pass header.d=example.org header.s=s1 (comment; with semicolon); spf=softfail (mx.cloudflare.net: domain does not designate) smtp.mailfrom=ana@example.org; dmarc=fail header.from=example.org";
+    const raw = `${real}\r\n${forged}\r\n${mail({ to: a.inbox.address, headers: { "Auto-Submitted": "auto-replied" } })}`;
+    await deliver(raw, a.inbox.address);
+    const res = await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key });
+    expect(res.body.data[0]).toMatchObject({
+      authentication: { spf: "softfail", dkim: "pass", dmarc: "fail", authserv_id: "mx.cloudflare.net" },
+      auto_submitted: true,
+      auto_submitted_reason: "auto-replied",
+    });
+    expect(res.body.data[0].headers["authentication-results"]).toHaveLength(2);
+
+    await deliver(`${forged}\r\n${mail({ to: a.inbox.address, headers: { Precedence: "bulk" } })}`, a.inbox.address);
+    const second = await call("GET", `/v1/inboxes/${a.inbox.id}/messages?limit=1`, { key: a.key });
+    expect(second.body.data[0]).toMatchObject({
+      authentication: null,
+      auto_submitted: true,
+      auto_submitted_reason: "precedence-bulk",
+    });
+
+    await deliver(mail({ to: a.inbox.address, headers: { "Auto-Submitted": "no" } }), a.inbox.address);
+    const human = await call("GET", `/v1/inboxes/${a.inbox.id}/messages?limit=1`, { key: a.key });
+    expect(human.body.data[0]).toMatchObject({ auto_submitted: false, auto_submitted_reason: null });
+  });
+});
+
+describe("limits on stored fields", () => {
+  it("cuts a huge subject and keeps the full header; the header-only fallback still reads addresses", async () => {
+    const a = await createAccount("limits");
+    const subject = "S".repeat(100_000);
+    await deliver(mail({ subject }), a.inbox.address);
+    const row = await newest(a.inbox.id);
+    expect(String(row.subject)).toHaveLength(2000);
+    expect(JSON.parse(String(row.headers)).subject).toHaveLength(100_000);
+
+    // Nested too deep for the MIME parser: the header-block fallback still fills the fields.
+    const deep = 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'.repeat(200);
+    const raw = mail({
+      from: '"Ana Q." <Ana@Example.org>',
+      to: "x@example.net, Y <y@example.net>",
+      headers: { Cc: "z@example.net" },
+      contentType: 'multipart/mixed; boundary="b"',
+      body: `--b\r\n${deep}`,
+    });
+    await deliver(raw, a.inbox.address);
+    const broken = await newest(a.inbox.id);
+    expect(broken.parse_error).toEqual(expect.stringContaining("nesting"));
+    expect(broken).toMatchObject({ from_address: "ana@example.org", from_name: "Ana Q." });
+    expect(JSON.parse(String(broken.to))).toEqual(["x@example.net", "y@example.net"]);
+    expect(JSON.parse(String(broken.cc))).toEqual(["z@example.net"]);
+  });
+});
+
+describe("hostile mail", () => {
+  it("bounded work and rows: unclosed HTML tags, oversized ids, hundreds of attachments", async () => {
+    const a = await createAccount("hostile");
+    // An HTML-only body of unclosed <head> tags (a backtracking regex would take minutes).
+    await deliver(
+      mail({ subject: "tags", contentType: "text/html", body: `${"<head>x ".repeat(40_000)}\r\n` }),
+      a.inbox.address,
+    );
+    const tags = await newest(a.inbox.id);
+    expect(String(tags.search_text).length).toBeLessThanOrEqual(32 * 1024);
+
+    // A Message-ID longer than RFC 5322 allows is ignored, not stored (nor used to dedupe).
+    const longId = `<${"x".repeat(5000)}@example.org>`;
+    await deliver(
+      mail({ messageId: longId, inReplyTo: longId, references: `${longId} <ok@example.org>` }),
+      a.inbox.address,
+    );
+    const ids = await newest(a.inbox.id);
+    expect(ids.rfc_message_id).toBeNull();
+    expect(String(ids.dedupe_key)).toMatch(/^sha256:/);
+    expect(JSON.parse(String(ids.references))).toEqual(["<ok@example.org>"]);
+
+    // 150 tiny attachments: 100 become objects, the rest stay in the raw message (and are counted).
+    const parts = Array.from({ length: 150 }, (_, i) =>
+      [
+        "--b",
+        `Content-Type: text/plain; name="f${i}.txt"`,
+        `Content-Disposition: attachment; filename="f${i}.txt"`,
+        "",
+        `file ${i}`,
+      ].join("\r\n"),
+    );
+    await deliver(
+      mail({
+        subject: "many parts",
+        contentType: 'multipart/mixed; boundary="b"',
+        body: `${parts.join("\r\n")}\r\n--b--\r\n`,
+      }),
+      a.inbox.address,
+    );
+    const many = await newest(a.inbox.id);
+    const stored = await env.DB.prepare("SELECT COUNT(*) AS n FROM attachments WHERE message_id = ?")
+      .bind(many.id)
+      .first<{ n: number }>();
+    expect(stored?.n).toBe(100);
+    const audit = await call("GET", "/v1/audit-log?action=message.received&limit=1", { key: a.key });
+    expect(audit.body.data[0].metadata).toMatchObject({ attachments: 100, attachments_omitted: 50 });
+  });
+});
+
+describe("threading", () => {
+  let a: TestAccount;
+  beforeAll(async () => {
+    a = await createAccount("threads");
+  });
+
+  it("threads a reply chain by In-Reply-To and References, with participants and counters", async () => {
+    const root = "<root-1@example.org>";
+    await deliver(mail({ messageId: root, subject: "Project kickoff", from: "ana@example.org" }), a.inbox.address);
+    const first = await newest(a.inbox.id);
+
+    await deliver(
+      mail({
+        messageId: "<reply-1@example.com>",
+        subject: "Re: Project kickoff",
+        from: "Bo <bo@example.com>",
+        inReplyTo: root,
+        references: root,
+      }),
+      a.inbox.address,
+    );
+    const second = await newest(a.inbox.id);
+    expect(second.thread_id).toBe(first.thread_id);
+
+    // In-Reply-To unknown: References is read right to left and the known id wins.
+    await deliver(
+      mail({
+        messageId: "<reply-2@example.net>",
+        subject: "completely different subject",
+        from: "cy@example.net",
+        inReplyTo: "<never-seen@example.net>",
+        references: `<older-unknown@x> ${root} <reply-1@example.com> <also-unknown@y>`,
+      }),
+      a.inbox.address,
+    );
+    const third = await newest(a.inbox.id);
+    expect(third.thread_id).toBe(first.thread_id);
+
+    const thread = await call("GET", `/v1/inboxes/${a.inbox.id}/threads/${first.thread_id}`, { key: a.key });
+    expect(thread.status).toBe(200);
+    expect(thread.body.data).toMatchObject({ subject: "Project kickoff", message_count: 3 });
+    expect(thread.body.data.participants).toEqual(
+      expect.arrayContaining(["ana@example.org", "bo@example.com", "cy@example.net"]),
+    );
+    expect(thread.body.data.messages.map((m: { id: string }) => m.id)).toEqual([first.id, second.id, third.id]);
+  });
+
+  it("falls back to the normalised subject within 7 days, else starts a new thread", async () => {
+    await deliver(mail({ subject: "Weekly report" }), a.inbox.address);
+    const first = await newest(a.inbox.id);
+    await deliver(mail({ subject: "RE: Fwd:  weekly   REPORT" }), a.inbox.address);
+    expect((await newest(a.inbox.id)).thread_id).toBe(first.thread_id);
+
+    // Age the thread past the window: the same subject now starts a new one.
+    await env.DB.prepare("UPDATE threads SET last_message_at = last_message_at - ? WHERE id = ?")
+      .bind(8 * 24 * 3600 * 1000, first.thread_id)
+      .run();
+    await deliver(mail({ subject: "Re: Weekly report" }), a.inbox.address);
+    expect((await newest(a.inbox.id)).thread_id).not.toBe(first.thread_id);
+
+    // A subject that matches nothing, and no headers: a new thread.
+    await deliver(mail({ subject: "Something else entirely" }), a.inbox.address);
+    const lone = await newest(a.inbox.id);
+    const t = await env.DB.prepare("SELECT message_count FROM threads WHERE id = ?")
+      .bind(lone.thread_id)
+      .first<{ message_count: number }>();
+    expect(t?.message_count).toBe(1);
+  });
+
+  it("never threads across inboxes", async () => {
+    const root = "<cross-inbox-root@example.org>";
+    await deliver(mail({ messageId: root, subject: "Shared subject" }), a.inbox.address);
+    const b = await createAccount("threads-b");
+    await deliver(mail({ subject: "Re: Shared subject", inReplyTo: root, references: root }), b.inbox.address);
+    const inA = await newest(a.inbox.id);
+    const inB = await newest(b.inbox.id);
+    expect(inB.thread_id).not.toBe(inA.thread_id);
+  });
+});
+
+describe("delivery reports", () => {
+  it("links a DSN bounce to the outbound message by its Message-ID and records it", async () => {
+    const a = await createAccount("dsn");
+    const out = await insertOutbound(
+      a,
+      "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
+      "htfgvhyufthdgcvhgjyfthgc@ethereal.email",
+    );
+    const msg = await deliver(dsnBounce, a.inbox.address, "");
+    expect(msg.setReject).not.toHaveBeenCalled();
+
+    const report = await newest(a.inbox.id);
+    expect(report).toMatchObject({ report_type: "delivery_status", auto_submitted: "delivery-status" });
+    const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE report_message_id = ?")
+      .bind(report.id)
+      .all();
+    expect(dlv.results).toEqual([
+      expect.objectContaining({
+        kind: "bounce",
+        bounce_type: "hard",
+        recipient: "htfgvhyufthdgcvhgjyfthgc@ethereal.email",
+        status_code: "5.0.0",
+        diagnostic: "550 No such user here",
+        original_message_id: out.id,
+      }),
+    ]);
+    expect((await messageRow(out.id))?.status).toBe("bounced");
+    const event = await env.DB.prepare("SELECT * FROM events WHERE type = 'message.bounced' AND message_id = ?")
+      .bind(out.id)
+      .first<{ data: string }>();
+    expect(JSON.parse(event?.data ?? "{}")).toMatchObject({ bounce_type: "hard", status_code: "5.0.0" });
+    const audit = await call("GET", "/v1/audit-log?action=message.bounced", { key: a.key });
+    expect(audit.body.data).toHaveLength(1);
+    expect(audit.body.data[0].target).toEqual({ type: "message", id: out.id });
+
+    // The same report again (another copy, another Message-ID) is recorded but counts once.
+    await deliver(
+      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<copy-2@x>"),
+      a.inbox.address,
+      "",
+    );
+    const again = await call("GET", "/v1/audit-log?action=message.bounced", { key: a.key });
+    expect(again.body.data).toHaveLength(1);
+
+    // The report is also ordinary mail in the inbox.
+    const listed = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${report.id}`, { key: a.key });
+    expect(listed.body.data).toMatchObject({ report_type: "delivery_status", auto_submitted: true });
+  });
+
+  it("reads a DSN without a Status field (old sendmail style) as a hard bounce by its 500 reply", async () => {
+    const a = await createAccount("dsn-old");
+    const out = await insertOutbound(a, "<31FC7EB4.41C6@netscape.com>", "newsletter-request@imusic.com");
+    await deliver(dsnDeliveryStatus, a.inbox.address, "");
+    const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE original_message_id = ?")
+      .bind(out.id)
+      .first();
+    expect(dlv).toMatchObject({
+      kind: "bounce",
+      bounce_type: "hard",
+      recipient: "newsletter-request@imusic.com",
+      diagnostic: "500 (err.nosuchuser)",
+    });
+  });
+
+  it("links by the +msg_ tag of the bounce address when the Message-ID is unknown, and keeps unlinked reports", async () => {
+    const a = await createAccount("dsn-verp");
+    const out = await insertOutbound(a, "<not-the-one@example.org>", "htfgvhyufthdgcvhgjyfthgc@ethereal.email");
+    const [user, domain] = a.inbox.address.split("@");
+    await deliver(dsnBounce, `${user}+${out.id}@${domain}`, "");
+    expect((await messageRow(out.id))?.status).toBe("bounced");
+
+    // Knowing a Message-ID is not enough: a report for an address the message never went to
+    // is recorded, unlinked, and changes nothing.
+    const forged = await insertOutbound(
+      a,
+      "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
+      "someone-else@example.net",
+    );
+    await deliver(
+      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<forged@x>"),
+      a.inbox.address,
+      "",
+    );
+    expect((await messageRow(forged.id))?.status).toBe("sent");
+
+    const b = await createAccount("dsn-unlinked");
+    await deliver(dsnBounce, b.inbox.address, "");
+    const report = await newest(b.inbox.id);
+    const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE report_message_id = ?")
+      .bind(report.id)
+      .first();
+    expect(dlv).toMatchObject({ kind: "bounce", original_message_id: null });
+  });
+
+  it("links an ARF complaint and marks the message complained", async () => {
+    const a = await createAccount("arf");
+    const out = await insertOutbound(a, "<8787KJKJ3K4J3K4J3K4J3.mail@example.net>", "user@example.com");
+    // The fixture has no Message-ID (wrangler's local endpoint would refuse it; Email Routing may not).
+    await deliver(arfComplaint, a.inbox.address, "abusedesk@example.com");
+    const report = await newest(a.inbox.id);
+    expect(report.report_type).toBe("feedback");
+    const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE report_message_id = ?")
+      .bind(report.id)
+      .first();
+    expect(dlv).toMatchObject({
+      kind: "complaint",
+      feedback_type: "abuse",
+      recipient: "user@example.com",
+      original_message_id: out.id,
+    });
+    const row = await messageRow(out.id);
+    expect(row?.status).toBe("sent");
+    expect(row?.complained_at).toEqual(expect.any(Number));
+    const audit = await call("GET", "/v1/audit-log?action=message.complained", { key: a.key });
+    expect(audit.body.data).toHaveLength(1);
+    const event = await env.DB.prepare(
+      "SELECT COUNT(*) AS n FROM events WHERE type = 'message.complained' AND message_id = ?",
+    )
+      .bind(out.id)
+      .first<{ n: number }>();
+    expect(event?.n).toBe(1);
+  });
+});
+
+describe("the email trigger without a recipient", () => {
+  it("email(): refuses an unknown recipient with a reason and stores nothing", async () => {
+    const setReject = vi.fn();
+    const message = {
+      from: "a@example.com",
+      to: "nobody--zzzz@mailbot.test",
+      rawSize: 10,
+      setReject,
+    } as unknown as ForwardableEmailMessage;
+    // Other tests of this file store mail too: nothing may be added by this one.
+    const before = await countRows("SELECT COUNT(*) AS n FROM messages");
+    await worker.email(message, env, createExecutionContext());
+    expect(setReject).toHaveBeenCalledWith(expect.stringContaining("nobody--zzzz@mailbot.test"));
+    expect(await countRows("SELECT COUNT(*) AS n FROM messages")).toBe(before);
+  });
+});
 
 /**
  * MIME coverage of the inbound pipeline, driven through the Worker's email() handler: what is
  * decoded, what is kept (raw bytes, attachments) and that malformed mail never crashes the
  * handler nor loses the raw message. Every case checks D1 and R2, not just the API answer.
  */
-
-type Account = Awaited<ReturnType<typeof registerAccount>>;
 
 /** A `messages` row as D1 returns it (snake_case, JSON columns as text). */
 interface MessageDbRow {
@@ -52,7 +506,6 @@ interface AttachmentDbRow {
 
 const MIB = 1024 * 1024;
 const LIMIT = 25 * MIB;
-const worker = main as unknown as Required<ExportedHandler<Cloudflare.Env>>;
 const utf8 = new TextEncoder();
 
 const crlf = (lines: string[]) => lines.join("\r\n");
@@ -123,14 +576,14 @@ async function r2Keys(prefix: string): Promise<string[]> {
   return keys;
 }
 
-const inboxPrefix = (a: Account) => `${a.account.id}/inboxes/${a.inbox.id}/messages/`;
+const inboxPrefix = (a: TestAccount) => `${a.account.id}/inboxes/${a.inbox.id}/messages/`;
 
 /**
  * Delivers through worker.email and returns the one new row, after checking the side effects
  * every accepted message must have: no refusal, one message row, the raw bytes in R2 (and at
  * the raw route) exactly as received, one message.received event and audit entry.
  */
-async function receive(a: Account, raw: string | Uint8Array): Promise<MessageDbRow> {
+async function receive(a: TestAccount, raw: string | Uint8Array): Promise<MessageDbRow> {
   const input = asBytes(raw);
   const before = await messageIds(a.inbox.id);
   const msg = await deliver(input, a.inbox.address);
@@ -166,14 +619,14 @@ async function receive(a: Account, raw: string | Uint8Array): Promise<MessageDbR
   return row;
 }
 
-async function download(a: Account, path: string) {
+async function download(a: TestAccount, path: string) {
   const res = await exports.default.fetch(
     new Request(`http://localhost${path}`, { headers: { Authorization: `Bearer ${a.key}` } }),
   );
   return { res, body: new Uint8Array(await res.arrayBuffer()) };
 }
 
-async function expectRawRoute(a: Account, messageId: string, input: Uint8Array) {
+async function expectRawRoute(a: TestAccount, messageId: string, input: Uint8Array) {
   const { res, body } = await download(a, `/v1/inboxes/${a.inbox.id}/messages/${messageId}/raw`);
   expect(res.status).toBe(200);
   expect(res.headers.get("Content-Type")).toBe("message/rfc822");
@@ -184,7 +637,7 @@ async function expectRawRoute(a: Account, messageId: string, input: Uint8Array) 
 }
 
 /** The message as the API shows it. */
-async function apiMessage(a: Account, id: string) {
+async function apiMessage(a: TestAccount, id: string) {
   const res = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${id}`, { key: a.key });
   expect(res.status, res.text).toBe(200);
   return res.body.data;
@@ -199,7 +652,7 @@ async function attachmentRows(messageId: string): Promise<AttachmentDbRow[]> {
 
 /** The attachment's R2 object and download route both hold exactly `expected`. */
 async function expectAttachment(
-  a: Account,
+  a: TestAccount,
   att: AttachmentDbRow,
   expected: Uint8Array,
   contentType: string,
@@ -227,7 +680,7 @@ async function expectAttachment(
 }
 
 /** What must hold for mail the MIME parser refused: listed, raw intact, audited. */
-async function expectParseFailure(a: Account, row: MessageDbRow, pattern: RegExp) {
+async function expectParseFailure(a: TestAccount, row: MessageDbRow, pattern: RegExp) {
   expect(row.parse_error).toMatch(pattern);
   const list = await call("GET", `/v1/inboxes/${a.inbox.id}/messages?limit=100`, { key: a.key });
   expect(list.status, list.text).toBe(200);
@@ -246,9 +699,9 @@ async function expectParseFailure(a: Account, row: MessageDbRow, pattern: RegExp
 }
 
 describe("well-formed MIME through worker.email", () => {
-  let a: Account;
+  let a: TestAccount;
   beforeAll(async () => {
-    a = await registerAccount("mime");
+    a = await createAccount("mime");
   });
 
   it("plain text", async () => {
@@ -547,9 +1000,9 @@ function nestedMessage(levels: number, messageId: string): string {
 }
 
 describe("malformed MIME never crashes and never loses the raw message", () => {
-  let a: Account;
+  let a: TestAccount;
   beforeAll(async () => {
-    a = await registerAccount("malformed");
+    a = await createAccount("malformed");
   });
 
   const withAttachment = (subject: string, base64: string, close = true) =>
@@ -852,10 +1305,10 @@ function sizedMessage(total: number, messageId: string): { raw: Uint8Array; data
 }
 
 describe("the 25 MiB limit", () => {
-  let a: Account;
+  let a: TestAccount;
   let big: { raw: Uint8Array; data: Uint8Array };
   beforeAll(async () => {
-    a = await registerAccount("big");
+    a = await createAccount("big");
     big = sizedMessage(LIMIT, "<big-exact@example.org>");
   });
 
@@ -912,9 +1365,9 @@ describe("the 25 MiB limit", () => {
 });
 
 describe("redelivery", () => {
-  let a: Account;
+  let a: TestAccount;
   beforeAll(async () => {
-    a = await registerAccount("redeliver");
+    a = await createAccount("redeliver");
   });
 
   const rawObjects = async () => (await r2Keys(inboxPrefix(a))).filter((k) => k.endsWith("/raw.eml"));
