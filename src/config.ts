@@ -164,11 +164,24 @@ export type PartialConfig = Omit<Config, "mailDomain"> & { mailDomain: string | 
 
 const cache = new WeakMap<object, PartialConfig>();
 
+/**
+ * Vars as strings: wrangler.toml may write `SMTP_PORT = 465` or `WEBHOOK_ALLOW_LOCAL = false`
+ * (a TOML number or boolean), which reach the Worker as such; they mean what their text says.
+ */
+function asStrings(env: Partial<Bindings>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(Vars.shape)) {
+    const value = (env as Record<string, unknown>)[key];
+    out[key] = typeof value === "number" || typeof value === "boolean" ? String(value) : value;
+  }
+  return out;
+}
+
 /** Every var parsed, with its default; throws `ConfigInvalid` naming the first unusable variable. */
 export function partialConfig(env: Partial<Bindings>): PartialConfig {
   const hit = cache.get(env);
   if (hit) return hit;
-  const parsed = Vars.safeParse(env);
+  const parsed = Vars.safeParse(asStrings(env));
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const variable = String(issue?.path[0] ?? "configuration");

@@ -112,6 +112,19 @@ describe("config", () => {
     expect(config(only({ ENVIRONMENT: "production", WEBHOOK_ALLOW_LOCAL: "true" })).webhookAllowLocal).toBe(false);
   });
 
+  it("reads TOML numbers and booleans as the text they stand for", () => {
+    const c = config(
+      only({
+        SMTP_PORT: 465,
+        REGISTRATIONS_PER_HOUR: 10,
+        WEBHOOK_TIMEOUT_MS: 5000,
+        WEBHOOK_ALLOW_LOCAL: false,
+      } as unknown as Record<string, string>),
+    );
+    expect(c).toMatchObject({ smtp: { port: 465 }, registrationsPerHour: 10, webhookTimeoutMs: 5000 });
+    expect(c.webhookAllowLocal).toBe(false);
+  });
+
   it("fails loudly on a value it cannot use, naming the variable", () => {
     for (const [variable, value] of [
       ["REGISTRATIONS_PER_HOUR", "ten"],

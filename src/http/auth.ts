@@ -7,6 +7,7 @@ import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
 import type { AppEnv, AuthState } from "./app-env";
 import { requestContext } from "./context";
+import { rateLimitHeaders } from "./errors";
 
 /** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
 const FAILURES_PER_CLIENT = 20;
@@ -42,14 +43,6 @@ async function throttleFailures(c: Context<AppEnv>, prefix: string | null, recor
       refused.retryAfterMs / 1000,
     );
   }
-}
-
-function rateHeaders(d: { limit: number; remaining: number; resetAtMs: number }): Record<string, string> {
-  return {
-    "X-RateLimit-Limit": String(d.limit),
-    "X-RateLimit-Remaining": String(d.remaining),
-    "X-RateLimit-Reset": String(Math.ceil(d.resetAtMs / 1000)),
-  };
 }
 
 /**
@@ -103,7 +96,7 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
     );
   }
 
-  const headers = rateHeaders(decision);
+  const headers = rateLimitHeaders(decision);
   const auth: AuthState = { account, key, scopes: key.scopes, inboxIds: key.inboxIds ?? null };
   c.set("auth", auth);
   c.set("actor", { type: "api_key", id: key.id });

@@ -11,6 +11,7 @@ import {
   MethodNotAllowed,
   PayloadTooLarge,
   RateLimited,
+  type RateLimitFigures,
   ValidationFailed,
 } from "../lib/errors";
 import { log } from "../lib/log";
@@ -31,7 +32,7 @@ export function fieldIssues(error: ZodError): FieldIssue[] {
 export function toAppError(err: unknown, requestId: string | null): AppError {
   if (err instanceof AppError) return err;
   if (err instanceof HTTPException) {
-    if (err.status === 413) return new PayloadTooLarge(Number(/\d+/.exec(err.message)?.[0] ?? 0));
+    if (err.status === 413) return new PayloadTooLarge(null, err.message);
     return err.status === 400 && /json/i.test(err.message)
       ? new BadRequest("invalid_json", "The request body is not valid JSON.")
       : new BadRequest("bad_request", err.message);
@@ -85,16 +86,21 @@ export function httpStatus(err: AppError): ContentfulStatusCode {
   return HTTP_STATUS[err.kind];
 }
 
+/** `X-RateLimit-*` of a request-rate decision (every keyed response, and its 429). */
+export function rateLimitHeaders(d: RateLimitFigures): Record<string, string> {
+  return {
+    "X-RateLimit-Limit": String(d.limit),
+    "X-RateLimit-Remaining": String(d.remaining),
+    "X-RateLimit-Reset": String(Math.ceil(d.resetAtMs / 1000)),
+  };
+}
+
 /** The headers an error implies on HTTP: how to authenticate, what is allowed, when to retry. */
 export function httpHeaders(err: AppError): Record<string, string> {
   const headers: Record<string, string> = {};
   if (err.kind === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="mailbot"';
   if (err instanceof MethodNotAllowed) headers.Allow = err.allowed.join(", ");
-  if (err instanceof RateLimited && err.figures) {
-    headers["X-RateLimit-Limit"] = String(err.figures.limit);
-    headers["X-RateLimit-Remaining"] = String(err.figures.remaining);
-    headers["X-RateLimit-Reset"] = String(Math.ceil(err.figures.resetAtMs / 1000));
-  }
+  if (err instanceof RateLimited && err.figures) Object.assign(headers, rateLimitHeaders(err.figures));
   if (err.retryAfterSeconds !== undefined) headers["Retry-After"] = String(err.retryAfterSeconds);
   return headers;
 }

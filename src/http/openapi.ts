@@ -103,9 +103,6 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
   });
 }
 
-/** ISO-8601 timestamp on the wire. */
-export const Timestamp = z.string().openapi({ example: "2026-03-15T10:30:00.000Z" });
-
 /** A GET route whose success body is bytes (raw mail, attachments) rather than JSON. */
 export function binaryRoute<const R extends RequestSpec>(spec: {
   path: string;

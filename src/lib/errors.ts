@@ -96,8 +96,13 @@ export class Conflict extends AppError {
 /** A request body over its endpoint's limit. */
 export class PayloadTooLarge extends AppError {
   readonly kind = "too_large";
-  constructor(limitBytes: number) {
-    super("payload_too_large", `Request body exceeds ${limitBytes} bytes.`, { limit_bytes: limitBytes });
+  /** Without a limit (a body the framework refused), the refusal's own message and no details. */
+  constructor(limitBytes: number | null, message?: string) {
+    super(
+      "payload_too_large",
+      message ?? `Request body exceeds ${limitBytes} bytes.`,
+      limitBytes === null ? undefined : { limit_bytes: limitBytes },
+    );
   }
 }
 

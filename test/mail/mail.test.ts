@@ -233,3 +233,13 @@ describe("the SPF / DKIM / DMARC checks", () => {
     expect(signed.endsWith("From: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n")).toBe(true);
   });
 });
+
+describe("phishing scorer: text the reader sees", () => {
+  it("a stray `<` in the text hides nothing from the scorer", () => {
+    const html =
+      "<p>Your mailbox is suspended. Ref 3 < 5. Verify your account password within 24 hours: http://bit.ly/abc or http://185.2.3.4/login</p>";
+    const result = scorePhishing({ subject: "Account notice", text: null, html, attachments: [] });
+    expect(result.blocked).toBe(true);
+    expect(result.score).toBeGreaterThanOrEqual(PHISHING_THRESHOLD);
+  });
+});

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
+import { Timestamp } from "../../lib/wire";
 import { InboxWire } from "../inboxes/inboxes.schemas";
 
 export const RegisterInput = z

@@ -13,7 +13,7 @@ import type { Page } from "../../lib/pagination";
 import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import type { CreateKeyInput } from "../api-keys/api-keys.schemas";
-import { createKey, newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
+import { createKey, type KeyHasher, newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
 import { inboxEvent, newSharedInbox } from "../inboxes/inboxes.service";
@@ -26,7 +26,8 @@ import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from
 export async function register(
   base: BaseContext,
   input: z.infer<typeof RegisterInput>,
-): Promise<{ account: AccountRow; key: string; inbox: InboxRow }> {
+  opts: { hashKey?: KeyHasher } = {},
+): Promise<{ account: AccountRow; key: string; inbox: InboxRow; keyId: string }> {
   const now = base.now();
   const email = input.email.trim().toLowerCase();
   const account: AccountRow = {
@@ -41,7 +42,12 @@ export async function register(
     updatedAt: now,
     deletedAt: null,
   };
-  const { row: keyRow, key } = await newKeyRow(account.id, { name: "default", scopes: ["full"], inboxIds: null }, now);
+  const { row: keyRow, key } = await newKeyRow(
+    account.id,
+    { name: "default", scopes: ["full"], inboxIds: null },
+    now,
+    opts.hashKey,
+  );
   const inbox = newSharedInbox(account, config(base.env).mailDomain, { username: "sandbox" }, now);
   const ctx = forAccount(base, account.id);
   const event = inboxEvent(ctx, "inbox.created", inbox);
@@ -80,7 +86,7 @@ export async function register(
     throw err;
   }
   await publishEvents(ctx.env, [event.id]);
-  return { account, key, inbox };
+  return { account, key, inbox, keyId: keyRow.id };
 }
 
 /** The caller's account. */

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
+import { Timestamp } from "../../lib/wire";
 
 export const SCOPES = ["full", "read", "send", "manage"] as const;
 

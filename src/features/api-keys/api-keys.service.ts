@@ -18,11 +18,15 @@ export function generateApiKey(): string {
   return `mb_${randomBase62(40)}`;
 }
 
+/** How a key's secret is hashed for storage: Argon2id (`hashSecret`); tests pass a cheaper cost. */
+export type KeyHasher = (secret: string) => Promise<string>;
+
 /** Builds a key row (hashing the secret with Argon2id); the caller writes it. */
 export async function newKeyRow(
   accountId: string,
   input: { name: string; scopes: string[]; inboxIds: string[] | null },
   now: number,
+  hashKey: KeyHasher = hashSecret,
 ): Promise<{ row: ApiKeyRow; key: string }> {
   const key = generateApiKey();
   const row: ApiKeyRow = {
@@ -30,7 +34,7 @@ export async function newKeyRow(
     accountId,
     name: input.name,
     prefix: key.slice(0, KEY_PREFIX_LENGTH),
-    keyHash: await hashSecret(key),
+    keyHash: await hashKey(key),
     scopes: [...new Set(input.scopes)],
     inboxIds: input.inboxIds,
     createdAt: now,
@@ -44,6 +48,7 @@ export async function newKeyRow(
 export async function createKey(
   ctx: ServiceContext,
   input: z.infer<typeof CreateKeyInput>,
+  opts: { hashKey?: KeyHasher } = {},
 ): Promise<{ row: ApiKeyRow; key: string }> {
   const inboxIds = input.inbox_ids ? [...new Set(input.inbox_ids)] : null;
   if (inboxIds) {
@@ -58,7 +63,12 @@ export async function createKey(
       throw new ValidationFailed(missing.map((id) => ({ path: "inbox_ids", message: `Unknown inbox ${id}.` })));
     }
   }
-  const created = await newKeyRow(ctx.accountId, { name: input.name, scopes: input.scopes, inboxIds }, ctx.now());
+  const created = await newKeyRow(
+    ctx.accountId,
+    { name: input.name, scopes: input.scopes, inboxIds },
+    ctx.now(),
+    opts.hashKey,
+  );
   await commitWithAudit(
     ctx,
     [ctx.db.insert(apiKeys).values(created.row)],

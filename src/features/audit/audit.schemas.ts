@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
 import { PageQuery } from "../../lib/pagination";
+import { Timestamp } from "../../lib/wire";
 
 export const AuditQuery = PageQuery.extend({
   action: z.string().max(64).optional(),

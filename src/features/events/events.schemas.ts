@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
 import { PageQuery } from "../../lib/pagination";
+import { Timestamp } from "../../lib/wire";
 
 /** Every event type of API.md. */
 export const EVENT_TYPES = [
@@ -67,7 +67,7 @@ export const ReplayEventInput = z
     }),
   })
   .strict()
-  .openapi("ReplayInput");
+  .openapi("ReplayEventInput");
 
 export const ReplayWire = z
   .object({

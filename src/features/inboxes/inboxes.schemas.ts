@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
+import { Timestamp } from "../../lib/wire";
 
 const Label = z.string().trim().min(1).max(64);
 

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
 import { PageQuery } from "../../lib/pagination";
+import { Timestamp } from "../../lib/wire";
 
 export const Label = z.string().trim().min(1).max(64);
 export const IdOf = (prefix: string, example: string) =>

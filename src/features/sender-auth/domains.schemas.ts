@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
+import { Timestamp } from "../../lib/wire";
 
 /** A DNS name we would send from: labels of a-z 0-9 -, at least two, no trailing dot, <= 253. */
 const DOMAIN_PATTERN = /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/;

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
 import { PageQuery } from "../../lib/pagination";
+import { Timestamp } from "../../lib/wire";
 import { IdOf, InboxParam, Label, MessageWire } from "../messages/messages.schemas";
 
 export const ThreadParams = z.object({

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { Timestamp } from "../../http/openapi";
+import { Timestamp } from "../../lib/wire";
 import { EVENT_TYPES } from "../events/events.schemas";
 import { checkUrlSyntax } from "./url-guard";
 
