@@ -63,7 +63,7 @@ export async function findSession(ctx: BaseContext, token: string): Promise<Dash
     .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
     .where(and(eq(apiKeys.id, row.keyId), eq(apiKeys.accountId, row.accountId), isNull(apiKeys.revokedAt)))
     .get();
-  if (!found || found.account.status !== "active") return null;
+  if (found?.account.status !== "active") return null;
   return { kind: "account", id: row.id, expiresAt: row.expiresAt, ...found };
 }
 
