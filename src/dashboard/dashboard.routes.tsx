@@ -117,7 +117,7 @@ dashboardRoutes.use("*", async (c, next) => {
   const h = c.res.headers;
   if (!h.has("Content-Security-Policy")) h.set("Content-Security-Policy", PAGE_CSP);
   if (!h.has("X-Frame-Options")) h.set("X-Frame-Options", "DENY");
-  h.set("Referrer-Policy", "no-referrer");
+  if (!h.has("Referrer-Policy")) h.set("Referrer-Policy", "same-origin");
   h.set("Cache-Control", "no-store");
 });
 dashboardRoutes.get("/assets/app.css", (c) =>
@@ -507,7 +507,7 @@ dashboardRoutes.get("/inboxes/:id", async (c) => {
           {isDev && (
             <span>
               {" "}
-              or, locally, run <code>npm run mail:receive -- --to {inbox.address}</code>
+              or, locally, run <code>npm run mail:receive -- --to {inbox.address} --file message.eml</code>
             </span>
           )}
           .
@@ -776,6 +776,7 @@ dashboardRoutes.get("/inboxes/:id/messages/:mid/html", async (c) => {
     "Content-Type": "text/html; charset=utf-8",
     "Content-Security-Policy": csp,
     "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "no-referrer",
   });
 });
 dashboardRoutes.get("/inboxes/:id/messages/:mid/raw", async (c) => {

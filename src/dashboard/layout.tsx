@@ -24,7 +24,7 @@ export function Page(props: { title: string; path: string; viewer: Viewer | null
       <head>
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
-        <meta name="referrer" content="no-referrer" />
+        <meta name="referrer" content="same-origin" />
         <title>{`${props.title} · mailbot`}</title>
         <link rel="stylesheet" href="/dashboard/assets/app.css" />
         <script src="/dashboard/assets/app.js" defer />

@@ -114,6 +114,7 @@ export const loadSession: MiddlewareHandler<DashEnv> = async (c, next) => {
 export function sameOrigin(c: Context<DashEnv>): boolean {
   const origin = c.req.header("Origin");
   const expected = new URL(c.req.url).origin;
-  if (origin) return origin === expected;
+  if (origin && origin !== "null") return origin === expected;
+  // "null" is what a browser sends under some referrer policies; Sec-Fetch-Site cannot be forged by a page.
   return c.req.header("Sec-Fetch-Site") === "same-origin";
 }
