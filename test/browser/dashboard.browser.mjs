@@ -288,7 +288,7 @@ async function main() {
     });
 
     await test("a cross-site POST to a dashboard action is refused", async () => {
-      const evil = await listener((req, res) => {
+      const evil = await listener((_req, res) => {
         res.writeHead(200, { "content-type": "text/html" });
         res.end(
           `<form id="f" method="post" action="${base}/dashboard/inboxes"><input name="username" value="csrf"></form><script>document.getElementById("f").submit()</script>`,
