@@ -5,6 +5,7 @@ import { createDb } from "../../src/db/client";
 import { auditLog, dashboardSessions } from "../../src/db/schema";
 import { createAccount, createKey } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
+import { relaySignature } from "../helpers/relay";
 
 const ORIGIN = "http://localhost";
 
@@ -152,10 +153,64 @@ describe("dashboard tenancy and scopes", () => {
 });
 
 describe("message HTML frame", () => {
-  it("is served with a script-free, form-free, sandboxed CSP", async () => {
+  it("serves sender HTML with a script-free, form-free, sandboxed CSP; the page shows text first", async () => {
     const a = await createAccount("dash");
+    const raw = [
+      "From: eve@example.net",
+      `To: ${a.inbox.address}`,
+      "Subject: hostile",
+      "Message-ID: <hostile-1@example.net>",
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/alternative; boundary="b"',
+      "",
+      "--b",
+      "Content-Type: text/plain",
+      "",
+      "plain part",
+      "--b",
+      "Content-Type: text/html",
+      "",
+      '<script>alert(1)</script><a href="https://x.example/">x</a><img src="http://127.0.0.1:9/i">',
+      "--b--",
+      "",
+    ].join("\r\n");
+    const res = await exports.default.fetch(
+      new Request(
+        `http://localhost/webhooks/inbound/raw?to=${encodeURIComponent(a.inbox.address)}&from=eve%40example.net`,
+        {
+          method: "POST",
+          headers: { "Content-Type": "message/rfc822", ...(await relaySignature(raw)) },
+          body: raw,
+        },
+      ),
+    );
+    expect(res.status).toBeLessThan(300);
+    const list = await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key });
+    const mid = list.body.data[0].id as string;
     const { cookie } = await signIn(a.key);
-    const res = await dash(`/dashboard/inboxes/${a.inbox.id}/messages/msg_00000000000000000000000000/html`, { cookie });
-    expect(res.status).toBe(404);
+    const page = await (await dash(`/dashboard/inboxes/${a.inbox.id}/messages/${mid}`, { cookie })).text();
+    expect(page).toContain("plain part");
+    expect(page).not.toContain("<script>alert");
+    expect(page).not.toContain("<iframe");
+    const withHtml = await (
+      await dash(`/dashboard/inboxes/${a.inbox.id}/messages/${mid}?view=html`, { cookie })
+    ).text();
+    expect(withHtml).toMatch(/<iframe[^>]*sandbox="allow-popups allow-popups-to-escape-sandbox"/);
+    const frame = await dash(`/dashboard/inboxes/${a.inbox.id}/messages/${mid}/html`, { cookie });
+    expect(frame.status).toBe(200);
+    const csp = frame.headers.get("Content-Security-Policy") ?? "";
+    expect(csp).toContain("script-src 'none'");
+    expect(csp).toContain("form-action 'none'");
+    expect(csp).toContain("img-src data: cid:;");
+    expect(csp).toMatch(/sandbox allow-popups/);
+    expect(await frame.text()).toContain('<a rel="noopener noreferrer" href="https://x.example/">');
+    const remote = await dash(`/dashboard/inboxes/${a.inbox.id}/messages/${mid}/html?remote=1`, { cookie });
+    expect(remote.headers.get("Content-Security-Policy")).toContain("img-src data: cid: https: http:");
+    // Another account's session cannot open it.
+    const b = await createAccount("other");
+    const other = await signIn(b.key);
+    expect((await dash(`/dashboard/inboxes/${a.inbox.id}/messages/${mid}/html`, { cookie: other.cookie })).status).toBe(
+      404,
+    );
   });
 });
