@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { dashboardRoutes } from "./dashboard/dashboard.routes";
 import { accountRoutes, registrationRoutes } from "./features/accounts/accounts.routes";
 import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
@@ -112,6 +113,8 @@ export function buildApp() {
   app.route("/v1", suppressionRoutes);
   app.route("/v1", usageRoutes);
   app.route("/", relayEventRoutes);
+  // The web console: one more adapter over the same services (src/dashboard/).
+  app.route("/dashboard", dashboardRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKey", {
     type: "http",

@@ -557,3 +557,27 @@ export type DomainRow = typeof domains.$inferSelect;
 export type SendFingerprintRow = typeof sendFingerprints.$inferSelect;
 
 export type { AuthVerdicts };
+
+/**
+ * Dashboard sign-ins (issue 19). The browser holds only a random session token in an HttpOnly
+ * cookie; this row holds its SHA-256, the key it was exchanged for (never the key itself) and a
+ * server-side expiry. An operator session (ADMIN_TOKEN) has no account and no key.
+ */
+export const dashboardSessions = sqliteTable(
+  "dashboard_sessions",
+  {
+    id: text("id").primaryKey(),
+    tokenHash: text("token_hash").notNull(),
+    kind: text("kind", { enum: ["account", "operator"] }).notNull(),
+    accountId: text("account_id"),
+    keyId: text("key_id"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("dashboard_sessions_token_uq").on(t.tokenHash),
+    index("dashboard_sessions_expires_idx").on(t.expiresAt),
+  ],
+);
+
+export type DashboardSessionRow = typeof dashboardSessions.$inferSelect;
