@@ -557,3 +557,9 @@ export type DomainRow = typeof domains.$inferSelect;
 export type SendFingerprintRow = typeof sendFingerprints.$inferSelect;
 
 export type { AuthVerdicts };
+
+/**
+ * Always empty: creating batches end with an insert here that a trigger refuses when a
+ * per-account limit would be exceeded (db/sql.ts `abortIfOver`, migrations/0013_hardening.sql).
+ */
+export const limitGuard = sqliteTable("limit_guard", { name: text("name").notNull() });

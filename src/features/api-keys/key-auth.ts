@@ -89,8 +89,12 @@ async function verifyUncached(
   for (const candidate of candidates) {
     authStats.argon2Verifications++;
     if (await verifySecret(token, candidate.key.keyHash)) {
-      if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value as string);
-      verified.set(digest, { ...candidate, expiresAtMs: now + CACHE_TTL_MS });
+      // Only keys of active accounts are cached: a cache hit skips the D1 read of the account
+      // status, so a suspended or closed account's key must meet D1 (and its 403) every time.
+      if (candidate.account.status === "active") {
+        if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value as string);
+        verified.set(digest, { ...candidate, expiresAtMs: now + CACHE_TTL_MS });
+      }
       return { ok: true, ...candidate };
     }
   }
