@@ -1,6 +1,7 @@
 import { type SQL, sql } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { Db } from "./client";
+import { limitGuard } from "./schema";
 
 /**
  * `column IN (ids)` with the list bound as ONE JSON parameter: D1 allows at most 100 bound
@@ -17,5 +18,5 @@ export function inList(column: SQLiteColumn, ids: string[]): SQL {
  * concurrency (no check-then-insert window). The trigger is in migrations/0013_hardening.sql.
  */
 export function abortIfOver(db: Db, name: string, count: SQL, limit: number) {
-  return db.run(sql`INSERT INTO limit_guard (name) SELECT ${name} WHERE (${count}) > ${limit}`);
+  return db.insert(limitGuard).select(sql`SELECT ${name} AS name WHERE (${count}) > ${limit}`);
 }

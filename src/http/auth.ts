@@ -1,7 +1,14 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "../config";
 import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
-import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
+import {
+  cachedKey,
+  forgetVerified,
+  KEY_PREFIX_LENGTH,
+  refreshStatus,
+  touchKey,
+  verifyKey,
+} from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
@@ -111,7 +118,7 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 
   const { digest, hit } = await cachedKey(token, now);
-  let found = hit;
+  let found = hit ? await refreshStatus(db, digest, hit) : null;
   if (!found) {
     // A client over its failure limit is refused before its key costs a D1 read or a hash.
     // Every failure counts for the client (unknown prefixes too: each is a D1 read); only a hash
@@ -124,8 +131,8 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
     }
     found = result;
   }
-  // Only keys of active accounts are cached (key-auth.ts), so a cached row is active as of its
-  // verification; the guard object below carries suspension and revocation since then.
+  // Checked on every path, cache hits included (a non-active account's cached row was just
+  // re-read from D1); for active ones the guard object carries suspension and revocation.
   if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
   if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
   const { key, account } = found;
