@@ -24,6 +24,7 @@ import type { AppEnv } from "./http/app-env";
 import { requireAdmin, requireApiKey } from "./http/auth";
 import { d1Stats } from "./http/d1-stats";
 import { errorResponse } from "./http/errors";
+import { strictTransportSecurity } from "./http/hsts";
 import { limitBody, requestId, requireJsonBody } from "./http/middleware";
 import { validationHook } from "./http/validation";
 import { reputationWarnings } from "./http/warning-headers";
@@ -79,6 +80,7 @@ export function buildApp() {
     return routes;
   };
 
+  app.use("*", strictTransportSecurity);
   app.use("*", requestId);
   app.use("*", d1Stats);
   app.use("/v1/*", (c, next) => (isSendRoute(c.req.method, c.req.path) ? sendBodyLimit(c, next) : limitBody(c, next)));

@@ -40,6 +40,8 @@ export interface Bindings {
   INBOUND_SECRET?: string;
   SMTP_PASSWORD?: string;
   DKIM_ENCRYPTION_KEY?: string;
+  /** Mixed into the seal of stored idempotent responses (they may hold a new API key); unset: ADMIN_TOKEN is used. */
+  IDEMPOTENCY_SECRET?: string;
   /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
   WEBHOOK_ENCRYPTION_KEY?: string;
 

@@ -581,3 +581,9 @@ export const dashboardSessions = sqliteTable(
 );
 
 export type DashboardSessionRow = typeof dashboardSessions.$inferSelect;
+
+/**
+ * Always empty: creating batches end with an insert here that a trigger refuses when a
+ * per-account limit would be exceeded (db/sql.ts `abortIfOver`, migrations/0013_hardening.sql).
+ */
+export const limitGuard = sqliteTable("limit_guard", { name: text("name").notNull() });

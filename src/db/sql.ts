@@ -1,5 +1,7 @@
 import { type SQL, sql } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import type { Db } from "./client";
+import { limitGuard } from "./schema";
 
 /**
  * `column IN (ids)` with the list bound as ONE JSON parameter: D1 allows at most 100 bound
@@ -7,4 +9,14 @@ import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
  */
 export function inList(column: SQLiteColumn, ids: string[]): SQL {
   return sql`${column} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`;
+}
+
+/**
+ * A batch statement that aborts its whole batch (error `limit_reached`, see isLimitReached) when
+ * `count` is above `limit`. Put it after the insert it guards: D1 runs one batch at a time, so
+ * the count sees every committed insert and this one, and a limit holds exactly under
+ * concurrency (no check-then-insert window). The trigger is in migrations/0013_hardening.sql.
+ */
+export function abortIfOver(db: Db, name: string, count: SQL, limit: number) {
+  return db.insert(limitGuard).select(sql`SELECT ${name} AS name WHERE (${count}) > ${limit}`);
 }

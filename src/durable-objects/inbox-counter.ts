@@ -67,8 +67,14 @@ export interface ApplyResult {
  * neither double-count nor miss a threshold, and "disable" is answered to one caller only.
  */
 export class InboxCounter extends DurableObject<unknown> {
-  constructor(ctx: DurableObjectState, env: unknown) {
-    super(ctx, env);
+  /**
+   * Tables are created on first use, not in the constructor: merely addressing the object (a
+   * reputation read for an inbox that never sent) must not leave persistent storage behind.
+   */
+  private tablesReady = false;
+  private tables(): void {
+    if (this.tablesReady) return;
+    const ctx = this.ctx;
     ctx.storage.sql.exec(
       `CREATE TABLE IF NOT EXISTS counters (
          metric TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -79,6 +85,7 @@ export class InboxCounter extends DurableObject<unknown> {
       "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
     );
     ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS applied_at ON applied (at)");
+    this.tablesReady = true;
   }
 
   /**
@@ -86,6 +93,7 @@ export class InboxCounter extends DurableObject<unknown> {
    * (the hour it last ran is kept in KV), so an input pays for a range delete on the index once an hour.
    */
   private prune(now: number): void {
+    this.tables();
     const bucket = Math.floor(now / BUCKET_MS);
     if (this.ctx.storage.kv.get<number>("pruned") === bucket) return;
     this.ctx.storage.sql.exec("DELETE FROM counters WHERE bucket < ?", Math.floor((now - KEEP_MS) / BUCKET_MS));
@@ -95,6 +103,7 @@ export class InboxCounter extends DurableObject<unknown> {
 
   /** Adds `n` to a metric in the current bucket (and prunes, once an hour). */
   record(metric: CounterMetric, n = 1, now: number = Date.now()): void {
+    this.tables();
     const bucket = Math.floor(now / BUCKET_MS);
     this.ctx.storage.sql.exec(
       "INSERT INTO counters (metric, bucket, n) VALUES (?, ?, ?) ON CONFLICT (metric, bucket) DO UPDATE SET n = n + excluded.n",
@@ -107,6 +116,7 @@ export class InboxCounter extends DurableObject<unknown> {
 
   /** Sums of every metric over the last `windowMs`. */
   totals(windowMs: number, now: number = Date.now()): Record<string, number> {
+    this.tables();
     const rows = this.ctx.storage.sql
       .exec<{ metric: string; total: number }>(
         "SELECT metric, SUM(n) AS total FROM counters WHERE bucket > ? GROUP BY metric",
@@ -122,6 +132,7 @@ export class InboxCounter extends DurableObject<unknown> {
    * object remembers it until `enable()`, so every later input is told nothing new.
    */
   apply(signals: CounterSignal[], now: number = Date.now(), accountId?: string): ApplyResult {
+    this.tables();
     const sql = this.ctx.storage.sql;
     if (accountId && this.ctx.storage.kv.get("account") !== accountId) this.ctx.storage.kv.put("account", accountId);
     let counted = 0;

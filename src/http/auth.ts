@@ -1,7 +1,14 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "../config";
 import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
-import { cachedKey, forgetVerified, KEY_PREFIX_LENGTH, touchKey, verifyKey } from "../features/api-keys/key-auth";
+import {
+  cachedKey,
+  forgetVerified,
+  KEY_PREFIX_LENGTH,
+  refreshStatus,
+  touchKey,
+  verifyKey,
+} from "../features/api-keys/key-auth";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
@@ -26,15 +33,14 @@ function bearer(c: Context<AppEnv>): string | null {
   return match?.[1] ?? null;
 }
 
-async function throttleFailures(c: Context<AppEnv>, prefix: string | null, record: boolean): Promise<void> {
-  const now = Date.now();
-  const subjects: [string, number][] = [[`authfail:client:${clientAddress(c)}`, FAILURES_PER_CLIENT]];
-  if (prefix) subjects.push([`authfail:prefix:${prefix}`, FAILURES_PER_PREFIX]);
-  const decisions = await Promise.all(
-    subjects.map(([subject, limit]) =>
-      rateLimiter(c.env, subject).hit({ limit, windowMs: FAILURE_RULE_WINDOW_MS }, now, !record),
-    ),
-  );
+/**
+ * Hashes allowed per minute for a prefix whose failure limit is spent: a correct key still gets
+ * through, so guesses with a victim's (public) prefix cannot lock the real key out, and the
+ * Argon2 work spent on that prefix stays bounded however many clients guess.
+ */
+const HASHES_PER_HOT_PREFIX = 30;
+
+async function refuseIfOver(decisions: { allowed: boolean; retryAfterMs: number }[]): Promise<void> {
   const refused = decisions.find((d) => !d.allowed);
   if (refused) {
     throw new RateLimited(
@@ -43,6 +49,51 @@ async function throttleFailures(c: Context<AppEnv>, prefix: string | null, recor
       refused.retryAfterMs / 1000,
     );
   }
+}
+
+/** Refuses (429) a client over its failure limit; checked before any D1 read or hashing. */
+async function checkClientFailures(c: Context<AppEnv>): Promise<void> {
+  await refuseIfOver([
+    await rateLimiter(c.env, `authfail:client:${clientAddress(c)}`).hit(
+      { limit: FAILURES_PER_CLIENT, windowMs: FAILURE_RULE_WINDOW_MS },
+      Date.now(),
+      true,
+    ),
+  ]);
+}
+
+/** Counts one failure of the client (and of the key prefix, for a hash that did not match). */
+async function recordFailure(c: Context<AppEnv>, prefix: string | null): Promise<void> {
+  const now = Date.now();
+  const subjects: [string, number][] = [[`authfail:client:${clientAddress(c)}`, FAILURES_PER_CLIENT]];
+  if (prefix) subjects.push([`authfail:prefix:${prefix}`, FAILURES_PER_PREFIX]);
+  await Promise.all(
+    subjects.map(([subject, limit]) =>
+      rateLimiter(c.env, subject).hit({ limit, windowMs: FAILURE_RULE_WINDOW_MS }, now),
+    ),
+  );
+}
+
+/**
+ * Runs just before Argon2: a prefix over its failure limit does not refuse outright (the prefix
+ * is public, so that would let anyone lock a key out); it only limits how many hashes that prefix
+ * may cost per minute, and only failures are counted.
+ */
+async function gateHashing(c: Context<AppEnv>, prefix: string | null): Promise<void> {
+  if (!prefix) return;
+  const now = Date.now();
+  const failures = await rateLimiter(c.env, `authfail:prefix:${prefix}`).hit(
+    { limit: FAILURES_PER_PREFIX, windowMs: FAILURE_RULE_WINDOW_MS },
+    now,
+    true,
+  );
+  if (failures.allowed) return;
+  await refuseIfOver([
+    await rateLimiter(c.env, `authhash:prefix:${prefix}`).hit(
+      { limit: HASHES_PER_HOT_PREFIX, windowMs: FAILURE_RULE_WINDOW_MS },
+      now,
+    ),
+  ]);
 }
 
 /**
@@ -60,21 +111,23 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 
   const { digest, hit } = await cachedKey(token, now);
-  let found = hit;
+  let found = hit ? await refreshStatus(db, digest, hit) : null;
   if (!found) {
-    // Throttling guards the expensive step only: it is checked just before Argon2 runs and
-    // counts only failures that hashed, so unknown or revoked keys never lock anyone out.
-    const result = await verifyKey(db, token, digest, now, () => throttleFailures(c, prefix, false));
+    // A client over its failure limit is refused before its key costs a D1 read or a hash.
+    // Every failure counts for the client (unknown prefixes too: each is a D1 read); only a hash
+    // that did not match counts for the prefix, and a hot prefix still lets a correct key in.
+    await checkClientFailures(c);
+    const result = await verifyKey(db, token, digest, now, () => gateHashing(c, prefix));
     if (!result.ok) {
-      if (result.reason === "mismatch") await throttleFailures(c, prefix, true);
+      await recordFailure(c, result.reason === "mismatch" ? prefix : null);
       throw new Unauthorized("Invalid API key.", "invalid_api_key");
     }
     found = result;
-    // Fresh from D1: its account status is current. A cached row's may be stale; the guard
-    // object below carries suspension and revocation for those.
-    if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
-    if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
   }
+  // Checked on every path, cache hits included (a non-active account's cached row was just
+  // re-read from D1); for active ones the guard object carries suspension and revocation.
+  if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
+  if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
   const { key, account } = found;
 
   const limits = tierLimits(config(c.env).tiers, account.tier);
@@ -114,13 +167,30 @@ export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
   const expected = c.env.ADMIN_TOKEN;
   if (!expected) throw new Forbidden("admin_disabled", "Operator endpoints are disabled: ADMIN_TOKEN is not set.");
   if (!token) throw new Unauthorized("Missing operator token.", "missing_api_key");
+  // Throttle first, compare after: a client over its limit learns nothing, not even a right guess.
+  await checkClientFailures(c);
   if (!safeEqual(token, expected)) {
-    await throttleFailures(c, null, true);
+    await recordFailure(c, null);
     throw new Unauthorized("Invalid operator token.", "invalid_admin_token");
   }
   c.set("actor", { type: "admin", id: null });
   await next();
 };
+
+/**
+ * Whether the request carries the operator token, for routes open to the public where the
+ * operator may do more (closed registration). A bearer that is not the token counts as a failed
+ * attempt and a throttled client is refused before the compare, so the route is no oracle.
+ */
+export async function checkAdminBearer(c: Context<AppEnv>): Promise<boolean> {
+  const token = bearer(c);
+  if (!token || token.startsWith("mb_")) return false;
+  if (!c.env.ADMIN_TOKEN) return false;
+  await checkClientFailures(c);
+  if (safeEqual(token, c.env.ADMIN_TOKEN)) return true;
+  await recordFailure(c, null);
+  return false;
+}
 
 /** True when the request carries the operator token (closed registration). */
 export function isAdminRequest(c: Context<AppEnv>): boolean {

@@ -43,20 +43,51 @@ export interface IdempotentRequest {
   body: string;
 }
 
-/** A response as stored: status and body text (the `{ data }` or `{ error }` envelope). */
+/** A response as stored: status, body text (the `{ data }` or `{ error }` envelope) and the headers replays need. */
 export interface StoredResponse {
   status: number;
   body: string;
+  headers?: Record<string, string>;
 }
 
 /**
+ * Headers a replay must carry to mean what the first response meant (where the resource is,
+ * when to come back, the reputation warnings about it). Rate-limit counters and request ids
+ * describe the request that carries them, so they are the replay's own.
+ */
+const REPLAYED_HEADERS = [
+  "location",
+  "retry-after",
+  "x-mailbot-warning",
+  "x-mailbot-bounce-rate",
+  "x-mailbot-complaint-rate",
+];
+
+/** A 429 says "not now": a retry with the same key once the limit frees must really be tried. */
+function isRemembered(status: number): boolean {
+  return status < 500 && status !== 429;
+}
+
+/**
+ * The seal's secret: the client's key (never stored) and a server secret (never in D1), so
+ * neither a database dump nor the client key alone opens a stored response (which may hold a
+ * new API key). IDEMPOTENCY_SECRET, else ADMIN_TOKEN; records sealed before this (no `v2.`)
+ * open with the client key only until they expire (24 h).
+ */
+function sealSecret(ctx: BaseContext, clientKey: string): string {
+  const server = ctx.env.IDEMPOTENCY_SECRET ?? ctx.env.ADMIN_TOKEN ?? "";
+  return `${server}\n${clientKey}`;
+}
+const SEAL_V2 = "v2.";
+
+/**
  * The idempotency rule shared by every transport: the same key and body within 24 h returns
- * the first response (`replayed: true`); the same key with another body is 409
- * `idempotency_key_reused`; a retry while the first is still running is 409
- * `idempotency_request_in_progress`. Server errors (>= 500, or `run` throwing) are not
- * remembered. Stored responses can hold a new API key, so they are sealed with AES-GCM under a
- * key derived from the client's key itself, which is never stored: the database alone cannot
- * reveal them.
+ * the first response (`replayed: true`, with its Location, Retry-After and warning headers);
+ * the same key with another body is 409 `idempotency_key_reused`; a retry while the first is
+ * still running is 409 `idempotency_request_in_progress`. Server errors (>= 500, or `run`
+ * throwing) and 429s are not remembered. Stored responses can hold a new API key, so they are
+ * sealed with AES-GCM under a key derived from the client's key (never stored) and a server
+ * secret (never in D1): neither the database alone nor the client key alone reveals them.
  */
 export async function runIdempotent(
   ctx: BaseContext,
@@ -85,8 +116,12 @@ export async function runIdempotent(
     throw new Conflict("idempotency_request_in_progress", "A request with this Idempotency-Key is still in progress.");
   }
   if (reservation.state === "replay") {
-    const stored = JSON.parse(await openText(req.key, info, reservation.sealed)) as { body: string };
-    return { status: reservation.statusCode, body: stored.body, replayed: true };
+    const sealed = reservation.sealed;
+    const plain = sealed.startsWith(SEAL_V2)
+      ? await openText(sealSecret(ctx, req.key), info, sealed.slice(SEAL_V2.length))
+      : await openText(req.key, info, sealed);
+    const stored = JSON.parse(plain) as { body: string; headers?: Record<string, string> };
+    return { status: reservation.statusCode, body: stored.body, headers: stored.headers ?? {}, replayed: true };
   }
   let response: StoredResponse;
   try {
@@ -95,16 +130,16 @@ export async function runIdempotent(
     await release(db, reservation.id);
     throw err;
   }
-  // Server errors are not remembered: the client may retry them with the same key.
-  if (response.status >= 500) {
+  // Server errors and 429s are not remembered: the client may retry them with the same key.
+  if (!isRemembered(response.status)) {
     await release(db, reservation.id);
   } else {
-    await complete(
-      db,
-      reservation.id,
-      response.status,
-      await sealText(req.key, info, JSON.stringify({ body: response.body })),
+    const sealed = await sealText(
+      sealSecret(ctx, req.key),
+      info,
+      JSON.stringify({ body: response.body, headers: response.headers ?? {} }),
     );
+    await complete(db, reservation.id, response.status, `${SEAL_V2}${sealed}`);
   }
   return { ...response, replayed: false };
 }
@@ -129,13 +164,22 @@ export const idempotent: MiddlewareHandler<AppEnv> = async (c, next) => {
     },
     async () => {
       await next();
-      return { status: c.res.status, body: c.res.status >= 500 ? "" : await c.res.clone().text() };
+      const headers: Record<string, string> = {};
+      for (const name of REPLAYED_HEADERS) {
+        const value = c.res.headers.get(name);
+        if (value !== null) headers[name] = value;
+      }
+      return { status: c.res.status, body: c.res.status >= 500 ? "" : await c.res.clone().text(), headers };
     },
   );
   if (result.replayed) {
     return new Response(result.body, {
       status: result.status,
-      headers: { "Content-Type": "application/json; charset=utf-8", "Idempotent-Replayed": "true" },
+      headers: {
+        ...result.headers,
+        "Content-Type": "application/json; charset=utf-8",
+        "Idempotent-Replayed": "true",
+      },
     });
   }
 };

@@ -33,7 +33,7 @@ export const reputationWarnings: MiddlewareHandler<AppEnv> = async (c, next) => 
       inboxId = (await inboxOfMessage(serviceContext(c), messageMatch)) ?? undefined;
     }
     if (!inboxId || (auth.inboxIds && !auth.inboxIds.includes(inboxId))) return null;
-    return warningHeaders(c.env, auth.account.id, inboxId, started);
+    return warningHeaders(serviceContext(c), inboxId, started);
   })()
     .finally(() => {
       lookupMs = performance.now() - t0;

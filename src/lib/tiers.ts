@@ -6,13 +6,42 @@ export const TierLimits = z.object({
   burst: z.number().int().positive(),
   sends_per_inbox_per_day: z.number().int().positive(),
   max_inboxes: z.number().int().positive(),
+  /** Webhook endpoints per account (API.md: sandbox 10; 403 `webhook_limit_reached`). */
+  max_webhooks: z.number().int().positive(),
+  /**
+   * Webhook delivery attempts per account per minute: one inbound mail fans out to every
+   * endpoint, so this bounds what an account can make Cloudflare's egress send anywhere.
+   * Deliveries over it wait (they are not dropped and do not use up an attempt).
+   */
+  webhook_deliveries_per_minute: z.number().int().positive(),
 });
 export type TierLimits = z.infer<typeof TierLimits>;
 
 export const DEFAULT_TIERS: Record<string, TierLimits> = {
-  sandbox: { requests_per_minute: 60, burst: 10, sends_per_inbox_per_day: 100, max_inboxes: 10 },
-  standard: { requests_per_minute: 600, burst: 50, sends_per_inbox_per_day: 5_000, max_inboxes: 1_000 },
-  scale: { requests_per_minute: 3_000, burst: 200, sends_per_inbox_per_day: 50_000, max_inboxes: 100_000 },
+  sandbox: {
+    requests_per_minute: 60,
+    burst: 10,
+    sends_per_inbox_per_day: 100,
+    max_inboxes: 10,
+    max_webhooks: 10,
+    webhook_deliveries_per_minute: 300,
+  },
+  standard: {
+    requests_per_minute: 600,
+    burst: 50,
+    sends_per_inbox_per_day: 5_000,
+    max_inboxes: 1_000,
+    max_webhooks: 50,
+    webhook_deliveries_per_minute: 3_000,
+  },
+  scale: {
+    requests_per_minute: 3_000,
+    burst: 200,
+    sends_per_inbox_per_day: 50_000,
+    max_inboxes: 100_000,
+    max_webhooks: 200,
+    webhook_deliveries_per_minute: 20_000,
+  },
 };
 
 /** New accounts may send this many messages per rolling 24 h for their first 7 days. */

@@ -60,7 +60,7 @@ async function success(tool: McpTool, data: unknown, call: ToolCall): Promise<Ca
   let warnings: Record<string, string> | null = null;
   const inboxId = (data as { inbox_id?: unknown }).inbox_id;
   if (tool.warns && typeof inboxId === "string") {
-    warnings = await warningHeaders(call.ctx.env, call.ctx.accountId, inboxId, call.ctx.now()).catch((err: unknown) => {
+    warnings = await warningHeaders(call.ctx, inboxId, call.ctx.now()).catch((err: unknown) => {
       // Warnings are advice: a counter that cannot answer must not fail the send it rides on.
       log.error("reputation warning lookup failed", { error: String(err) });
       return null;

@@ -2,7 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { config } from "../../config";
 import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { AppEnv } from "../../http/app-env";
-import { clientAddress, isAdminRequest, requireFullAccess, requireScope } from "../../http/auth";
+import { checkAdminBearer, clientAddress, requireFullAccess, requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
@@ -35,7 +35,7 @@ registrationRoutes.openapi(
     security: "none",
   }),
   async (c) => {
-    const admin = isAdminRequest(c);
+    const admin = await checkAdminBearer(c);
     if (config(c.env).registration !== "open" && !admin) {
       throw new Forbidden("registration_closed", "Registration is closed on this deployment; ask its operator.");
     }

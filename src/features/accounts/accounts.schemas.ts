@@ -22,6 +22,10 @@ export const AccountLimits = z
     burst: z.number().int(),
     sends_per_inbox_per_day: z.number().int(),
     max_inboxes: z.number().int(),
+    max_webhooks: z.number().int().openapi({ description: "*(new)* Webhook endpoints per account." }),
+    webhook_deliveries_per_minute: z.number().int().openapi({
+      description: "*(new)* Webhook delivery attempts per account per minute; more wait, none are dropped.",
+    }),
     new_account_send_limit: z.object({
       limit: z.number().int(),
       window_hours: z.number().int(),

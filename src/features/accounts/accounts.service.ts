@@ -17,6 +17,7 @@ import { createKey, type KeyHasher, newKeyRow, setAccountKeysBlocked } from "../
 import { commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
 import { inboxEvent, newSharedInbox } from "../inboxes/inboxes.service";
+import { domainReleasesOnClose } from "../sender-auth/domains.service";
 import type { AccountPatch, AccountWire, AdminAccountPatch, RegisterInput } from "./accounts.schemas";
 
 /**
@@ -121,7 +122,8 @@ export async function patchAccount(ctx: ServiceContext, patch: z.infer<typeof Ac
 
 /**
  * Closes the account: every key is revoked and every inbox deactivated at once. Data and the
- * audit log stay (the log is append-only); the email is freed for a new registration.
+ * audit log stay (the log is append-only); the email is freed for a new registration, and its
+ * verified domains are released (`domain.released`) so a new owner can verify them.
  */
 export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
   const current = await getAccount(ctx);
@@ -134,9 +136,11 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
     email: `${current.id}@deleted.invalid`,
   };
   await setAccountKeysBlocked(ctx, "revoked", true);
+  const releases = await domainReleasesOnClose(ctx);
   await commitWithAudit(
     ctx,
     [
+      ...releases.statements,
       ctx.db
         .update(accounts)
         .set({ status: "deleted", deletedAt: now, updatedAt: now, email: next.email })
@@ -150,8 +154,11 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
         .set({ status: "disabled", disabledReason: "deactivated", updatedAt: now })
         .where(eq(inboxes.accountId, ctx.accountId)),
     ],
-    [{ action: "account.deleted", target: { type: "account", id: ctx.accountId }, metadata: {} }],
+    [{ action: "account.deleted", target: { type: "account", id: ctx.accountId }, metadata: {} }, ...releases.entries],
   );
+  // Again after the commit: a key created while this ran (its insert after the first pass) is
+  // found now; key creation re-reads the status after its own insert for the other order.
+  await setAccountKeysBlocked(ctx, "revoked", true);
   return next;
 }
 
@@ -218,6 +225,9 @@ export async function adminPatchAccount(
     ],
     [{ action: "account.admin_updated", target: { type: "account", id: ctx.accountId }, metadata: { changes } }],
   );
+  // Blocked again after the commit: a key inserted after the first pass is caught here (key
+  // creation re-reads the status after its insert, which covers the opposite order).
+  if (changes.status && next.status === "suspended") await setAccountKeysBlocked(ctx, "suspended", true);
   if (changes.status && next.status === "active") await setAccountKeysBlocked(ctx, "suspended", false);
   return next;
 }

@@ -1,11 +1,11 @@
 import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
-import { type ApiKeyRow, apiKeys, inboxes } from "../../db/schema";
+import { type ApiKeyRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { keyGuard } from "../../durable-objects/rate-limiter.client";
 import { hashSecret } from "../../lib/argon2";
 import type { ServiceContext } from "../../lib/context";
-import { NotFound, ValidationFailed } from "../../lib/errors";
+import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId, randomBase62 } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
@@ -69,6 +69,8 @@ export async function createKey(
     ctx.now(),
     opts.hashKey,
   );
+  // After the ~100 ms of hashing, right before the insert: the account must still be active.
+  await assertAccountActive(ctx);
   await commitWithAudit(
     ctx,
     [ctx.db.insert(apiKeys).values(created.row)],
@@ -85,7 +87,39 @@ export async function createKey(
       },
     ],
   );
+  // A suspension that committed between the check above and the insert may have blocked the
+  // account's keys before this one existed: look again now that it does. Either this read sees
+  // the new status (and blocks the key here), or the suspension commits later and its blocking
+  // pass after the commit (accounts.service) finds this key. Either way it cannot slip through.
+  const status = await accountStatus(ctx);
+  if (status !== "active") {
+    await keyGuard(ctx.env, created.row.id).block(status === "suspended" ? "suspended" : "revoked");
+    throw notActive(status);
+  }
   return created;
+}
+
+async function accountStatus(ctx: ServiceContext): Promise<string> {
+  const row = await ctx.db
+    .select({ status: accounts.status })
+    .from(accounts)
+    .where(eq(accounts.id, ctx.accountId))
+    .get();
+  return row?.status ?? "deleted";
+}
+
+function notActive(status: string) {
+  return status === "suspended"
+    ? new Forbidden("account_suspended", "This account is suspended.")
+    : new Conflict("account_not_active", `This account is ${status}; keys are issued only to active accounts.`, {
+        status,
+      });
+}
+
+/** Keys are created only for an active account (D1 is the authority, not the caller's cached row). */
+async function assertAccountActive(ctx: ServiceContext): Promise<void> {
+  const status = await accountStatus(ctx);
+  if (status !== "active") throw notActive(status);
 }
 
 /** Newest-first page of the account's keys (revoked ones included, marked). */

@@ -89,12 +89,29 @@ async function verifyUncached(
   for (const candidate of candidates) {
     authStats.argon2Verifications++;
     if (await verifySecret(token, candidate.key.keyHash)) {
+      // A cached row of a non-active account proves only that the hash matched: its status is
+      // read from D1 on every hit (refreshStatus), never trusted from the cache. Only an active
+      // account's row is served from memory, with the guard object carrying any change since.
       if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value as string);
       verified.set(digest, { ...candidate, expiresAtMs: now + CACHE_TTL_MS });
       return { ok: true, ...candidate };
     }
   }
   return { ok: false, reason: "mismatch" };
+}
+
+/**
+ * A cache hit of a key whose account was not active when it was verified: the account's status
+ * now, from D1 (no hashing). An account reactivated since is served again at once; a suspended
+ * or closed one is refused on every request, however often the key is presented.
+ */
+export async function refreshStatus(db: Db, digest: string, hit: VerifiedKey): Promise<VerifiedKey> {
+  if (hit.account.status === "active") return hit;
+  const account = await db.select().from(accounts).where(eq(accounts.id, hit.account.id)).get();
+  if (!account) return hit;
+  const entry = verified.get(digest);
+  if (entry) entry.account = account;
+  return { key: hit.key, account };
 }
 
 /** Forgets a cached verification (a key found blocked). */

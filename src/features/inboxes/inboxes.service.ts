@@ -1,10 +1,10 @@
 import type { z } from "@hono/zod-openapi";
-import { and, count, desc, eq, lt, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
-import { isUniqueViolation } from "../../db/errors";
+import { isLimitReached, isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { abortIfOver, inList } from "../../db/sql";
 import { notifyInboxEnabled } from "../../durable-objects/inbox-counter.client";
 import type { ServiceContext } from "../../lib/context";
 import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
@@ -91,12 +91,13 @@ export async function createInbox(
     );
   }
   const limits = tierLimits(config(ctx.env).tiers, account.tier);
-  const existing = await ctx.db.select({ n: count() }).from(inboxes).where(eq(inboxes.accountId, ctx.accountId)).get();
-  if ((existing?.n ?? 0) >= limits.max_inboxes) {
-    throw new Forbidden("inbox_limit_reached", `The ${account.tier} tier allows ${limits.max_inboxes} inboxes.`, {
+  const limitReached = () =>
+    new Forbidden("inbox_limit_reached", `The ${account.tier} tier allows ${limits.max_inboxes} inboxes.`, {
       max_inboxes: limits.max_inboxes,
     });
-  }
+  // The early check answers the common case cheaply; the guard in the batch makes it exact.
+  const existing = await ctx.db.select({ n: count() }).from(inboxes).where(eq(inboxes.accountId, ctx.accountId)).get();
+  if ((existing?.n ?? 0) >= limits.max_inboxes) throw limitReached();
   const row = custom
     ? newCustomInbox(account, custom, input, ctx.now())
     : newSharedInbox(account, mailDomain, input, ctx.now());
@@ -104,7 +105,16 @@ export async function createInbox(
   try {
     await commitWithAudit(
       ctx,
-      [ctx.db.insert(inboxes).values(row), event.statement],
+      [
+        ctx.db.insert(inboxes).values(row),
+        abortIfOver(
+          ctx.db,
+          "inboxes",
+          sql`SELECT count(*) FROM ${inboxes} WHERE ${inboxes.accountId} = ${ctx.accountId}`,
+          limits.max_inboxes,
+        ),
+        event.statement,
+      ],
       [
         {
           action: "inbox.created",
@@ -115,6 +125,7 @@ export async function createInbox(
       ],
     );
   } catch (err) {
+    if (isLimitReached(err)) throw limitReached();
     if (isUniqueViolation(err, "inboxes.address")) {
       throw new Conflict("address_taken", `The address ${row.address} is already taken.`, { address: row.address });
     }

@@ -1,6 +1,6 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { config } from "../../config";
-import { type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
+import { accounts, type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
@@ -77,6 +77,21 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
   const attempt = message.attempts;
 
   const inbox = (await db.select().from(inboxes).where(eq(inboxes.id, message.inboxId)).get()) as InboxRow;
+  // Suspending (or closing) an account must stop its queued mail too, not only new sends.
+  const account = await db
+    .select({ status: accounts.status })
+    .from(accounts)
+    .where(eq(accounts.id, message.accountId))
+    .get();
+  if (account?.status !== "active") {
+    const status = account?.status ?? "deleted";
+    return fail(
+      ctx,
+      message,
+      status === "suspended" ? "account_suspended" : "account_closed",
+      `The account was ${status === "suspended" ? "suspended" : "closed"} before the message left.`,
+    );
+  }
   if (inbox.status !== "active") {
     return fail(
       ctx,

@@ -293,14 +293,39 @@ export async function getReputationWithHeaders(ctx: ServiceContext, inboxId: str
   return { data, headers: headersOf(figures) };
 }
 
-/** The warning headers of API.md for an inbox of the caller's account, or none. */
+/**
+ * Inbox ids known to belong to an account, per isolate. An inbox never changes account, so a
+ * positive answer stays true; only positives are kept (an unknown id is asked about each time).
+ */
+const owners = new Map<string, string>();
+const OWNERS_MAX = 10_000;
+
+/** Whether the inbox is the account's, from D1 (or this isolate's memory of an earlier yes). */
+async function ownsInbox(ctx: ServiceContext, inboxId: string): Promise<boolean> {
+  if (owners.get(inboxId) === ctx.accountId) return true;
+  const row = await ctx.db
+    .select({ id: inboxes.id })
+    .from(inboxes)
+    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
+    .get();
+  if (!row) return false;
+  if (owners.size >= OWNERS_MAX) owners.clear();
+  owners.set(inboxId, ctx.accountId);
+  return true;
+}
+
+/**
+ * The warning headers of API.md for an inbox of the caller's account, or none. Ownership is
+ * confirmed first: an inbox id in a URL is the caller's word, and asking the counter for an id
+ * nobody owns would address (and could create) a Durable Object for it.
+ */
 export async function warningHeaders(
-  env: ServiceContext["env"],
-  accountId: string,
+  ctx: ServiceContext,
   inboxId: string,
   now: number,
 ): Promise<Record<string, string> | null> {
-  return headersOf(await cachedSnapshot(env, accountId, inboxId, now));
+  if (!(await ownsInbox(ctx, inboxId))) return null;
+  return headersOf(await cachedSnapshot(ctx.env, ctx.accountId, inboxId, now));
 }
 
 function headersOf(figures: ReputationFigures | null): Record<string, string> | null {

@@ -8,7 +8,7 @@ export const domainTools = [
   defineTool({
     name: "add_domain",
     title: "Add a sending domain",
-    description: `Adds a custom sending domain to the account and generates its DKIM key (selector "default"). Returns the domain in status pending with dns_records: the SPF, DKIM, DMARC and MX records to publish at the domain's DNS host; then call verify_domain. A domain verified by another account is domain_taken (409). Keys restricted to inboxes cannot manage domains. ${IDEMPOTENCY_NOTE}`,
+    description: `Adds a custom sending domain to the account and generates its DKIM key (selector "default"). Returns the domain in status pending with dns_records: the SPF, DKIM, DMARC and MX records to publish at the domain's DNS host; then call verify_domain. A domain another account holds verified can be added, and taken over only by verifying it with this account's own DKIM record published (a fresh proof releases the stale claim). Keys restricted to inboxes cannot manage domains. ${IDEMPOTENCY_NOTE}`,
     scope: "manage",
     input: CreateDomainInput.safeExtend({ idempotency_key: IdempotencyKeyArg }),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },

@@ -25,7 +25,7 @@ domainRoutes.openapi(
     data: DomainWire,
     status: 201,
     idempotent: true,
-    errors: { 409: "The domain is already yours, or verified by another account" },
+    errors: { 409: "The domain is already one of yours" },
   }),
   async (c) => {
     requireScope(c, "manage");

@@ -39,7 +39,8 @@ export async function addDomain(ctx: ServiceContext, input: { domain: string }):
     .where(and(eq(domains.accountId, ctx.accountId), eq(domains.domain, domain)))
     .get();
   if (mine) throw new Conflict("domain_exists", `${domain} is already one of your domains.`, { id: mine.id });
-  await assertNotClaimed(ctx, domain);
+  // Another account holding it verified does not stop the add: that claim may be stale (the
+  // domain changed hands). Only a fresh DNS proof with this row's own DKIM key can take it over.
 
   const now = ctx.now();
   const id = newId("dom", now);
@@ -83,16 +84,49 @@ export async function addDomain(ctx: ServiceContext, input: { domain: string }):
   return row;
 }
 
-/** 409 when another account already holds the domain verified (a domain sends for one account only). */
-async function assertNotClaimed(ctx: ServiceContext, domain: string): Promise<void> {
-  const other = await ctx.db
-    .select({ id: domains.id })
+/** Another account's verified claim on the domain, if any. */
+async function claimOf(ctx: ServiceContext, domain: string): Promise<{ id: string; accountId: string } | undefined> {
+  return ctx.db
+    .select({ id: domains.id, accountId: domains.accountId })
     .from(domains)
     .where(and(eq(domains.domain, domain), eq(domains.status, "verified"), ne(domains.accountId, ctx.accountId)))
     .get();
-  if (other) {
-    throw new Conflict("domain_taken", `${domain} is already verified by another account.`, { domain });
-  }
+}
+
+/**
+ * The statements and audit entry that release a verified claim (back to pending, DKIM unproven):
+ * its inboxes stop receiving and it stops sending, because both require a verified domain.
+ */
+function releaseStatements(
+  ctx: ServiceContext,
+  claim: { id: string; accountId: string; domain: string },
+  reason: "account_closed" | "fresh_proof_by_another_account",
+) {
+  const now = ctx.now();
+  return {
+    statement: ctx.db
+      .update(domains)
+      .set({ status: "pending", dkimVerified: false, verifiedAt: null, updatedAt: now })
+      .where(and(eq(domains.id, claim.id), eq(domains.accountId, claim.accountId), eq(domains.status, "verified"))),
+    entry: {
+      action: "domain.released",
+      accountId: claim.accountId,
+      target: { type: "domain", id: claim.id },
+      inboxId: null,
+      metadata: { domain: claim.domain, reason },
+    },
+  };
+}
+
+/** Account close: the statements and audit entries that release every domain it holds verified. */
+export async function domainReleasesOnClose(ctx: ServiceContext) {
+  const held = await ctx.db
+    .select({ id: domains.id, accountId: domains.accountId, domain: domains.domain })
+    .from(domains)
+    .where(and(eq(domains.accountId, ctx.accountId), eq(domains.status, "verified")))
+    .all();
+  const releases = held.map((d) => releaseStatements(ctx, d, "account_closed"));
+  return { statements: releases.map((r) => r.statement), entries: releases.map((r) => r.entry) };
 }
 
 /** Newest-first page of the account's domains. */
@@ -173,7 +207,13 @@ export async function verifyDomain(ctx: ServiceContext, domainId: string): Promi
   };
   const passes = flags.spfVerified && flags.dkimVerified && flags.dmarcVerified;
   const becomesVerified = passes && row.status !== "verified";
-  if (becomesVerified) await assertNotClaimed(ctx, row.domain);
+  // A fresh proof wins over a stale claim: DKIM passed with this row's own key at the one
+  // selector every account uses, so that record now names this account, and the holder's
+  // key no longer verifies. The holder is released in the same batch, audited on both sides.
+  const stale = becomesVerified ? await claimOf(ctx, row.domain) : undefined;
+  const release = stale
+    ? releaseStatements(ctx, { ...stale, domain: row.domain }, "fresh_proof_by_another_account")
+    : null;
   const now = ctx.now();
   const next: DomainRow = {
     ...row,
@@ -195,6 +235,7 @@ export async function verifyDomain(ctx: ServiceContext, domainId: string): Promi
     await commitWithAudit(
       ctx,
       [
+        ...(release ? [release.statement] : []),
         ctx.db
           .update(domains)
           .set({
@@ -218,8 +259,10 @@ export async function verifyDomain(ctx: ServiceContext, domainId: string): Promi
             ...wireFlags(next),
             problems,
             event_id: event?.id ?? null,
+            ...(release ? { replaced_stale_claim: true } : {}),
           },
         },
+        ...(release ? [release.entry] : []),
       ],
     );
   } catch (err) {

@@ -1,11 +1,13 @@
 import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config, partialConfig } from "../../config";
-import { events, webhookDeliveries, webhookDispatches, webhookEndpoints } from "../../db/schema";
+import { accounts, events, webhookDeliveries, webhookDispatches, webhookEndpoints } from "../../db/schema";
+import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { Bindings } from "../../env";
 import { type BaseContext, forAccount } from "../../lib/context";
 import { dnsResolver } from "../../lib/dns";
 import { newId } from "../../lib/ids";
+import { tierLimits } from "../../lib/tiers";
 import { commitWithAudit } from "../audit/audit.service";
 import { toEventWire } from "../events/events.service";
 import { openSecret, signatureHeaders } from "./signing";
@@ -35,6 +37,13 @@ export function parseRetryAfter(value: string | null, now: number): number | nul
   return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
+/** One slot of the account's webhook delivery budget (tier `webhook_deliveries_per_minute`). */
+async function deliveryBudget(base: BaseContext, accountId: string, now: number) {
+  const account = await base.db.select({ tier: accounts.tier }).from(accounts).where(eq(accounts.id, accountId)).get();
+  const limit = tierLimits(config(base.env).tiers, account?.tier ?? "sandbox").webhook_deliveries_per_minute;
+  return rateLimiter(base.env, `webhooks:${accountId}`).hit({ limit, windowMs: 60_000 }, now);
+}
+
 /** What the queue should do with the message that carried this dispatch. */
 export type DispatchOutcome = { done: true } | { done: false; retryInSeconds: number };
 
@@ -59,6 +68,10 @@ export async function attemptDispatch(base: BaseContext, dispatchId: string): Pr
   if (dispatch.nextAttemptAt > now + 1000) {
     return { done: false, retryInSeconds: Math.ceil((dispatch.nextAttemptAt - now) / 1000) };
   }
+  // Per-account budget of attempts per minute: over it, the dispatch waits without using up an
+  // attempt, so one account's fan-out cannot flood a target or crowd out other tenants' queue.
+  const budget = await deliveryBudget(base, dispatch.accountId, now);
+  if (!budget.allowed) return { done: false, retryInSeconds: Math.max(1, Math.ceil(budget.retryAfterMs / 1000)) };
   const limitMs = timeoutMs(env);
   const leaseUntil = now + limitMs + 30_000;
   const claimed = await db
@@ -192,7 +205,13 @@ async function send(
 ): Promise<AttemptResult> {
   const started = Date.now();
   const elapsed = () => Date.now() - started;
-  const verdict = await checkWebhookUrl(url, { allowLocal: allowLocalWebhooks(env), resolver: dnsResolver() });
+  // Resolved again now, bypassing the DNS cache: a host that answered with a public address
+  // when it was saved (or minutes ago) may answer with a private one at delivery (rebinding).
+  const verdict = await checkWebhookUrl(url, {
+    allowLocal: allowLocalWebhooks(env),
+    resolver: dnsResolver(),
+    fresh: true,
+  });
   if (!verdict.ok) {
     return {
       statusCode: null,
@@ -224,8 +243,9 @@ async function send(
       redirect: "manual",
       signal: AbortSignal.timeout(limitMs),
     });
-    // Read (a little of) the body so the connection is released, and to explain a failure.
-    const text = (await res.text().catch(() => "")).slice(0, ERROR_TEXT_LIMIT);
+    // Read at most what is kept of the body (to explain a failure), then cancel: a receiver that
+    // streams for the whole timeout cannot make this hold more than a few bytes.
+    const text = await readPrefix(res, ERROR_TEXT_LIMIT);
     const durationMs = elapsed();
     if (res.status >= 200 && res.status < 300) {
       return { statusCode: res.status, error: null, durationMs, retryAfterSeconds: null };
@@ -254,4 +274,32 @@ async function send(
         : `request failed: ${String((err as Error)?.message ?? err).slice(0, ERROR_TEXT_LIMIT)}`;
     return { statusCode: null, error, durationMs, retryAfterSeconds: null };
   }
+}
+
+/** The first `limit` bytes of a response body as text; the rest is never read (the stream is cancelled). */
+export async function readPrefix(res: Response, limit: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const part = value.byteLength > limit - size ? value.subarray(0, limit - size) : value;
+      chunks.push(part);
+      size += part.byteLength;
+    }
+  } catch {
+    // A body that fails mid-read explains no more than what arrived.
+  } finally {
+    reader.cancel().catch(() => undefined);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
 }

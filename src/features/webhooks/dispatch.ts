@@ -6,6 +6,7 @@ import type { Bindings } from "../../env";
 import { type BaseContext, systemContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import type { WebhookJob } from "../../lib/jobs";
+import { log } from "../../lib/log";
 
 /**
  * Fan-out: which endpoints get which events, and the queue messages that carry dispatch ids
@@ -127,6 +128,9 @@ export async function fanOut(base: BaseContext, eventIds: string[]): Promise<voi
 const UNDISPATCHED_GRACE_MS = 60_000;
 /** A pending dispatch this far past its due time lost its queue message (dead-lettered, dropped). */
 const STUCK_DISPATCH_MS = 10 * 60_000;
+/** Accounts, and missed events of each, one sweep run fans out (bounded work per cron tick). */
+const SWEEP_ACCOUNTS = 50;
+const SWEEP_EVENTS_PER_ACCOUNT = 50;
 
 /**
  * The cron sweep that makes delivery survive crashes: fans out events whose producer never
@@ -136,18 +140,38 @@ const STUCK_DISPATCH_MS = 10 * 60_000;
 export async function sweepWebhooks(base: BaseContext): Promise<{ events: number; dispatches: number }> {
   const { db, env } = base;
   const now = base.now();
-  const missed = await db
-    .select({ id: events.id })
+  const overdue = and(isNull(events.dispatchedAt), lt(events.createdAt, now - UNDISPATCHED_GRACE_MS));
+  // Account by account, each in its own try: one account whose fan-out keeps failing (or whose
+  // backlog is large) neither aborts the sweep nor takes the places of other tenants' events.
+  const owners = await db
+    .selectDistinct({ accountId: events.accountId })
     .from(events)
-    .where(and(isNull(events.dispatchedAt), lt(events.createdAt, now - UNDISPATCHED_GRACE_MS)))
-    .limit(500)
+    .where(overdue)
+    .limit(SWEEP_ACCOUNTS)
     .all();
-  for (let i = 0; i < missed.length; i += 50) {
-    // Written with the real clock: `now` only decides what counts as missed or stuck.
-    await fanOut(
-      systemContext(env),
-      missed.slice(i, i + 50).map((e) => e.id),
-    );
+  let swept = 0;
+  for (const { accountId } of owners) {
+    const missed = await db
+      .select({ id: events.id })
+      .from(events)
+      .where(and(overdue, eq(events.accountId, accountId)))
+      .orderBy(events.id)
+      .limit(SWEEP_EVENTS_PER_ACCOUNT)
+      .all();
+    try {
+      // Written with the real clock: `now` only decides what counts as missed or stuck.
+      await fanOut(
+        systemContext(env),
+        missed.map((e) => e.id),
+      );
+      swept += missed.length;
+    } catch (err) {
+      log.error("webhook sweep: fan-out failed for one account; continuing with the others", {
+        account_id: accountId,
+        events: missed.length,
+        error: String(err),
+      });
+    }
   }
   const stuck = await db
     .select({ id: webhookDispatches.id })
@@ -178,5 +202,5 @@ export async function sweepWebhooks(base: BaseContext): Promise<{ events: number
       )
       .run();
   }
-  return { events: missed.length, dispatches: stuck.length };
+  return { events: swept, dispatches: stuck.length };
 }

@@ -72,13 +72,17 @@ export function checkUrlSyntax(raw: string, allowLocal: boolean): UrlVerdict & {
  */
 export async function checkWebhookUrl(
   raw: string,
-  options: { allowLocal: boolean; resolver: Resolver },
+  options: { allowLocal: boolean; resolver: Resolver; fresh?: boolean },
 ): Promise<UrlVerdict> {
   const syntax = checkUrlSyntax(raw, options.allowLocal);
   if (!syntax.ok || syntax.local) return syntax;
   const host = syntax.url.hostname.toLowerCase().replace(/\.$/, "");
   if (host.startsWith("[") || parseIpv4(host)) return syntax;
-  const answers = await Promise.all([options.resolver.resolve(host, "A"), options.resolver.resolve(host, "AAAA")]);
+  const lookup = options.fresh ? { fresh: true } : undefined;
+  const answers = await Promise.all([
+    options.resolver.resolve(host, "A", lookup),
+    options.resolver.resolve(host, "AAAA", lookup),
+  ]);
   const addresses = answers.flatMap((a) => (a.status === "ok" ? a.records : []));
   const bad = addresses.find((ip) => !(ip.includes(":") ? isPublicIpv6(ip) : isPublicIpv4(ip)));
   if (bad) return { ok: false, reason: `The host ${host} resolves to ${bad}, which is not a public address.` };

@@ -44,10 +44,11 @@ webhookRoutes.openapi(
     tags,
     summary: "Create a webhook endpoint (the secret is shown once; a webhook.test event follows)",
     description:
-      "`url` must be https and must not be, or resolve to, a private, loopback, link-local, CGNAT or metadata address. `events` lists event types, `*` for all (the default). `inbox_id` limits it to one inbox's events.",
+      "`url` must be https and must not be, or resolve to, a private, loopback, link-local, CGNAT or metadata address. `events` lists event types, `*` for all (the default). `inbox_id` limits it to one inbox's events. *(new)* Endpoints are capped per account by tier (sandbox 10; the account's `limits.max_webhooks`).",
     data: WebhookWithSecretWire,
     status: 201,
     idempotent: true,
+    errors: { 403: "`webhook_limit_reached`: the tier's endpoint cap is reached (or the key lacks the scope)" },
   }),
   async (c) => {
     requireScope(c, "manage");

@@ -1,19 +1,23 @@
 import type { z } from "@hono/zod-openapi";
-import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, isNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { config } from "../../config";
+import { isLimitReached } from "../../db/errors";
 import {
+  accounts,
   type WebhookDeliveryRow,
   type WebhookEndpointRow,
   webhookDeliveries,
   webhookDispatches,
   webhookEndpoints,
 } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { abortIfOver, inList } from "../../db/sql";
 import type { ServiceContext } from "../../lib/context";
 import { dnsResolver } from "../../lib/dns";
 import { Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
+import { tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, getEvent, publishEvents } from "../events/events.service";
@@ -97,6 +101,20 @@ export async function createWebhook(
 ): Promise<{ row: WebhookEndpointRow; secret: string }> {
   const inboxId = input.inbox_id ?? null;
   await checkInboxFilter(ctx, inboxId);
+  // Every endpoint turns each event into one more signed request: capped per tier, so an
+  // account cannot point thousands of endpoints at a victim. Deleted endpoints do not count.
+  const account = await ctx.db
+    .select({ tier: accounts.tier })
+    .from(accounts)
+    .where(eq(accounts.id, ctx.accountId))
+    .get();
+  const tier = account?.tier ?? "sandbox";
+  const max = tierLimits(config(ctx.env).tiers, tier).max_webhooks;
+  const limitReached = () =>
+    new Forbidden("webhook_limit_reached", `The ${tier} tier allows ${max} webhook endpoints.`, { max_webhooks: max });
+  const live = and(eq(webhookEndpoints.accountId, ctx.accountId), isNull(webhookEndpoints.deletedAt));
+  const existing = await ctx.db.select({ n: count() }).from(webhookEndpoints).where(live).get();
+  if ((existing?.n ?? 0) >= max) throw limitReached();
   const url = await assertWebhookUrl(ctx, input.url);
   const secret = newSecret();
   const now = ctx.now();
@@ -117,18 +135,29 @@ export async function createWebhook(
     deletedAt: null,
   };
   const test = testStatements(ctx, row, "created");
-  await commitWithAudit(
-    ctx,
-    [ctx.db.insert(webhookEndpoints).values(row), ...test.statements],
-    [
-      {
-        action: "webhook.created",
-        target: { type: "webhook", id: row.id },
-        inboxId,
-        metadata: { url, events: row.events, inbox_id: inboxId, test_event_id: test.eventId },
-      },
-    ],
+  const guard = abortIfOver(
+    ctx.db,
+    "webhook_endpoints",
+    sql`SELECT count(*) FROM ${webhookEndpoints} WHERE ${live}`,
+    max,
   );
+  try {
+    await commitWithAudit(
+      ctx,
+      [ctx.db.insert(webhookEndpoints).values(row), guard, ...test.statements],
+      [
+        {
+          action: "webhook.created",
+          target: { type: "webhook", id: row.id },
+          inboxId,
+          metadata: { url, events: row.events, inbox_id: inboxId, test_event_id: test.eventId },
+        },
+      ],
+    );
+  } catch (err) {
+    if (isLimitReached(err)) throw limitReached();
+    throw err;
+  }
   await publishEvents(ctx.env, [test.eventId]);
   return { row, secret };
 }
