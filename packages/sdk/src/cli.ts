@@ -53,7 +53,8 @@ function client(): Mailbot {
   const config = readConfig();
   const apiKey = process.env.MAILBOT_API_KEY || config.api_key;
   const baseUrl = process.env.MAILBOT_BASE_URL || config.base_url;
-  if (!apiKey) throw new UsageError("not logged in: run `mailbot login --base-url URL --key KEY` or set MAILBOT_API_KEY");
+  if (!apiKey)
+    throw new UsageError("not logged in: run `mailbot login --base-url URL --key KEY` or set MAILBOT_API_KEY");
   return new Mailbot({ apiKey, baseUrl });
 }
 
@@ -178,7 +179,14 @@ async function main(argv: string[]): Promise<number> {
       const mb = client();
       const account = await mb.account.retrieve();
       if (json) print(account);
-      else print({ id: account.id, name: account.name, email: account.email, tier: account.tier, base_url: mb.http.baseUrl });
+      else
+        print({
+          id: account.id,
+          name: account.name,
+          email: account.email,
+          tier: account.tier,
+          base_url: mb.http.baseUrl,
+        });
       return 0;
     }
     case "inboxes": {

@@ -161,7 +161,11 @@ export class MessagesResource extends Resource {
   ): Promise<Message> {
     return this.patch(`/v1/inboxes/${enc(inboxId)}/messages/${enc(messageId)}`, body, o);
   }
-  reply(messageId: string, body: BodyOf<"/v1/messages/{message_id}/reply", "post">, o?: CreateOptions): Promise<Message> {
+  reply(
+    messageId: string,
+    body: BodyOf<"/v1/messages/{message_id}/reply", "post">,
+    o?: CreateOptions,
+  ): Promise<Message> {
     return this.createIn(`/v1/messages/${enc(messageId)}/reply`, body, o);
   }
   forward(

@@ -19,19 +19,18 @@ type Success<O> = O extends { responses: infer R }
   : never;
 
 /** The query parameters of an operation. */
-export type QueryOf<P extends keyof paths, M extends Method> = Op<P, M> extends { parameters: { query?: infer Q } }
-  ? NonNullable<Q>
-  : never;
+export type QueryOf<P extends keyof paths, M extends Method> =
+  Op<P, M> extends { parameters: { query?: infer Q } } ? NonNullable<Q> : never;
 /** The JSON request body of an operation. */
-export type BodyOf<P extends keyof paths, M extends Method> = Op<P, M> extends {
-  requestBody?: { content: { "application/json": infer B } };
-}
-  ? B
-  : never;
+export type BodyOf<P extends keyof paths, M extends Method> =
+  Op<P, M> extends {
+    requestBody?: { content: { "application/json": infer B } };
+  }
+    ? B
+    : never;
 /** The `data` of an operation's success response. */
-export type DataOf<P extends keyof paths, M extends Method> = JsonOf<Success<Op<P, M>>> extends { data: infer D }
-  ? D
-  : never;
+export type DataOf<P extends keyof paths, M extends Method> =
+  JsonOf<Success<Op<P, M>>> extends { data: infer D } ? D : never;
 /** One item of a list operation's `data`. */
 export type ItemOf<P extends keyof paths, M extends Method> = DataOf<P, M> extends (infer T)[] ? T : never;
 

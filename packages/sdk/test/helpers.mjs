@@ -3,8 +3,8 @@
 import { createServer } from "node:http";
 import { startDevWorker } from "../scripts/dev-worker.mjs";
 
-export { deliver } from "../../../scripts/mail-receive.mjs";
 export { startReceiver } from "../../../examples/webhooks/receiver.mjs";
+export { deliver } from "../../../scripts/mail-receive.mjs";
 
 /** Generous request limits: the tests are about the client, not the server's rate limiter. */
 export const TEST_OVERRIDES = {
@@ -15,7 +15,10 @@ export async function startWorker(label) {
   return startDevWorker({ label, overrides: TEST_OVERRIDES });
 }
 
-export async function register(base, email = `dev-${Date.now()}-${Math.random().toString(36).slice(2, 8)}@example.com`) {
+export async function register(
+  base,
+  email = `dev-${Date.now()}-${Math.random().toString(36).slice(2, 8)}@example.com`,
+) {
   const res = await fetch(`${base}/v1/auth/register`, {
     method: "POST",
     headers: { "content-type": "application/json" },

@@ -182,11 +182,20 @@ describe("resources, happy paths", () => {
     const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const body = '{"id":"evt_1","type":"message.received"}';
     const ts = String(Math.floor(Date.now() / 1000));
-    const std = createHmac("sha256", Buffer.from(secret.slice(6), "base64")).update(`evt_1.${ts}.${body}`).digest("base64");
+    const std = createHmac("sha256", Buffer.from(secret.slice(6), "base64"))
+      .update(`evt_1.${ts}.${body}`)
+      .digest("base64");
     const ours = createHmac("sha256", secret).update(`${ts}.${body}`).digest("hex");
     const rotating = { "webhook-id": "evt_1", "webhook-timestamp": ts, "webhook-signature": `v1,bm9wZQ== v1,${std}` };
     assert.equal(await verifyWebhook(rotating, body, secret), true);
-    assert.equal(await verifyWebhook(new Headers({ "X-Mailbot-Timestamp": ts, "X-Mailbot-Signature": `sha256=${ours}` }), body, secret), true);
+    assert.equal(
+      await verifyWebhook(
+        new Headers({ "X-Mailbot-Timestamp": ts, "X-Mailbot-Signature": `sha256=${ours}` }),
+        body,
+        secret,
+      ),
+      true,
+    );
     assert.equal(await verifyWebhook(rotating, body, secret, { now: Date.now() + 600_000 }), false);
   });
 
@@ -245,8 +254,13 @@ describe("retries", () => {
       if (req.method !== "POST") return undefined;
       n++;
       if (n === 1)
-        return { status: 429, headers: { "retry-after": "1" }, body: { error: { code: "rate_limited", message: "slow down", request_id: "req_a" } } };
-      if (n === 2) return { status: 503, body: { error: { code: "unavailable", message: "later", request_id: "req_b" } } };
+        return {
+          status: 429,
+          headers: { "retry-after": "1" },
+          body: { error: { code: "rate_limited", message: "slow down", request_id: "req_a" } },
+        };
+      if (n === 2)
+        return { status: 503, body: { error: { code: "unavailable", message: "later", request_id: "req_b" } } };
       return undefined;
     };
     const created = await client.inboxes.create({ username: "retried" });
@@ -264,9 +278,15 @@ describe("retries", () => {
     proxy.requests.length = 0;
     proxy.script = (req) =>
       req.method === "POST"
-        ? { status: 429, headers: { "retry-after": "1" }, body: { error: { code: "send_limit_exceeded", message: "limit", request_id: "req_c" } } }
+        ? {
+            status: 429,
+            headers: { "retry-after": "1" },
+            body: { error: { code: "send_limit_exceeded", message: "limit", request_id: "req_c" } },
+          }
         : undefined;
-    const err = await client.messages.send(inboxId, { to: ["x@example.org"], subject: "s", body_text: "t" }).catch((e) => e);
+    const err = await client.messages
+      .send(inboxId, { to: ["x@example.org"], subject: "s", body_text: "t" })
+      .catch((e) => e);
     assert.ok(err instanceof RateLimitError);
     assert.equal(err.code, "send_limit_exceeded");
     assert.equal(err.retryAfterSeconds, 1);
