@@ -208,8 +208,11 @@ describe("resources, happy paths", () => {
     assert.ok(newer.length >= 1 && newer.every((e) => e.id !== first.id));
     const receiver = await startReceiver({ port: 0 });
     try {
-      const replay = await mb.events.replay(first.id, { target_url: `${receiver.url}/replayed` });
+      const hook = await mb.webhooks.create({ url: `${receiver.url}/replayed` });
+      const replay = await mb.events.replay(first.id, { webhook_id: hook.id });
       assert.equal(replay.event_id, first.id);
+      assert.deepEqual(replay.webhook_ids, [hook.id]);
+      await mb.webhooks.delete(hook.id);
     } finally {
       await receiver.close();
     }
