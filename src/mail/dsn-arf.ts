@@ -1,6 +1,7 @@
 import { bareAddress } from "./address";
 import type { ParsedMail } from "./parse";
 import { normalizeMessageId, rawHeaderPairs, toBytes } from "./parse";
+import { isMailboxStatus } from "./status-codes";
 
 /**
  * Delivery status notifications (RFC 3464) and abuse feedback reports (RFC 5965), read from a
@@ -87,9 +88,11 @@ function dsnFinding(fields: Map<string, string[]>): ReportFinding[] {
   }
   if (action === "delayed") return [{ kind: "delay", bounceType: "soft", ...base }];
   if (action !== "failed") return [];
-  // A failure is permanent (hard) unless its status or SMTP reply says it is transient (4xx).
+  // A failure is permanent (hard) unless its status or SMTP reply says it is transient (4xx), or
+  // its status is not about the mailbox (RFC 3463: 5.7.x policy, 5.4.x routing, 5.3.x system,
+  // 5.6.x content): those say nothing about the recipient and count as soft.
   const smtpCode = /\b([245])\d\d\b/.exec(diagnostic ?? "")?.[1];
-  const transient = status ? status.startsWith("4") : smtpCode === "4";
+  const transient = status ? status.startsWith("4") || !isMailboxStatus(status) : smtpCode === "4";
   return [{ kind: "bounce", bounceType: transient ? "soft" : "hard", ...base }];
 }
 
