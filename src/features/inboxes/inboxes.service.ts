@@ -266,9 +266,11 @@ async function setInboxStatus(
   const current = await getInbox(ctx, inboxId);
   const status = reason === null ? "active" : "disabled";
   if (current.status === status && current.disabledReason === reason) {
-    // Already active in D1, but a previous enable may have failed to reach the counter after
-    // its commit: tell it again (idempotent), so the next input over a threshold disables again.
-    if (reason === null) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
+    // Already active in D1, but a previous operator enable may have failed to reach the counter
+    // after its commit: an operator telling it again repairs that (idempotent). The account may
+    // not: a counter that remembers a disable D1 lacks is a rate disable whose D1 write was lost,
+    // and clearing it would let sends through until the next input.
+    if (reason === null && auditExtra.operator_review) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
     return current;
   }
   const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
