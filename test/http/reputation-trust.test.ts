@@ -120,6 +120,19 @@ describe("forged reports move nothing", () => {
         recipient: victim,
       });
     }
+    // Shown through the API, with why they were not believed.
+    const listed = await call("GET", `/v1/inboxes/${a.inbox.id}/reports?verified=false`, { key: a.key });
+    expect(listed.status, listed.text).toBe(200);
+    expect(listed.body.data).toHaveLength(3);
+    expect(listed.body.data[0]).toMatchObject({
+      kind: "complaint",
+      verified: false,
+      unverified_reason: "not_feedback_loop_source",
+      message_id: null,
+      recipient: victim,
+    });
+    const foreign = await createAccount("forged-arf-other");
+    expectError(await call("GET", `/v1/inboxes/${a.inbox.id}/reports`, { key: foreign.key }), 404, "not_found");
     expect((await messageRow(out.id))?.complained_at).toBeNull();
     expect(await snapshot(a.inbox.id)).toMatchObject({ sent: 100, complained: 0 });
     expect(await suppressed(a.account.id)).toBe(0);

@@ -1,21 +1,24 @@
 import type { z } from "@hono/zod-openapi";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
-import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import { type DeliveryReportRow, deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
+import type { Page } from "../../lib/pagination";
+import { iso } from "../../lib/time";
 import { bareAddress } from "../../mail/address";
 import type { DeliveryReport, ReportFinding } from "../../mail/dsn-arf";
 import { feedbackLoopSource } from "../../mail/report-auth";
 import { isMailboxStatus } from "../../mail/status-codes";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { getInbox } from "../inboxes/inboxes.service";
 import { applySignals, type ReputationSignal, signalOf, suppressionStatement } from "../reputation/reputation.service";
 import { parseBounceTag, recipientOfToken } from "./bounce-address";
-import type { RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
+import type { DeliveryReportWire, RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
 
 /** Our outbound message a report is about. */
 interface LinkedMessage {
@@ -460,4 +463,44 @@ export async function recordRelayEvents(
     results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
   }
   return { received: results.length, results };
+}
+
+/** `GET /v1/inboxes/:inbox_id/reports`: the inbox's delivery reports, newest first, verified or not. */
+export async function listReports(
+  ctx: ServiceContext,
+  inboxId: string,
+  filters: { verified?: boolean | undefined },
+  page: Page,
+): Promise<DeliveryReportRow[]> {
+  const inbox = await getInbox(ctx, inboxId);
+  const where: SQL[] = [eq(deliveryReports.accountId, ctx.accountId), eq(deliveryReports.inboxId, inbox.id)];
+  if (filters.verified !== undefined) where.push(eq(deliveryReports.verified, filters.verified));
+  if (page.before) where.push(lt(deliveryReports.id, page.before));
+  return ctx.db
+    .select()
+    .from(deliveryReports)
+    .where(and(...where))
+    .orderBy(desc(deliveryReports.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+export function toReportWire(row: DeliveryReportRow): z.infer<typeof DeliveryReportWire> {
+  return {
+    id: row.id,
+    inbox_id: row.inboxId,
+    message_id: row.originalMessageId,
+    report_message_id: row.reportMessageId,
+    original_rfc_message_id: row.originalRfcMessageId,
+    source: row.source,
+    kind: row.kind,
+    bounce_type: row.bounceType,
+    recipient: row.recipient,
+    status_code: row.statusCode,
+    diagnostic: row.diagnostic,
+    feedback_type: row.feedbackType,
+    verified: row.verified,
+    unverified_reason: row.unverifiedReason,
+    created_at: iso(row.createdAt),
+  };
 }
