@@ -22,7 +22,10 @@ export const RelayEvent = z
       .min(3)
       .max(320)
       .regex(/^[^@\s]+@[^@\s]+$/, "Must be an email address"),
-    bounce_type: z.enum(["hard", "soft"]).default("hard").openapi({ description: "Bounces only; hard is permanent" }),
+    bounce_type: z.enum(["hard", "soft"]).default("hard").openapi({
+      description:
+        "Bounces only; hard is permanent. A hard bounce whose `status_code` is not mailbox-level (RFC 3463 5.1.x, 5.2.0-5.2.2: e.g. 5.7.x policy, 5.4.x routing) is recorded as soft: it does not count or suppress",
+    }),
     status_code: z
       .string()
       .regex(/^[245]\.\d{1,3}\.\d{1,3}$/)
