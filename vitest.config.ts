@@ -30,6 +30,8 @@ export default defineConfig(async () => {
             MAIL_DOMAIN: "mailbot.test",
             ADMIN_TOKEN: "test-admin-token-0123456789",
             INBOUND_SECRET: "test-inbound-secret",
+            BOUNCE_SECRET: "test-bounce-secret",
+            FEEDBACK_LOOP_SOURCES: "fbl.example-isp.net",
             TRUSTED_AUTHSERV_IDS: "mx.cloudflare.net",
             // Generous limits so suites can run fast; the limit tests set their own tier.
             TIER_LIMITS: JSON.stringify({

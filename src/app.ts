@@ -5,6 +5,7 @@ import { accountRoutes, registrationRoutes } from "./features/accounts/accounts.
 import { adminRoutes } from "./features/accounts/admin.routes";
 import { apiKeyRoutes } from "./features/api-keys/api-keys.routes";
 import { auditRoutes } from "./features/audit/audit.routes";
+import { reportRoutes } from "./features/bounces/bounces.routes";
 import { relayEventRoutes } from "./features/bounces/relay-events.routes";
 import { eventRoutes } from "./features/events/events.routes";
 import { inboundRoutes } from "./features/inbound/inbound-relay.routes";
@@ -112,6 +113,7 @@ export function buildApp() {
   app.route("/v1", complianceRoutes);
   app.route("/", mcpRoutes);
   app.route("/v1", reputationRoutes);
+  app.route("/v1", reportRoutes);
   app.route("/v1", suppressionRoutes);
   app.route("/v1", usageRoutes);
   app.route("/", relayEventRoutes);

@@ -93,6 +93,8 @@ const Vars = z.object({
   SMTP_HELO_NAME: optionalText,
   /** Unset: the default; set but empty: nobody's Authentication-Results are believed. */
   TRUSTED_AUTHSERV_IDS: list.optional(),
+  /** Domains whose feedback reports count (DKIM-verified per a trusted Authentication-Results). */
+  FEEDBACK_LOOP_SOURCES: list.optional(),
   WEBHOOK_ALLOW_LOCAL: flag,
   WEBHOOK_TIMEOUT_MS: wholeNumber(1),
   /** Lenient on purpose: a schedule with a non-number or a negative delay falls back to the default. */
@@ -147,6 +149,8 @@ export interface Config {
   outboundTransport: "cloudflare" | "smtp" | "dev";
   smtp: SmtpConfig;
   trustedAuthservIds: string[];
+  /** FEEDBACK_LOOP_SOURCES: the domains an ARF complaint must be DKIM-signed by to count (default none). */
+  feedbackLoopSources: string[];
   /** WEBHOOK_ALLOW_LOCAL = "true", never in production. */
   webhookAllowLocal: boolean;
   webhookTimeoutMs: number;
@@ -210,6 +214,7 @@ export function partialConfig(env: Partial<Bindings>): PartialConfig {
       heloName: v.SMTP_HELO_NAME ?? v.MAIL_DOMAIN ?? "",
     },
     trustedAuthservIds: v.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS,
+    feedbackLoopSources: v.FEEDBACK_LOOP_SOURCES ?? [],
     webhookAllowLocal: !isProduction && v.WEBHOOK_ALLOW_LOCAL === "true",
     webhookTimeoutMs: v.WEBHOOK_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS,
     webhookRetryScheduleSeconds: v.WEBHOOK_RETRY_SCHEDULE,

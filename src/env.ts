@@ -33,11 +33,15 @@ export interface Bindings {
   WEBHOOK_TIMEOUT_MS?: string;
   /** Comma-separated delays in seconds before each webhook attempt (default 0,30,120,600,3600,21600). */
   WEBHOOK_RETRY_SCHEDULE?: string;
+  /** Comma-separated domains whose DKIM-signed feedback reports (ARF complaints) count. */
+  FEEDBACK_LOOP_SOURCES?: string;
   /** Pins /mcp to one account (single-tenant deployments): other accounts' keys get 403 `mcp_account_not_allowed`. */
   MCP_ACCOUNT_ID?: string;
 
   ADMIN_TOKEN?: string;
   INBOUND_SECRET?: string;
+  /** HMAC key of the per-recipient bounce addresses (VERP tokens); unset outside development: DSNs count for nobody. */
+  BOUNCE_SECRET?: string;
   SMTP_PASSWORD?: string;
   DKIM_ENCRYPTION_KEY?: string;
   /** Mixed into the seal of stored idempotent responses (they may hold a new API key); unset: ADMIN_TOKEN is used. */

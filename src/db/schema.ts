@@ -206,6 +206,11 @@ export const messages = sqliteTable(
     complainedAt: integer("complained_at"),
     /** Outbound: recipients left out at acceptance, with why (`[{ address, reason }]`, e.g. suppressed). */
     droppedRecipients: text("dropped_recipients", { mode: "json" }).$type<DroppedRecipient[]>(),
+    /**
+     * Outbound: recipient → the bounce address (envelope sender) its copy leaves with, carrying an
+     * HMAC token over (message, recipient). Empty when the transport owns the envelope (Cloudflare).
+     */
+    bounceAddresses: text("bounce_addresses", { mode: "json" }).$type<Record<string, string>>(),
     /** Outbound: delivery attempts made by the queue consumer. */
     attempts: integer("attempts").notNull().default(0),
     /** Outbound: why the last attempt failed (a permanent failure's reason stays here). */
@@ -289,6 +294,14 @@ export const deliveryReports = sqliteTable(
      * linked): with the unique index below, the claim that makes each finding count once.
      */
     claimKey: text("claim_key"),
+    /**
+     * Whether the finding came from a source that may speak for its recipient (a DSN at that
+     * recipient's bounce address, a feedback-loop source, the signed relay, our transport). An
+     * unverified finding is kept and shown, and changes nothing.
+     */
+    verified: integer("verified", { mode: "boolean" }).notNull().default(true),
+    /** Why it was not believed (`no_bounce_token`, `invalid_bounce_token`, `not_feedback_loop_source`, …). */
+    unverifiedReason: text("unverified_reason"),
   },
   (t) => [
     index("delivery_reports_original_idx").on(t.originalMessageId),

@@ -6,6 +6,18 @@ export function inboxCounter(env: Bindings, inboxId: string): DurableObjectStub<
   return env.INBOX_COUNTER.getByName(inboxId);
 }
 
+/** The account-wide counter is an InboxCounter of its own, named apart from every inbox id. */
+export const ACCOUNT_COUNTER_PREFIX = "account:";
+
+export function accountCounterName(accountId: string): string {
+  return `${ACCOUNT_COUNTER_PREFIX}${accountId}`;
+}
+
+/** The counter of an account's rates over all its inboxes (same rules, same window). */
+export function accountCounter(env: Bindings, accountId: string): DurableObjectStub<InboxCounter> {
+  return env.INBOX_COUNTER.getByName(accountCounterName(accountId));
+}
+
 /**
  * Warnings are advice, not decisions (the counter alone decides a disable), so each isolate keeps
  * an inbox's figures for a few seconds for the warning headers: a busy inbox's requests then skip

@@ -41,6 +41,13 @@ export interface CounterSignal {
   metric: CounterMetric;
   n?: number;
   key?: string;
+  /**
+   * The recipient the fact is about. Facts with a subject count distinct subjects in the window,
+   * not occurrences: one recipient is one send however many messages it got (a message to 50 seed
+   * addresses mailed daily does not dilute the rates), and contributes at most one hard bounce
+   * and one complaint, however many reports name it.
+   */
+  subject?: string;
 }
 
 export interface ApplyResult {
@@ -85,6 +92,13 @@ export class InboxCounter extends DurableObject<unknown> {
       "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
     );
     ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS applied_at ON applied (at)");
+    ctx.storage.sql.exec(
+      `CREATE TABLE IF NOT EXISTS subjects (
+         metric TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL,
+         PRIMARY KEY (metric, subject)
+       ) WITHOUT ROWID`,
+    );
+    ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS subjects_at ON subjects (metric, at)");
     this.tablesReady = true;
   }
 
@@ -98,6 +112,7 @@ export class InboxCounter extends DurableObject<unknown> {
     if (this.ctx.storage.kv.get<number>("pruned") === bucket) return;
     this.ctx.storage.sql.exec("DELETE FROM counters WHERE bucket < ?", Math.floor((now - KEEP_MS) / BUCKET_MS));
     this.ctx.storage.sql.exec("DELETE FROM applied WHERE at < ?", now - KEEP_MS);
+    this.ctx.storage.sql.exec("DELETE FROM subjects WHERE at < ?", now - KEEP_MS);
     this.ctx.storage.kv.put("pruned", bucket);
   }
 
@@ -123,7 +138,16 @@ export class InboxCounter extends DurableObject<unknown> {
         Math.floor((now - windowMs) / BUCKET_MS),
       )
       .toArray();
-    return Object.fromEntries(rows.map((r) => [r.metric, r.total]));
+    const totals: Record<string, number> = Object.fromEntries(rows.map((r) => [r.metric, r.total]));
+    // Distinct recipients last seen inside the window (a sliding window, exact to the millisecond).
+    const distinct = this.ctx.storage.sql
+      .exec<{ metric: string; total: number }>(
+        "SELECT metric, COUNT(*) AS total FROM subjects WHERE at > ? GROUP BY metric",
+        now - windowMs,
+      )
+      .toArray();
+    for (const r of distinct) totals[r.metric] = (totals[r.metric] ?? 0) + r.total;
+    return totals;
   }
 
   /**
@@ -140,6 +164,22 @@ export class InboxCounter extends DurableObject<unknown> {
       if (s.key) {
         const inserted = sql.exec("INSERT OR IGNORE INTO applied (key, at) VALUES (?, ?)", s.key, now).rowsWritten;
         if (inserted === 0) continue;
+      }
+      if (s.subject !== undefined) {
+        // Already in the window: only its time moves (a send keeps the recipient in the window;
+        // a second bounce or complaint of the same recipient adds nothing).
+        const existing = sql
+          .exec<{ at: number }>("SELECT at FROM subjects WHERE metric = ? AND subject = ?", s.metric, s.subject)
+          .toArray()[0];
+        sql.exec(
+          "INSERT INTO subjects (metric, subject, at) VALUES (?, ?, ?) ON CONFLICT (metric, subject) DO UPDATE SET at = MAX(at, excluded.at)",
+          s.metric,
+          s.subject,
+          now,
+        );
+        if (existing && existing.at > now - WINDOW_MS) continue;
+        counted++;
+        continue;
       }
       this.record(s.metric, s.n ?? 1, now);
       counted++;
@@ -203,7 +243,7 @@ export class InboxCounter extends DurableObject<unknown> {
 }
 
 /** Which threshold the figures are above, once the window holds enough sends to judge. */
-function overThreshold(f: ReputationFigures): DisableReason | null {
+export function overThreshold(f: ReputationFigures): DisableReason | null {
   if (f.sent < REPUTATION_RULES.minSends) return null;
   if (f.complained * 1000 > f.sent * 3) return "complaint_rate"; // > 0.3 %
   if (f.bounced * 10 > f.sent) return "bounce_rate"; // > 10 %

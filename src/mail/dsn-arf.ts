@@ -1,6 +1,7 @@
 import { bareAddress } from "./address";
 import type { ParsedMail } from "./parse";
 import { normalizeMessageId, rawHeaderPairs, toBytes } from "./parse";
+import { enhancedStatus, isMailboxStatus } from "./status-codes";
 
 /**
  * Delivery status notifications (RFC 3464) and abuse feedback reports (RFC 5965), read from a
@@ -87,10 +88,17 @@ function dsnFinding(fields: Map<string, string[]>): ReportFinding[] {
   }
   if (action === "delayed") return [{ kind: "delay", bounceType: "soft", ...base }];
   if (action !== "failed") return [];
-  // A failure is permanent (hard) unless its status or SMTP reply says it is transient (4xx).
-  const smtpCode = /\b([245])\d\d\b/.exec(diagnostic ?? "")?.[1];
-  const transient = status ? status.startsWith("4") : smtpCode === "4";
-  return [{ kind: "bounce", bounceType: transient ? "soft" : "hard", ...base }];
+  // A failure is hard only when permanent and about the mailbox (RFC 3463 5.1.x, 5.2.0-2): a
+  // transient one (4xx), or a permanent one about policy (5.7.x), routing (5.4.x), the mail
+  // system (5.3.x) or content says nothing about the recipient and counts as soft. A bare 5.0.0
+  // (Postfix's status for a reply without an enhanced code) defers to the remote's own reply.
+  const reply = /\b([245])\d\d\b/.exec(diagnostic ?? "");
+  const transient = status ? status.startsWith("4") : reply?.[1] === "4";
+  const precise = status && status !== "5.0.0" ? status : (enhancedStatus(diagnostic) ?? null);
+  // Without an enhanced code the remote's own reply decides: 554 (transaction failed) is how
+  // content and policy refusals read; any other permanent reply (or none) is the mailbox's.
+  const mailbox = precise && precise !== "5.0.0" ? isMailboxStatus(precise) : reply?.[0] !== "554";
+  return [{ kind: "bounce", bounceType: transient || !mailbox ? "soft" : "hard", ...base }];
 }
 
 /** "rfc822; a@b" → "a@b"; "smtp; 550 …" → "550 …". */

@@ -5,7 +5,8 @@
  * through a small HTTP control endpoint.
  *
  * Recipients script failures by their local part:
- *   perm-…      550 at RCPT          temp-…      451 at RCPT
+ *   perm-…      550 5.1.1 at RCPT    temp-…      451 at RCPT
+ *   policy-…    550 5.7.1 at RCPT (the relay's own refusal: relaying denied)
  *   dataperm-…  554 after the data   datatemp-…  451 after the data
  */
 import { createServer } from "node:http";
@@ -44,6 +45,9 @@ export default async function setup(project: TestProject) {
       const local = address.address.split("@")[0] ?? "";
       if (local.startsWith("perm-")) {
         return callback(Object.assign(new Error("5.1.1 No such user here"), { responseCode: 550 }));
+      }
+      if (local.startsWith("policy-")) {
+        return callback(Object.assign(new Error("5.7.1 Relay access denied"), { responseCode: 550 }));
       }
       if (local.startsWith("temp-")) {
         return callback(Object.assign(new Error("4.3.0 Mailbox busy, try later"), { responseCode: 451 }));

@@ -10,6 +10,7 @@ import { ADMIN_TOKEN, call } from "../helpers/api";
 import { countMessages, countRows, messageRow, worker } from "../helpers/db";
 import { deliver, fakeInbound, mail } from "../helpers/mail";
 import { insertSentMessage } from "../helpers/outbound";
+import { bounceAddressOf, fromFeedbackLoop } from "../helpers/reports";
 
 /** The newest message of an inbox, from D1. */
 async function newest(inboxId: string) {
@@ -329,7 +330,8 @@ describe("delivery reports", () => {
       "<e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>",
       "htfgvhyufthdgcvhgjyfthgc@ethereal.email",
     );
-    const msg = await deliver(dsnBounce, a.inbox.address, "");
+    const to = await bounceAddressOf(out.id, "htfgvhyufthdgcvhgjyfthgc@ethereal.email");
+    const msg = await deliver(dsnBounce, to, "");
     expect(msg.setReject).not.toHaveBeenCalled();
 
     const report = await newest(a.inbox.id);
@@ -357,11 +359,7 @@ describe("delivery reports", () => {
     expect(audit.body.data[0].target).toEqual({ type: "message", id: out.id });
 
     // The same report again (another copy, another Message-ID) is recorded but counts once.
-    await deliver(
-      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<copy-2@x>"),
-      a.inbox.address,
-      "",
-    );
+    await deliver(dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<copy-2@x>"), to, "");
     const again = await call("GET", "/v1/audit-log?action=message.bounced", { key: a.key });
     expect(again.body.data).toHaveLength(1);
 
@@ -373,7 +371,7 @@ describe("delivery reports", () => {
   it("reads a DSN without a Status field (old sendmail style) as a hard bounce by its 500 reply", async () => {
     const a = await createAccount("dsn-old");
     const out = await insertOutbound(a, "<31FC7EB4.41C6@netscape.com>", "newsletter-request@imusic.com");
-    await deliver(dsnDeliveryStatus, a.inbox.address, "");
+    await deliver(dsnDeliveryStatus, await bounceAddressOf(out.id, "newsletter-request@imusic.com"), "");
     const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE original_message_id = ?")
       .bind(out.id)
       .first();
@@ -385,11 +383,18 @@ describe("delivery reports", () => {
     });
   });
 
-  it("links by the +msg_ tag of the bounce address when the Message-ID is unknown, and keeps unlinked reports", async () => {
+  it("links only by the recipient's bounce address (not the Message-ID), and keeps unlinked reports", async () => {
     const a = await createAccount("dsn-verp");
     const out = await insertOutbound(a, "<not-the-one@example.org>", "htfgvhyufthdgcvhgjyfthgc@ethereal.email");
     const [user, domain] = a.inbox.address.split("@");
+    // The bare `+msg_…` tag of old (no token) is anyone's to write: kept, unverified, no change.
     await deliver(dsnBounce, `${user}+${out.id}@${domain}`, "");
+    expect((await messageRow(out.id))?.status).toBe("sent");
+    await deliver(
+      dsnBounce.replace("<20221010053722.37BD05C00A2@mailout.nyi.internal>", "<tokened@x>"),
+      await bounceAddressOf(out.id, "htfgvhyufthdgcvhgjyfthgc@ethereal.email"),
+      "",
+    );
     expect((await messageRow(out.id))?.status).toBe("bounced");
 
     // Knowing a Message-ID is not enough: a report for an address the message never went to
@@ -419,7 +424,8 @@ describe("delivery reports", () => {
     const a = await createAccount("arf");
     const out = await insertOutbound(a, "<8787KJKJ3K4J3K4J3K4J3.mail@example.net>", "user@example.com");
     // The fixture has no Message-ID (wrangler's local endpoint would refuse it; Email Routing may not).
-    await deliver(arfComplaint, a.inbox.address, "abusedesk@example.com");
+    // From the configured feedback loop (DKIM per the trusted receiver): linked by its Message-ID.
+    await deliver(fromFeedbackLoop(arfComplaint), a.inbox.address, "abusedesk@example.com");
     const report = await newest(a.inbox.id);
     expect(report.report_type).toBe("feedback");
     const dlv = await env.DB.prepare("SELECT * FROM delivery_reports WHERE report_message_id = ?")

@@ -8,6 +8,8 @@ import { PageQuery, pageOf, toPage } from "../../lib/pagination";
 import { CreatedApiKeyWire, CreateKeyInput } from "../api-keys/api-keys.schemas";
 import { toKeyWire } from "../api-keys/api-keys.service";
 import { authStats } from "../api-keys/key-auth";
+import { InboxIdParam, InboxWire } from "../inboxes/inboxes.schemas";
+import { adminEnableInbox, toInboxWire } from "../inboxes/inboxes.service";
 import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
 import { adminIssueKey, adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
 
@@ -95,6 +97,25 @@ adminRoutes.openapi(
     const ctx = contextFor(c, c.req.valid("param").account_id);
     const { row, key } = await adminIssueKey(ctx, c.req.valid("json"));
     return c.json({ data: { ...toKeyWire(row), key } }, 201);
+  },
+);
+
+adminRoutes.openapi(
+  jsonRoute({
+    request: { params: InboxIdParam },
+    method: "post",
+    path: "/inboxes/{inbox_id}/enable",
+    tags,
+    summary: "Re-enable an inbox, e.g. one disabled for its bounce or complaint rate (audited with its figures)",
+    description:
+      "The account cannot re-enable an inbox disabled for its rates (409 `reputation_review_required`); an operator can, after review. The history stays in the 7-day window, so a further bounce or complaint over the threshold disables it again at once.",
+    data: InboxWire,
+    security: "admin",
+    errors: { 404: "Unknown inbox." },
+  }),
+  async (c) => {
+    const row = await adminEnableInbox(requestContext(c), c.req.valid("param").inbox_id);
+    return c.json({ data: toInboxWire(row) }, 200);
   },
 );
 

@@ -22,7 +22,10 @@ export const RelayEvent = z
       .min(3)
       .max(320)
       .regex(/^[^@\s]+@[^@\s]+$/, "Must be an email address"),
-    bounce_type: z.enum(["hard", "soft"]).default("hard").openapi({ description: "Bounces only; hard is permanent" }),
+    bounce_type: z.enum(["hard", "soft"]).default("hard").openapi({
+      description:
+        "Bounces only; hard is permanent. A hard bounce whose `status_code` is not mailbox-level (RFC 3463 5.1.x, 5.2.0-5.2.2: e.g. 5.7.x policy, 5.4.x routing) is recorded as soft: it does not count or suppress",
+    }),
     status_code: z
       .string()
       .regex(/^[245]\.\d{1,3}\.\d{1,3}$/)
@@ -59,3 +62,45 @@ export const RelayEventsResult = z
     ),
   })
   .openapi("RelayEventsResult");
+
+export const ReportQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ example: 20 }),
+  cursor: z.string().max(200).optional().openapi({ description: "Opaque cursor from `meta.next_cursor`." }),
+  verified: z
+    .enum(["true", "false"])
+    .optional()
+    .openapi({ description: "Only reports that were (or were not) believed" }),
+});
+
+export const DeliveryReportWire = z
+  .object({
+    id: z.string().openapi({ example: "rpt_01jd2x0000000000000000000" }),
+    inbox_id: z.string(),
+    message_id: z
+      .string()
+      .nullable()
+      .openapi({ description: "Our outbound message the finding counted for; null when it was not linked" }),
+    report_message_id: z.string().openapi({
+      description:
+        "What carried it: the inbound report message (`msg_…`), our message (transport), or a relay event (`rev_…`)",
+    }),
+    original_rfc_message_id: z.string().nullable(),
+    source: z.enum(["report", "transport", "relay"]),
+    kind: z.enum(["bounce", "delay", "delivered", "complaint"]),
+    bounce_type: z.enum(["hard", "soft"]).nullable(),
+    recipient: z.string().nullable(),
+    status_code: z.string().nullable(),
+    diagnostic: z.string().nullable(),
+    feedback_type: z.string().nullable(),
+    verified: z.boolean().openapi({
+      description:
+        "False for a report that could not be authenticated (kept and shown, but it changed no status, counter or suppression)",
+    }),
+    unverified_reason: z.string().nullable().openapi({
+      description:
+        "Why not: `no_bounce_token`, `invalid_bounce_token`, `bounce_tokens_not_configured`, `other_recipient`, `not_a_recipient`, `not_feedback_loop_source`, `unknown_message`, `no_findings`",
+      example: "not_feedback_loop_source",
+    }),
+    created_at: z.string(),
+  })
+  .openapi("DeliveryReport");

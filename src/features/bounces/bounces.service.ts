@@ -1,17 +1,24 @@
 import type { z } from "@hono/zod-openapi";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import { config } from "../../config";
+import { type DeliveryReportRow, deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
-import { canonicalRecipient } from "../../mail/address";
+import type { Page } from "../../lib/pagination";
+import { iso } from "../../lib/time";
+import { bareAddress } from "../../mail/address";
 import type { DeliveryReport, ReportFinding } from "../../mail/dsn-arf";
+import { feedbackLoopSource } from "../../mail/report-auth";
+import { isMailboxStatus } from "../../mail/status-codes";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { getInbox } from "../inboxes/inboxes.service";
 import { applySignals, type ReputationSignal, signalOf, suppressionStatement } from "../reputation/reputation.service";
-import type { RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
+import { parseBounceTag, recipientOfToken } from "./bounce-address";
+import type { DeliveryReportWire, RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
 
 /** Our outbound message a report is about. */
 interface LinkedMessage {
@@ -46,12 +53,15 @@ export interface FindingWrites {
 }
 
 /**
- * The single entry point for delivery reports (DSN bounces/delays/deliveries and ARF
- * complaints): records each finding, links it to the outbound message it is about (by the
- * original Message-ID, else by a `+msg_…` tag on the envelope recipient), marks that message and
- * emits `message.bounced` / `message.delivered` / `message.complained`. Returns statements for
- * the caller's batch, and the signals the caller hands to `applySignals` after committing (the
- * per-inbox reputation counters, suppressions are already among the statements).
+ * The single entry point for delivery reports that arrive as mail (DSN bounces/delays/deliveries
+ * and ARF complaints). Only an authentic report moves anything:
+ * - a DSN counts only for the recipient whose per-recipient bounce address (an HMAC token over
+ *   message and recipient, see bounce-address.ts) it arrived at, and cannot speak for anyone else;
+ * - an ARF complaint counts only when a configured feedback-loop source (FEEDBACK_LOOP_SOURCES)
+ *   signed it, per the trusted Authentication-Results; it then names its recipient.
+ * Anything else is kept as report rows marked `verified: false` with the reason, audited as
+ * received, and changes no status, counter or suppression. Returns statements for the caller's
+ * batch and the signals it hands to `applySignals` after committing.
  */
 export async function reportStatements(
   ctx: ServiceContext,
@@ -60,13 +70,99 @@ export async function reportStatements(
   report: DeliveryReport,
   envelopeTo: string,
 ): Promise<FindingWrites> {
-  const original = await findOriginal(ctx, report, envelopeTo);
-  return findingStatements(ctx, original, report.findings, {
+  const carrier: FindingCarrier = {
     source: "report",
     carrierId: reportMessage.id,
     inboxId: inbox.id,
     originalRfcMessageId: report.originalMessageId,
+  };
+  const judged = await judgeReport(ctx, inbox, reportMessage, report, envelopeTo);
+  const writes = await findingStatements(ctx, judged.original, judged.findings, carrier, judged.unverified);
+  if (judged.unverified.length > 0) {
+    writes.audit.push({
+      action: "report.unverified",
+      target: { type: "message", id: reportMessage.id },
+      inboxId: inbox.id,
+      metadata: {
+        report_type: report.type,
+        envelope_to: bareAddress(envelopeTo),
+        original_rfc_message_id: report.originalMessageId,
+        findings: judged.unverified.map((u) => ({
+          kind: u.finding.kind,
+          recipient: u.finding.recipient,
+          reason: u.reason,
+        })),
+      },
+    });
+  }
+  return writes;
+}
+
+interface Unverified {
+  finding: ReportFinding;
+  reason: string;
+}
+
+/** Which findings of a report may count (with the message they are about), and why the others may not. */
+async function judgeReport(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  reportMessage: MessageRow,
+  report: DeliveryReport,
+  envelopeTo: string,
+): Promise<{ original: LinkedMessage | null; findings: ReportFinding[]; unverified: Unverified[] }> {
+  const none = (reason: string) => ({
+    original: null,
+    findings: [],
+    unverified: report.findings.map((finding) => ({ finding, reason })),
   });
+  if (report.findings.length === 0) return none("no_findings");
+
+  if (report.type === "delivery_status") {
+    const tag = parseBounceTag(envelopeTo);
+    if (!tag) return none("no_bounce_token");
+    const original = await linkedById(ctx, tag.messageId, inbox.id);
+    if (!original) return none("unknown_message");
+    const recipients = [...original.to, ...original.cc, ...original.bcc];
+    const owner = await recipientOfToken(ctx.env, original.id, tag.token, recipients);
+    if ("reason" in owner) return none(owner.reason);
+    // The token speaks for one recipient: a finding naming another recipient of the message is
+    // not believed; one naming that recipient, nobody, or an address the message never had (a
+    // forward's final recipient) is about that recipient's copy.
+    const others = new Set(recipients.map((r) => bareAddress(r).toLowerCase()));
+    others.delete(owner.recipient);
+    const findings: ReportFinding[] = [];
+    const unverified: Unverified[] = [];
+    for (const f of report.findings) {
+      const named = f.recipient ? bareAddress(f.recipient).toLowerCase() : null;
+      if (named && others.has(named)) unverified.push({ finding: f, reason: "other_recipient" });
+      else findings.push({ ...f, recipient: owner.recipient });
+    }
+    return { original, findings, unverified };
+  }
+
+  // A feedback report: believed only from a configured feedback-loop source that signed it.
+  const cfg = config(ctx.env);
+  const source = feedbackLoopSource(reportMessage.headers, cfg.trustedAuthservIds, cfg.feedbackLoopSources);
+  if (!source) return none("not_feedback_loop_source");
+  // The loop is trusted to say which message: by our bounce address (with its recipient) in
+  // Original-Mail-From or the envelope, else by the Message-ID it returns.
+  let original: LinkedMessage | null = null;
+  let tokenRecipient: string | null = null;
+  for (const address of [report.originalMailFrom, envelopeTo]) {
+    const tag = parseBounceTag(address);
+    if (!tag) continue;
+    const linked = await linkedById(ctx, tag.messageId, null);
+    if (!linked) continue;
+    original = linked;
+    const owner = await recipientOfToken(ctx.env, linked.id, tag.token, [...linked.to, ...linked.cc, ...linked.bcc]);
+    if ("recipient" in owner) tokenRecipient = owner.recipient;
+    break;
+  }
+  original ??= report.originalMessageId ? await linkedByRfcId(ctx, report.originalMessageId) : null;
+  if (!original) return none("unknown_message");
+  const findings = report.findings.map((f) => ({ ...f, recipient: f.recipient ?? tokenRecipient }));
+  return { original, findings, unverified: [] };
 }
 
 /**
@@ -113,8 +209,32 @@ async function findingStatements(
   original: LinkedMessage | null,
   findings: ReportFinding[],
   carrier: FindingCarrier,
+  unverified: Unverified[] = [],
 ): Promise<FindingWrites> {
   const statements: BatchItem<"sqlite">[] = [];
+  for (const u of unverified) {
+    // Kept and shown, never linked: no status, counter, suppression, event.
+    statements.push(
+      ctx.db.insert(deliveryReports).values({
+        id: newId("rpt", ctx.now()),
+        accountId: ctx.accountId,
+        inboxId: carrier.inboxId,
+        reportMessageId: carrier.carrierId,
+        originalMessageId: null,
+        originalRfcMessageId: carrier.originalRfcMessageId,
+        kind: u.finding.kind,
+        bounceType: u.finding.bounceType,
+        recipient: u.finding.recipient,
+        statusCode: u.finding.statusCode,
+        diagnostic: u.finding.diagnostic,
+        feedbackType: u.finding.feedbackType,
+        source: carrier.source,
+        createdAt: ctx.now(),
+        verified: false,
+        unverifiedReason: u.reason,
+      }),
+    );
+  }
   const audit: AuditEntry[] = [];
   const eventIds: string[] = [];
   const signals: ReputationSignal[] = [];
@@ -160,8 +280,15 @@ async function findingStatements(
         claims.push(row.id);
       }
     }
-    // A repeat (or a report about a recipient the message never had) is kept, unlinked.
-    if (!linked) statements.push(ctx.db.insert(deliveryReports).values(row));
+    // A repeat (or a report about a recipient the message never had) is kept, unlinked; one
+    // about a recipient the message never had is not believed either.
+    if (!linked) {
+      statements.push(
+        ctx.db
+          .insert(deliveryReports)
+          .values(addressed ? row : { ...row, verified: false, unverifiedReason: "not_a_recipient" }),
+      );
+    }
     if (!linked) continue;
     const change = messageChange(finding, linked.status, now);
     if (change && !statusSet) {
@@ -258,39 +385,36 @@ const LINKED_COLUMNS = {
   subject: messages.subject,
 };
 
-async function findOriginal(
-  ctx: ServiceContext,
-  report: DeliveryReport,
-  envelopeTo: string,
-): Promise<LinkedMessage | null> {
-  const columns = LINKED_COLUMNS;
-  if (report.originalMessageId) {
-    const byRfc = await ctx.db
-      .select(columns)
-      .from(messages)
-      .where(
-        and(
-          eq(messages.accountId, ctx.accountId),
-          eq(messages.rfcMessageId, report.originalMessageId),
-          eq(messages.direction, "outbound"),
-        ),
-      )
-      .get();
-    if (byRfc) return byRfc;
-  }
-  // A bounce address of the form `inbox+msg_…@domain` names the message directly (VERP): it is
-  // the envelope recipient of a DSN, and the Original-Mail-From of an ARF report.
-  const tags = [envelopeTo, report.originalMailFrom].map((a) => (a ? canonicalRecipient(a).tag : null));
-  const tag = tags.find((t) => t && /^msg_[0-9a-z]{26}$/.test(t));
-  if (tag) {
-    const byTag = await ctx.db
-      .select(columns)
-      .from(messages)
-      .where(and(eq(messages.accountId, ctx.accountId), eq(messages.id, tag), eq(messages.direction, "outbound")))
-      .get();
-    if (byTag) return byTag;
-  }
-  return null;
+/** One of our outbound messages by id (in the inbox the report reached, when given). */
+async function linkedById(ctx: ServiceContext, id: string, inboxId: string | null): Promise<LinkedMessage | null> {
+  const row = await ctx.db
+    .select(LINKED_COLUMNS)
+    .from(messages)
+    .where(
+      and(
+        eq(messages.accountId, ctx.accountId),
+        eq(messages.id, id),
+        eq(messages.direction, "outbound"),
+        ...(inboxId ? [eq(messages.inboxId, inboxId)] : []),
+      ),
+    )
+    .get();
+  return row ?? null;
+}
+
+async function linkedByRfcId(ctx: ServiceContext, rfcMessageId: string): Promise<LinkedMessage | null> {
+  const row = await ctx.db
+    .select(LINKED_COLUMNS)
+    .from(messages)
+    .where(
+      and(
+        eq(messages.accountId, ctx.accountId),
+        eq(messages.rfcMessageId, rfcMessageId),
+        eq(messages.direction, "outbound"),
+      ),
+    )
+    .get();
+  return row ?? null;
 }
 
 /** Records each relay event through the one findings path; `linked`/`counted` per event. */
@@ -319,7 +443,14 @@ export async function recordRelayEvents(
     const ctx = forAccount({ ...base, now: () => now }, owner.accountId);
     const finding: ReportFinding = {
       kind: e.type,
-      bounceType: e.type === "bounce" ? e.bounce_type : null,
+      // A relay's "hard" bounce with a status that is not about the mailbox (5.7.x policy, 5.4.x
+      // routing, 5.3.x system) is the path's failure, not the recipient's: it does not count.
+      bounceType:
+        e.type === "bounce"
+          ? e.bounce_type === "hard" && e.status_code && !isMailboxStatus(e.status_code)
+            ? "soft"
+            : e.bounce_type
+          : null,
       recipient: e.recipient,
       statusCode: e.status_code ?? null,
       diagnostic: e.diagnostic ?? null,
@@ -332,4 +463,44 @@ export async function recordRelayEvents(
     results.push({ index, event_id: eventId, message_id: messageId, linked, counted: writes.signals.length > 0 });
   }
   return { received: results.length, results };
+}
+
+/** `GET /v1/inboxes/:inbox_id/reports`: the inbox's delivery reports, newest first, verified or not. */
+export async function listReports(
+  ctx: ServiceContext,
+  inboxId: string,
+  filters: { verified?: boolean | undefined },
+  page: Page,
+): Promise<DeliveryReportRow[]> {
+  const inbox = await getInbox(ctx, inboxId);
+  const where: SQL[] = [eq(deliveryReports.accountId, ctx.accountId), eq(deliveryReports.inboxId, inbox.id)];
+  if (filters.verified !== undefined) where.push(eq(deliveryReports.verified, filters.verified));
+  if (page.before) where.push(lt(deliveryReports.id, page.before));
+  return ctx.db
+    .select()
+    .from(deliveryReports)
+    .where(and(...where))
+    .orderBy(desc(deliveryReports.id))
+    .limit(page.limit + 1)
+    .all();
+}
+
+export function toReportWire(row: DeliveryReportRow): z.infer<typeof DeliveryReportWire> {
+  return {
+    id: row.id,
+    inbox_id: row.inboxId,
+    message_id: row.originalMessageId,
+    report_message_id: row.reportMessageId,
+    original_rfc_message_id: row.originalRfcMessageId,
+    source: row.source,
+    kind: row.kind,
+    bounce_type: row.bounceType,
+    recipient: row.recipient,
+    status_code: row.statusCode,
+    diagnostic: row.diagnostic,
+    feedback_type: row.feedbackType,
+    verified: row.verified,
+    unverified_reason: row.unverifiedReason,
+    created_at: iso(row.createdAt),
+  };
 }

@@ -22,6 +22,7 @@ import { readReport } from "../../mail/dsn-arf";
 import { htmlToPlain } from "../../mail/html-text";
 import { authenticationVerdicts, minimalMail, type ParsedMail, parseMail, rawMessageId } from "../../mail/parse";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { parseBounceTag } from "../bounces/bounce-address";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
@@ -87,8 +88,8 @@ export async function resolveRecipient(
  * (`local+msg_…@domain`) naming one of its outbound messages, or a DSN / ARF report.
  */
 async function acceptedWhileDisabled(db: Db, inbox: InboxRow, envelopeTo: string, raw: Uint8Array): Promise<boolean> {
-  const { tag } = canonicalRecipient(envelopeTo);
-  if (tag && /^msg_[0-9a-z]{26}$/.test(tag)) {
+  const tag = parseBounceTag(envelopeTo)?.messageId;
+  if (tag) {
     const own = await db
       .select({ id: messages.id })
       .from(messages)

@@ -116,8 +116,10 @@ inboxRoutes.openapi(
     path: "/inboxes/{inbox_id}/enable",
     tags,
     summary: "Re-activate an inbox",
-
+    description:
+      "Re-activates a deactivated inbox. An inbox disabled for its bounce or complaint rate is re-enabled only by an operator (`POST /v1/admin/inboxes/{inbox_id}/enable`).",
     data: InboxWire,
+    errors: { 409: "`reputation_review_required`: the inbox was disabled for its bounce or complaint rate (audited)" },
   }),
   async (c) => {
     requireScope(c, "manage");

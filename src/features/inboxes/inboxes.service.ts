@@ -5,8 +5,8 @@ import { config } from "../../config";
 import { isLimitReached, isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { abortIfOver, inList } from "../../db/sql";
-import { notifyInboxEnabled } from "../../durable-objects/inbox-counter.client";
-import type { ServiceContext } from "../../lib/context";
+import { inboxCounter, notifyInboxEnabled } from "../../durable-objects/inbox-counter.client";
+import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { Conflict, Forbidden, NotFound, ValidationFailed } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
@@ -196,14 +196,75 @@ export async function patchInbox(
   return next;
 }
 
-/** Soft deactivation: data stays, inbound mail is refused, sends are refused. */
+/** Disabled for its bounce or complaint rate: only an operator may re-enable it. */
+function disabledForRates(row: InboxRow): boolean {
+  return row.status === "disabled" && (row.disabledReason === "bounce_rate" || row.disabledReason === "complaint_rate");
+}
+
+/**
+ * Soft deactivation: data stays, inbound mail is refused, sends are refused. An inbox disabled for
+ * its rates keeps that reason (deactivating and re-enabling must not dodge the operator review).
+ */
 export async function deactivateInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  const current = await getInbox(ctx, inboxId);
+  if (disabledForRates(current)) return current;
   return setInboxStatus(ctx, inboxId, "deactivated");
 }
 
-/** Re-activates a deactivated or auto-disabled inbox. */
+/**
+ * Re-activates a deactivated inbox. One disabled for its bounce or complaint rate is refused
+ * (409 `reputation_review_required`, audited): the account re-enabling it at once would let queued
+ * mail leave until the next counter call, over and over. An operator re-enables it (`adminEnableInbox`).
+ */
 export async function enableInbox(ctx: ServiceContext, inboxId: string): Promise<InboxRow> {
+  const current = await getInbox(ctx, inboxId);
+  if (disabledForRates(current)) {
+    await commitWithAudit(
+      ctx,
+      [],
+      [
+        {
+          action: "inbox.enable_refused",
+          target: { type: "inbox", id: inboxId },
+          inboxId,
+          metadata: { reason: "reputation_review_required", disabled_reason: current.disabledReason },
+        },
+      ],
+    );
+    throw new Conflict(
+      "reputation_review_required",
+      `The inbox was disabled for its ${current.disabledReason === "bounce_rate" ? "bounce" : "complaint"} rate; an operator must review and re-enable it.`,
+      { disabled_reason: current.disabledReason },
+    );
+  }
   return setInboxStatus(ctx, inboxId, null);
+}
+
+/**
+ * `POST /v1/admin/inboxes/:inbox_id/enable`: an operator re-enables an inbox (whatever why it was
+ * disabled), audited with the figures it had. The history stays in the counter's window, so a
+ * further bounce or complaint over the threshold disables it again at once.
+ */
+export async function adminEnableInbox(base: BaseContext, inboxId: string): Promise<InboxRow> {
+  const owner = await base.db
+    .select({ accountId: inboxes.accountId })
+    .from(inboxes)
+    .where(eq(inboxes.id, inboxId))
+    .get();
+  if (!owner) throw new NotFound("Inbox");
+  const ctx = forAccount(base, owner.accountId);
+  const f = await inboxCounter(ctx.env, inboxId).snapshot(ctx.now(), ctx.accountId);
+  const figures = f
+    ? {
+        window_days: f.window_days,
+        sent: f.sent,
+        bounced: f.bounced,
+        complained: f.complained,
+        bounce_rate: Math.round(f.bounce_rate * 1e6) / 1e6,
+        complaint_rate: Math.round(f.complaint_rate * 1e6) / 1e6,
+      }
+    : null;
+  return setInboxStatus(ctx, inboxId, null, { operator_review: true, reputation: figures });
 }
 
 /** Moves an inbox to active (`reason` null) or disabled for `reason`, audited; no-op if already there. */
@@ -211,13 +272,16 @@ async function setInboxStatus(
   ctx: ServiceContext,
   inboxId: string,
   reason: InboxRow["disabledReason"],
+  auditExtra: Record<string, unknown> = {},
 ): Promise<InboxRow> {
   const current = await getInbox(ctx, inboxId);
   const status = reason === null ? "active" : "disabled";
   if (current.status === status && current.disabledReason === reason) {
-    // Already active in D1, but a previous enable may have failed to reach the counter after
-    // its commit: tell it again (idempotent), so the next input over a threshold disables again.
-    if (reason === null) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
+    // Already active in D1, but a previous operator enable may have failed to reach the counter
+    // after its commit: an operator telling it again repairs that (idempotent). The account may
+    // not: a counter that remembers a disable D1 lacks is a rate disable whose D1 write was lost,
+    // and clearing it would let sends through until the next input.
+    if (reason === null && auditExtra.operator_review) await notifyInboxEnabled(ctx.env, inboxId, ctx.now());
     return current;
   }
   const next: InboxRow = { ...current, status, disabledReason: reason, updatedAt: ctx.now() };
@@ -238,7 +302,12 @@ async function setInboxStatus(
         action: reason === null ? "inbox.enabled" : reason === "deactivated" ? "inbox.deactivated" : "inbox.disabled",
         target: { type: "inbox", id: inboxId },
         inboxId,
-        metadata: { previous_status: current.status, previous_reason: current.disabledReason, event_id: event.id },
+        metadata: {
+          previous_status: current.status,
+          previous_reason: current.disabledReason,
+          ...auditExtra,
+          event_id: event.id,
+        },
       },
     ],
   );

@@ -93,6 +93,7 @@ export function newMessageRow(fields: NewMessageFields): MessageRow {
     searchAddresses: "",
     complainedAt: null,
     droppedRecipients: null,
+    bounceAddresses: null,
     attempts: 0,
     lastError: null,
     leaseUntil: null,

@@ -134,5 +134,15 @@ export const MessageWire = z
       description:
         "Outbound: recipients left out when the send was accepted, and why (`suppressed_hard_bounce`, `suppressed_complaint`)",
     }),
+    bounce_addresses: z
+      .record(z.string(), z.string())
+      .nullable()
+      .openapi({
+        description:
+          "Outbound: recipient → the bounce address (envelope sender) its copy was sent with, carrying an HMAC token over message and recipient; a delivery status notification counts only for the recipient whose address it came back to. Empty when the transport owns the envelope (Cloudflare Email Service reports its own bounces). Null for inbound messages.",
+        example: {
+          "ana@example.com": "agent--k3x9+msg_01jd2x0000000000000000000.3f9a0c1d2e4b5a697788@mail.example.com",
+        },
+      }),
   })
   .openapi("Message");

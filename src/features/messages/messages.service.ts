@@ -337,6 +337,7 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     received_at: iso(row.receivedAt),
     complained_at: iso(row.complainedAt),
     dropped_recipients: row.droppedRecipients ?? [],
+    bounce_addresses: row.direction === "outbound" ? (row.bounceAddresses ?? {}) : null,
   };
 }
 

@@ -2,19 +2,20 @@ import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { config } from "../../config";
 import { accounts, type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
-import { RecipientRejected, SendBlocked } from "../../lib/errors";
+import { AppError, RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
 import { log } from "../../lib/log";
 import { canonicalRecipient } from "../../mail/address";
 import type { ReportFinding } from "../../mail/dsn-arf";
 import { normalizeMessageId } from "../../mail/parse";
 import { commitWithAudit } from "../audit/audit.service";
+import { bounceAddress } from "../bounces/bounce-address";
 import { recordFindings } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { receiveMail } from "../inbound/inbound.service";
 import { attachmentKey } from "../messages/message-store";
 import { withBodies } from "../messages/messages.service";
-import { recordSent, sentSignal } from "../reputation/reputation.service";
+import { assertReputationAllowsSend, recordSent, sentSignals } from "../reputation/reputation.service";
 import { blockedEvent, checkSendPolicy, signOutbound } from "../sender-auth/send-policy";
 import { type OutboundEnvelope, selectTransport, TransportError, type TransportResult } from "./transports";
 import type { RecipientFailure } from "./transports/types";
@@ -100,6 +101,14 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
       `The inbox was disabled (${inbox.disabledReason}) before the message left.`,
     );
   }
+  // Queued mail of an inbox its counter has disabled (D1 may not show it yet), or of an account
+  // over its thresholds, does not leave either.
+  try {
+    await assertReputationAllowsSend(ctx, inbox.id);
+  } catch (err) {
+    if (err instanceof AppError && err.kind === "forbidden") return fail(ctx, message, err.code, err.message);
+    throw err;
+  }
 
   try {
     const object = await env.MAIL_BUCKET.get(message.rawKey);
@@ -129,9 +138,10 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
 
     const recipients = [...new Set([...message.to, ...message.cc, ...message.bcc])];
     const { internal, external } = await splitRecipients(ctx, recipients);
-    const at = inbox.address.lastIndexOf("@");
-    // VERP: bounces come back to this inbox tagged with the message id, so they link exactly.
-    const mailFrom = `${inbox.address.slice(0, at)}+${message.id}${inbox.address.slice(at)}`;
+    // VERP with a token: each recipient's copy leaves with its own bounce address (HMAC over
+    // message and recipient), so a DSN can speak only for the recipient whose address it reached.
+    const mailFromOf = async (rcpt: string) =>
+      message.bounceAddresses?.[rcpt] ?? (await bounceAddress(env, inbox.address, message.id, rcpt));
 
     const result: TransportResult & { internal: number; transport: string | null } = {
       accepted: [],
@@ -144,7 +154,7 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
       try {
         await receiveMail(ctx, {
           readRaw: async () => raw,
-          envelopeFrom: mailFrom,
+          envelopeFrom: await mailFromOf(rcpt),
           envelopeTo: rcpt,
           via: "internal",
           requestId: null,
@@ -161,9 +171,9 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
     if (external.length > 0) {
       const transport = selectTransport(env);
       result.transport = transport.name;
-      const envelope: OutboundEnvelope = {
+      const envelopeOf = async (recipients: string[], mailFrom: string): Promise<OutboundEnvelope> => ({
         mailFrom,
-        recipients: external,
+        recipients,
         raw,
         message: transport.name === "cloudflare" ? await withBodies(ctx, message) : message,
         attachment: async (id) => {
@@ -171,42 +181,57 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
           if (!obj) throw new TransportError(`Attachment ${id} is missing`, true, "attachment_missing");
           return new Uint8Array(await obj.arrayBuffer());
         },
-      };
-      try {
-        const sent = await transport.send(envelope);
-        result.accepted.push(...sent.accepted);
-        result.rejected.push(...sent.rejected);
-        result.providerMessageId = sent.providerMessageId;
-      } catch (err) {
-        // One refusal of the whole transaction (Cloudflare's "recipient suppressed", an SMTP 5xx
-        // at DATA) names no recipient: it is a bounce only when a single outside recipient was
-        // tried. With several, nobody is blamed: the message fails, nothing is suppressed or counted.
-        const bounce = err instanceof TransportError && err.bounce && external.length === 1;
-        // Internal recipients already have their copy (a retry finds it by Message-ID and skips it).
-        if (err instanceof TransportError && err.permanent && result.internal === 0) {
-          const outcome = await fail(ctx, message, err.code, err.message);
-          if (bounce) {
-            await recordTransportRefusals(
-              ctx,
-              message,
-              external.map((recipient) => ({ recipient, code: err.code, message: err.message, permanent: true })),
-              0,
-            );
+      });
+      // Cloudflare Email Service owns the envelope (its own bounce handling is the authenticated
+      // source): one call for everyone. Every other transport gets one transaction per recipient,
+      // each with that recipient's bounce address.
+      const batches =
+        transport.name === "cloudflare"
+          ? [{ recipients: external, mailFrom: inbox.address }]
+          : await Promise.all(external.map(async (r) => ({ recipients: [r], mailFrom: await mailFromOf(r) })));
+      for (const batch of batches) {
+        try {
+          const sent = await transport.send(await envelopeOf(batch.recipients, batch.mailFrom));
+          result.accepted.push(...sent.accepted);
+          result.rejected.push(...sent.rejected);
+          result.providerMessageId ??= sent.providerMessageId;
+        } catch (err) {
+          if (!(err instanceof TransportError)) throw err;
+          const nothingLeft = result.accepted.length === 0;
+          // Nothing has left yet: a transient failure retries the whole message, a permanent
+          // one with nothing delivered anywhere fails it (a bounce only when the transport says
+          // the recipient's mailbox refused it, and one recipient was tried: a refusal of the
+          // whole transaction names nobody else).
+          if (!err.permanent && nothingLeft) throw err;
+          const bounce = err.permanent && err.bounce && batch.recipients.length === 1;
+          if (err.permanent && nothingLeft && batches.length === 1 && result.internal === 0) {
+            const outcome = await fail(ctx, message, err.code, err.message);
+            if (bounce) {
+              await recordTransportRefusals(
+                ctx,
+                message,
+                batch.recipients.map((recipient) => ({
+                  recipient,
+                  code: err.code,
+                  message: err.message,
+                  permanent: true,
+                })),
+                [],
+              );
+            }
+            return outcome;
           }
-          return outcome;
-        }
-        if (err instanceof TransportError && err.permanent) {
+          // Copies already left for other recipients: this recipient's failure is recorded (a
+          // transient one is not retried alone: the message is not sent twice to the others).
           result.rejected.push(
-            ...external.map((recipient) => ({
+            ...batch.recipients.map((recipient) => ({
               recipient,
               code: err.code,
               message: err.message,
-              permanent: true,
+              permanent: err.permanent,
               bounce,
             })),
           );
-        } else {
-          throw err;
         }
       }
     }
@@ -218,12 +243,17 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
         "all_recipients_refused",
         `Every recipient was refused. ${reasons}`.slice(0, 1000),
       );
-      await recordTransportRefusals(ctx, message, result.rejected, 0);
+      await recordTransportRefusals(ctx, message, result.rejected, []);
       return outcome;
     }
     await markSent(ctx, message, result);
     // Copies delivered to our own inboxes are not sends for the inbox's reputation.
-    await recordTransportRefusals(ctx, message, result.rejected, result.accepted.length - result.internal);
+    await recordTransportRefusals(
+      ctx,
+      message,
+      result.rejected,
+      result.accepted.filter((r) => !internal.includes(r)),
+    );
     return { kind: "done", status: "sent" };
   } catch (err) {
     if (err instanceof SendBlocked) {
@@ -266,10 +296,10 @@ async function recordTransportRefusals(
   ctx: ServiceContext,
   message: MessageRow,
   rejected: RecipientFailure[],
-  accepted: number,
+  accepted: string[],
 ): Promise<void> {
   const bounced = rejected.filter((r) => r.bounce !== false);
-  const attempted = accepted + bounced.length;
+  const attempted = [...accepted, ...bounced.map((r) => r.recipient)];
   try {
     if (bounced.length === 0) return await recordSent(ctx, message.inboxId, message.id, attempted);
     const findings: ReportFinding[] = bounced.map((r) => ({
@@ -283,7 +313,7 @@ async function recordTransportRefusals(
       feedbackType: null,
     }));
     await recordFindings(ctx, message.id, findings, { source: "transport", carrierId: message.id }, [
-      sentSignal(message.id, attempted),
+      ...sentSignals(message.id, attempted),
     ]);
   } catch (err) {
     log.error("bounce recording failed", { message_id: message.id, error: String(err) });

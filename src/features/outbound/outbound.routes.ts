@@ -13,7 +13,7 @@ import { forwardMessage, replyToMessage, sendMessage } from "./outbound.service"
 const tags = ["Sending"];
 
 const SEND_ERRORS = {
-  403: "`inbox_disabled`: the inbox is disabled; `insufficient_scope`: the key lacks `send`",
+  403: "`inbox_disabled`: the inbox is disabled (or its counter has decided a disable for its rates); `account_reputation`: the account's bounce or complaint rate over all its inboxes is above a threshold; `insufficient_scope`: the key lacks `send`",
   413: "`message_too_large`: over 5 MiB once encoded (or `payload_too_large`: request over 8 MiB)",
   422: "`validation_error`, `too_many_recipients` (over 50), or `send_blocked` with `details.reason`",
   429: "`send_limit_exceeded` (new accounts: 10 per rolling 24 h; tier limits per inbox), with `Retry-After`",

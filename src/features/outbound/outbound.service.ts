@@ -34,9 +34,11 @@ import { canonicalRecipient } from "../../mail/address";
 import { type ComposeAttachment, composeMessage, type MailAddress } from "../../mail/compose";
 import { htmlToText } from "../../mail/html-text";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
+import { bounceAddresses } from "../bounces/bounce-address";
 import { publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { assertInboxAllowed, withBodies } from "../messages/messages.service";
+import { assertReputationAllowsSend } from "../reputation/reputation.service";
 import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
 import { screenRecipients } from "../suppressions/suppressions.service";
 import { PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
@@ -48,6 +50,7 @@ import {
   type ReplyToMessageInput,
   type SendMessageInput,
 } from "./outbound.schemas";
+import { transportName } from "./transports";
 
 /** A message to send, whatever verb (send, reply, forward) produced it. */
 interface Draft {
@@ -315,6 +318,9 @@ async function acceptDraft(
         { limit_bytes: MAX_OUTBOUND_BYTES, size: raw.byteLength },
       );
     }
+    // API.md rule 6: the account's rates over all its inboxes, and the inbox's counter itself (a
+    // disable it decided that D1 does not show yet), refuse here, before anything is queued.
+    await assertReputationAllowsSend(ctx, inbox.id);
   } catch (err) {
     await slots.release();
     if (err instanceof AppError) await refuse(err);
@@ -430,6 +436,10 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       searchText: c.text ?? "",
       searchAddresses: [c.from.address, ...c.recipients].join(" "),
       droppedRecipients: draft.dropped ?? [],
+      // Where the transport owns the envelope (Cloudflare Email Service), its own bounce and
+      // complaint results are the authenticated source: there is no address of ours to show.
+      bounceAddresses:
+        transportName(env) === "cloudflare" ? {} : await bounceAddresses(env, inbox.address, c.messageId, c.recipients),
       createdAt: now,
     });
     const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);

@@ -6,7 +6,7 @@ import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { InboxIdParam } from "../inboxes/inboxes.schemas";
 import { ReputationWire } from "./reputation.schemas";
-import { getReputationWithHeaders } from "./reputation.service";
+import { getAccountReputation, getReputationWithHeaders } from "./reputation.service";
 
 /** `GET /v1/inboxes/:inbox_id/reputation`. */
 export const reputationRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
@@ -27,5 +27,21 @@ reputationRoutes.openapi(
     // The warning middleware skips this route: one counter call gives both the body and the headers.
     const { data, headers } = await getReputationWithHeaders(serviceContext(c), c.req.valid("param").inbox_id);
     return c.json({ data }, 200, headers ?? {});
+  },
+);
+
+reputationRoutes.openapi(
+  jsonRoute({
+    method: "get",
+    path: "/account/reputation",
+    tags: ["Accounts"],
+    summary: "The account's sending reputation over all its inboxes (last 7 days)",
+    description:
+      "The same rates as an inbox's, over every inbox of the account (distinct recipients in the window). Above 10 % hard bounces or 0.3 % complaints, with at least 20 sends in the window, `status` is `disabled` and every send of the account is refused with 403 `account_reputation`, whichever inbox it comes from.",
+    data: ReputationWire,
+  }),
+  async (c) => {
+    requireScope(c, "read");
+    return c.json({ data: await getAccountReputation(serviceContext(c)) }, 200);
   },
 );

@@ -4,11 +4,20 @@ import { inboxes, reputationPending, suppressions } from "../../db/schema";
 import {
   type CounterSignal,
   type DisableReason,
+  overThreshold,
   REPUTATION_RULES,
   type ReputationFigures,
 } from "../../durable-objects/inbox-counter";
-import { cachedSnapshot, forgetSnapshot, inboxCounter } from "../../durable-objects/inbox-counter.client";
+import {
+  ACCOUNT_COUNTER_PREFIX,
+  accountCounter,
+  accountCounterName,
+  cachedSnapshot,
+  forgetSnapshot,
+  inboxCounter,
+} from "../../durable-objects/inbox-counter.client";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
+import { Forbidden } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import { bareAddress, suppressionAddress } from "../../mail/address";
@@ -74,10 +83,15 @@ export function suppressionStatement(ctx: ServiceContext, signal: ReputationSign
     .onConflictDoNothing();
 }
 
-/** The counter key of a signal: the same bounce reported twice (DSN and relay) counts once. */
+/**
+ * The counter key of a signal: the same bounce reported twice (DSN and relay) counts once. A hard
+ * bounce or complaint with a recipient counts that recipient once per window, however many
+ * messages it is about (distinct recipients, like the sends they are divided by).
+ */
 function counterSignal(s: ReputationSignal): CounterSignal | null {
   const metric = s.kind === "complaint" ? "complained" : s.bounceType === "hard" ? "bounced_hard" : "bounced_soft";
-  return { metric, key: `${metric}:${s.messageId}:${s.recipient ?? "-"}` };
+  const subject = metric !== "bounced_soft" && s.recipient ? { subject: s.recipient } : {};
+  return { metric, key: `${metric}:${s.messageId}:${s.recipient ?? "-"}`, ...subject };
 }
 
 /**
@@ -103,25 +117,45 @@ export async function applySignals(
  * Counts the recipients of a message that left (accepted or refused by the receiving side): the
  * denominator of both rates is recipients sent, so one bounced recipient of ten is 10 %.
  */
-export async function recordSent(ctx: ServiceContext, inboxId: string, messageId: string, recipients: number) {
-  if (recipients <= 0) return;
-  await count(ctx, inboxId, [sentSignal(messageId, recipients)]);
+export async function recordSent(
+  ctx: ServiceContext,
+  inboxId: string,
+  messageId: string,
+  recipients: number | string[],
+) {
+  const counts = sentSignals(messageId, recipients);
+  if (counts.length === 0) return;
+  await count(ctx, inboxId, counts);
 }
 
-/** The counter signal of a message's sends (keyed: a redelivered queue message counts once). */
-export function sentSignal(messageId: string, recipients: number): CounterSignal {
-  return { metric: "sent", n: recipients, key: `sent:${messageId}` };
+/**
+ * The counter signals of a message's sends: with the recipients named, one per distinct
+ * recipient (the rates count distinct recipients in the window, not recipient slots); with only
+ * a number, that many sends (keyed: a redelivered queue message counts once).
+ */
+export function sentSignals(messageId: string, recipients: number | string[]): CounterSignal[] {
+  if (typeof recipients === "number") {
+    return recipients > 0 ? [{ metric: "sent", n: recipients, key: `sent:${messageId}` }] : [];
+  }
+  return [...new Set(recipients.map((r) => bareAddress(r).toLowerCase()))].map((r) => ({
+    metric: "sent",
+    subject: r,
+  }));
 }
 
 async function count(ctx: ServiceContext, inboxId: string, counts: CounterSignal[]): Promise<void> {
   // The facts are already committed in D1 and no caller's retry would feed them again (a
   // redelivered mail is a duplicate, a re-run send is terminal), so a failure here is not thrown:
   // the signals are kept in D1 and the 5-minute sweep applies them again (`reapplyPending`).
-  try {
-    await applyToCounter(ctx, inboxId, counts, ctx.now());
-  } catch (err) {
-    log.error("reputation counter update failed", { inbox_id: inboxId, error: String(err) });
-    await keepPending(ctx, inboxId, counts, err);
+  // The account's own counter takes the same facts: its rates span every inbox of the account,
+  // so spreading sends over inboxes (or starting a fresh one) does not dilute them.
+  for (const target of [inboxId, accountCounterName(ctx.accountId)]) {
+    try {
+      await applyToCounter(ctx, target, counts, ctx.now());
+    } catch (err) {
+      log.error("reputation counter update failed", { inbox_id: target, error: String(err) });
+      await keepPending(ctx, target, counts, err);
+    }
   }
 }
 
@@ -130,6 +164,8 @@ async function applyToCounter(ctx: ServiceContext, inboxId: string, counts: Coun
   const counter = inboxCounter(ctx.env, inboxId);
   forgetSnapshot(inboxId);
   const result = await counter.apply(counts, at, ctx.accountId);
+  // The account's counter decides nothing in D1: its standing is read at accept (account_reputation).
+  if (inboxId.startsWith(ACCOUNT_COUNTER_PREFIX)) return;
   if (result.disable && result.figures.disabled) {
     try {
       await disableInbox(ctx, inboxId, result.disable, result.figures);
@@ -325,7 +361,64 @@ export async function warningHeaders(
   now: number,
 ): Promise<Record<string, string> | null> {
   if (!(await ownsInbox(ctx, inboxId))) return null;
-  return headersOf(await cachedSnapshot(ctx.env, ctx.accountId, inboxId, now));
+  const [inbox, account] = await Promise.all([
+    cachedSnapshot(ctx.env, ctx.accountId, inboxId, now),
+    cachedSnapshot(ctx.env, ctx.accountId, accountCounterName(ctx.accountId), now),
+  ]);
+  const headers = headersOf(inbox);
+  const acct = headersOf(account);
+  if (!acct) return headers;
+  // The account's standing over all its inboxes, beside the inbox's own (API.md: a new inbox does
+  // not start clean when the account's mail bounces).
+  return {
+    ...(headers ?? {}),
+    "X-Mailbot-Account-Warning": acct["X-Mailbot-Warning"] as string,
+    ...(acct["X-Mailbot-Bounce-Rate"] ? { "X-Mailbot-Account-Bounce-Rate": acct["X-Mailbot-Bounce-Rate"] } : {}),
+    ...(acct["X-Mailbot-Complaint-Rate"]
+      ? { "X-Mailbot-Account-Complaint-Rate": acct["X-Mailbot-Complaint-Rate"] }
+      : {}),
+  };
+}
+
+/**
+ * API.md sending rule 6, at accept (and again before a queued message leaves): 403
+ * `account_reputation` when the account's rates over all its inboxes are above a threshold (with
+ * at least 20 sends in the window), and 403 `inbox_disabled` when the inbox's counter has decided a
+ * disable that D1 may not show yet. Both are fresh counter reads, never the warnings' cache.
+ */
+export async function assertReputationAllowsSend(ctx: ServiceContext, inboxId: string): Promise<void> {
+  const now = ctx.now();
+  const [account, inbox] = await Promise.all([
+    accountCounter(ctx.env, ctx.accountId).snapshot(now, ctx.accountId),
+    inboxCounter(ctx.env, inboxId).snapshot(now, ctx.accountId),
+  ]);
+  const accountOver = account ? overThreshold(account) : null;
+  if (account && accountOver) {
+    throw new Forbidden(
+      "account_reputation",
+      `This account's ${accountOver === "bounce_rate" ? "bounce" : "complaint"} rate over all its inboxes is above the threshold: its sends are refused until the rate falls.`,
+      { reason: accountOver, ...figuresWire(account), thresholds: thresholdsWire() },
+    );
+  }
+  if (inbox?.disabled) {
+    throw new Forbidden("inbox_disabled", "The inbox is disabled for its rates and cannot send.", {
+      disabled_reason: inbox.disabled.reason,
+    });
+  }
+}
+
+/** `GET /v1/account/reputation`: the rates over every inbox of the account, the inbox shape. */
+export async function getAccountReputation(ctx: ServiceContext) {
+  const figures = await accountCounter(ctx.env, ctx.accountId).snapshot(ctx.now(), ctx.accountId);
+  const over = figures ? overThreshold(figures) : null;
+  const empty = { window_days: REPUTATION_RULES.windowDays, sent: 0, bounced: 0, soft_bounced: 0, complained: 0 };
+  return {
+    ...(figures ? figuresWire(figures) : { ...empty, bounce_rate: 0, complaint_rate: 0 }),
+    status: over ? "disabled" : (figures?.warnings.length ?? 0) > 0 ? "warning" : "ok",
+    disabled_reason: over,
+    warnings: (figures?.warnings ?? []).map((w) => `${w}_approaching_threshold`),
+    thresholds: thresholdsWire(),
+  } as const;
 }
 
 function headersOf(figures: ReputationFigures | null): Record<string, string> | null {
