@@ -12,7 +12,7 @@ import { runIdempotent } from "../../src/http/idempotency";
 import { openText, sha256Hex } from "../../src/lib/crypto";
 import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
-import { countRows, jobContext, liftLimit, messageRow, serviceContext, unique } from "../helpers/db";
+import { countRows, jobContext, liftLimit, messageRow, serviceContext, settledMessage, unique } from "../helpers/db";
 import { smtpReceived } from "../helpers/outbound";
 
 /** A distinct client address per test: failure throttles are per client, and tests must not share one. */
@@ -175,12 +175,14 @@ describe("4. registration settings fail loudly", () => {
 describe("13. idempotency", () => {
   it("a throttled send (429) is not remembered: the same key is tried again once the limit frees", async () => {
     const a = await createAccount("idem-429");
+    const sent: string[] = [];
     for (let i = 0; i < 10; i++) {
       const ok = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
         key: a.key,
         body: { to: [unique("fill-")], subject: `fill ${i}`, body_text: "x" },
       });
       expect(ok.status, ok.text).toBe(202);
+      sent.push(ok.body.data.id);
     }
     const body = { to: [unique("retry-")], subject: "retried", body_text: "x" };
     const headers = { "Idempotency-Key": `retry-${crypto.randomUUID()}` };
@@ -196,6 +198,8 @@ describe("13. idempotency", () => {
     expect(replay.status).toBe(202);
     expect(replay.headers.get("Idempotent-Replayed")).toBe("true");
     expect(replay.body.data.id).toBe(retried.body.data.id);
+    // Let the deliveries finish inside the test (none may outlive its file's runtime).
+    await Promise.all([...sent, retried.body.data.id].map((id) => settledMessage(id)));
   });
 
   it("replays carry the stored response's relevant headers (Location, Retry-After)", async () => {
