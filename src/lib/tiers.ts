@@ -6,13 +6,33 @@ export const TierLimits = z.object({
   burst: z.number().int().positive(),
   sends_per_inbox_per_day: z.number().int().positive(),
   max_inboxes: z.number().int().positive(),
+  /** Open event streams (SSE + WebSocket) per API key; one more is refused with 429. */
+  stream_connections: z.number().int().positive(),
 });
 export type TierLimits = z.infer<typeof TierLimits>;
 
 export const DEFAULT_TIERS: Record<string, TierLimits> = {
-  sandbox: { requests_per_minute: 60, burst: 10, sends_per_inbox_per_day: 100, max_inboxes: 10 },
-  standard: { requests_per_minute: 600, burst: 50, sends_per_inbox_per_day: 5_000, max_inboxes: 1_000 },
-  scale: { requests_per_minute: 3_000, burst: 200, sends_per_inbox_per_day: 50_000, max_inboxes: 100_000 },
+  sandbox: {
+    requests_per_minute: 60,
+    burst: 10,
+    sends_per_inbox_per_day: 100,
+    max_inboxes: 10,
+    stream_connections: 10,
+  },
+  standard: {
+    requests_per_minute: 600,
+    burst: 50,
+    sends_per_inbox_per_day: 5_000,
+    max_inboxes: 1_000,
+    stream_connections: 100,
+  },
+  scale: {
+    requests_per_minute: 3_000,
+    burst: 200,
+    sends_per_inbox_per_day: 50_000,
+    max_inboxes: 100_000,
+    stream_connections: 1_000,
+  },
 };
 
 /** New accounts may send this many messages per rolling 24 h for their first 7 days. */

@@ -22,6 +22,10 @@ export const AccountLimits = z
     burst: z.number().int(),
     sends_per_inbox_per_day: z.number().int(),
     max_inboxes: z.number().int(),
+    stream_connections: z
+      .number()
+      .int()
+      .openapi({ description: "Open event streams (SSE and WebSocket) allowed per API key." }),
     new_account_send_limit: z.object({
       limit: z.number().int(),
       window_hours: z.number().int(),

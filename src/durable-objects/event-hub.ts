@@ -1,0 +1,402 @@
+import { DurableObject } from "cloudflare:workers";
+import { createDb } from "../db/client";
+import { eventsAfterSeq, headSeq } from "../db/event-log";
+import { type HubEvent, type Subscription, sseFrame, subscriptionMatches, toHubEvent } from "../lib/event-stream";
+import { log } from "../lib/log";
+
+/** The bindings the hub reads (not the Worker's Bindings: env.ts names this class). */
+interface HubEnv {
+  DB: D1Database;
+}
+
+/** What the events feature asks the hub for, in the `x-hub-connect` header of its fetch. */
+export interface HubConnect {
+  accountId: string;
+  transport: "sse" | "ws";
+  sub: Subscription;
+  /** Resume after this seq (Last-Event-ID / ?after=); null: only events committed from now on. */
+  afterSeq: number | null;
+  /** The key's connection cap (its tier's `stream_connections`). */
+  cap: number;
+  /** The WebSocket subprotocol to answer with (the browser offered it next to its key). */
+  protocol?: string | null;
+}
+
+/** The hub's refusal when a key is at its cap (the feature turns it into a 429 envelope). */
+export interface HubRefusal {
+  refused: "connection_limit";
+  open: number;
+  limit: number;
+}
+
+/** What a WebSocket carries across hibernation (its attachment; 2 KiB at most). */
+interface Attachment {
+  sub: Subscription;
+  /** Events up to this seq were replayed (or predate the connection); -1 while joining. */
+  lastSeq: number;
+}
+
+interface SseConn {
+  sub: Subscription;
+  lastSeq: number;
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  openedAt: number;
+}
+
+/** SSE comment sent when nothing else was, so proxies and clients see a live stream. */
+export const HEARTBEAT_MS = 15_000;
+/** SSE streams end after this; the client reconnects with Last-Event-ID and loses nothing. */
+export const MAX_SSE_MS = 30 * 60_000;
+/** How often a hub with only (hibernatable) WebSockets checks D1 for a publish that never came. */
+const WS_CATCH_UP_MS = 60_000;
+/** Rows per D1 read when replaying or filling a gap. */
+const PAGE = 200;
+/** Frames queued for one slow SSE reader before it is cut off (it resumes with Last-Event-ID). */
+const MAX_QUEUED_FRAMES = 1_000;
+
+const encoder = new TextEncoder();
+
+/**
+ * One per account: the fan-out point of its event log to open streams. Producers commit an event
+ * to D1, then `publish` it here (publishEvents); the hub sends it to every matching connection in
+ * commit order (`seq`), so a connection never polls D1. D1 stays the source of truth: a joining
+ * connection replays from it after its cursor, and the hub reads it to fill any gap between the
+ * last seq it delivered and the seqs it is handed (publishes racing each other, or lost in a crash).
+ *
+ * Ordering and no-duplicates: the hub keeps `head`, the seq up to which it has dispatched every
+ * event, and dispatches only head + 1 next. Each connection remembers the seq its replay reached
+ * (`lastSeq`) and skips anything at or below it; events dispatched while it is still replaying
+ * are buffered and flushed after the replay. WebSockets are hibernatable (their subscription rides
+ * in the socket's attachment, `head` in storage); SSE writers live in memory, so an evicted hub
+ * ends its SSE streams and their clients resume with Last-Event-ID.
+ */
+export class EventHub extends DurableObject<HubEnv> {
+  private accountId: string | null;
+  private head: number | null;
+  private readonly pending = new Map<number, HubEvent>();
+  private catchingUp = false;
+  private catchUpAgain = false;
+  private readonly sse = new Map<string, SseConn>();
+  private readonly sockets = new Map<WebSocket, Attachment>();
+  /** Events dispatched while a connection was still replaying, flushed when its replay ends. */
+  private readonly joining = new Map<object, HubEvent[]>();
+
+  constructor(ctx: DurableObjectState, env: HubEnv) {
+    super(ctx, env);
+    this.accountId = ctx.storage.kv.get<string>("account") ?? null;
+    this.head = ctx.storage.kv.get<number>("head") ?? null;
+    // Keep-alives that never wake a hibernated hub.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+    for (const ws of ctx.getWebSockets()) {
+      const att = ws.deserializeAttachment() as Attachment | null;
+      if (att) this.sockets.set(ws, att);
+    }
+  }
+
+  /** Opens one stream (SSE body or WebSocket upgrade), or refuses it at the key's cap. */
+  override async fetch(request: Request): Promise<Response> {
+    const input = JSON.parse(request.headers.get("x-hub-connect") ?? "null") as HubConnect | null;
+    if (!input) return new Response("bad hub request", { status: 400 });
+    if (this.accountId !== input.accountId) {
+      this.accountId = input.accountId;
+      this.ctx.storage.kv.put("account", input.accountId);
+    }
+    const open = this.openFor(input.sub.keyId);
+    if (open >= input.cap) {
+      const refusal: HubRefusal = { refused: "connection_limit", open, limit: input.cap };
+      return Response.json(refusal, { status: 429 });
+    }
+    await this.scheduleAlarm();
+    if (input.transport === "ws") return this.openSocket(input);
+    return this.openSse(input);
+  }
+
+  private openFor(keyId: string): number {
+    let n = this.ctx.getWebSockets(keyTag(keyId)).length;
+    for (const c of this.sse.values()) if (c.sub.keyId === keyId) n++;
+    return n;
+  }
+
+  private openSocket(input: HubConnect): Response {
+    const pair = new WebSocketPair();
+    const [client, server] = [pair[0], pair[1]];
+    this.ctx.acceptWebSocket(server, [keyTag(input.sub.keyId)]);
+    const att: Attachment = { sub: input.sub, lastSeq: -1 };
+    server.serializeAttachment(att);
+    this.sockets.set(server, att);
+    this.joining.set(server, []);
+    void this.join(input, server, {
+      send: (e) => server.send(e.json),
+      done: (lastSeq) => {
+        att.lastSeq = lastSeq;
+        server.serializeAttachment(att);
+      },
+      fail: () => server.close(1011, "replay failed; reconnect with ?after="),
+    });
+    const headers = input.protocol ? { "Sec-WebSocket-Protocol": input.protocol } : undefined;
+    return new Response(null, { status: 101, webSocket: client, headers });
+  }
+
+  private openSse(input: HubConnect): Response {
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = writable.getWriter();
+    const id = crypto.randomUUID();
+    const conn: SseConn = { sub: input.sub, lastSeq: -1, writer, openedAt: Date.now() };
+    this.sse.set(id, conn);
+    this.joining.set(conn, []);
+    // The reader went away (client disconnected, stream cancelled): forget the writer.
+    writer.closed.then(
+      () => this.dropSse(id),
+      () => this.dropSse(id),
+    );
+    // `retry` tells EventSource how soon to reconnect when the stream ends; the comment flushes headers.
+    this.write(id, conn, "retry: 2000\n: connected\n\n");
+    void this.join(input, conn, {
+      send: (e) => this.write(id, conn, sseFrame(e)),
+      done: (lastSeq) => {
+        conn.lastSeq = lastSeq;
+      },
+      fail: () => this.closeSse(id),
+    });
+    return new Response(readable, {
+      headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform" },
+    });
+  }
+
+  /**
+   * Replays the log after the connection's cursor (or only notes where "now" is), then flushes what
+   * was dispatched meanwhile, skipping what the replay already sent: no gap, no duplicate.
+   */
+  private async join(
+    input: HubConnect,
+    key: object,
+    io: { send: (e: HubEvent) => void; done: (lastSeq: number) => void; fail: () => void },
+  ): Promise<void> {
+    const db = createDb(this.env.DB);
+    let lastSeq: number;
+    try {
+      if (input.afterSeq === null) {
+        lastSeq = await headSeq(db, input.accountId);
+      } else {
+        let cursor = input.afterSeq;
+        for (;;) {
+          const { rows, head } = await eventsAfterSeq(db, input.accountId, cursor, PAGE, input.sub.inboxIds);
+          for (const row of rows) {
+            const e = toHubEvent(row);
+            if (subscriptionMatches(input.sub, e)) io.send(e);
+            cursor = e.seq;
+          }
+          if (rows.length < PAGE) {
+            lastSeq = Math.max(head, cursor);
+            break;
+          }
+        }
+      }
+    } catch (err) {
+      log.error("event stream replay failed", { account: input.accountId, error: String(err) });
+      this.joining.delete(key);
+      io.fail();
+      return;
+    }
+    const buffered = this.joining.get(key) ?? [];
+    this.joining.delete(key);
+    for (const e of buffered) {
+      if (e.seq <= lastSeq) continue;
+      if (subscriptionMatches(input.sub, e)) io.send(e);
+      lastSeq = e.seq;
+    }
+    io.done(lastSeq);
+    if (this.head === null || this.head < 0) this.setHead(lastSeq);
+    this.advance();
+  }
+
+  /**
+   * Takes committed events (any order; duplicates and already-delivered ones are ignored) and
+   * dispatches them in seq order. Returns how many connections were open.
+   */
+  async publish(accountId: string, events: HubEvent[]): Promise<{ connections: number }> {
+    const connections = this.sse.size + this.sockets.size;
+    if (connections === 0) {
+      // Nobody listens: forget the position, so the next connection starts from D1's head
+      // instead of reading back everything published while the hub was idle.
+      if (this.head !== null) this.setHead(null);
+      this.pending.clear();
+      return { connections };
+    }
+    if (this.accountId === null) {
+      this.accountId = accountId;
+      this.ctx.storage.kv.put("account", accountId);
+    }
+    for (const e of events) if (this.head === null || e.seq > this.head) this.pending.set(e.seq, e);
+    this.advance();
+    return { connections };
+  }
+
+  /** Dispatches head + 1, head + 2, … from the pending set; on a gap, reads the missing ones from D1. */
+  private advance(): void {
+    if (this.head === null) return; // a joining connection sets it
+    let head = this.head;
+    for (let e = this.pending.get(head + 1); e; e = this.pending.get(head + 1)) {
+      this.pending.delete(e.seq);
+      this.dispatch(e);
+      head = e.seq;
+    }
+    for (const seq of this.pending.keys()) if (seq <= head) this.pending.delete(seq);
+    if (head !== this.head) this.setHead(head);
+    if (this.pending.size > 0) void this.catchUp();
+  }
+
+  /** Reads every committed event after `head` from D1 and dispatches it (one reader at a time). */
+  private async catchUp(): Promise<void> {
+    if (this.catchingUp) {
+      this.catchUpAgain = true;
+      return;
+    }
+    if (this.head === null || this.accountId === null) return;
+    this.catchingUp = true;
+    try {
+      const db = createDb(this.env.DB);
+      for (;;) {
+        this.catchUpAgain = false;
+        const { rows } = await eventsAfterSeq(db, this.accountId, this.head ?? 0, PAGE);
+        for (const row of rows) {
+          const e = toHubEvent(row);
+          // Dispatches made while this read was in flight moved head on; never send twice.
+          if (this.head === null || e.seq <= this.head) continue;
+          this.pending.delete(e.seq);
+          this.dispatch(e);
+          this.setHead(e.seq);
+        }
+        if (rows.length < PAGE && !this.catchUpAgain) break;
+      }
+    } catch (err) {
+      log.error("event hub catch-up failed; retried on the next publish or alarm", { error: String(err) });
+    } finally {
+      this.catchingUp = false;
+    }
+    if (this.head !== null) for (const seq of this.pending.keys()) if (seq <= this.head) this.pending.delete(seq);
+    if (this.pending.size > 0) this.advance();
+  }
+
+  /** Sends one event to every live connection that wants it; joining ones buffer it. */
+  private dispatch(e: HubEvent): void {
+    for (const [id, conn] of this.sse) {
+      const buffer = this.joining.get(conn);
+      if (buffer) buffer.push(e);
+      else if (e.seq > conn.lastSeq && subscriptionMatches(conn.sub, e)) this.write(id, conn, sseFrame(e));
+    }
+    for (const [ws, att] of this.sockets) {
+      const buffer = this.joining.get(ws);
+      if (buffer) buffer.push(e);
+      else if (e.seq > att.lastSeq && subscriptionMatches(att.sub, e)) {
+        try {
+          ws.send(e.json);
+        } catch {
+          this.sockets.delete(ws); // closed under us; webSocketClose may never come
+        }
+      }
+    }
+  }
+
+  private write(id: string, conn: SseConn, text: string): void {
+    // A reader this far behind would hold the hub's memory hostage: cut it off; it resumes from D1.
+    if ((conn.writer.desiredSize ?? 0) < -MAX_QUEUED_FRAMES) {
+      this.closeSse(id);
+      return;
+    }
+    conn.writer.write(encoder.encode(text)).catch(() => this.dropSse(id));
+  }
+
+  private closeSse(id: string): void {
+    const conn = this.sse.get(id);
+    if (!conn) return;
+    this.dropSse(id);
+    conn.writer.close().catch(() => undefined);
+  }
+
+  private dropSse(id: string): void {
+    const conn = this.sse.get(id);
+    if (!conn) return;
+    this.sse.delete(id);
+    this.joining.delete(conn);
+  }
+
+  private setHead(head: number | null): void {
+    this.head = head;
+    if (head === null) this.ctx.storage.kv.delete("head");
+    else this.ctx.storage.kv.put("head", head);
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + HEARTBEAT_MS);
+  }
+
+  /** Heartbeats, the SSE age limit, and a check for events whose publish never arrived. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    for (const [id, conn] of this.sse) {
+      if (now - conn.openedAt >= MAX_SSE_MS) this.closeSse(id);
+      else this.write(id, conn, ": heartbeat\n\n");
+    }
+    if (this.head !== null && this.accountId !== null && this.sse.size + this.sockets.size > 0) {
+      try {
+        const head = await headSeq(createDb(this.env.DB), this.accountId);
+        if (head > this.head) await this.catchUp();
+      } catch (err) {
+        log.warn("event hub head check failed", { error: String(err) });
+      }
+    }
+    if (this.sse.size > 0) await this.ctx.storage.setAlarm(now + HEARTBEAT_MS);
+    else if (this.sockets.size > 0) await this.ctx.storage.setAlarm(now + WS_CATCH_UP_MS);
+  }
+
+  /** Ends every stream of a key (revoked) or of the account (suspended, keyId null). */
+  disconnect(keyId: string | null, reason: string): number {
+    let n = 0;
+    for (const [id, conn] of this.sse) {
+      if (keyId !== null && conn.sub.keyId !== keyId) continue;
+      this.write(id, conn, `event: error\ndata: ${JSON.stringify({ code: reason })}\n\n`);
+      this.closeSse(id);
+      n++;
+    }
+    for (const ws of keyId === null ? this.ctx.getWebSockets() : this.ctx.getWebSockets(keyTag(keyId))) {
+      this.sockets.delete(ws);
+      this.joining.delete(ws);
+      try {
+        ws.close(4001, reason);
+      } catch {
+        // already closed
+      }
+      n++;
+    }
+    return n;
+  }
+
+  /** Open connections (SSE, WebSocket), for tests and the bench. */
+  stats(): { sse: number; ws: number; head: number | null } {
+    return { sse: this.sse.size, ws: this.ctx.getWebSockets().length, head: this.head };
+  }
+
+  override async webSocketMessage(_ws: WebSocket, _message: string | ArrayBuffer): Promise<void> {
+    // The stream is one-way; "ping" is answered by the auto-response without waking the hub.
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.sockets.delete(ws);
+    this.joining.delete(ws);
+    try {
+      ws.close(code === 1005 ? 1000 : code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.sockets.delete(ws);
+    this.joining.delete(ws);
+  }
+}
+
+function keyTag(keyId: string): string {
+  return `key:${keyId}`;
+}
