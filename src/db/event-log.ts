@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, isNotNull, max } from "drizzle-orm";
+import { and, asc, eq, gt, isNotNull, max } from "drizzle-orm";
 import type { Db } from "./client";
 import { type EventRow, events } from "./schema";
 import { inList } from "./sql";
@@ -50,7 +50,5 @@ export async function eventsAfterSeq(
 /** The given events of any accounts (publishers know ids, not accounts), for the hubs. */
 export async function eventsByIds(db: Db, ids: string[]): Promise<EventRow[]> {
   if (ids.length === 0) return [];
-  return ids.length <= 50
-    ? db.select().from(events).where(inArray(events.id, ids)).all()
-    : db.select().from(events).where(inList(events.id, ids)).all();
+  return db.select().from(events).where(inList(events.id, ids)).all();
 }
