@@ -173,24 +173,31 @@ export class EventHub extends DurableObject<HubEnv> {
     io: { send: (e: HubEvent) => void; done: (lastSeq: number) => void; fail: () => void },
   ): Promise<void> {
     const db = createDb(this.env.DB);
-    let lastSeq: number;
+    let lastSeq = -1;
     try {
-      if (input.afterSeq === null) {
-        lastSeq = await headSeq(db, input.accountId);
-      } else {
-        let cursor = input.afterSeq;
-        for (;;) {
-          const { rows, head } = await eventsAfterSeq(db, input.accountId, cursor, PAGE, input.sub.inboxIds);
-          for (const row of rows) {
-            const e = toHubEvent(row);
-            if (subscriptionMatches(input.sub, e)) io.send(e);
-            cursor = e.seq;
-          }
-          if (rows.length < PAGE) {
-            lastSeq = Math.max(head, cursor);
-            break;
+      let cursor = input.afterSeq;
+      for (;;) {
+        if (cursor === null) {
+          lastSeq = await headSeq(db, input.accountId);
+        } else {
+          for (;;) {
+            const { rows, head } = await eventsAfterSeq(db, input.accountId, cursor, PAGE, input.sub.inboxIds);
+            for (const row of rows) {
+              const e = toHubEvent(row);
+              if (subscriptionMatches(input.sub, e)) io.send(e);
+              cursor = e.seq;
+            }
+            if (rows.length < PAGE) {
+              lastSeq = Math.max(head, cursor);
+              break;
+            }
           }
         }
+        // The hub may have moved past this snapshot without dispatching into our buffer (it starts
+        // from a later stream's position when none was live): read the rest before going live.
+        // No await between this check and the flush below, so nothing can slip in between.
+        if (this.head === null || this.head <= lastSeq) break;
+        cursor = lastSeq;
       }
     } catch (err) {
       log.error("event stream replay failed", { account: input.accountId, error: String(err) });
@@ -206,7 +213,9 @@ export class EventHub extends DurableObject<HubEnv> {
       lastSeq = e.seq;
     }
     io.done(lastSeq);
-    if (this.head === null || this.head < 0) this.setHead(lastSeq);
+    // With no other live stream nobody needs the events before lastSeq dispatched: start there,
+    // instead of reading back from D1 what the hub missed while nobody listened.
+    if (this.head === null || this.liveCount() === 1) this.setHead(Math.max(this.head ?? 0, lastSeq));
     this.advance();
   }
 
@@ -319,6 +328,22 @@ export class EventHub extends DurableObject<HubEnv> {
     if (!conn) return;
     this.sse.delete(id);
     this.joining.delete(conn);
+    this.forgetIfIdle();
+  }
+
+  /** Streams past their replay. */
+  private liveCount(): number {
+    let n = 0;
+    for (const conn of this.sse.values()) if (!this.joining.has(conn)) n++;
+    for (const ws of this.sockets.keys()) if (!this.joining.has(ws)) n++;
+    return n;
+  }
+
+  /** The last stream went away: forget the position (the next one starts from D1's head). */
+  private forgetIfIdle(): void {
+    if (this.sse.size + this.sockets.size > 0) return;
+    this.pending.clear();
+    if (this.head !== null) this.setHead(null);
   }
 
   private setHead(head: number | null): void {
@@ -369,6 +394,7 @@ export class EventHub extends DurableObject<HubEnv> {
       }
       n++;
     }
+    this.forgetIfIdle();
     return n;
   }
 
@@ -384,6 +410,7 @@ export class EventHub extends DurableObject<HubEnv> {
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.sockets.delete(ws);
     this.joining.delete(ws);
+    this.forgetIfIdle();
     try {
       ws.close(code === 1005 ? 1000 : code, reason);
     } catch {
@@ -394,6 +421,7 @@ export class EventHub extends DurableObject<HubEnv> {
   override async webSocketError(ws: WebSocket): Promise<void> {
     this.sockets.delete(ws);
     this.joining.delete(ws);
+    this.forgetIfIdle();
   }
 }
 

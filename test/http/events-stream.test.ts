@@ -239,6 +239,26 @@ describe("GET /v1/events/stream (SSE)", () => {
     await Promise.all([joining.close(), live.close()]);
   });
 
+  it("after everyone left, a new stream starts from now: nothing replayed, nothing read back", async () => {
+    const owner = await createAccount("idle");
+    const first = await stream(owner.key);
+    await hubConnections(owner.account.id, 1);
+    await produce(owner, "message.sent", owner.inbox.id);
+    expect(await first.next()).not.toBeNull();
+    await first.close();
+    await hubConnections(owner.account.id, 0);
+    // Committed while nobody listens (one publish lost, to leave a gap behind the hub's last position).
+    await produce(owner, "message.sent", owner.inbox.id, { publish: false });
+    await produce(owner, "message.delivered", owner.inbox.id);
+    expect((await eventHub(env, owner.account.id).stats()).head).toBeNull();
+    const second = await stream(owner.key);
+    await hubConnections(owner.account.id, 1);
+    const fresh = await produce(owner, "message.bounced", owner.inbox.id);
+    expect((await second.next())?.id).toBe(fresh);
+    expect(await second.next(300)).toBeNull();
+    await second.close();
+  });
+
   it("delivers in commit order even when publishes arrive out of order or never", async () => {
     const owner = await createAccount("order");
     const s = await stream(owner.key);
