@@ -34,12 +34,8 @@ interface Attachment {
   sub: Subscription;
   /** Events up to this seq were replayed (or predate the connection); -1 while joining. */
   lastSeq: number;
-}
-
-interface SseConn {
-  sub: Subscription;
-  lastSeq: number;
-  writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** The socket feeds an SSE response (in the Worker request that opened it): send ready frames. */
+  sse: boolean;
   openedAt: number;
 }
 
@@ -51,10 +47,6 @@ export const MAX_SSE_MS = 30 * 60_000;
 const WS_CATCH_UP_MS = 60_000;
 /** Rows per D1 read when replaying or filling a gap. */
 const PAGE = 200;
-/** Frames queued for one slow SSE reader before it is cut off (it resumes with Last-Event-ID). */
-const MAX_QUEUED_FRAMES = 1_000;
-
-const encoder = new TextEncoder();
 
 /**
  * One per account: the fan-out point of its event log to open streams. Producers commit an event
@@ -66,9 +58,10 @@ const encoder = new TextEncoder();
  * Ordering and no-duplicates: the hub keeps `head`, the seq up to which it has dispatched every
  * event, and dispatches only head + 1 next. Each connection remembers the seq its replay reached
  * (`lastSeq`) and skips anything at or below it; events dispatched while it is still replaying
- * are buffered and flushed after the replay. WebSockets are hibernatable (their subscription rides
- * in the socket's attachment, `head` in storage); SSE writers live in memory, so an evicted hub
- * ends its SSE streams and their clients resume with Last-Event-ID.
+ * are buffered and flushed after the replay. Every stream is a hibernatable WebSocket (its
+ * subscription rides in the socket's attachment, `head` in storage): a browser's or agent's own
+ * socket, or, for SSE, the socket of the Worker request that serves the SSE response, to which the
+ * hub sends ready SSE frames. So the hub holds no stream in memory and may hibernate.
  */
 export class EventHub extends DurableObject<HubEnv> {
   private accountId: string | null;
@@ -76,7 +69,6 @@ export class EventHub extends DurableObject<HubEnv> {
   private readonly pending = new Map<number, HubEvent>();
   private catchingUp = false;
   private catchUpAgain = false;
-  private readonly sse = new Map<string, SseConn>();
   private readonly sockets = new Map<WebSocket, Attachment>();
   /** Events dispatched while a connection was still replaying, flushed when its replay ends. */
   private readonly joining = new Map<object, HubEvent[]>();
@@ -106,27 +98,25 @@ export class EventHub extends DurableObject<HubEnv> {
       const refusal: HubRefusal = { refused: "connection_limit", open, limit: input.cap };
       return Response.json(refusal, { status: 429 });
     }
-    await this.scheduleAlarm();
-    if (input.transport === "ws") return this.openSocket(input);
-    return this.openSse(input);
+    await this.scheduleAlarm(input.transport === "sse" ? HEARTBEAT_MS : WS_CATCH_UP_MS);
+    return this.openSocket(input);
   }
 
   private openFor(keyId: string): number {
-    let n = this.ctx.getWebSockets(keyTag(keyId)).length;
-    for (const c of this.sse.values()) if (c.sub.keyId === keyId) n++;
-    return n;
+    return this.ctx.getWebSockets(keyTag(keyId)).length;
   }
 
   private openSocket(input: HubConnect): Response {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server, [keyTag(input.sub.keyId)]);
-    const att: Attachment = { sub: input.sub, lastSeq: -1 };
+    const sse = input.transport === "sse";
+    const att: Attachment = { sub: input.sub, lastSeq: -1, sse, openedAt: Date.now() };
     server.serializeAttachment(att);
     this.sockets.set(server, att);
     this.joining.set(server, []);
     void this.join(input, server, {
-      send: (e) => server.send(e.json),
+      send: (e) => server.send(sse ? sseFrame(e) : e.json),
       done: (lastSeq) => {
         att.lastSeq = lastSeq;
         server.serializeAttachment(att);
@@ -135,32 +125,6 @@ export class EventHub extends DurableObject<HubEnv> {
     });
     const headers = input.protocol ? { "Sec-WebSocket-Protocol": input.protocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
-  }
-
-  private openSse(input: HubConnect): Response {
-    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    const writer = writable.getWriter();
-    const id = crypto.randomUUID();
-    const conn: SseConn = { sub: input.sub, lastSeq: -1, writer, openedAt: Date.now() };
-    this.sse.set(id, conn);
-    this.joining.set(conn, []);
-    // The reader went away (client disconnected, stream cancelled): forget the writer.
-    writer.closed.then(
-      () => this.dropSse(id),
-      () => this.dropSse(id),
-    );
-    // `retry` tells EventSource how soon to reconnect when the stream ends; the comment flushes headers.
-    this.write(id, conn, "retry: 2000\n: connected\n\n");
-    void this.join(input, conn, {
-      send: (e) => this.write(id, conn, sseFrame(e)),
-      done: (lastSeq) => {
-        conn.lastSeq = lastSeq;
-      },
-      fail: () => this.closeSse(id),
-    });
-    return new Response(readable, {
-      headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform" },
-    });
   }
 
   /**
@@ -224,7 +188,7 @@ export class EventHub extends DurableObject<HubEnv> {
    * dispatches them in seq order. Returns how many connections were open.
    */
   async publish(accountId: string, events: HubEvent[]): Promise<{ connections: number }> {
-    const connections = this.sse.size + this.sockets.size;
+    const connections = this.sockets.size;
     if (connections === 0) {
       // Nobody listens: forget the position, so the next connection starts from D1's head
       // instead of reading back everything published while the hub was idle.
@@ -289,59 +253,46 @@ export class EventHub extends DurableObject<HubEnv> {
 
   /** Sends one event to every live connection that wants it; joining ones buffer it. */
   private dispatch(e: HubEvent): void {
-    for (const [id, conn] of this.sse) {
-      const buffer = this.joining.get(conn);
-      if (buffer) buffer.push(e);
-      else if (e.seq > conn.lastSeq && subscriptionMatches(conn.sub, e)) this.write(id, conn, sseFrame(e));
-    }
+    let frame: string | null = null;
     for (const [ws, att] of this.sockets) {
       const buffer = this.joining.get(ws);
       if (buffer) buffer.push(e);
       else if (e.seq > att.lastSeq && subscriptionMatches(att.sub, e)) {
-        try {
-          ws.send(e.json);
-        } catch {
-          this.sockets.delete(ws); // closed under us; webSocketClose may never come
-        }
+        if (att.sse) frame ??= sseFrame(e);
+        this.send(ws, att.sse ? (frame as string) : e.json);
       }
     }
   }
 
-  private write(id: string, conn: SseConn, text: string): void {
-    // A reader this far behind would hold the hub's memory hostage: cut it off; it resumes from D1.
-    if ((conn.writer.desiredSize ?? 0) < -MAX_QUEUED_FRAMES) {
-      this.closeSse(id);
-      return;
+  private send(ws: WebSocket, text: string): void {
+    try {
+      ws.send(text);
+    } catch {
+      this.sockets.delete(ws); // closed under us; webSocketClose may never come
+      this.forgetIfIdle();
     }
-    conn.writer.write(encoder.encode(text)).catch(() => this.dropSse(id));
   }
 
-  private closeSse(id: string): void {
-    const conn = this.sse.get(id);
-    if (!conn) return;
-    this.dropSse(id);
-    conn.writer.close().catch(() => undefined);
-  }
-
-  private dropSse(id: string): void {
-    const conn = this.sse.get(id);
-    if (!conn) return;
-    this.sse.delete(id);
-    this.joining.delete(conn);
-    this.forgetIfIdle();
+  private close(ws: WebSocket, code: number, reason: string): void {
+    this.sockets.delete(ws);
+    this.joining.delete(ws);
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closed
+    }
   }
 
   /** Streams past their replay. */
   private liveCount(): number {
     let n = 0;
-    for (const conn of this.sse.values()) if (!this.joining.has(conn)) n++;
     for (const ws of this.sockets.keys()) if (!this.joining.has(ws)) n++;
     return n;
   }
 
   /** The last stream went away: forget the position (the next one starts from D1's head). */
   private forgetIfIdle(): void {
-    if (this.sse.size + this.sockets.size > 0) return;
+    if (this.sockets.size > 0) return;
     this.pending.clear();
     if (this.head !== null) this.setHead(null);
   }
@@ -352,18 +303,25 @@ export class EventHub extends DurableObject<HubEnv> {
     else this.ctx.storage.kv.put("head", head);
   }
 
-  private async scheduleAlarm(): Promise<void> {
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + HEARTBEAT_MS);
+  private async scheduleAlarm(inMs: number): Promise<void> {
+    const at = await this.ctx.storage.getAlarm();
+    if (at === null || at > Date.now() + inMs) await this.ctx.storage.setAlarm(Date.now() + inMs);
   }
 
   /** Heartbeats, the SSE age limit, and a check for events whose publish never arrived. */
   override async alarm(): Promise<void> {
     const now = Date.now();
-    for (const [id, conn] of this.sse) {
-      if (now - conn.openedAt >= MAX_SSE_MS) this.closeSse(id);
-      else this.write(id, conn, ": heartbeat\n\n");
+    let sse = 0;
+    for (const [ws, att] of this.sockets) {
+      if (!att.sse) continue;
+      if (now - att.openedAt >= MAX_SSE_MS) this.close(ws, 1000, "max_duration");
+      else {
+        this.send(ws, ": heartbeat\n\n");
+        sse++;
+      }
     }
-    if (this.head !== null && this.accountId !== null && this.sse.size + this.sockets.size > 0) {
+    this.forgetIfIdle();
+    if (this.head !== null && this.accountId !== null && this.sockets.size > 0) {
       try {
         const head = await headSeq(createDb(this.env.DB), this.accountId);
         if (head > this.head) await this.catchUp();
@@ -371,27 +329,17 @@ export class EventHub extends DurableObject<HubEnv> {
         log.warn("event hub head check failed", { error: String(err) });
       }
     }
-    if (this.sse.size > 0) await this.ctx.storage.setAlarm(now + HEARTBEAT_MS);
+    if (sse > 0) await this.ctx.storage.setAlarm(now + HEARTBEAT_MS);
     else if (this.sockets.size > 0) await this.ctx.storage.setAlarm(now + WS_CATCH_UP_MS);
   }
 
   /** Ends every stream of a key (revoked) or of the account (suspended, keyId null). */
   disconnect(keyId: string | null, reason: string): number {
     let n = 0;
-    for (const [id, conn] of this.sse) {
-      if (keyId !== null && conn.sub.keyId !== keyId) continue;
-      this.write(id, conn, `event: error\ndata: ${JSON.stringify({ code: reason })}\n\n`);
-      this.closeSse(id);
-      n++;
-    }
     for (const ws of keyId === null ? this.ctx.getWebSockets() : this.ctx.getWebSockets(keyTag(keyId))) {
-      this.sockets.delete(ws);
-      this.joining.delete(ws);
-      try {
-        ws.close(4001, reason);
-      } catch {
-        // already closed
-      }
+      const att = this.sockets.get(ws);
+      if (att?.sse) this.send(ws, `event: error\ndata: ${JSON.stringify({ code: reason })}\n\n`);
+      this.close(ws, 4001, reason);
       n++;
     }
     this.forgetIfIdle();
@@ -400,7 +348,9 @@ export class EventHub extends DurableObject<HubEnv> {
 
   /** Open connections (SSE, WebSocket), for tests and the bench. */
   stats(): { sse: number; ws: number; head: number | null } {
-    return { sse: this.sse.size, ws: this.ctx.getWebSockets().length, head: this.head };
+    let sse = 0;
+    for (const att of this.sockets.values()) if (att.sse) sse++;
+    return { sse, ws: this.sockets.size - sse, head: this.head };
   }
 
   override async webSocketMessage(_ws: WebSocket, _message: string | ArrayBuffer): Promise<void> {

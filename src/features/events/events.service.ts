@@ -134,8 +134,9 @@ export async function openEventStream(ctx: ServiceContext, input: StreamInput): 
     cap: input.cap,
     protocol: input.protocol ?? null,
   };
-  const headers: Record<string, string> = { "x-hub-connect": JSON.stringify(connect) };
-  if (input.transport === "ws") headers.Upgrade = "websocket";
+  // Both transports are hibernatable WebSockets on the hub; for SSE this Worker request holds the
+  // hub's socket and turns each message into a frame (see sseBridge).
+  const headers = { "x-hub-connect": JSON.stringify(connect), Upgrade: "websocket" };
   const res = await eventHub(ctx.env, ctx.accountId).fetch("https://event-hub/connect", { headers });
   if (res.status === 429) {
     const refusal = (await res.json()) as HubRefusal;
@@ -147,12 +148,39 @@ export async function openEventStream(ctx: ServiceContext, input: StreamInput): 
       { limit: refusal.limit, open: refusal.open },
     );
   }
-  if (input.transport === "ws") {
-    if (!res.webSocket) throw new Error(`event hub answered ${res.status} without a WebSocket`);
-    return { webSocket: res.webSocket, protocol: input.protocol ?? null };
-  }
-  if (!res.body) throw new Error(`event hub answered ${res.status} without a body`);
-  return { body: res.body };
+  if (!res.webSocket) throw new Error(`event hub answered ${res.status} without a WebSocket`);
+  if (input.transport === "ws") return { webSocket: res.webSocket, protocol: input.protocol ?? null };
+  return { body: sseBridge(res.webSocket) };
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * An SSE body fed by the hub's socket: the hub sends ready frames (events, heartbeats, the
+ * closing reason) and this request only writes them through, so the hub keeps no stream in
+ * memory and may hibernate. Either side closing ends the other.
+ */
+function sseBridge(ws: WebSocket): ReadableStream<Uint8Array> {
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = writable.getWriter();
+  const hangUp = () => {
+    try {
+      ws.close(1000, "client gone");
+    } catch {
+      // already closed
+    }
+  };
+  ws.accept();
+  // `retry` tells EventSource how soon to reconnect when the stream ends; the comment flushes headers.
+  writer.write(encoder.encode("retry: 2000\n: connected\n\n")).catch(hangUp);
+  ws.addEventListener("message", (m) => {
+    writer.write(encoder.encode(typeof m.data === "string" ? m.data : "")).catch(hangUp);
+  });
+  const end = () => writer.close().catch(() => undefined);
+  ws.addEventListener("close", end);
+  ws.addEventListener("error", end);
+  writer.closed.catch(hangUp);
+  return readable;
 }
 
 export interface EventFilters {
