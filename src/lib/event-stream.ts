@@ -53,9 +53,16 @@ export function toHubEvent(row: LoggedEvent): HubEvent {
 export function typeMatches(pattern: string, type: string): boolean {
   if (pattern === "*" || pattern === type) return true;
   if (!pattern.includes("*")) return false;
-  const re = new RegExp(`^${pattern.split("*").map(escapeRegExp).join(".*")}$`);
+  let re = patterns.get(pattern);
+  if (!re) {
+    re = new RegExp(`^${pattern.split("*").map(escapeRegExp).join(".*")}$`);
+    if (patterns.size < 1_000) patterns.set(pattern, re);
+  }
   return re.test(type);
 }
+
+/** Compiled wildcard patterns: the hub matches every event against every stream's filter. */
+const patterns = new Map<string, RegExp>();
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
