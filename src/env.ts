@@ -1,3 +1,4 @@
+import type { EventHub } from "./durable-objects/event-hub";
 import type { InboxCounter } from "./durable-objects/inbox-counter";
 import type { RateLimiter } from "./durable-objects/rate-limiter";
 
@@ -9,6 +10,8 @@ export interface Bindings {
   WEBHOOK_QUEUE: Queue<unknown>;
   INBOX_COUNTER: DurableObjectNamespace<InboxCounter>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** One realtime hub per account: open SSE and WebSocket event streams. */
+  EVENT_HUB: DurableObjectNamespace<EventHub>;
   EMAIL?: SendEmail;
 
   ENVIRONMENT: string;

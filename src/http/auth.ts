@@ -28,9 +28,30 @@ export function clientAddress(c: Context<AppEnv>): string {
 
 function bearer(c: Context<AppEnv>): string | null {
   const header = c.req.header("Authorization");
-  if (!header) return null;
+  if (!header) return webSocketKey(c);
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match?.[1] ?? null;
+}
+
+/** The subprotocol a browser offers next to its key; the server answers with it (browsers require one back). */
+export const WS_PROTOCOL = "mailbot";
+
+/** The protocols a WebSocket upgrade offers (`Sec-WebSocket-Protocol`), or none for other requests. */
+export function offeredProtocols(c: Context<AppEnv>): string[] {
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") return [];
+  return (c.req.header("Sec-WebSocket-Protocol") ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean);
+}
+
+/**
+ * Browsers cannot set Authorization on a WebSocket, so an upgrade may carry the key as one of its
+ * offered subprotocols (`new WebSocket(url, ["mailbot", key])`). Only upgrades: a key in that
+ * header of an ordinary request is ignored.
+ */
+function webSocketKey(c: Context<AppEnv>): string | null {
+  return offeredProtocols(c).find((p) => p.startsWith("mb_")) ?? null;
 }
 
 /**

@@ -135,3 +135,64 @@ export function binaryRoute<const R extends RequestSpec>(spec: {
     },
   });
 }
+
+interface StreamRouteSpec<R extends RequestSpec> {
+  path: string;
+  tags: string[];
+  summary: string;
+  description?: string;
+  request: R;
+  errors?: Partial<Record<400 | 429, string>>;
+}
+
+function streamErrors(errors: StreamRouteSpec<RequestSpec>["errors"]) {
+  return {
+    ...COMMON_ERRORS,
+    ...Object.fromEntries(Object.entries(errors ?? {}).map(([code, text]) => [code, errorResponse(text)])),
+  };
+}
+
+/** A GET route that answers with an endless Server-Sent Events stream. */
+export function sseRoute<const R extends RequestSpec>(spec: StreamRouteSpec<R>) {
+  return createRoute({
+    method: "get",
+    path: spec.path,
+    tags: spec.tags,
+    summary: spec.summary,
+    description: spec.description,
+    security: [{ ApiKey: [] }],
+    request: spec.request,
+    responses: {
+      200: {
+        description: "An endless `text/event-stream`: `id`, `event` and `data` (the Event JSON) per event",
+        headers: { ...REQUEST_ID, ...RATE_LIMIT },
+        content: { "text/event-stream": { schema: { type: "string" } } },
+      },
+      ...streamErrors(spec.errors),
+    },
+  });
+}
+
+/** A GET route that switches to a WebSocket (101). */
+export function webSocketRoute<const R extends RequestSpec>(spec: StreamRouteSpec<R>) {
+  return createRoute({
+    method: "get",
+    path: spec.path,
+    tags: spec.tags,
+    summary: spec.summary,
+    description: spec.description,
+    security: [{ ApiKey: [] }],
+    request: spec.request,
+    responses: {
+      101: {
+        description: "Switching Protocols: a WebSocket carrying one text message per event (the Event JSON)",
+        headers: {
+          ...REQUEST_ID,
+          ...RATE_LIMIT,
+          "Sec-WebSocket-Protocol": header("`mailbot`, when the client offered it"),
+        },
+      },
+      ...streamErrors(spec.errors),
+    },
+  });
+}

@@ -14,6 +14,8 @@ export const TierLimits = z.object({
    * Deliveries over it wait (they are not dropped and do not use up an attempt).
    */
   webhook_deliveries_per_minute: z.number().int().positive(),
+  /** Open event streams (SSE + WebSocket) per API key; one more is refused with 429. */
+  stream_connections: z.number().int().positive(),
 });
 export type TierLimits = z.infer<typeof TierLimits>;
 
@@ -25,6 +27,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_inboxes: 10,
     max_webhooks: 10,
     webhook_deliveries_per_minute: 300,
+    stream_connections: 10,
   },
   standard: {
     requests_per_minute: 600,
@@ -33,6 +36,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_inboxes: 1_000,
     max_webhooks: 50,
     webhook_deliveries_per_minute: 3_000,
+    stream_connections: 100,
   },
   scale: {
     requests_per_minute: 3_000,
@@ -41,6 +45,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_inboxes: 100_000,
     max_webhooks: 200,
     webhook_deliveries_per_minute: 20_000,
+    stream_connections: 1_000,
   },
 };
 

@@ -26,6 +26,10 @@ export const AccountLimits = z
     webhook_deliveries_per_minute: z.number().int().openapi({
       description: "*(new)* Webhook delivery attempts per account per minute; more wait, none are dropped.",
     }),
+    stream_connections: z
+      .number()
+      .int()
+      .openapi({ description: "Open event streams (SSE and WebSocket) allowed per API key." }),
     new_account_send_limit: z.object({
       limit: z.number().int(),
       window_hours: z.number().int(),

@@ -2,6 +2,7 @@ import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
 import { type ApiKeyRow, accounts, apiKeys, inboxes } from "../../db/schema";
 import { inList } from "../../db/sql";
+import { disconnectStreams } from "../../durable-objects/event-hub.client";
 import { keyGuard } from "../../durable-objects/rate-limiter.client";
 import { hashSecret } from "../../lib/argon2";
 import type { ServiceContext } from "../../lib/context";
@@ -164,6 +165,7 @@ export async function revokeKey(ctx: ServiceContext, keyId: string): Promise<Api
       },
     ],
   );
+  await disconnectStreams(ctx.env, ctx.accountId, keyId, "api_key_revoked");
   return { ...row, revokedAt };
 }
 
@@ -195,4 +197,11 @@ export async function setAccountKeysBlocked(
   await Promise.all(
     keys.map((k) => (blocked ? keyGuard(ctx.env, k.id).block(reason) : keyGuard(ctx.env, k.id).unblock(reason))),
   );
+  if (blocked)
+    await disconnectStreams(
+      ctx.env,
+      ctx.accountId,
+      null,
+      reason === "suspended" ? "account_suspended" : "api_key_revoked",
+    );
 }

@@ -1,14 +1,34 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { config } from "../../config";
 import type { AppEnv } from "../../http/app-env";
-import { requireScope } from "../../http/auth";
+import { offeredProtocols, requireScope, WS_PROTOCOL } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
-import { jsonBody, jsonRoute } from "../../http/openapi";
+import { jsonBody, jsonRoute, sseRoute, webSocketRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
+import { BadRequest, ValidationFailed } from "../../lib/errors";
 import { pageOf, toPage } from "../../lib/pagination";
+import { tierLimits } from "../../lib/tiers";
 import { replayEvent, toReplayWire } from "../webhooks/webhooks.service";
-import { EventIdParam, EventWire, ListEventsQuery, ReplayEventInput, ReplayWire } from "./events.schemas";
-import { eventsAfter, getEvent, listEvents, toEventWire, waitForEvents } from "./events.service";
+import {
+  EventCursor,
+  EventIdParam,
+  EventWire,
+  ListEventsQuery,
+  ReplayEventInput,
+  ReplayWire,
+  StreamEventsQuery,
+} from "./events.schemas";
+import {
+  eventsAfter,
+  getEvent,
+  listEvents,
+  openEventStream,
+  type StreamInput,
+  toEventWire,
+  waitForEvents,
+} from "./events.service";
 
 const tags = ["Events"];
 
@@ -44,6 +64,81 @@ eventRoutes.openapi(
       waitMs > 0 ? await waitForEvents(ctx, filters, page, waitMs, signal) : await listEvents(ctx, filters, page);
     const { items, nextCursor } = pageOf(rows, q.limit);
     return c.json({ data: items.map(toEventWire), meta: { limit: q.limit, next_cursor: nextCursor } }, 200);
+  },
+);
+
+/** The stream's filters, cursor (Last-Event-ID wins over ?after=) and the key's cap, from a validated request. */
+function streamInput(
+  c: Context<AppEnv>,
+  q: { type?: string | string[] | undefined; inbox_id?: string | undefined; after?: string | undefined },
+  transport: StreamInput["transport"],
+): StreamInput {
+  const auth = requireScope(c, "read");
+  const header = c.req.header("Last-Event-ID")?.trim();
+  if (header !== undefined && header !== "" && !EventCursor.safeParse(header).success) {
+    throw new ValidationFailed([{ path: "Last-Event-ID", message: "an event id (evt_…)" }]);
+  }
+  const types = q.type === undefined ? [] : Array.isArray(q.type) ? q.type : [q.type];
+  return {
+    transport,
+    types,
+    inboxId: q.inbox_id ?? null,
+    after: header || q.after || null,
+    keyId: auth.key.id,
+    cap: tierLimits(config(c.env).tiers, auth.account.tier).stream_connections,
+  };
+}
+
+const STREAM_DESCRIPTION =
+  "Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`.";
+
+eventRoutes.openapi(
+  sseRoute({
+    request: { query: StreamEventsQuery },
+    path: "/events/stream",
+    tags,
+    summary: "Stream events (Server-Sent Events)",
+    description: `${STREAM_DESCRIPTION} Each event is \`id: <event id>\`, \`event: <type>\`, \`data: <Event JSON>\`; a comment line (\`: heartbeat\`) every 15 s; the server may end a stream after a while (30 min), and the client reconnects with \`Last-Event-ID\`, losing nothing.`,
+    errors: {
+      429: "Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows",
+    },
+  }),
+  async (c) => {
+    const input = streamInput(c, c.req.valid("query"), "sse");
+    const stream = await openEventStream(serviceContext(c), input);
+    if (!("body" in stream)) throw new Error("an SSE stream without a body");
+    c.header("Content-Type", "text/event-stream; charset=utf-8");
+    c.header("Cache-Control", "no-cache, no-transform");
+    // Proxies that buffer (nginx) would hold events back.
+    c.header("X-Accel-Buffering", "no");
+    return c.body(stream.body, 200);
+  },
+);
+
+eventRoutes.openapi(
+  webSocketRoute({
+    request: { query: StreamEventsQuery },
+    path: "/events/ws",
+    tags,
+    summary: "Stream events over a WebSocket",
+    description: `${STREAM_DESCRIPTION} One text message per event, the Event JSON. Authenticate with \`Authorization: Bearer mb_…\` or, from a browser, offer the key as a subprotocol next to \`mailbot\`: \`new WebSocket(url, ["mailbot", key])\` (the server answers \`mailbot\`). Send \`ping\` to get \`pong\`. Resume with \`?after=<last event id>\`.`,
+    errors: {
+      400: "Not a WebSocket upgrade (`websocket_upgrade_required`)",
+      429: "Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows",
+    },
+  }),
+  async (c) => {
+    if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+      throw new BadRequest("websocket_upgrade_required", "This endpoint speaks WebSocket: send Upgrade: websocket.");
+    }
+    const input = streamInput(c, c.req.valid("query"), "ws");
+    input.protocol = offeredProtocols(c).includes(WS_PROTOCOL) ? WS_PROTOCOL : null;
+    const stream = await openEventStream(serviceContext(c), input);
+    if (!("webSocket" in stream)) throw new Error("a WebSocket stream without a socket");
+    const headers = new Headers();
+    if (stream.protocol) headers.set("Sec-WebSocket-Protocol", stream.protocol);
+    // Hono's typed responses have no 101 with a socket; the declared route documents it.
+    return new Response(null, { status: 101, webSocket: stream.webSocket, headers }) as never;
   },
 );
 

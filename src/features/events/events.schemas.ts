@@ -76,3 +76,32 @@ export const ReplayWire = z
     target_url: z.string().nullable(),
   })
   .openapi("EventReplay");
+
+/** An event id as a stream cursor (`Last-Event-ID`, `?after=`). */
+export const EventCursor = z.string().regex(/^evt_[0-9a-z]{26}$/, "an event id");
+
+/** A type filter of a stream: a known type, or a pattern with `*` (`message.*`, `*`) matching at least one. */
+export const EventTypePattern = z
+  .string()
+  .max(64)
+  .regex(/^[a-z*]+(\.[a-z*]+)*$/, "an event type, or a pattern such as message.*")
+  .refine(
+    (p) => EVENT_TYPES.some((t) => new RegExp(`^${p.replace(/\./g, "\\.").replace(/\*/g, ".*")}$`).test(t)),
+    "matches no event type",
+  );
+
+export const StreamEventsQuery = z.object({
+  type: z
+    .union([EventTypePattern, z.array(EventTypePattern).max(20)])
+    .optional()
+    .openapi({
+      description:
+        "Event types to stream; repeat the parameter for several. `*` is a wildcard (`message.*`). Default: every type.",
+      example: "message.*",
+    }),
+  inbox_id: z.string().max(64).optional().openapi({ description: "Only this inbox's events." }),
+  after: EventCursor.optional().openapi({
+    description:
+      "Resume after this event id: every event committed after it, in commit order, then live. The `Last-Event-ID` header takes precedence.",
+  }),
+});

@@ -1,11 +1,15 @@
 import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { createDb } from "../../db/client";
+import { eventsByIds } from "../../db/event-log";
 import { type EventRow, events } from "../../db/schema";
 import { inList } from "../../db/sql";
+import { eventHub, type HubConnect, type HubRefusal } from "../../durable-objects/event-hub.client";
 import type { Bindings } from "../../env";
 import { type ServiceContext, systemContext } from "../../lib/context";
-import { NotFound } from "../../lib/errors";
+import { NotFound, RateLimited } from "../../lib/errors";
+import { type HubEvent, type Subscription, toHubEvent } from "../../lib/event-stream";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";
@@ -48,17 +52,135 @@ export function eventStatement(
 }
 
 /**
- * Hands committed events to delivery (webhooks). Call it after the `db.batch` that inserted
- * them has committed. It never throws: the producer's change is already done, and events
- * that miss their fan-out here (a crash, a queue outage) are picked up by the cron sweep.
+ * Hands committed events to delivery: webhooks, and the account's realtime hub (open SSE and
+ * WebSocket streams). Call it after the `db.batch` that inserted them has committed. It never
+ * throws: the producer's change is already done; events that miss their webhook fan-out here
+ * (a crash, a queue outage) are picked up by the cron sweep, and a hub that misses a publish
+ * reads the gap from D1 on the next one (or on its own periodic check).
  */
 export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
-  try {
-    await fanOut(systemContext(env), eventIds);
-  } catch (err) {
-    log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) });
+  await Promise.all([
+    fanOut(systemContext(env), eventIds).catch((err) =>
+      log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) }),
+    ),
+    notifyHubs(env, eventIds).catch((err) =>
+      log.warn("event hub notify failed; the hub catches up from D1", { events: eventIds, error: String(err) }),
+    ),
+  ]);
+}
+
+/** Sends committed events to their accounts' hubs, each account's in commit order. */
+async function notifyHubs(env: Bindings, eventIds: string[]): Promise<void> {
+  const rows = await eventsByIds(createDb(env.DB), eventIds);
+  const byAccount = new Map<string, HubEvent[]>();
+  for (const row of rows) {
+    if (row.seq === null) continue;
+    const list = byAccount.get(row.accountId) ?? [];
+    list.push(toHubEvent(row));
+    byAccount.set(row.accountId, list);
   }
+  await Promise.all(
+    [...byAccount].map(([accountId, list]) =>
+      eventHub(env, accountId).publish(
+        accountId,
+        list.sort((a, b) => a.seq - b.seq),
+      ),
+    ),
+  );
+}
+
+export interface StreamInput {
+  transport: "sse" | "ws";
+  /** Type patterns (validated by the schema); empty: every type. */
+  types: string[];
+  inboxId: string | null;
+  /** Resume after this event id (Last-Event-ID or ?after=). */
+  after: string | null;
+  /** The API key opening the stream (the connection cap is per key). */
+  keyId: string;
+  /** The key's tier cap on open streams. */
+  cap: number;
+  /** The WebSocket subprotocol to answer with, if the client offered ours. */
+  protocol?: string | null;
+}
+
+/** An open stream: an SSE body, or the client end of an accepted WebSocket. */
+export type OpenStream = { body: ReadableStream } | { webSocket: WebSocket; protocol: string | null };
+
+/**
+ * Opens a realtime stream of the caller's events on the account's hub: the events committed after
+ * `after` (read from D1, in commit order), then every new one as it commits. Same visibility as
+ * `GET /v1/events`: a restricted key sees only its inboxes' events, never account-level ones; a
+ * cursor the caller cannot see is 404. Refused with 429 `connection_limit_reached` at the key's cap.
+ */
+export async function openEventStream(ctx: ServiceContext, input: StreamInput): Promise<OpenStream> {
+  let afterSeq: number | null = null;
+  if (input.after) {
+    const anchor = await getEvent(ctx, input.after);
+    afterSeq = anchor.seq ?? 0;
+  }
+  const sub: Subscription = {
+    keyId: input.keyId,
+    types: input.types.includes("*") ? [] : [...new Set(input.types)],
+    inboxId: input.inboxId,
+    inboxIds: ctx.inboxIds ?? null,
+  };
+  const connect: HubConnect = {
+    accountId: ctx.accountId,
+    transport: input.transport,
+    sub,
+    afterSeq,
+    cap: input.cap,
+    protocol: input.protocol ?? null,
+  };
+  // Both transports are hibernatable WebSockets on the hub; for SSE this Worker request holds the
+  // hub's socket and turns each message into a frame (see sseBridge).
+  const headers = { "x-hub-connect": JSON.stringify(connect), Upgrade: "websocket" };
+  const res = await eventHub(ctx.env, ctx.accountId).fetch("https://event-hub/connect", { headers });
+  if (res.status === 429) {
+    const refusal = (await res.json()) as HubRefusal;
+    throw new RateLimited(
+      "connection_limit_reached",
+      `This API key already has ${refusal.open} open event streams, the most its tier allows (${refusal.limit}). Close one, or use another key.`,
+      5,
+      undefined,
+      { limit: refusal.limit, open: refusal.open },
+    );
+  }
+  if (!res.webSocket) throw new Error(`event hub answered ${res.status} without a WebSocket`);
+  if (input.transport === "ws") return { webSocket: res.webSocket, protocol: input.protocol ?? null };
+  return { body: sseBridge(res.webSocket) };
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * An SSE body fed by the hub's socket: the hub sends ready frames (events, heartbeats, the
+ * closing reason) and this request only writes them through, so the hub keeps no stream in
+ * memory and may hibernate. Either side closing ends the other.
+ */
+function sseBridge(ws: WebSocket): ReadableStream<Uint8Array> {
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = writable.getWriter();
+  const hangUp = () => {
+    try {
+      ws.close(1000, "client gone");
+    } catch {
+      // already closed
+    }
+  };
+  ws.accept();
+  // `retry` tells EventSource how soon to reconnect when the stream ends; the comment flushes headers.
+  writer.write(encoder.encode("retry: 2000\n: connected\n\n")).catch(hangUp);
+  ws.addEventListener("message", (m) => {
+    writer.write(encoder.encode(typeof m.data === "string" ? m.data : "")).catch(hangUp);
+  });
+  const end = () => writer.close().catch(() => undefined);
+  ws.addEventListener("close", end);
+  ws.addEventListener("error", end);
+  writer.closed.catch(hangUp);
+  return readable;
 }
 
 export interface EventFilters {
