@@ -556,6 +556,156 @@ export interface paths {
         };
         trace?: never;
     };
+    "/v1/account/reputation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The account's sending reputation over all its inboxes (last 7 days)
+         * @description The same rates as an inbox's, over every inbox of the account (distinct recipients in the window). Above 10 % hard bounces or 0.3 % complaints, with at least 20 sends in the window, `status` is `disabled` and every send of the account is refused with 403 `account_reputation`, whichever inbox it comes from.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Success */
+                200: {
+                    headers: {
+                        /** @description Requests allowed per minute for this key */
+                        "X-RateLimit-Limit"?: string;
+                        /** @description Requests left in the current window */
+                        "X-RateLimit-Remaining"?: string;
+                        /** @description Unix seconds when the window is entirely free again */
+                        "X-RateLimit-Reset"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["Reputation"];
+                        };
+                    };
+                };
+                /** @description Bad request (malformed JSON, bad cursor) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also another account's resource) */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict, or an Idempotency-Key reused with another body */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited */
+                429: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/accounts": {
         parameters: {
             query?: never;
@@ -1065,6 +1215,152 @@ export interface paths {
                     };
                 };
                 /** @description `account_not_active`: the account is suspended or deleted. */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited */
+                429: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/inboxes/{inbox_id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Re-enable an inbox, e.g. one disabled for its bounce or complaint rate (audited with its figures)
+         * @description The account cannot re-enable an inbox disabled for its rates (409 `reputation_review_required`); an operator can, after review. The history stays in the 7-day window, so a further bounce or complaint over the threshold disables it again at once.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    inbox_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Success */
+                200: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["Inbox"];
+                        };
+                    };
+                };
+                /** @description Bad request (malformed JSON, bad cursor) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unknown inbox. */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict, or an Idempotency-Key reused with another body */
                 409: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -2721,7 +3017,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description The domain is already yours, or verified by another account */
+                /** @description The domain is already one of yours */
                 409: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -3566,7 +3862,7 @@ export interface paths {
             };
             requestBody: {
                 content: {
-                    "application/json": components["schemas"]["ReplayInput"];
+                    "application/json": components["schemas"]["ReplayEventInput"];
                 };
             };
             responses: {
@@ -3692,6 +3988,312 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream events (Server-Sent Events)
+         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`. Each event is `id: <event id>`, `event: <type>`, `data: <Event JSON>`; a comment line (`: heartbeat`) every 15 s; the server may end a stream after a while (30 min), and the client reconnects with `Last-Event-ID`, losing nothing.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Resume after this event id: every event committed after it, in commit order, then live. The `Last-Event-ID` header takes precedence. */
+                    after?: string;
+                    /** @description Only this inbox's events. */
+                    inbox_id?: string;
+                    /** @description Event types to stream; repeat the parameter for several. `*` is a wildcard (`message.*`). Default: every type. */
+                    type?: string | string[];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description An endless `text/event-stream`: `id`, `event` and `data` (the Event JSON) per event */
+                200: {
+                    headers: {
+                        /** @description Requests allowed per minute for this key */
+                        "X-RateLimit-Limit"?: string;
+                        /** @description Requests left in the current window */
+                        "X-RateLimit-Remaining"?: string;
+                        /** @description Unix seconds when the window is entirely free again */
+                        "X-RateLimit-Reset"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": string;
+                    };
+                };
+                /** @description Bad request (malformed JSON, bad cursor) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also another account's resource) */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict, or an Idempotency-Key reused with another body */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows */
+                429: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/ws": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream events over a WebSocket
+         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`. One text message per event, the Event JSON. Authenticate with `Authorization: Bearer mb_…` or, from a browser, offer the key as a subprotocol next to `mailbot`: `new WebSocket(url, ["mailbot", key])` (the server answers `mailbot`). Send `ping` to get `pong`. Resume with `?after=<last event id>`.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Resume after this event id: every event committed after it, in commit order, then live. The `Last-Event-ID` header takes precedence. */
+                    after?: string;
+                    /** @description Only this inbox's events. */
+                    inbox_id?: string;
+                    /** @description Event types to stream; repeat the parameter for several. `*` is a wildcard (`message.*`). Default: every type. */
+                    type?: string | string[];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Switching Protocols: a WebSocket carrying one text message per event (the Event JSON) */
+                101: {
+                    headers: {
+                        /** @description `mailbot`, when the client offered it */
+                        "Sec-WebSocket-Protocol"?: string;
+                        /** @description Requests allowed per minute for this key */
+                        "X-RateLimit-Limit"?: string;
+                        /** @description Requests left in the current window */
+                        "X-RateLimit-Remaining"?: string;
+                        /** @description Unix seconds when the window is entirely free again */
+                        "X-RateLimit-Reset"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Not a WebSocket upgrade (`websocket_upgrade_required`) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also another account's resource) */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict, or an Idempotency-Key reused with another body */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows */
+                429: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -4419,7 +5021,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Re-activate an inbox */
+        /**
+         * Re-activate an inbox
+         * @description Re-activates a deactivated inbox. An inbox disabled for its bounce or complaint rate is re-enabled only by an operator (`POST /v1/admin/inboxes/{inbox_id}/enable`).
+         */
         post: {
             parameters: {
                 query?: never;
@@ -4494,7 +5099,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Conflict, or an Idempotency-Key reused with another body */
+                /** @description `reputation_review_required`: the inbox was disabled for its bounce or complaint rate (audited) */
                 409: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -4777,7 +5382,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description `inbox_disabled`: the inbox is disabled; `insufficient_scope`: the key lacks `send` */
+                /** @description `inbox_disabled`: the inbox is disabled (or its counter has decided a disable for its rates); `account_reputation`: the account's bounce or complaint rate over all its inboxes is above a threshold; `insufficient_scope`: the key lacks `send` */
                 403: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -5783,6 +6388,168 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/inboxes/{inbox_id}/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Delivery reports (bounces, complaints, delivery notices) of an inbox, newest first
+         * @description One row per finding, from every source: DSN and ARF reports mailed to the inbox, the transport's refusals while sending, the relay's signed events. A report that could not be authenticated (a DSN not at the recipient's bounce address, a complaint not from a configured feedback loop, …) is listed with `verified: false` and `unverified_reason`; it changed no status, counter or suppression.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Opaque cursor from `meta.next_cursor`. */
+                    cursor?: string;
+                    limit?: number;
+                    /** @description Only reports that were (or were not) believed */
+                    verified?: "true" | "false";
+                };
+                header?: never;
+                path: {
+                    inbox_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Success */
+                200: {
+                    headers: {
+                        /** @description Requests allowed per minute for this key */
+                        "X-RateLimit-Limit"?: string;
+                        /** @description Requests left in the current window */
+                        "X-RateLimit-Remaining"?: string;
+                        /** @description Unix seconds when the window is entirely free again */
+                        "X-RateLimit-Reset"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["DeliveryReport"][];
+                            meta: {
+                                limit: number;
+                                next_cursor: string | null;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (malformed JSON, bad cursor) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also another account's resource) */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict, or an Idempotency-Key reused with another body */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited */
+                429: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/inboxes/{inbox_id}/reputation": {
         parameters: {
             query?: never;
@@ -6456,7 +7223,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description `inbox_disabled`: the inbox is disabled; `insufficient_scope`: the key lacks `send` */
+                /** @description `inbox_disabled`: the inbox is disabled (or its counter has decided a disable for its rates); `account_reputation`: the account's bounce or complaint rate over all its inboxes is above a threshold; `insufficient_scope`: the key lacks `send` */
                 403: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -6613,7 +7380,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description `inbox_disabled`: the inbox is disabled; `insufficient_scope`: the key lacks `send` */
+                /** @description `inbox_disabled`: the inbox is disabled (or its counter has decided a disable for its rates); `account_reputation`: the account's bounce or complaint rate over all its inboxes is above a threshold; `insufficient_scope`: the key lacks `send` */
                 403: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -7466,7 +8233,7 @@ export interface paths {
         put?: never;
         /**
          * Create a webhook endpoint (the secret is shown once; a webhook.test event follows)
-         * @description `url` must be https and must not be, or resolve to, a private, loopback, link-local, CGNAT or metadata address. `events` lists event types, `*` for all (the default). `inbox_id` limits it to one inbox's events.
+         * @description `url` must be https and must not be, or resolve to, a private, loopback, link-local, CGNAT or metadata address. `events` lists event types, `*` for all (the default). `inbox_id` limits it to one inbox's events. *(new)* Endpoints are capped per account by tier (sandbox 10; the account's `limits.max_webhooks`).
          */
         post: {
             parameters: {
@@ -7525,7 +8292,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Forbidden: scope, suspended account, disabled inbox */
+                /** @description `webhook_limit_reached`: the tier's endpoint cap is reached (or the key lacks the scope) */
                 403: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -8982,6 +9749,8 @@ export interface components {
         AccountLimits: {
             burst: number;
             max_inboxes: number;
+            /** @description *(new)* Webhook endpoints per account. */
+            max_webhooks: number;
             new_account_send_limit: {
                 active: boolean;
                 limit: number;
@@ -8989,7 +9758,11 @@ export interface components {
             };
             requests_per_minute: number;
             sends_per_inbox_per_day: number;
+            /** @description Open event streams (SSE and WebSocket) allowed per API key. */
+            stream_connections: number;
             tier: string;
+            /** @description *(new)* Webhook delivery attempts per account per minute; more wait, none are dropped. */
+            webhook_deliveries_per_minute: number;
         };
         AccountPatch: {
             name?: string | null;
@@ -9116,6 +9889,34 @@ export interface components {
             /** @enum {boolean} */
             deleted: true;
             id: string;
+        };
+        DeliveryReport: {
+            /** @enum {string|null} */
+            bounce_type: "hard" | "soft" | null;
+            created_at: string;
+            diagnostic: string | null;
+            feedback_type: string | null;
+            /** @example rpt_01jd2x0000000000000000000 */
+            id: string;
+            inbox_id: string;
+            /** @enum {string} */
+            kind: "bounce" | "delay" | "delivered" | "complaint";
+            /** @description Our outbound message the finding counted for; null when it was not linked */
+            message_id: string | null;
+            original_rfc_message_id: string | null;
+            recipient: string | null;
+            /** @description What carried it: the inbound report message (`msg_…`), our message (transport), or a relay event (`rev_…`) */
+            report_message_id: string;
+            /** @enum {string} */
+            source: "report" | "transport" | "relay";
+            status_code: string | null;
+            /**
+             * @description Why not: `no_bounce_token`, `invalid_bounce_token`, `bounce_tokens_not_configured`, `other_recipient`, `not_a_recipient`, `not_feedback_loop_source`, `unknown_message`, `no_findings`
+             * @example not_feedback_loop_source
+             */
+            unverified_reason: string | null;
+            /** @description False for a report that could not be authenticated (kept and shown, but it changed no status, counter or suppression) */
+            verified: boolean;
         };
         DnsRecord: {
             name: string;
@@ -9259,6 +10060,15 @@ export interface components {
             body_omitted: boolean;
             /** @description Untrusted content written by a third party. */
             body_text: string | null;
+            /**
+             * @description Outbound: recipient → the bounce address (envelope sender) its copy was sent with, carrying an HMAC token over message and recipient; a delivery status notification counts only for the recipient whose address it came back to. Empty when the transport owns the envelope (Cloudflare Email Service reports its own bounces). Null for inbound messages.
+             * @example {
+             *       "ana@example.com": "agent--k3x9+msg_01jd2x0000000000000000000.3f9a0c1d2e4b5a697788@mail.example.com"
+             *     }
+             */
+            bounce_addresses: {
+                [key: string]: string;
+            } | null;
             cc: string[];
             /**
              * @description Outbound: when a recipient reported the message as spam (ARF or relay complaint)
@@ -9365,7 +10175,7 @@ export interface components {
         };
         RelayEvent: {
             /**
-             * @description Bounces only; hard is permanent
+             * @description Bounces only; hard is permanent. A hard bounce whose `status_code` is not mailbox-level (RFC 3463 5.1.x, 5.2.0-5.2.2: e.g. 5.7.x policy, 5.4.x routing) is recorded as soft: it does not count or suppress
              * @default hard
              * @enum {string}
              */
@@ -9408,7 +10218,7 @@ export interface components {
                 message_id: string | null;
             }[];
         };
-        ReplayInput: {
+        ReplayEventInput: {
             /** @description Send to this URL instead of the endpoint's own (same SSRF rules, signed with the endpoint's secret). */
             target_url?: string;
             /** @description Replay to this endpoint only (default: every enabled endpoint the event matches). */
