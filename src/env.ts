@@ -40,6 +40,11 @@ export interface Bindings {
   INBOUND_SECRET?: string;
   SMTP_PASSWORD?: string;
   DKIM_ENCRYPTION_KEY?: string;
+  /**
+   * HMAC-SHA256 key of the audit chain (at least 32 characters); never stored in D1. Required
+   * outside development (see `auditHmacKey` in src/config.ts).
+   */
+  AUDIT_HMAC_KEY?: string;
   /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
   WEBHOOK_ENCRYPTION_KEY?: string;
 
