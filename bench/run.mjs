@@ -3,9 +3,10 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation runs only that one (bench/mcp.mjs:
+// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation|audit runs only that one (bench/mcp.mjs:
 // /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
-// latency the InboxCounter check adds to an accepted send).
+// latency the InboxCounter check adds to an accepted send; bench/audit.mjs: 200 mixed audited writes
+// at once on one account, failures and the time the chain takes to verify).
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -191,9 +192,11 @@ async function main() {
 }
 
 const SUITE = process.env.BENCH_SUITE || "all";
-if (!["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation"].includes(SUITE)) {
+if (
+  !["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation", "audit"].includes(SUITE)
+) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth or reputation, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation or audit, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -222,4 +225,5 @@ if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mj
 if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
 if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
 if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
+if (SUITE === "all" || SUITE === "audit") status ||= runScript("./audit.mjs");
 process.exit(status);

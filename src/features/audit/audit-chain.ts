@@ -129,18 +129,6 @@ export async function expectedLink(secret: string, row: AuditRow, prevHash: stri
   return linkHash(secret, row, row.mac, prevHash);
 }
 
-/** The account's last link (highest seq), or the genesis. */
-async function chainHead(db: Db, accountId: string): Promise<{ seq: number; hash: string }> {
-  const last = await db
-    .select({ seq: auditChain.seq, hash: auditChain.hash })
-    .from(auditChain)
-    .where(eq(auditChain.accountId, accountId))
-    .orderBy(desc(auditChain.seq))
-    .limit(1)
-    .get();
-  return last ?? { seq: 0, hash: GENESIS_HASH };
-}
-
 /**
  * Links the account's committed entries that have no chain row yet, up to `upTo` (default: all).
  * Stops at the first entry that is not genuine or not contiguous (it stays unchained, and
@@ -154,16 +142,26 @@ export async function chainAccount(
   upTo = Number.MAX_SAFE_INTEGER,
 ): Promise<number> {
   const secret = auditHmacKey(env);
-  let head = await chainHead(db, accountId);
   let linked = 0;
-  while (head.seq < upTo) {
-    const rows = await db
-      .select()
-      .from(auditLog)
-      .where(and(eq(auditLog.accountId, accountId), gt(auditLog.seq, head.seq), lte(auditLog.seq, upTo)))
-      .orderBy(asc(auditLog.seq))
-      .limit(CHAIN_PAGE)
-      .all();
+  for (;;) {
+    // The last link and the entries after it, in one round trip and one consistent read.
+    const headSeq = sql`(SELECT COALESCE(MAX(${auditChain.seq}), 0) FROM ${auditChain} WHERE ${auditChain.accountId} = ${accountId})`;
+    const [heads, rows] = await db.batch([
+      db
+        .select({ seq: auditChain.seq, hash: auditChain.hash })
+        .from(auditChain)
+        .where(eq(auditChain.accountId, accountId))
+        .orderBy(desc(auditChain.seq))
+        .limit(1),
+      db
+        .select()
+        .from(auditLog)
+        .where(and(eq(auditLog.accountId, accountId), gt(auditLog.seq, headSeq), lte(auditLog.seq, upTo)))
+        .orderBy(asc(auditLog.seq))
+        .limit(CHAIN_PAGE),
+    ]);
+    const head = heads[0] ?? { seq: 0, hash: GENESIS_HASH };
+    if (head.seq >= upTo) break;
     const links: AuditChainRow[] = [];
     let prev = head;
     let stopped = false;
@@ -183,7 +181,6 @@ export async function chainAccount(
       linked += links.length;
     }
     if (stopped || rows.length < CHAIN_PAGE) break;
-    head = prev;
   }
   return linked;
 }
