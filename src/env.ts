@@ -1,3 +1,4 @@
+import type { AuditAnchor } from "./durable-objects/audit-anchor";
 import type { InboxCounter } from "./durable-objects/inbox-counter";
 import type { RateLimiter } from "./durable-objects/rate-limiter";
 
@@ -9,6 +10,8 @@ export interface Bindings {
   WEBHOOK_QUEUE: Queue<unknown>;
   INBOX_COUNTER: DurableObjectNamespace<InboxCounter>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** Per-account head of the audit chain, outside D1 (detects a truncated tail). */
+  AUDIT_ANCHOR: DurableObjectNamespace<AuditAnchor>;
   EMAIL?: SendEmail;
 
   ENVIRONMENT: string;

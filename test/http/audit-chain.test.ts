@@ -187,6 +187,20 @@ describe("audit chain: tampering", () => {
     expect(await verify(a.key)).toEqual({ ok: false, checked: 5, first_broken_id: last });
   });
 
+  it("the newest entries cut off with their links (a tail truncation) are named by the anchor outside D1", async () => {
+    const a = await accountWithEntries();
+    const fourth = await entryAt(a.account.id, 4);
+    const fifth = await entryAt(a.account.id, 5);
+    await withoutTrigger("audit_log_no_delete", "audit_log", () =>
+      withoutTrigger("audit_chain_no_delete", "audit_chain", async () => {
+        await env.DB.prepare("DELETE FROM audit_chain WHERE entry_id IN (?, ?)").bind(fourth, fifth).run();
+        await env.DB.prepare("DELETE FROM audit_log WHERE id IN (?, ?)").bind(fourth, fifth).run();
+      }),
+    );
+    // What is left is a perfect chain of 3; the anchor remembers 5.
+    expect(await verify(a.key)).toEqual({ ok: false, checked: 4, first_broken_id: fifth });
+  });
+
   it("a reordered pair is named at the first swapped position, links swapped along or not", async () => {
     const a = await accountWithEntries();
     const second = await entryAt(a.account.id, 2);

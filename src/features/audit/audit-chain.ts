@@ -3,6 +3,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { auditHmacKey } from "../../config";
 import type { Db } from "../../db/client";
 import { type AuditChainRow, type AuditRow, auditChain, auditLog } from "../../db/schema";
+import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Bindings } from "../../env";
 import type { BaseContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
@@ -23,6 +24,9 @@ import { log } from "../../lib/log";
  *    IGNORE. The step is deterministic, so concurrent chainers write identical rows, and nothing
  *    is ever updated. The scheduled sweep, the audit list and `/verify` run it again for anything
  *    a crash left unchained.
+ * 3. The chainer reports the new head to the account's AuditAnchor Durable Object, outside D1:
+ *    `/verify` compares the chain with it, so cutting the newest entries and their links off the
+ *    end (which needs dropping the triggers) is noticed too.
  */
 
 export const GENESIS_HASH = "0".repeat(64);
@@ -179,6 +183,9 @@ export async function chainAccount(
       const inserts: Statement[] = links.map((l) => db.insert(auditChain).values(l).onConflictDoNothing());
       await db.batch(inserts as [Statement, ...Statement[]]);
       linked += links.length;
+      // The head leaves D1 too, so a tail cut off later (entries and links) is still noticed.
+      const last = links[links.length - 1] as AuditChainRow;
+      await auditAnchor(env, accountId).advance({ seq: last.seq, hash: last.hash, entryId: last.entryId });
     }
     if (stopped || rows.length < CHAIN_PAGE) break;
   }

@@ -4,6 +4,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { auditHmacKey } from "../../config";
 import { type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
+import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Actor, ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
@@ -165,15 +166,20 @@ const VERIFY_PAGE = 500;
 /**
  * Re-checks the whole chain after linking anything pending: every entry in `seq` order with no
  * gap, each genuine (its keyed mac, or its legacy SHA-256), each with exactly the link its
- * position, content and predecessor imply. An edited entry, a removed one (its link remains
- * and names it) and a reordered pair all break the walk at the first affected position.
+ * position, content and predecessor imply, and the chain at least as long as the head recorded
+ * outside D1 (AuditAnchor). An edited entry, a removed one (its link or the anchor names it) and
+ * a reordered pair all break the walk at the first affected position.
  */
 export async function verifyAudit(
   ctx: ServiceContext,
 ): Promise<{ ok: boolean; checked: number; first_broken_id: string | null }> {
   const secret = auditHmacKey(ctx.env);
   await chainBeforeReading(ctx);
+  // Read before the walk: every link the anchor knows was committed before the rows are read.
+  const anchor = auditAnchor(ctx.env, ctx.accountId);
+  const anchored = await anchor.head();
   let prevHash = GENESIS_HASH;
+  let lastId: string | null = null;
   let expectedSeq = 1;
   let checked = 0;
   const linkAt = (seq: number) =>
@@ -203,8 +209,11 @@ export async function verifyAudit(
         link.entryId === entry.id &&
         link.prevHash === prevHash &&
         (await expectedLink(secret, entry, prevHash)) === link.hash;
-      if (!intact) return { ok: false, checked, first_broken_id: entry.id };
+      const matchesAnchor =
+        !anchored || anchored.seq !== entry.seq || (anchored.hash === link?.hash && anchored.entryId === entry.id);
+      if (!intact || !matchesAnchor) return { ok: false, checked, first_broken_id: entry.id };
       prevHash = link.hash;
+      lastId = entry.id;
       expectedSeq++;
     }
     if (rows.length < VERIFY_PAGE) break;
@@ -212,6 +221,11 @@ export async function verifyAudit(
   // Entries cut off the end whose links were left behind.
   const beyond = await linkAt(expectedSeq);
   if (beyond) return { ok: false, checked: checked + 1, first_broken_id: beyond.entryId };
+  // Entries and links cut off the end together: the anchor, outside D1, still names the last one.
+  if (anchored && anchored.seq >= expectedSeq)
+    return { ok: false, checked: checked + 1, first_broken_id: anchored.entryId };
+  // The whole chain is proven: the anchor may catch up (a chainer that died before reporting).
+  if (lastId) await anchor.advance({ seq: expectedSeq - 1, hash: prevHash, entryId: lastId });
   return { ok: true, checked, first_broken_id: null };
 }
 
