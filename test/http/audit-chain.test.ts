@@ -124,6 +124,20 @@ describe("audit chain: appends without a lock", () => {
     expect(final.checked).toBeGreaterThanOrEqual(before + 300);
   }, 120_000);
 
+  it("/verify during a burst of writes never reports entries appended while it walks as broken", async () => {
+    const a = await createAccount("walk");
+    await call("PATCH", `/v1/admin/accounts/${a.account.id}`, { key: ADMIN_TOKEN, body: { tier: "scale" } });
+    const stamp = Date.now().toString(36);
+    const writes = Array.from({ length: 30 }, (_, i) =>
+      call("POST", "/v1/inboxes", { key: a.key, body: { username: `w${stamp}${i}` } }),
+    );
+    const verifies = Array.from({ length: 6 }, () => verify(a.key));
+    const [done, checks] = await Promise.all([Promise.all(writes), Promise.all(verifies)]);
+    expect(done.every((r) => r.status === 201)).toBe(true);
+    for (const c of checks) expect(c).toMatchObject({ ok: true, first_broken_id: null });
+    expect(await verify(a.key)).toEqual({ ok: true, checked: 34, first_broken_id: null });
+  });
+
   it("listed entries carry their links: prev_hash is the previous entry's hash", async () => {
     const a = await accountWithEntries();
     const list = await call("GET", "/v1/audit-log", { key: a.key });

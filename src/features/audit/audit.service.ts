@@ -218,9 +218,15 @@ export async function verifyAudit(
     }
     if (rows.length < VERIFY_PAGE) break;
   }
-  // Entries cut off the end whose links were left behind.
-  const beyond = await linkAt(expectedSeq);
-  if (beyond) return { ok: false, checked: checked + 1, first_broken_id: beyond.entryId };
+  // Entries cut off the end whose links were left behind (a link whose entry exists was
+  // appended by a writer after the walk read its last page: not a break).
+  const beyond = await ctx.db
+    .select({ entryId: auditChain.entryId, present: auditLog.id })
+    .from(auditChain)
+    .leftJoin(auditLog, eq(auditLog.id, auditChain.entryId))
+    .where(and(eq(auditChain.accountId, ctx.accountId), eq(auditChain.seq, expectedSeq)))
+    .get();
+  if (beyond && beyond.present === null) return { ok: false, checked: checked + 1, first_broken_id: beyond.entryId };
   // Entries and links cut off the end together: the anchor, outside D1, still names the last one.
   if (anchored && anchored.seq >= expectedSeq)
     return { ok: false, checked: checked + 1, first_broken_id: anchored.entryId };
