@@ -32,6 +32,8 @@ export default defineConfig(async () => {
             INBOUND_SECRET: "test-inbound-secret",
             BOUNCE_SECRET: "test-bounce-secret",
             FEEDBACK_LOOP_SOURCES: "fbl.example-isp.net",
+            // The audit chain's key (the development fallback would do, but tests run the real path).
+            AUDIT_HMAC_KEY: "test-audit-hmac-key-0123456789abcdef",
             TRUSTED_AUTHSERV_IDS: "mx.cloudflare.net",
             // Generous limits so suites can run fast; the limit tests set their own tier.
             TIER_LIMITS: JSON.stringify({

@@ -237,3 +237,34 @@ export function config(env: Bindings): Config {
   }
   return c as Config;
 }
+
+/** AUDIT_HMAC_KEY shorter than this is a mistake (a placeholder), not a key. */
+export const MIN_AUDIT_KEY_LENGTH = 32;
+
+/**
+ * The key the audit chain is keyed with (HMAC-SHA256): the AUDIT_HMAC_KEY secret, which never
+ * lives in D1, so whoever can write to the database still cannot re-link an edited entry. Only
+ * when ENVIRONMENT is exactly "development" does an unset key fall back to one derived from the
+ * deployment's MAIL_DOMAIN (no secret, but distinct per deployment and stable across restarts).
+ * Anywhere else an unset or short key is `ConfigInvalid`: an audited write fails loudly (500
+ * `config_invalid`, like a missing MAIL_DOMAIN) instead of writing entries nobody can verify.
+ */
+export function auditHmacKey(env: Bindings): string {
+  const key = env.AUDIT_HMAC_KEY?.trim();
+  if (key) {
+    if (key.length < MIN_AUDIT_KEY_LENGTH) {
+      const error = new ConfigInvalid("AUDIT_HMAC_KEY", `it must be at least ${MIN_AUDIT_KEY_LENGTH} characters.`);
+      log.error("configuration invalid", { variable: "AUDIT_HMAC_KEY", error: error.message });
+      throw error;
+    }
+    return key;
+  }
+  const c = partialConfig(env);
+  if (c.isDevelopment) return `mailbot-development-audit-key:${c.mailDomain ?? ""}`;
+  const error = new ConfigInvalid(
+    "AUDIT_HMAC_KEY",
+    "it is required outside development (set it with `wrangler secret put AUDIT_HMAC_KEY`).",
+  );
+  log.error("configuration invalid", { variable: "AUDIT_HMAC_KEY", error: error.message });
+  throw error;
+}

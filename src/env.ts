@@ -1,3 +1,4 @@
+import type { AuditAnchor } from "./durable-objects/audit-anchor";
 import type { EventHub } from "./durable-objects/event-hub";
 import type { InboxCounter } from "./durable-objects/inbox-counter";
 import type { RateLimiter } from "./durable-objects/rate-limiter";
@@ -12,6 +13,8 @@ export interface Bindings {
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   /** One realtime hub per account: open SSE and WebSocket event streams. */
   EVENT_HUB: DurableObjectNamespace<EventHub>;
+  /** Per-account head of the audit chain, outside D1 (detects a truncated tail). */
+  AUDIT_ANCHOR: DurableObjectNamespace<AuditAnchor>;
   EMAIL?: SendEmail;
 
   ENVIRONMENT: string;
@@ -49,6 +52,11 @@ export interface Bindings {
   DKIM_ENCRYPTION_KEY?: string;
   /** Mixed into the seal of stored idempotent responses (they may hold a new API key); unset: ADMIN_TOKEN is used. */
   IDEMPOTENCY_SECRET?: string;
+  /**
+   * HMAC-SHA256 key of the audit chain (at least 32 characters); never stored in D1. Required
+   * outside development (see `auditHmacKey` in src/config.ts).
+   */
+  AUDIT_HMAC_KEY?: string;
   /** Seals webhook signing secrets at rest (AES-GCM); unset: stored as issued. */
   WEBHOOK_ENCRYPTION_KEY?: string;
 

@@ -4,6 +4,7 @@ import { handleEmail } from "./triggers/email";
 import { handleQueue } from "./triggers/queue";
 import { runSweeps } from "./triggers/scheduled";
 
+export { AuditAnchor } from "./durable-objects/audit-anchor";
 export { EventHub } from "./durable-objects/event-hub";
 export { InboxCounter } from "./durable-objects/inbox-counter";
 export { RateLimiter } from "./durable-objects/rate-limiter";

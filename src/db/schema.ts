@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import type { AuthVerdicts } from "../mail/parse";
 
 /**
@@ -89,14 +89,42 @@ export const auditLog = sqliteTable(
     metadata: text("metadata", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
     requestId: text("request_id"),
     createdAt: integer("created_at").notNull(),
+    /**
+     * Key version 0 (entries written before migration 0017): the row's own unkeyed SHA-256 link.
+     * Later entries store "" here: their links are in `audit_chain`, written after the commit.
+     */
     prevHash: text("prev_hash").notNull(),
     hash: text("hash").notNull(),
+    /** 0: legacy SHA-256 chain in the row; 1: HMAC-SHA256 with AUDIT_HMAC_KEY (`mac` + `audit_chain`). */
+    keyVersion: integer("key_version").notNull().default(0),
+    /**
+     * HMAC of the entry's own fields (not its position), computed before the commit: the chainer
+     * links only entries whose mac verifies, so a row forged into D1 without the key is never chained.
+     */
+    mac: text("mac"),
   },
   (t) => [
     uniqueIndex("audit_log_account_seq_uq").on(t.accountId, t.seq),
     index("audit_log_account_id_idx").on(t.accountId, t.id),
     index("audit_log_account_action_idx").on(t.accountId, t.action, t.id),
   ],
+);
+
+/**
+ * The account's hash chain over `audit_log`, one row per entry, in `seq` order: written after
+ * the entry's commit by a deterministic chaining step (INSERT OR IGNORE, so concurrent chainers
+ * write identical rows and nothing is ever updated). Triggers refuse UPDATE and DELETE.
+ */
+export const auditChain = sqliteTable(
+  "audit_chain",
+  {
+    accountId: text("account_id").notNull(),
+    seq: integer("seq").notNull(),
+    entryId: text("entry_id").notNull(),
+    prevHash: text("prev_hash").notNull(),
+    hash: text("hash").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.seq] })],
 );
 
 export const idempotencyKeys = sqliteTable(
@@ -499,6 +527,7 @@ export type AccountRow = typeof accounts.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type InboxRow = typeof inboxes.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
+export type AuditChainRow = typeof auditChain.$inferSelect;
 export type ThreadRow = typeof threads.$inferSelect;
 export type MessageRow = typeof messages.$inferSelect;
 export type AttachmentRow = typeof attachments.$inferSelect;

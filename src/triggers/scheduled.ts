@@ -1,4 +1,5 @@
 import type { Bindings } from "../env";
+import { sweepAuditChains } from "../features/audit/audit-chain";
 import { purgeExpired } from "../features/idempotency/idempotency.service";
 import { purgeRelaySignatures } from "../features/inbound/relay-auth";
 import { requeueStale } from "../features/outbound/outbound.service";
@@ -14,13 +15,14 @@ import { log } from "../lib/log";
  */
 export async function runSweeps(env: Bindings, scheduledTime: number): Promise<Record<string, number>> {
   const ctx = systemContext(env, { now: clockAt(scheduledTime) });
-  const [idempotency, relay, webhooks, requeued, reputation, fingerprints] = await Promise.all([
+  const [idempotency, relay, webhooks, requeued, reputation, fingerprints, auditLinks] = await Promise.all([
     purgeExpired(ctx),
     purgeRelaySignatures(ctx),
     sweepWebhooks(ctx),
     requeueStale(ctx),
     reapplyPending(ctx),
     sweepSendFingerprints(ctx),
+    sweepAuditChains(ctx),
   ]);
   const counts = {
     idempotency_keys: idempotency,
@@ -32,6 +34,8 @@ export async function runSweeps(env: Bindings, scheduledTime: number): Promise<R
     // Reputation signals whose counter call had failed, applied now.
     reputation_signals_reapplied: reputation,
     send_fingerprints_swept: fingerprints,
+    // Audit entries a crash left unlinked between their commit and their chaining step.
+    audit_entries_chained: auditLinks,
   };
   log.info("scheduled sweep", counts);
   return counts;

@@ -436,7 +436,19 @@ describe("/v1/audit-log", () => {
     const target = await env.DB.prepare("SELECT id FROM audit_log WHERE account_id = ? AND seq = 2")
       .bind(a.account.id)
       .first<{ id: string }>();
-    await env.DB.prepare(`UPDATE audit_log SET metadata = '{"name":"forged"}' WHERE id = ?`).bind(target?.id).run();
+    // The database refuses the edit; an attacker who can drop the trigger is caught by /verify
+    // (more attacks in test/http/audit-chain.test.ts).
+    await expect(
+      env.DB.prepare(`UPDATE audit_log SET metadata = '{"name":"forged"}' WHERE id = ?`).bind(target?.id).run(),
+    ).rejects.toThrow(/append-only/);
+    await env.DB.prepare("DROP TRIGGER audit_log_no_update").run();
+    try {
+      await env.DB.prepare(`UPDATE audit_log SET metadata = '{"name":"forged"}' WHERE id = ?`).bind(target?.id).run();
+    } finally {
+      await env.DB.prepare(
+        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+      ).run();
+    }
     const verify = await call("GET", "/v1/audit-log/verify", { key: a.key });
     expect(verify.body.data).toEqual({ ok: false, checked: 2, first_broken_id: target?.id });
   });

@@ -162,17 +162,36 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
   return next;
 }
 
-/** Operators: newest-first page of all accounts. */
+/**
+ * Operators: newest-first page of all accounts. Like reading one account, the look is recorded
+ * in the audit log of every account the page shows (`account.admin_listed`, actor admin), so an
+ * owner can see that an operator saw their account, whichever route showed it.
+ */
 export async function listAllAccounts(ctx: BaseContext, page: Page): Promise<AccountRow[]> {
   const where: SQL[] = [];
   if (page.before) where.push(lt(accounts.id, page.before));
-  return ctx.db
+  const rows = await ctx.db
     .select()
     .from(accounts)
     .where(and(...where))
     .orderBy(desc(accounts.id))
     .limit(page.limit + 1)
     .all();
+  const shown = rows.slice(0, page.limit);
+  const first = shown[0];
+  if (first) {
+    await commitWithAudit(
+      forAccount(ctx, first.id),
+      [],
+      shown.map((a) => ({
+        accountId: a.id,
+        action: "account.admin_listed",
+        target: { type: "account", id: a.id },
+        metadata: { page_size: shown.length },
+      })),
+    );
+  }
+  return rows;
 }
 
 /** Operators: read one account; the look is recorded in that account's own audit log. */

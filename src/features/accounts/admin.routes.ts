@@ -24,7 +24,7 @@ adminRoutes.openapi(
     method: "get",
     path: "/accounts",
     tags,
-    summary: "List every account",
+    summary: "List every account (audited as `account.admin_listed` on each account shown)",
 
     data: AccountWire,
     list: true,

@@ -20,8 +20,11 @@ export const AuditEntryWire = z
     request_id: z.string().nullable(),
     created_at: Timestamp,
     seq: z.number().int(),
-    hash: z.string(),
-    prev_hash: z.string(),
+    hash: z.string().openapi({
+      description:
+        "HMAC-SHA256 link of this entry in the account's chain (SHA-256 for entries written before the keyed chain); empty for an entry that cannot be linked, which /audit-log/verify names",
+    }),
+    prev_hash: z.string().openapi({ description: "The previous entry's `hash` (64 zeros for the first entry)" }),
   })
   .openapi("AuditEntry");
 

@@ -1,17 +1,26 @@
 import type { z } from "@hono/zod-openapi";
-import { and, asc, desc, eq, gt, gte, lt, lte, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import type { Db } from "../../db/client";
-import { isUniqueViolation } from "../../db/errors";
-import { type AuditRow, auditLog } from "../../db/schema";
+import { auditHmacKey } from "../../config";
+import { type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
+import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Actor, ServiceContext } from "../../lib/context";
-import { sha256Hex } from "../../lib/crypto";
-import { ServiceUnavailable } from "../../lib/errors";
 import { newId } from "../../lib/ids";
+import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import type { AuditEntryWire } from "./audit.schemas";
+import {
+  CURRENT_KEY_VERSION,
+  chainAccount,
+  chainAfterCommit,
+  type EntryFields,
+  entryMac,
+  expectedLink,
+  GENESIS_HASH,
+  linksOf,
+} from "./audit-chain";
 
 /** What a change records about itself. */
 export interface AuditEntry {
@@ -24,96 +33,66 @@ export interface AuditEntry {
   actor?: Actor;
 }
 
-export const GENESIS_HASH = "0".repeat(64);
-
 type Statement = BatchItem<"sqlite">;
-
-/** The hash of an entry covers every field and the previous entry's hash. */
-export async function entryHash(row: Omit<AuditRow, "hash">): Promise<string> {
-  const canonical = JSON.stringify([
-    row.id,
-    row.accountId,
-    row.seq,
-    row.action,
-    row.actorType,
-    row.actorId,
-    row.targetType,
-    row.targetId,
-    row.inboxId,
-    row.metadata,
-    row.requestId,
-    row.createdAt,
-    row.prevHash,
-  ]);
-  return sha256Hex(canonical);
-}
-
-async function head(db: Db, accountId: string): Promise<{ seq: number; hash: string }> {
-  const last = await db
-    .select({ seq: auditLog.seq, hash: auditLog.hash })
-    .from(auditLog)
-    .where(eq(auditLog.accountId, accountId))
-    .orderBy(desc(auditLog.seq))
-    .limit(1)
-    .get();
-  return last ?? { seq: 0, hash: GENESIS_HASH };
-}
 
 /**
  * Runs `statements` and appends the audit entries in ONE `db.batch` (one transaction), so a
- * change and its record land together or not at all. Each entry extends the account's hash
- * chain; two writers racing for the same position make one batch fail on the unique
- * (account_id, seq) index, and that writer rebuilds on the new head and tries again.
+ * change and its record land together or not at all. Each entry takes the next `seq` of its
+ * account inside its own INSERT (D1 runs one transaction at a time), so concurrent writers never
+ * collide and the chain order is the commit order; then the new entries are linked into the
+ * account's keyed chain (see audit-chain.ts). A chaining failure does not fail the caller: the
+ * change is committed, and the next writer, the audit list, `/verify` or the sweep links it.
  */
 export async function commitWithAudit(
   ctx: ServiceContext,
   statements: Statement[],
   entries: AuditEntry[],
 ): Promise<void> {
-  // No in-isolate lock here: workerd cancels a request that waits on a promise another request
-  // resolves ("code had hung"), so concurrent writers rely on the unique index and retry.
-  return appendWithRetry(ctx, statements, entries);
-}
-
-async function appendWithRetry(ctx: ServiceContext, statements: Statement[], entries: AuditEntry[]): Promise<void> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    // Losers of a race back off a little, at random, so a burst (many mails to one account at
-    // once, across isolates) spreads out instead of colliding again on the next head.
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * Math.min(10 * attempt, 100)));
-    const heads = new Map<string, { seq: number; hash: string }>();
-    const inserts: Statement[] = [];
-    for (const entry of entries) {
-      const accountId = entry.accountId ?? ctx.accountId;
-      const prev = heads.get(accountId) ?? (await head(ctx.db, accountId));
-      const actor = entry.actor ?? ctx.actor;
-      const row: Omit<AuditRow, "hash"> = {
-        id: newId("aud"),
-        accountId,
-        seq: prev.seq + 1,
-        action: entry.action,
-        actorType: actor.type,
-        actorId: actor.id,
-        targetType: entry.target?.type ?? null,
-        targetId: entry.target?.id ?? null,
-        inboxId: entry.inboxId ?? null,
-        metadata: entry.metadata ?? {},
-        requestId: ctx.requestId,
-        createdAt: ctx.now(),
-        prevHash: prev.hash,
-      };
-      const hash = await entryHash(row);
-      heads.set(accountId, { seq: row.seq, hash });
-      inserts.push(ctx.db.insert(auditLog).values({ ...row, hash }));
-    }
-    const all = [...statements, ...inserts];
-    try {
-      if (all.length > 0) await ctx.db.batch(all as [Statement, ...Statement[]]);
-      return;
-    } catch (err) {
-      if (!isUniqueViolation(err, "audit_log.account_id, audit_log.seq")) throw err;
+  // Outside development a missing key refuses the write here, before anything is committed.
+  const secret = entries.length > 0 ? auditHmacKey(ctx.env) : "";
+  const inserts: Statement[] = [];
+  for (const entry of entries) {
+    const accountId = entry.accountId ?? ctx.accountId;
+    const actor = entry.actor ?? ctx.actor;
+    const fields: EntryFields = {
+      id: newId("aud"),
+      accountId,
+      action: entry.action,
+      actorType: actor.type,
+      actorId: actor.id,
+      targetType: entry.target?.type ?? null,
+      targetId: entry.target?.id ?? null,
+      inboxId: entry.inboxId ?? null,
+      metadata: entry.metadata ?? {},
+      requestId: ctx.requestId,
+      createdAt: ctx.now(),
+      keyVersion: CURRENT_KEY_VERSION,
+    };
+    const mac = await entryMac(secret, fields);
+    inserts.push(
+      ctx.db
+        .insert(auditLog)
+        .values({
+          ...fields,
+          // Evaluated inside the batch's transaction: no read-modify-write, no lost race.
+          seq: sql`(SELECT COALESCE(MAX(${auditLog.seq}), 0) + 1 FROM ${auditLog} WHERE ${auditLog.accountId} = ${accountId})`,
+          prevHash: "",
+          hash: "",
+          mac,
+        })
+        .returning({ accountId: auditLog.accountId, seq: auditLog.seq }),
+    );
+  }
+  const all = [...statements, ...inserts];
+  if (all.length === 0) return;
+  const results = (await ctx.db.batch(all as [Statement, ...Statement[]])) as unknown[];
+  const upTo = new Map<string, number>();
+  for (const result of results.slice(statements.length)) {
+    for (const r of result as { accountId: string; seq: number }[]) {
+      upTo.set(r.accountId, Math.max(upTo.get(r.accountId) ?? 0, r.seq));
     }
   }
-  throw new ServiceUnavailable("busy", "The account is too busy right now; retry the request.");
+  await chainAfterCommit(ctx.db, ctx.env, upTo);
 }
 
 export interface AuditFilters {
@@ -138,8 +117,22 @@ export function auditFilters(q: {
   };
 }
 
-/** Newest-first page of the account's audit entries. */
+/** Links what is still unlinked before answering, so a listed entry carries its hash; never fails the read. */
+async function chainBeforeReading(ctx: ServiceContext): Promise<void> {
+  try {
+    await chainAccount(ctx.db, ctx.env, ctx.accountId);
+  } catch (err) {
+    log.warn("audit chaining before a read failed", { account_id: ctx.accountId, error: String(err) });
+  }
+}
+
+/**
+ * Newest-first page of the account's audit entries, each with its link (`hash`, `prevHash`)
+ * from the chain. Pending entries are chained first; one that cannot be (a forged or broken
+ * entry, which `/verify` names) is listed with empty `hash` and `prev_hash`.
+ */
 export async function listAudit(ctx: ServiceContext, filters: AuditFilters, page: Page): Promise<AuditRow[]> {
+  await chainBeforeReading(ctx);
   const where: SQL[] = [eq(auditLog.accountId, ctx.accountId)];
   if (filters.action) where.push(eq(auditLog.action, filters.action));
   if (filters.inboxId) where.push(eq(auditLog.inboxId, filters.inboxId));
@@ -148,40 +141,98 @@ export async function listAudit(ctx: ServiceContext, filters: AuditFilters, page
   if (filters.sinceMs !== undefined) where.push(gte(auditLog.createdAt, filters.sinceMs));
   if (filters.untilMs !== undefined) where.push(lte(auditLog.createdAt, filters.untilMs));
   if (page.before) where.push(lt(auditLog.id, page.before));
-  return ctx.db
+  const rows = await ctx.db
     .select()
     .from(auditLog)
     .where(and(...where))
     .orderBy(desc(auditLog.id))
     .limit(page.limit + 1)
     .all();
+  const links = await linksOf(
+    ctx.db,
+    ctx.accountId,
+    rows.map((r) => r.seq),
+  );
+  return rows.map((r) => {
+    const link = links.get(r.seq);
+    return link && link.entryId === r.id
+      ? { ...r, hash: link.hash, prevHash: link.prevHash }
+      : { ...r, hash: "", prevHash: "" };
+  });
 }
 
-/** Re-checks the whole chain: every hash, every link, no gap in the sequence. */
+const VERIFY_PAGE = 500;
+
+/**
+ * Re-checks the whole chain after linking anything pending: every entry in `seq` order with no
+ * gap, each genuine (its keyed mac, or its legacy SHA-256), each with exactly the link its
+ * position, content and predecessor imply, and the chain at least as long as the head recorded
+ * outside D1 (AuditAnchor). An edited entry, a removed one (its link or the anchor names it) and
+ * a reordered pair all break the walk at the first affected position.
+ */
 export async function verifyAudit(
   ctx: ServiceContext,
 ): Promise<{ ok: boolean; checked: number; first_broken_id: string | null }> {
+  const secret = auditHmacKey(ctx.env);
+  await chainBeforeReading(ctx);
+  // Read before the walk: every link the anchor knows was committed before the rows are read.
+  const anchor = auditAnchor(ctx.env, ctx.accountId);
+  const anchored = await anchor.head();
   let prevHash = GENESIS_HASH;
+  let lastId: string | null = null;
   let expectedSeq = 1;
   let checked = 0;
+  const linkAt = (seq: number) =>
+    ctx.db
+      .select({ entryId: auditChain.entryId })
+      .from(auditChain)
+      .where(and(eq(auditChain.accountId, ctx.accountId), eq(auditChain.seq, seq)))
+      .get();
   for (;;) {
     const rows = await ctx.db
-      .select()
+      .select({ entry: auditLog, link: auditChain })
       .from(auditLog)
+      .leftJoin(auditChain, and(eq(auditChain.accountId, auditLog.accountId), eq(auditChain.seq, auditLog.seq)))
       .where(and(eq(auditLog.accountId, ctx.accountId), gt(auditLog.seq, expectedSeq - 1)))
       .orderBy(asc(auditLog.seq))
-      .limit(500)
+      .limit(VERIFY_PAGE)
       .all();
-    for (const row of rows) {
+    for (const { entry, link } of rows) {
       checked++;
-      const { hash, ...rest } = row;
-      const intact = row.seq === expectedSeq && row.prevHash === prevHash && (await entryHash(rest)) === hash;
-      if (!intact) return { ok: false, checked, first_broken_id: row.id };
-      prevHash = hash;
+      if (entry.seq !== expectedSeq) {
+        // A gap: the missing entry's link still names it, unless that was removed too.
+        const missing = await linkAt(expectedSeq);
+        return { ok: false, checked, first_broken_id: missing?.entryId ?? entry.id };
+      }
+      const intact =
+        link !== null &&
+        link.entryId === entry.id &&
+        link.prevHash === prevHash &&
+        (await expectedLink(secret, entry, prevHash)) === link.hash;
+      const matchesAnchor =
+        !anchored || anchored.seq !== entry.seq || (anchored.hash === link?.hash && anchored.entryId === entry.id);
+      if (!intact || !matchesAnchor) return { ok: false, checked, first_broken_id: entry.id };
+      prevHash = link.hash;
+      lastId = entry.id;
       expectedSeq++;
     }
-    if (rows.length < 500) return { ok: true, checked, first_broken_id: null };
+    if (rows.length < VERIFY_PAGE) break;
   }
+  // Entries cut off the end whose links were left behind (a link whose entry exists was
+  // appended by a writer after the walk read its last page: not a break).
+  const beyond = await ctx.db
+    .select({ entryId: auditChain.entryId, present: auditLog.id })
+    .from(auditChain)
+    .leftJoin(auditLog, eq(auditLog.id, auditChain.entryId))
+    .where(and(eq(auditChain.accountId, ctx.accountId), eq(auditChain.seq, expectedSeq)))
+    .get();
+  if (beyond && beyond.present === null) return { ok: false, checked: checked + 1, first_broken_id: beyond.entryId };
+  // Entries and links cut off the end together: the anchor, outside D1, still names the last one.
+  if (anchored && anchored.seq >= expectedSeq)
+    return { ok: false, checked: checked + 1, first_broken_id: anchored.entryId };
+  // The whole chain is proven: the anchor may catch up (a chainer that died before reporting).
+  if (lastId) await anchor.advance({ seq: expectedSeq - 1, hash: prevHash, entryId: lastId });
+  return { ok: true, checked, first_broken_id: null };
 }
 
 /** Wire shape of an audit entry. */
