@@ -93,6 +93,8 @@ const Vars = z.object({
   SMTP_HELO_NAME: optionalText,
   /** Unset: the default; set but empty: nobody's Authentication-Results are believed. */
   TRUSTED_AUTHSERV_IDS: list.optional(),
+  /** The relay path's own receivers; unset or empty: no Authentication-Results of relayed mail are believed. */
+  INBOUND_RELAY_AUTHSERV_IDS: list.optional(),
   WEBHOOK_ALLOW_LOCAL: flag,
   WEBHOOK_TIMEOUT_MS: wholeNumber(1),
   /** Lenient on purpose: a schedule with a non-number or a negative delay falls back to the default. */
@@ -146,7 +148,10 @@ export interface Config {
   /** OUTBOUND_TRANSPORT, else `cloudflare` in production and `dev` elsewhere. */
   outboundTransport: "cloudflare" | "smtp" | "dev";
   smtp: SmtpConfig;
+  /** Email Routing's path: whose topmost Authentication-Results are believed. */
   trustedAuthservIds: string[];
+  /** The relay path's (`/webhooks/inbound/raw`): only the relay's own receiver, none by default. */
+  relayAuthservIds: string[];
   /** WEBHOOK_ALLOW_LOCAL = "true", never in production. */
   webhookAllowLocal: boolean;
   webhookTimeoutMs: number;
@@ -197,6 +202,7 @@ export function partialConfig(env: Partial<Bindings>): PartialConfig {
       heloName: v.SMTP_HELO_NAME ?? v.MAIL_DOMAIN ?? "",
     },
     trustedAuthservIds: v.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS,
+    relayAuthservIds: v.INBOUND_RELAY_AUTHSERV_IDS ?? [],
     webhookAllowLocal: !isProduction && v.WEBHOOK_ALLOW_LOCAL === "true",
     webhookTimeoutMs: v.WEBHOOK_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS,
     webhookRetryScheduleSeconds: v.WEBHOOK_RETRY_SCHEDULE,

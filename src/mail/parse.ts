@@ -122,7 +122,8 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     to: addresses(email.to),
     cc: addresses(email.cc),
     replyTo: addresses(email.replyTo)[0] ?? null,
-    subject: clip(email.subject, SUBJECT_LIMIT),
+    // A Subject header that is there but empty reads as "", a missing one as null.
+    subject: header(headers, "subject") === undefined ? null : (email.subject ?? "").trim().slice(0, SUBJECT_LIMIT),
     bodyText: email.text ?? null,
     bodyHtml: email.html ?? null,
     headers,
@@ -179,7 +180,10 @@ function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
     to: addresses(parseAddresses("to")),
     cc: addresses(parseAddresses("cc")),
     replyTo: addresses(parseAddresses("reply-to"))[0] ?? null,
-    subject: clip(decode(first(header(headers, "subject"))), SUBJECT_LIMIT),
+    subject:
+      header(headers, "subject") === undefined
+        ? null
+        : (decode(first(header(headers, "subject"))) ?? "").slice(0, SUBJECT_LIMIT),
     bodyText: null,
     bodyHtml: null,
     headers,
@@ -218,6 +222,25 @@ export function rawHeaderPairs(
     });
   }
   return pairs;
+}
+
+/**
+ * What makes two copies of a mail the same mail: SHA-256 over its From, To, Cc, Subject, Date and
+ * Message-ID values and its body bytes. Received, ARC and other trace headers a redelivery may
+ * change are left out; a forgery reusing a Message-ID with any other content differs.
+ */
+export async function messageFingerprint(raw: Uint8Array): Promise<string> {
+  const pairs = rawHeaderPairs(raw);
+  const keep = ["from", "to", "cc", "subject", "date", "message-id"];
+  const summary = keep.map((k) => `${k}:${pairs.find((p) => p.key === k)?.value ?? ""}`).join("\n");
+  const end = headerEnd(raw);
+  const body = end === -1 ? new Uint8Array() : raw.subarray(end + (raw[end + 1] === 10 ? 2 : 3));
+  const stream = new crypto.DigestStream("SHA-256");
+  const writer = stream.getWriter();
+  await writer.write(utf8.encode(`${summary}\n\n`));
+  if (body.byteLength > 0) await writer.write(body);
+  await writer.close();
+  return `fp:${[...new Uint8Array(await stream.digest)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
 /** The Message-ID (normalised) of a raw message, from its header block, without a full parse. */
@@ -342,10 +365,12 @@ export function subjectKey(subject: string | null): string | null {
 }
 
 /**
- * Verdicts from the topmost Authentication-Results (or ARC-Authentication-Results) header written
- * by a trusted receiver. Anyone can put such a header in a message, so only the authserv-ids
- * configured in TRUSTED_AUTHSERV_IDS count; the first match from the top is the one our own
- * receiving layer prepended.
+ * Verdicts from the topmost Authentication-Results header, when a trusted receiver wrote it.
+ * Anyone can put such a header in a message, so only the topmost one counts (the one the last hop,
+ * our receiver, prepended; a trusted id further down could have been written by the sender), and
+ * only when its authserv-id is one the ingestion path trusts (the caller passes that path's list).
+ * ARC-Authentication-Results are ignored: without verifying the ARC chain's seals, an ARC set is
+ * just more headers the sender chose.
  */
 export function authenticationVerdicts(
   headers: Record<string, string | string[]>,
@@ -355,12 +380,7 @@ export function authenticationVerdicts(
     const v = header(headers, k);
     return v === undefined ? [] : Array.isArray(v) ? v : [v];
   };
-  // Only the topmost header of each kind: the one the last hop (our receiver) prepended. A
-  // trusted id further down could have been written by the sender.
-  const arc = list("arc-authentication-results")
-    .map((v) => ({ i: Number(/^\s*i\s*=\s*(\d+)/i.exec(v)?.[1] ?? 0), v: v.replace(/^\s*i\s*=\s*\d+\s*;/i, "") }))
-    .sort((x, y) => y.i - x.i)[0]?.v;
-  const candidates = [list("authentication-results")[0], arc].filter((v): v is string => v !== undefined);
+  const candidates = [list("authentication-results")[0]].filter((v): v is string => v !== undefined);
   for (const value of candidates) {
     const clean = value.replace(/\([^()]*\)/g, " ");
     const parts = clean.split(";").map((p) => p.trim());

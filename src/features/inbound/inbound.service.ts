@@ -20,7 +20,14 @@ import { log } from "../../lib/log";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
 import { readReport } from "../../mail/dsn-arf";
 import { htmlToPlain } from "../../mail/html-text";
-import { authenticationVerdicts, minimalMail, type ParsedMail, parseMail, rawMessageId } from "../../mail/parse";
+import {
+  authenticationVerdicts,
+  messageFingerprint,
+  minimalMail,
+  type ParsedMail,
+  parseMail,
+  rawMessageId,
+} from "../../mail/parse";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
@@ -28,9 +35,11 @@ import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../me
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
+/** The label of a message whose Message-ID another, different message of the inbox already had. */
+export const MESSAGE_ID_COLLISION_LABEL = "message_id_collision";
+
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
 export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
-/** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
 
 export interface InboundMail {
   /** The exact bytes received, read only once the recipient is known to exist. */
@@ -117,9 +126,17 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
   const mail = { ...input, raw };
   const ctx = forAccount({ ...base, requestId: mail.requestId, now: () => now }, inbox.accountId);
 
-  const dedupeKey = rawMessageId(mail.raw) ?? `sha256:${await sha256Hex(mail.raw)}`;
-  const existing = await findByDedupe(db, inbox.id, dedupeKey);
+  // A redelivery of the same mail is a duplicate; a different mail reusing a known Message-ID
+  // is not (a forged first copy must not shadow the real one): the key is the Message-ID and a
+  // fingerprint of what the message says, and a Message-ID already held with other content is
+  // stored too, flagged. Rows keyed by the bare Message-ID (stored before the fingerprint) still
+  // count as the same mail.
+  const rfcId = rawMessageId(mail.raw);
+  const dedupeKey = rfcId ? `${rfcId} ${await messageFingerprint(mail.raw)}` : `sha256:${await sha256Hex(mail.raw)}`;
+  const existing =
+    (await findByDedupe(db, inbox.id, dedupeKey)) ?? (rfcId ? await findByDedupe(db, inbox.id, rfcId) : null);
   if (existing) return { outcome: "duplicate", messageId: existing, inboxId: inbox.id, accountId: inbox.accountId };
+  const collidesWith = rfcId ? await findByRfcId(db, inbox.id, rfcId) : null;
 
   const messageId = newId("msg", now);
   const keyOfRaw = rawKey(inbox.accountId, inbox.id, messageId);
@@ -128,7 +145,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
   });
   const written = [keyOfRaw];
-  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written };
+  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written, collidesWith };
   try {
     const parsed = await parseMail(mail.raw);
     try {
@@ -161,6 +178,16 @@ function isSizeLimit(err: unknown): boolean {
   return /TOOBIG|too big|too large|too long|too many SQL variables|LENGTH_LIMIT/i.test(text);
 }
 
+/** An inbound message of the inbox with this Message-ID (any content). */
+async function findByRfcId(db: Db, inboxId: string, rfcId: string): Promise<string | null> {
+  const row = await db
+    .select({ id: messages.id })
+    .from(messages)
+    .where(and(eq(messages.inboxId, inboxId), eq(messages.rfcMessageId, rfcId), eq(messages.direction, "inbound")))
+    .get();
+  return row?.id ?? null;
+}
+
 async function findByDedupe(db: Db, inboxId: string, dedupeKey: string): Promise<string | null> {
   const row = await db
     .select({ id: messages.id })
@@ -176,6 +203,8 @@ interface StoreIds {
   rawKey: string;
   /** R2 keys written so far (the caller removes them if the mail turns out to be a duplicate). */
   written: string[];
+  /** Another message of the inbox with the same Message-ID and different content, if any. */
+  collidesWith: string | null;
 }
 
 async function storeParsed(
@@ -228,11 +257,15 @@ async function storeParsed(
     ids.written,
   );
 
-  const trusted = config(env).trustedAuthservIds;
+  // Each ingestion path believes only its own receiver: Email Routing's for routed mail, the
+  // relay's configured id (none by default) for relayed mail, nobody for internal delivery.
+  const cfg = config(env);
+  const trusted =
+    mail.via === "email_routing" ? cfg.trustedAuthservIds : mail.via === "inbound_webhook" ? cfg.relayAuthservIds : [];
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
   ].slice(0, PARTICIPANT_LIMIT);
-  const labels = ["unread"];
+  const labels = ids.collidesWith ? ["unread", MESSAGE_ID_COLLISION_LABEL] : ["unread"];
   const thread = await findThread(ctx, inbox.id, parsed);
   const threadId = thread ?? newId("thr", now);
 
@@ -342,6 +375,7 @@ async function storeParsed(
         attachments_omitted: parsed.attachmentsOmitted,
         rfc_message_id: row.rfcMessageId,
         event_id: event.id,
+        ...(ids.collidesWith ? { message_id_collision: ids.collidesWith } : {}),
       },
     },
   ];
