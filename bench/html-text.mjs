@@ -3,7 +3,7 @@
 // BENCH_ROUNDS runs (default 5) per input, in milliseconds of CPU time, for htmlToText (the text part of an
 // HTML-only send or forward) and htmlToPlain with a 2 MiB cap (the search index reads 64 KiB).
 // Usage: node bench/html-text.mjs   (or BENCH_SUITE=html-text npm run bench)
-// HTML_TEXT_MODULE=<path> measures another copy of the file (e.g. the one before the fix).
+// BENCH_HTML_BYTES sets the input size (default 2 MiB). HTML_TEXT_MODULE=<path> measures another copy of the file (e.g. the one before the fix).
 import { pathToFileURL } from "node:url";
 import { positiveInt } from "./common.mjs";
 
@@ -12,7 +12,7 @@ const modulePath = process.env.HTML_TEXT_MODULE
   : new URL("../src/mail/html-text.ts", import.meta.url).href;
 const { htmlToPlain, htmlToText } = await import(modulePath);
 
-const SIZE = 2 * 1024 * 1024;
+const SIZE = positiveInt("BENCH_HTML_BYTES", 2 * 1024 * 1024);
 const ROUNDS = positiveInt("BENCH_ROUNDS", 5);
 const fill = (unit) => unit.repeat(Math.ceil(SIZE / unit.length)).slice(0, SIZE);
 
@@ -48,4 +48,4 @@ for (const [name, input] of Object.entries(inputs)) {
     `  ${name.padEnd(38)} htmlToText median ${text.median.toFixed(1)} ms, worst ${text.worst.toFixed(1)} ms | htmlToPlain(2 MiB) median ${plain.median.toFixed(1)} ms, worst ${plain.worst.toFixed(1)} ms`,
   );
 }
-console.log(`html-text worst case at 2 MiB: ${worst.toFixed(1)} ms`);
+console.log(`html-text worst case at ${SIZE} bytes: ${worst.toFixed(1)} ms`);
