@@ -2,7 +2,7 @@
 // of hostile HTML, in Node (the same code the Worker runs). Prints the median and worst of
 // BENCH_ROUNDS runs (default 5) per input, in milliseconds of CPU time, for htmlToText (the text part of an
 // HTML-only send or forward) and htmlToPlain with a 2 MiB cap (the search index reads 64 KiB).
-// Usage: node bench/html-text.mjs   (or BENCH_SUITE=html-text npm run bench)
+// Usage: npx node bench/html-text.mjs (Node 22 from the devDependency: it loads the .ts file directly)
 // BENCH_HTML_BYTES sets the input size (default 2 MiB). HTML_TEXT_MODULE=<path> measures another copy of the file (e.g. the one before the fix).
 import { pathToFileURL } from "node:url";
 import { positiveInt } from "./common.mjs";

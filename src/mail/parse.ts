@@ -9,6 +9,7 @@ export interface AuthVerdicts {
 }
 
 import { bytesToLatin1 } from "../lib/crypto";
+import { rawAttachments } from "./raw-parts";
 
 /**
  * The parse wrapper: raw RFC 5322 bytes in, the fields mailbot stores out. It never throws for
@@ -110,6 +111,7 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
   const reportType = reportTypeOf(contentType);
   // postal-mime reads a multipart with no usable boundary as an empty message without an error;
   // say so, since its content then exists only in the raw bytes.
+  const exact = exactContents(raw, email);
   const lostBody =
     /^\s*multipart\//i.test(contentType ?? "") &&
     !email.text &&
@@ -131,13 +133,13 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     rfcMessageId: normalizeMessageId(email.messageId),
     inReplyTo: messageIdList(email.inReplyTo)[0] ?? null,
     references: messageIdList(email.references),
-    attachments: email.attachments.slice(0, ATTACHMENT_LIMIT).map((a) => ({
+    attachments: email.attachments.slice(0, ATTACHMENT_LIMIT).map((a, i) => ({
       filename: clip(a.filename, 255),
       contentType: a.mimeType && a.mimeType.length <= 255 ? a.mimeType : "application/octet-stream",
       disposition:
         a.disposition === "inline" || (a.related && a.disposition !== "attachment") ? "inline" : "attachment",
       contentId: a.contentId && a.contentId.length <= MESSAGE_ID_LIMIT ? a.contentId : null,
-      content: toBytes(a.content),
+      content: exact[i] ?? toBytes(a.content),
     })),
     reportType,
     attachmentsOmitted: Math.max(0, email.attachments.length - ATTACHMENT_LIMIT),
@@ -145,6 +147,29 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     parseError: lostBody ? "multipart message without a usable boundary: its body is only in the raw message" : null,
     email,
   };
+}
+
+/**
+ * Each attachment's bytes exactly as its part decodes, taken from the raw message (see
+ * raw-parts.ts), when the raw walk finds the same attachments as the parser; otherwise none.
+ */
+function exactContents(raw: Uint8Array, email: Email): (Uint8Array | undefined)[] {
+  if (email.attachments.length === 0) return [];
+  for (const inline of [true, false]) {
+    let found: ReturnType<typeof rawAttachments>;
+    try {
+      found = rawAttachments(raw, inline);
+    } catch {
+      return [];
+    }
+    if (
+      found.length === email.attachments.length &&
+      found.every((f, i) => f.contentType === (email.attachments[i]?.mimeType ?? "").toLowerCase())
+    ) {
+      return found.map((f) => f.content);
+    }
+  }
+  return [];
 }
 
 /** The least a message can be stored as: what its header block says, no bodies or parts. */
