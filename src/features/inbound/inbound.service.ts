@@ -127,16 +127,24 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
   const ctx = forAccount({ ...base, requestId: mail.requestId, now: () => now }, inbox.accountId);
 
   // A redelivery of the same mail is a duplicate; a different mail reusing a known Message-ID
-  // is not (a forged first copy must not shadow the real one): the key is the Message-ID and a
-  // fingerprint of what the message says, and a Message-ID already held with other content is
-  // stored too, flagged. Rows keyed by the bare Message-ID (stored before the fingerprint) still
-  // count as the same mail.
+  // is not (a forged first copy must not shadow the real one). The first mail with a Message-ID
+  // is keyed by it; when that key is taken, the fingerprints (what the two messages say: see
+  // messageFingerprint) decide: the same, a duplicate; different, the new one is stored too,
+  // keyed by Message-ID + fingerprint and labelled as a Message-ID collision.
   const rfcId = rawMessageId(mail.raw);
-  const dedupeKey = rfcId ? `${rfcId} ${await messageFingerprint(mail.raw)}` : `sha256:${await sha256Hex(mail.raw)}`;
-  const existing =
-    (await findByDedupe(db, inbox.id, dedupeKey)) ?? (rfcId ? await findByDedupe(db, inbox.id, rfcId) : null);
-  if (existing) return { outcome: "duplicate", messageId: existing, inboxId: inbox.id, accountId: inbox.accountId };
-  const collidesWith = rfcId ? await findByRfcId(db, inbox.id, rfcId) : null;
+  let dedupeKey = rfcId ?? `sha256:${await sha256Hex(mail.raw)}`;
+  let collidesWith: string | null = null;
+  const first = await findByDedupe(db, inbox.id, dedupeKey);
+  if (first) {
+    const fingerprint = rfcId ? await messageFingerprint(mail.raw) : null;
+    const stored = fingerprint ? await storedFingerprint(env, first.rawKey) : null;
+    const same = !fingerprint || stored === null || stored === fingerprint;
+    if (same) return { outcome: "duplicate", messageId: first.id, inboxId: inbox.id, accountId: inbox.accountId };
+    dedupeKey = `${rfcId} ${fingerprint}`;
+    const again = await findByDedupe(db, inbox.id, dedupeKey);
+    if (again) return { outcome: "duplicate", messageId: again.id, inboxId: inbox.id, accountId: inbox.accountId };
+    collidesWith = first.id;
+  }
 
   const messageId = newId("msg", now);
   const keyOfRaw = rawKey(inbox.accountId, inbox.id, messageId);
@@ -165,7 +173,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     if (isUniqueViolation(err, "messages.inbox_id, messages.dedupe_key")) {
       await env.MAIL_BUCKET.delete(written);
       const winner = await findByDedupe(db, inbox.id, dedupeKey);
-      if (winner) return { outcome: "duplicate", messageId: winner, inboxId: inbox.id, accountId: inbox.accountId };
+      if (winner) return { outcome: "duplicate", messageId: winner.id, inboxId: inbox.id, accountId: inbox.accountId };
     }
     throw err;
   }
@@ -178,23 +186,29 @@ function isSizeLimit(err: unknown): boolean {
   return /TOOBIG|too big|too large|too long|too many SQL variables|LENGTH_LIMIT/i.test(text);
 }
 
-/** An inbound message of the inbox with this Message-ID (any content). */
-async function findByRfcId(db: Db, inboxId: string, rfcId: string): Promise<string | null> {
+async function findByDedupe(
+  db: Db,
+  inboxId: string,
+  dedupeKey: string,
+): Promise<{ id: string; rawKey: string | null } | null> {
   const row = await db
-    .select({ id: messages.id })
-    .from(messages)
-    .where(and(eq(messages.inboxId, inboxId), eq(messages.rfcMessageId, rfcId), eq(messages.direction, "inbound")))
-    .get();
-  return row?.id ?? null;
-}
-
-async function findByDedupe(db: Db, inboxId: string, dedupeKey: string): Promise<string | null> {
-  const row = await db
-    .select({ id: messages.id })
+    .select({ id: messages.id, rawKey: messages.rawKey })
     .from(messages)
     .where(and(eq(messages.inboxId, inboxId), eq(messages.dedupeKey, dedupeKey)))
     .get();
-  return row?.id ?? null;
+  return row ?? null;
+}
+
+/**
+ * The fingerprint of a stored message, from its raw object (read only when a Message-ID is seen
+ * again: redeliveries and collisions). A row without its raw bytes cannot be compared: it is
+ * treated as the same mail, as before fingerprints existed.
+ */
+async function storedFingerprint(env: BaseContext["env"], key: string | null): Promise<string | null> {
+  if (!key) return null;
+  const object = await env.MAIL_BUCKET.get(key);
+  if (!object) return null;
+  return messageFingerprint(new Uint8Array(await object.arrayBuffer()));
 }
 
 interface StoreIds {
