@@ -1,11 +1,16 @@
 import { generateKeyPairSync } from "node:crypto";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
+import { useTestCa } from "./test/global/tls-env.ts";
 
 export default defineConfig(async () => {
+  // The test CA first: Miniflare reads NODE_EXTRA_CA_CERTS once, when its module loads, so the
+  // plugin is imported only after the variable points at a bundle with the test CA in it.
+  useTestCa();
+  const { cloudflareTest, readD1Migrations } = await import("@cloudflare/vitest-plugin");
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+
   // The shared domain's DKIM key for this run (tests read its public half from the worker's env).
   const dkimPrivateKey = generateKeyPairSync("rsa", { modulusLength: 2048 })
     .privateKey.export({ type: "pkcs8", format: "der" })

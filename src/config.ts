@@ -95,6 +95,8 @@ const Vars = z.object({
   TRUSTED_AUTHSERV_IDS: list.optional(),
   /** Domains whose feedback reports count (DKIM-verified per a trusted Authentication-Results). */
   FEEDBACK_LOOP_SOURCES: list.optional(),
+  /** The relay path's own receivers; unset or empty: no Authentication-Results of relayed mail are believed. */
+  INBOUND_RELAY_AUTHSERV_IDS: list.optional(),
   WEBHOOK_ALLOW_LOCAL: flag,
   WEBHOOK_TIMEOUT_MS: wholeNumber(1),
   /** Lenient on purpose: a schedule with a non-number or a negative delay falls back to the default. */
@@ -148,9 +150,12 @@ export interface Config {
   /** OUTBOUND_TRANSPORT, else `cloudflare` in production and `dev` elsewhere. */
   outboundTransport: "cloudflare" | "smtp" | "dev";
   smtp: SmtpConfig;
+  /** Email Routing's path: whose topmost Authentication-Results are believed. */
   trustedAuthservIds: string[];
   /** FEEDBACK_LOOP_SOURCES: the domains an ARF complaint must be DKIM-signed by to count (default none). */
   feedbackLoopSources: string[];
+  /** The relay path's (`/webhooks/inbound/raw`): only the relay's own receiver, none by default. */
+  relayAuthservIds: string[];
   /** WEBHOOK_ALLOW_LOCAL = "true", never in production. */
   webhookAllowLocal: boolean;
   webhookTimeoutMs: number;
@@ -215,6 +220,7 @@ export function partialConfig(env: Partial<Bindings>): PartialConfig {
     },
     trustedAuthservIds: v.TRUSTED_AUTHSERV_IDS ?? DEFAULT_TRUSTED_AUTHSERV_IDS,
     feedbackLoopSources: v.FEEDBACK_LOOP_SOURCES ?? [],
+    relayAuthservIds: v.INBOUND_RELAY_AUTHSERV_IDS ?? [],
     webhookAllowLocal: !isProduction && v.WEBHOOK_ALLOW_LOCAL === "true",
     webhookTimeoutMs: v.WEBHOOK_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS,
     webhookRetryScheduleSeconds: v.WEBHOOK_RETRY_SCHEDULE,

@@ -32,6 +32,8 @@ export interface Bindings {
   SMTP_HELO_NAME?: string;
   /** Comma-separated authserv-ids whose Authentication-Results headers are believed. */
   TRUSTED_AUTHSERV_IDS?: string;
+  /** Comma-separated authserv-ids of the relay's own receiver (relayed mail); none by default. */
+  INBOUND_RELAY_AUTHSERV_IDS?: string;
 
   /** "true" lets webhooks target http://localhost and http://127.0.0.1 (ignored in production). */
   WEBHOOK_ALLOW_LOCAL?: string;

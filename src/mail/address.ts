@@ -32,3 +32,16 @@ export function suppressionAddress(address: string): string {
   if (plus <= 0 || plus > at) return a;
   return `${a.slice(0, plus)}${a.slice(at)}`;
 }
+
+/**
+ * C0 control characters (and DEL) other than the tab: never valid in a subject, a display name or
+ * a header value. Refused at input; text taken from inbound mail has them replaced by spaces.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+export const CONTROL_CHARS = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/** Text for a header, with every C0 control (and DEL) turned into a space. */
+export function stripControls(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+  return text.replace(/[\x00-\x08\x0a-\x1f\x7f]+/g, " ");
+}

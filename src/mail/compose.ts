@@ -1,3 +1,4 @@
+import { stripControls } from "./address";
 /**
  * RFC 5322 / MIME composition for outbound mail.
  *
@@ -70,13 +71,13 @@ export function encodeWords(text: string): string[] {
 
 /** An unstructured header value (Subject, custom headers): as is when ASCII, else encoded words. */
 export function headerText(text: string): string {
-  const clean = text.replace(/[\r\n]+/g, " ");
+  const clean = stripControls(text);
   return isPlainAscii(clean) ? clean : encodeWords(clean).join(" ");
 }
 
 /** Display name: atoms as is, other ASCII quoted, anything else encoded. */
 function displayName(name: string): string {
-  const clean = name.replace(/[\r\n]+/g, " ").trim();
+  const clean = stripControls(name).trim();
   if (!isPlainAscii(clean)) return encodeWords(clean).join(" ");
   if (/^[\w !#$%&'*+\-/=?^`{|}~]+$/.test(clean)) return clean;
   return `"${clean.replace(/(["\\])/g, "\\$1")}"`;

@@ -9,6 +9,7 @@ export interface AuthVerdicts {
 }
 
 import { bytesToLatin1 } from "../lib/crypto";
+import { rawAttachments } from "./raw-parts";
 
 /**
  * The parse wrapper: raw RFC 5322 bytes in, the fields mailbot stores out. It never throws for
@@ -110,6 +111,7 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
   const reportType = reportTypeOf(contentType);
   // postal-mime reads a multipart with no usable boundary as an empty message without an error;
   // say so, since its content then exists only in the raw bytes.
+  const exact = exactContents(raw, email);
   const lostBody =
     /^\s*multipart\//i.test(contentType ?? "") &&
     !email.text &&
@@ -122,7 +124,8 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     to: addresses(email.to),
     cc: addresses(email.cc),
     replyTo: addresses(email.replyTo)[0] ?? null,
-    subject: clip(email.subject, SUBJECT_LIMIT),
+    // A Subject header that is there but empty reads as "", a missing one as null.
+    subject: header(headers, "subject") === undefined ? null : (email.subject ?? "").trim().slice(0, SUBJECT_LIMIT),
     bodyText: email.text ?? null,
     bodyHtml: email.html ?? null,
     headers,
@@ -130,13 +133,13 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     rfcMessageId: normalizeMessageId(email.messageId),
     inReplyTo: messageIdList(email.inReplyTo)[0] ?? null,
     references: messageIdList(email.references),
-    attachments: email.attachments.slice(0, ATTACHMENT_LIMIT).map((a) => ({
+    attachments: email.attachments.slice(0, ATTACHMENT_LIMIT).map((a, i) => ({
       filename: clip(a.filename, 255),
       contentType: a.mimeType && a.mimeType.length <= 255 ? a.mimeType : "application/octet-stream",
       disposition:
         a.disposition === "inline" || (a.related && a.disposition !== "attachment") ? "inline" : "attachment",
       contentId: a.contentId && a.contentId.length <= MESSAGE_ID_LIMIT ? a.contentId : null,
-      content: toBytes(a.content),
+      content: exact[i] ?? toBytes(a.content),
     })),
     reportType,
     attachmentsOmitted: Math.max(0, email.attachments.length - ATTACHMENT_LIMIT),
@@ -144,6 +147,29 @@ export async function parseMail(raw: Uint8Array): Promise<ParsedMail> {
     parseError: lostBody ? "multipart message without a usable boundary: its body is only in the raw message" : null,
     email,
   };
+}
+
+/**
+ * Each attachment's bytes exactly as its part decodes, taken from the raw message (see
+ * raw-parts.ts), when the raw walk finds the same attachments as the parser; otherwise none.
+ */
+function exactContents(raw: Uint8Array, email: Email): (Uint8Array | undefined)[] {
+  if (email.attachments.length === 0) return [];
+  for (const inline of [true, false]) {
+    let found: ReturnType<typeof rawAttachments>;
+    try {
+      found = rawAttachments(raw, inline);
+    } catch {
+      return [];
+    }
+    if (
+      found.length === email.attachments.length &&
+      found.every((f, i) => f.contentType === (email.attachments[i]?.mimeType ?? "").toLowerCase())
+    ) {
+      return found.map((f) => f.content);
+    }
+  }
+  return [];
 }
 
 /** The least a message can be stored as: what its header block says, no bodies or parts. */
@@ -179,7 +205,10 @@ function fromHeaderBlock(raw: Uint8Array, parseError: string): ParsedMail {
     to: addresses(parseAddresses("to")),
     cc: addresses(parseAddresses("cc")),
     replyTo: addresses(parseAddresses("reply-to"))[0] ?? null,
-    subject: clip(decode(first(header(headers, "subject"))), SUBJECT_LIMIT),
+    subject:
+      header(headers, "subject") === undefined
+        ? null
+        : (decode(first(header(headers, "subject"))) ?? "").slice(0, SUBJECT_LIMIT),
     bodyText: null,
     bodyHtml: null,
     headers,
@@ -218,6 +247,25 @@ export function rawHeaderPairs(
     });
   }
   return pairs;
+}
+
+/**
+ * What makes two copies of a mail the same mail: SHA-256 over its From, To, Cc, Subject, Date and
+ * Message-ID values and its body bytes. Received, ARC and other trace headers a redelivery may
+ * change are left out; a forgery reusing a Message-ID with any other content differs.
+ */
+export async function messageFingerprint(raw: Uint8Array): Promise<string> {
+  const pairs = rawHeaderPairs(raw);
+  const keep = ["from", "to", "cc", "subject", "date", "message-id"];
+  const summary = keep.map((k) => `${k}:${pairs.find((p) => p.key === k)?.value ?? ""}`).join("\n");
+  const end = headerEnd(raw);
+  const body = end === -1 ? new Uint8Array() : raw.subarray(end + (raw[end + 1] === 10 ? 2 : 3));
+  const stream = new crypto.DigestStream("SHA-256");
+  const writer = stream.getWriter();
+  await writer.write(utf8.encode(`${summary}\n\n`));
+  if (body.byteLength > 0) await writer.write(body);
+  await writer.close();
+  return `fp:${[...new Uint8Array(await stream.digest)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
 /** The Message-ID (normalised) of a raw message, from its header block, without a full parse. */
@@ -342,10 +390,12 @@ export function subjectKey(subject: string | null): string | null {
 }
 
 /**
- * Verdicts from the topmost Authentication-Results (or ARC-Authentication-Results) header written
- * by a trusted receiver. Anyone can put such a header in a message, so only the authserv-ids
- * configured in TRUSTED_AUTHSERV_IDS count; the first match from the top is the one our own
- * receiving layer prepended.
+ * Verdicts from the topmost Authentication-Results header, when a trusted receiver wrote it.
+ * Anyone can put such a header in a message, so only the topmost one counts (the one the last hop,
+ * our receiver, prepended; a trusted id further down could have been written by the sender), and
+ * only when its authserv-id is one the ingestion path trusts (the caller passes that path's list).
+ * ARC-Authentication-Results are ignored: without verifying the ARC chain's seals, an ARC set is
+ * just more headers the sender chose.
  */
 export function authenticationVerdicts(
   headers: Record<string, string | string[]>,
@@ -355,12 +405,7 @@ export function authenticationVerdicts(
     const v = header(headers, k);
     return v === undefined ? [] : Array.isArray(v) ? v : [v];
   };
-  // Only the topmost header of each kind: the one the last hop (our receiver) prepended. A
-  // trusted id further down could have been written by the sender.
-  const arc = list("arc-authentication-results")
-    .map((v) => ({ i: Number(/^\s*i\s*=\s*(\d+)/i.exec(v)?.[1] ?? 0), v: v.replace(/^\s*i\s*=\s*\d+\s*;/i, "") }))
-    .sort((x, y) => y.i - x.i)[0]?.v;
-  const candidates = [list("authentication-results")[0], arc].filter((v): v is string => v !== undefined);
+  const candidates = [list("authentication-results")[0]].filter((v): v is string => v !== undefined);
   for (const value of candidates) {
     const clean = value.replace(/\([^()]*\)/g, " ");
     const parts = clean.split(";").map((p) => p.trim());

@@ -1,8 +1,10 @@
 /**
- * A real SMTP server (npm `smtp-server`) for the test run, on 127.0.0.1 in plain text (workerd
- * verifies TLS certificates with no opt-out, so TLS cannot be tested against a local server).
- * The Worker under test submits to it with OUTBOUND_TRANSPORT=smtp; tests read what it received
- * through a small HTTP control endpoint.
+ * A real SMTP server (npm `smtp-server`) for the test run, on 127.0.0.1 in plain text, without
+ * STARTTLS. The Worker under test submits to it with OUTBOUND_TRANSPORT=smtp; tests read what it
+ * received through a small HTTP control endpoint. Three more serve TLS (test/global/tls-ca.ts
+ * makes the certificates; workerd trusts the test CA through NODE_EXTRA_CA_CERTS): STARTTLS on a
+ * 587-style port, implicit TLS on a 465-style port, and implicit TLS with a self-signed
+ * certificate nobody trusts. Each received message records whether its session was encrypted.
  *
  * Recipients script failures by their local part:
  *   perm-…      550 5.1.1 at RCPT    temp-…      451 at RCPT
@@ -12,8 +14,9 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
-import { SMTPServer } from "smtp-server";
+import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import type { TestProject } from "vitest/node";
+import { readTestTls, TLS_DIR_ENV } from "./tls-ca.ts";
 
 export const SMTP_USER = "mailbot";
 export const SMTP_PASSWORD = "test-smtp-password";
@@ -24,15 +27,23 @@ interface Received {
   user: string | null;
   raw: string;
   receivedAt: number;
+  /** The port of the server that took it, and whether the session was TLS by then. */
+  port: number;
+  secure: boolean;
 }
 
 export default async function setup(project: TestProject) {
   const received: Received[] = [];
 
-  const smtp = new SMTPServer({
+  const tlsDir = process.env[TLS_DIR_ENV];
+  if (!tlsDir) throw new Error(`${TLS_DIR_ENV} is not set: vitest.config.ts makes the test CA`);
+  const tls = readTestTls(tlsDir);
+
+  const options = (extra: Partial<SMTPServerOptions>, port: () => number): SMTPServerOptions => ({
     name: "smtp.test",
     secure: false,
     disabledCommands: ["STARTTLS"],
+    ...extra,
     allowInsecureAuth: true,
     authMethods: ["PLAIN", "LOGIN"],
     size: 10 * 1024 * 1024,
@@ -72,23 +83,45 @@ export default async function setup(project: TestProject) {
           user: (session.user as string | undefined) ?? null,
           raw: Buffer.concat(chunks).toString("latin1"),
           receivedAt: Date.now(),
+          port: port(),
+          secure: Boolean((session as { secure?: boolean }).secure),
         });
         callback(null, `Ok: queued as T${received.length}`);
       });
     },
   });
-  await new Promise<void>((resolve, reject) => {
-    smtp.once("error", reject);
-    smtp.listen(0, "127.0.0.1", () => resolve());
-  });
+  const portOf = (server: SMTPServer) => () => (server.server.address() as AddressInfo).port;
+  const servers: SMTPServer[] = [];
+  const start = async (extra: Partial<SMTPServerOptions>) => {
+    let self: SMTPServer | null = null;
+    const server = new SMTPServer(options(extra, () => (self ? portOf(self)() : 0)));
+    self = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve());
+    });
+    servers.push(server);
+    return server;
+  };
+  const smtp = await start({});
+  const starttls = await start({ disabledCommands: [], key: tls.key, cert: tls.cert });
+  const implicit = await start({ secure: true, disabledCommands: [], key: tls.key, cert: tls.cert });
+  const untrusted = await start({ secure: true, disabledCommands: [], key: tls.untrustedKey, cert: tls.untrustedCert });
+  project.provide("smtpStarttlsPort", portOf(starttls)());
+  project.provide("smtpTlsPort", portOf(implicit)());
+  project.provide("smtpUntrustedTlsPort", portOf(untrusted)());
   // smtp-server re-emits every connection's socket error on the server. A client that drops its
   // connection (our client does not wait for QUIT's answer; a test ending tears down its Worker
   // mid-session) is a fact of the client's, not a failure of this server: without a listener the
   // 'error' event would kill the whole test run.
-  smtp.on("error", (err: NodeJS.ErrnoException) => {
-    if (err.code === "ECONNRESET" || err.code === "EPIPE") return;
-    console.error(`smtp test server: ${err.message}`);
-  });
+  for (const server of servers) {
+    server.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "ECONNRESET" || err.code === "EPIPE") return;
+      // The untrusted server's handshakes fail on purpose.
+      if (server === untrusted) return;
+      console.error(`smtp test server: ${err.message}`);
+    });
+  }
   // vitest.config.ts hands this port to the Worker as SMTP_PORT.
   project.provide("smtpPort", (smtp.server.address() as AddressInfo).port);
 
@@ -136,7 +169,7 @@ export default async function setup(project: TestProject) {
   project.provide("smtpControlUrl", `http://127.0.0.1:${(control.address() as AddressInfo).port}`);
 
   return async () => {
-    await new Promise<void>((resolve) => smtp.close(() => resolve()));
+    for (const server of servers) await new Promise<void>((resolve) => server.close(() => resolve()));
     await new Promise<void>((resolve) => control.close(() => resolve()));
   };
 }
@@ -145,5 +178,8 @@ declare module "vitest" {
   export interface ProvidedContext {
     smtpPort: number;
     smtpControlUrl: string;
+    smtpStarttlsPort: number;
+    smtpTlsPort: number;
+    smtpUntrustedTlsPort: number;
   }
 }

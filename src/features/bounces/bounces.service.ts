@@ -1,8 +1,9 @@
 import type { z } from "@hono/zod-openapi";
-import { and, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, lt, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
 import { type DeliveryReportRow, deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
+import { inList } from "../../db/sql";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
@@ -357,7 +358,7 @@ export async function releaseClaims(ctx: ServiceContext, claims: string[]): Prom
   if (claims.length === 0) return;
   await ctx.db
     .delete(deliveryReports)
-    .where(and(eq(deliveryReports.accountId, ctx.accountId), inArray(deliveryReports.id, claims)))
+    .where(and(eq(deliveryReports.accountId, ctx.accountId), inList(deliveryReports.id, claims)))
     .catch((err: unknown) => log.error("report claims not released", { claims, error: String(err) }));
 }
 

@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../../http/app-env";
+import { clientAddress } from "../../http/auth";
 import { requestContext } from "../../http/context";
 import { fieldIssues } from "../../http/errors";
 import { jsonRoute } from "../../http/openapi";
@@ -8,10 +9,11 @@ import { MessageTooLarge, PayloadTooLarge, ValidationFailed } from "../../lib/er
 import {
   checkHeaders,
   claimRelaySignature,
+  concatChunks,
   inboundSecret,
-  readCapped,
+  readVerified,
   releaseRelaySignature,
-  verifySignature,
+  throttleRelayFailures,
 } from "../inbound/relay-auth";
 import { RelayEventsBody, RelayEventsResult } from "./bounces.schemas";
 import { recordRelayEvents } from "./bounces.service";
@@ -45,8 +47,9 @@ relayEventRoutes.openapi(
     status: 202,
     security: "none",
     errors: {
-      401: "`invalid_signature` (also a signature already used) or `timestamp_out_of_range`",
+      401: "`invalid_signature` (also a signature already used), `malformed_signature` or `timestamp_out_of_range`",
       413: "`payload_too_large`: over 256 KiB",
+      429: "`too_many_failed_attempts`: too many bad signatures from this client this minute",
       422: "`validation_error`: the body is not a valid batch of events (`details` lists each bad field)",
       503: "`inbound_not_configured`: the deployment has no INBOUND_SECRET",
     },
@@ -54,13 +57,21 @@ relayEventRoutes.openapi(
   async (c) => {
     const secret = inboundSecret(c.env);
     const timestamp = c.req.header("X-Mailbot-Timestamp");
-    const signature = c.req.header("X-Mailbot-Signature");
-    checkHeaders(timestamp, signature);
-    const body = await readCapped(c.req.raw.body, MAX_EVENTS_BYTES).catch((err: unknown) => {
+    const signature = checkHeaders(timestamp, c.req.header("X-Mailbot-Signature"));
+    const client = clientAddress(c);
+    await throttleRelayFailures(c.env, client, false);
+    const chunks = await readVerified(
+      c.req.raw.body,
+      MAX_EVENTS_BYTES,
+      secret,
+      `${timestamp as string}.`,
+      signature.hex,
+    ).catch(async (err: unknown) => {
       if (err instanceof MessageTooLarge) throw new PayloadTooLarge(MAX_EVENTS_BYTES);
+      if ((err as { code?: string }).code === "invalid_signature") await throttleRelayFailures(c.env, client, true);
       throw err;
     });
-    await verifySignature(secret, timestamp as string, signature as string, body);
+    const body = concatChunks(chunks);
     let json: unknown;
     try {
       json = JSON.parse(new TextDecoder().decode(body));
@@ -71,7 +82,7 @@ relayEventRoutes.openapi(
     if (!parsed.success) throw new ValidationFailed(fieldIssues(parsed.error));
     const ctx = requestContext(c);
     // A signature counts once: a replay of the same request is refused (401 invalid_signature).
-    const claim = await claimRelaySignature(ctx, signature as string, EVENTS_BINDING, { once: true });
+    const claim = await claimRelaySignature(ctx, signature.normalized, EVENTS_BINDING, { once: true });
     try {
       return c.json({ data: await recordRelayEvents(ctx, parsed.data.events) }, 202);
     } catch (err) {

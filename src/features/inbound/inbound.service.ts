@@ -20,7 +20,14 @@ import { log } from "../../lib/log";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
 import { readReport } from "../../mail/dsn-arf";
 import { htmlToPlain } from "../../mail/html-text";
-import { authenticationVerdicts, minimalMail, type ParsedMail, parseMail, rawMessageId } from "../../mail/parse";
+import {
+  authenticationVerdicts,
+  messageFingerprint,
+  minimalMail,
+  type ParsedMail,
+  parseMail,
+  rawMessageId,
+} from "../../mail/parse";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { parseBounceTag } from "../bounces/bounce-address";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
@@ -29,9 +36,11 @@ import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../me
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
+/** The label of a message whose Message-ID another, different message of the inbox already had. */
+export const MESSAGE_ID_COLLISION_LABEL = "message_id_collision";
+
 /** Email Routing's own limit; the HTTP relay endpoint applies the same. */
 export const MAX_INBOUND_BYTES = 25 * 1024 * 1024;
-/** Default receivers whose Authentication-Results we believe (Cloudflare Email Routing). */
 
 export interface InboundMail {
   /** The exact bytes received, read only once the recipient is known to exist. */
@@ -118,9 +127,25 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
   const mail = { ...input, raw };
   const ctx = forAccount({ ...base, requestId: mail.requestId, now: () => now }, inbox.accountId);
 
-  const dedupeKey = rawMessageId(mail.raw) ?? `sha256:${await sha256Hex(mail.raw)}`;
-  const existing = await findByDedupe(db, inbox.id, dedupeKey);
-  if (existing) return { outcome: "duplicate", messageId: existing, inboxId: inbox.id, accountId: inbox.accountId };
+  // A redelivery of the same mail is a duplicate; a different mail reusing a known Message-ID
+  // is not (a forged first copy must not shadow the real one). The first mail with a Message-ID
+  // is keyed by it; when that key is taken, the fingerprints (what the two messages say: see
+  // messageFingerprint) decide: the same, a duplicate; different, the new one is stored too,
+  // keyed by Message-ID + fingerprint and labelled as a Message-ID collision.
+  const rfcId = rawMessageId(mail.raw);
+  let dedupeKey = rfcId ?? `sha256:${await sha256Hex(mail.raw)}`;
+  let collidesWith: string | null = null;
+  const first = await findByDedupe(db, inbox.id, dedupeKey);
+  if (first) {
+    const fingerprint = rfcId ? await messageFingerprint(mail.raw) : null;
+    const stored = fingerprint ? await storedFingerprint(env, first.rawKey) : null;
+    const same = !fingerprint || stored === null || stored === fingerprint;
+    if (same) return { outcome: "duplicate", messageId: first.id, inboxId: inbox.id, accountId: inbox.accountId };
+    dedupeKey = `${rfcId} ${fingerprint}`;
+    const again = await findByDedupe(db, inbox.id, dedupeKey);
+    if (again) return { outcome: "duplicate", messageId: again.id, inboxId: inbox.id, accountId: inbox.accountId };
+    collidesWith = first.id;
+  }
 
   const messageId = newId("msg", now);
   const keyOfRaw = rawKey(inbox.accountId, inbox.id, messageId);
@@ -129,7 +154,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
   });
   const written = [keyOfRaw];
-  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written };
+  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written, collidesWith };
   try {
     const parsed = await parseMail(mail.raw);
     try {
@@ -149,7 +174,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     if (isUniqueViolation(err, "messages.inbox_id, messages.dedupe_key")) {
       await env.MAIL_BUCKET.delete(written);
       const winner = await findByDedupe(db, inbox.id, dedupeKey);
-      if (winner) return { outcome: "duplicate", messageId: winner, inboxId: inbox.id, accountId: inbox.accountId };
+      if (winner) return { outcome: "duplicate", messageId: winner.id, inboxId: inbox.id, accountId: inbox.accountId };
     }
     throw err;
   }
@@ -162,13 +187,29 @@ function isSizeLimit(err: unknown): boolean {
   return /TOOBIG|too big|too large|too long|too many SQL variables|LENGTH_LIMIT/i.test(text);
 }
 
-async function findByDedupe(db: Db, inboxId: string, dedupeKey: string): Promise<string | null> {
+async function findByDedupe(
+  db: Db,
+  inboxId: string,
+  dedupeKey: string,
+): Promise<{ id: string; rawKey: string | null } | null> {
   const row = await db
-    .select({ id: messages.id })
+    .select({ id: messages.id, rawKey: messages.rawKey })
     .from(messages)
     .where(and(eq(messages.inboxId, inboxId), eq(messages.dedupeKey, dedupeKey)))
     .get();
-  return row?.id ?? null;
+  return row ?? null;
+}
+
+/**
+ * The fingerprint of a stored message, from its raw object (read only when a Message-ID is seen
+ * again: redeliveries and collisions). A row without its raw bytes cannot be compared: it is
+ * treated as the same mail, as before fingerprints existed.
+ */
+async function storedFingerprint(env: BaseContext["env"], key: string | null): Promise<string | null> {
+  if (!key) return null;
+  const object = await env.MAIL_BUCKET.get(key);
+  if (!object) return null;
+  return messageFingerprint(new Uint8Array(await object.arrayBuffer()));
 }
 
 interface StoreIds {
@@ -177,6 +218,8 @@ interface StoreIds {
   rawKey: string;
   /** R2 keys written so far (the caller removes them if the mail turns out to be a duplicate). */
   written: string[];
+  /** Another message of the inbox with the same Message-ID and different content, if any. */
+  collidesWith: string | null;
 }
 
 async function storeParsed(
@@ -229,11 +272,15 @@ async function storeParsed(
     ids.written,
   );
 
-  const trusted = config(env).trustedAuthservIds;
+  // Each ingestion path believes only its own receiver: Email Routing's for routed mail, the
+  // relay's configured id (none by default) for relayed mail, nobody for internal delivery.
+  const cfg = config(env);
+  const trusted =
+    mail.via === "email_routing" ? cfg.trustedAuthservIds : mail.via === "inbound_webhook" ? cfg.relayAuthservIds : [];
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
   ].slice(0, PARTICIPANT_LIMIT);
-  const labels = ["unread"];
+  const labels = ids.collidesWith ? ["unread", MESSAGE_ID_COLLISION_LABEL] : ["unread"];
   const thread = await findThread(ctx, inbox.id, parsed);
   const threadId = thread ?? newId("thr", now);
 
@@ -343,6 +390,7 @@ async function storeParsed(
         attachments_omitted: parsed.attachmentsOmitted,
         rfc_message_id: row.rfcMessageId,
         event_id: event.id,
+        ...(ids.collidesWith ? { message_id_collision: ids.collidesWith } : {}),
       },
     },
   ];

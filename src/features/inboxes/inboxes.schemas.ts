@@ -1,9 +1,18 @@
 import { z } from "@hono/zod-openapi";
 import { Timestamp } from "../../lib/wire";
+import { CONTROL_CHARS } from "../../mail/address";
 
 const Label = z.string().trim().min(1).max(64);
 
 export const USERNAME_PATTERN = /^[a-z0-9._-]{1,64}$/;
+
+/** The From name of the inbox's mail: no control characters (they would reach the header as they are). */
+const DisplayName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(100)
+  .refine((v) => !CONTROL_CHARS.test(v), "No line breaks or control characters");
 
 export const CreateInboxInput = z
   .object({
@@ -14,7 +23,7 @@ export const CreateInboxInput = z
       .regex(USERNAME_PATTERN, "1–64 characters of a-z 0-9 . _ -")
       .openapi({ example: "support" }),
     domain: z.string().trim().toLowerCase().min(1).max(253).optional(),
-    display_name: z.string().trim().min(1).max(100).optional(),
+    display_name: DisplayName.optional(),
     labels: z.array(Label).max(20).optional(),
   })
   .strict()
@@ -22,7 +31,7 @@ export const CreateInboxInput = z
 
 export const PatchInboxInput = z
   .object({
-    display_name: z.string().trim().min(1).max(100).nullable().optional(),
+    display_name: DisplayName.nullable().optional(),
     labels: z.array(Label).max(20).optional(),
   })
   .strict()

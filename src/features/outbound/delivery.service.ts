@@ -1,6 +1,7 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { config } from "../../config";
 import { accounts, type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
+import { inList } from "../../db/sql";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { AppError, RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
@@ -330,7 +331,7 @@ async function splitRecipients(
       await ctx.db
         .select({ address: inboxes.address })
         .from(inboxes)
-        .where(inArray(inboxes.address, recipients.map(canonical)))
+        .where(inList(inboxes.address, recipients.map(canonical)))
         .all()
     ).map((r) => r.address),
   );

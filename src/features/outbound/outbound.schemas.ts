@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { CONTROL_CHARS } from "../../mail/address";
 import type { MailAddress } from "../../mail/compose";
 import { MessageParams } from "../messages/messages.schemas";
 
@@ -15,6 +16,7 @@ export function parseAddress(input: string): MailAddress | null {
   const m = /^(?:"?([^"<]*?)"?\s*)?<([^<>\s]+)>$/.exec(text);
   const address = (m ? m[2] : text)?.trim() ?? "";
   const name = m?.[1]?.trim() || null;
+  if (name && CONTROL_CHARS.test(name)) return null;
   const at = address.lastIndexOf("@");
   if (at <= 0 || at === address.length - 1 || address.length > 254) return null;
   const local = address.slice(0, at);
@@ -132,7 +134,7 @@ export const CustomHeaders = z
     z
       .string()
       .max(2048)
-      .refine((v) => !/[\r\n\0]/.test(v), "Header values cannot contain line breaks"),
+      .refine((v) => !CONTROL_CHARS.test(v), "Header values cannot contain line breaks or control characters"),
   )
   .superRefine((headers, ctx) => {
     const names = Object.keys(headers);
@@ -164,7 +166,7 @@ export const SendMessageInput = z
     subject: z
       .string()
       .max(998)
-      .refine((v) => !/[\r\n]/.test(v), "Subject cannot contain line breaks"),
+      .refine((v) => !CONTROL_CHARS.test(v), "Subject cannot contain line breaks or control characters"),
     body_text: z.string().optional(),
     body_html: z.string().optional(),
     attachments: z.array(AttachmentInput).max(20).default([]),

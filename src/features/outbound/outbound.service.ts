@@ -30,7 +30,7 @@ import type { OutboundJob } from "../../lib/jobs";
 import { log } from "../../lib/log";
 import { NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { DAY_MS, iso } from "../../lib/time";
-import { canonicalRecipient } from "../../mail/address";
+import { canonicalRecipient, stripControls } from "../../mail/address";
 import { type ComposeAttachment, composeMessage, type MailAddress } from "../../mail/compose";
 import { htmlToText } from "../../mail/html-text";
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
@@ -47,6 +47,7 @@ import {
   type ForwardInput,
   MAX_OUTBOUND_BYTES,
   MAX_RECIPIENTS,
+  parseAddress,
   type ReplyToMessageInput,
   type SendMessageInput,
 } from "./outbound.schemas";
@@ -105,7 +106,9 @@ export async function replyToMessage(
   const parent = await loadMessage(ctx, messageId);
   const { inbox, account } = await loadInbox(ctx, parent.inboxId);
   const own = canonicalRecipient(inbox.address).address;
-  const notOwn = (a: string) => canonicalRecipient(a).address !== own;
+  // Addresses taken from an inbound message's headers are the sender's text: each is checked
+  // again as a send's input would be, and what does not pass is left out.
+  const notOwn = (a: string) => parseAddress(a) !== null && canonicalRecipient(a).address !== own;
   // Replying to mail we sent ourselves (a follow-up) goes to its recipients again.
   const primary =
     parent.direction === "inbound"
@@ -152,6 +155,20 @@ export async function replyToMessage(
 export async function forwardMessage(ctx: ServiceContext, messageId: string, input: ForwardInput): Promise<MessageRow> {
   const parent = await loadMessage(ctx, messageId);
   const { inbox, account } = await loadInbox(ctx, parent.inboxId);
+  // The stored sizes decide first: a 25 MiB original is refused without loading a byte of it.
+  const attachedBytes = parent.attachments.reduce((sum, a) => sum + a.size, 0);
+  if (attachedBytes > MAX_OUTBOUND_BYTES) {
+    await refuseEarly(
+      ctx,
+      inbox,
+      "forward",
+      new MessageTooLarge(
+        `The original's attachments are ${attachedBytes} bytes; a message may be at most ${MAX_OUTBOUND_BYTES} bytes (5 MiB).`,
+        { limit_bytes: MAX_OUTBOUND_BYTES, size: attachedBytes },
+      ),
+      { attachments: parent.attachments.length },
+    );
+  }
   const full = await withBodies(ctx, parent);
   const original = { text: full.bodyText, html: full.bodyHtml };
   const header = [
@@ -182,8 +199,8 @@ export async function forwardMessage(ctx: ServiceContext, messageId: string, inp
     bcc: [],
     replyTo: null,
     subject: /^\s*(fwd?|fw)\s*:/i.test(parent.subject ?? "")
-      ? (parent.subject as string)
-      : `Fwd: ${parent.subject ?? ""}`,
+      ? stripControls(parent.subject as string)
+      : `Fwd: ${stripControls(parent.subject ?? "")}`,
     text,
     html,
     attachments: await readAttachments(ctx, parent),
@@ -194,6 +211,29 @@ export async function forwardMessage(ctx: ServiceContext, messageId: string, inp
     threadId: parent.threadId,
     parentId: parent.id,
   });
+}
+
+/** A refusal decided before anything is composed or loaded: audited like the others, then thrown. */
+async function refuseEarly(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  kind: Draft["kind"],
+  err: AppError,
+  extra: Record<string, unknown>,
+): Promise<never> {
+  await commitWithAudit(
+    ctx,
+    [],
+    [
+      {
+        action: "message.send_refused",
+        target: { type: "inbox", id: inbox.id },
+        inboxId: inbox.id,
+        metadata: { reason: err.code, message: err.message, details: err.details ?? null, kind, ...extra },
+      },
+    ],
+  );
+  throw err;
 }
 
 /**
@@ -207,6 +247,16 @@ async function acceptDraft(
   account: AccountRow,
   input: Draft,
 ): Promise<MessageRow> {
+  // The recipient cap comes before any query over the recipients: it is what bounds them.
+  const requested = unique([...input.to, ...input.cc, ...input.bcc].map((a) => a.address));
+  if (requested.length > MAX_RECIPIENTS) {
+    const err = new Unprocessable(
+      "too_many_recipients",
+      `A message may have at most ${MAX_RECIPIENTS} recipients (to, cc and bcc together); this one has ${requested.length}.`,
+      { limit: MAX_RECIPIENTS, recipients: requested.length },
+    );
+    await refuseEarly(ctx, inbox, input.kind, err, { recipients: requested.length });
+  }
   // Suppressed recipients (hard bounces, complaints) are left out before the message is composed;
   // when none remain the send is refused, after the inbox check (API.md's order).
   const screened = await screenRecipients(ctx, { to: input.to, cc: input.cc, bcc: input.bcc });
@@ -305,13 +355,6 @@ async function acceptDraft(
       raw,
       stage: "accept",
     });
-    if (recipients.length > MAX_RECIPIENTS) {
-      throw new Unprocessable(
-        "too_many_recipients",
-        `A message may have at most ${MAX_RECIPIENTS} recipients (to, cc and bcc together); this one has ${recipients.length}.`,
-        { limit: MAX_RECIPIENTS, recipients: recipients.length },
-      );
-    }
     if (raw.byteLength > MAX_OUTBOUND_BYTES) {
       throw new MessageTooLarge(
         `The message is ${raw.byteLength} bytes once encoded; the limit is ${MAX_OUTBOUND_BYTES} bytes (5 MiB).`,
@@ -657,7 +700,7 @@ function decodeAttachments(list: AttachmentInput[]): ComposeAttachment[] {
 
 /** One `Re:`: kept when the subject already starts with it, added otherwise. */
 function replySubject(subject: string | null): string {
-  const s = (subject ?? "").trim();
+  const s = stripControls(subject ?? "").trim();
   return /^re\s*:/i.test(s) ? s : `Re: ${s}`;
 }
 

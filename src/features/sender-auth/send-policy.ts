@@ -1,8 +1,9 @@
-import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
+import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
+import { inList } from "../../db/sql";
 import { benchHooks } from "../../lib/bench";
 import type { BaseContext, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
@@ -132,7 +133,8 @@ export function knownSendersQuery(db: Db, accountId: string, addresses: string[]
       and(
         eq(messages.accountId, accountId),
         sql`${messages.direction} = 'inbound'`,
-        inArray(sql`lower(${messages.fromAddress})`, addresses),
+        // One JSON parameter, whatever the number of recipients (D1 binds at most 100).
+        inList(sql`lower(${messages.fromAddress})`, addresses),
       ),
     );
 }

@@ -1,3 +1,4 @@
+import { stripControls } from "../../../mail/address";
 import type { Transport } from "./types";
 import { TransportError } from "./types";
 
@@ -45,12 +46,16 @@ export function cloudflareTransport(binding: SendEmail): Transport {
       }
       try {
         const result = await binding.send({
-          from: m.fromName ? { email: m.fromAddress as string, name: m.fromName } : (m.fromAddress as string),
+          // The binding writes these as given: control characters (from rows older than the input
+          // checks) must not reach its headers.
+          from: m.fromName
+            ? { email: m.fromAddress as string, name: stripControls(m.fromName) }
+            : (m.fromAddress as string),
           to: pick(m.to),
           cc: pick(m.cc),
           bcc: pick(m.bcc),
           ...(m.replyTo ? { replyTo: m.replyTo } : {}),
-          subject: m.subject ?? "",
+          subject: stripControls(m.subject ?? ""),
           ...(m.bodyText !== null ? { text: m.bodyText } : {}),
           ...(m.bodyHtml !== null ? { html: m.bodyHtml } : {}),
           headers,
