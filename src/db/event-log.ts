@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, isNotNull, max } from "drizzle-orm";
 import type { Db } from "./client";
-import { type EventRow, events } from "./schema";
+import { accounts, apiKeys, type EventRow, events } from "./schema";
 import { inList } from "./sql";
 
 /**
@@ -51,4 +51,35 @@ export async function eventsAfterSeq(
 export async function eventsByIds(db: Db, ids: string[]): Promise<EventRow[]> {
   if (ids.length === 0) return [];
   return db.select().from(events).where(inList(events.id, ids)).all();
+}
+
+/** Why a key may no longer hold a stream open. */
+export type StreamBlock = "api_key_revoked" | "account_suspended";
+
+/**
+ * Of the account's given keys, those that may no longer stream, and why: revoked (or gone), or
+ * their account is not active. D1 is the record revocation and suspension are committed to
+ * before their streams are told to close, so a hub reading it after accepting a socket cannot
+ * miss a revocation that raced the connect.
+ */
+export async function blockedStreamKeys(
+  db: Db,
+  accountId: string,
+  keyIds: string[],
+): Promise<Map<string, StreamBlock>> {
+  const blocked = new Map<string, StreamBlock>();
+  if (keyIds.length === 0) return blocked;
+  const rows = await db
+    .select({ id: apiKeys.id, revokedAt: apiKeys.revokedAt, status: accounts.status })
+    .from(apiKeys)
+    .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
+    .where(and(eq(apiKeys.accountId, accountId), inList(apiKeys.id, keyIds)))
+    .all();
+  const found = new Map(rows.map((r) => [r.id, r]));
+  for (const id of keyIds) {
+    const row = found.get(id);
+    if (row && row.status === "suspended") blocked.set(id, "account_suspended");
+    else if (!row || row.revokedAt !== null || row.status !== "active") blocked.set(id, "api_key_revoked");
+  }
+  return blocked;
 }

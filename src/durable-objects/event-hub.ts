@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { createDb } from "../db/client";
-import { eventsAfterSeq, headSeq } from "../db/event-log";
+import { blockedStreamKeys, eventsAfterSeq, headSeq } from "../db/event-log";
 import { type HubEvent, type Subscription, sseFrame, subscriptionMatches, toHubEvent } from "../lib/event-stream";
 import { log } from "../lib/log";
 
@@ -18,20 +18,27 @@ export interface HubConnect {
   afterSeq: number | null;
   /** The key's connection cap (its tier's `stream_connections`). */
   cap: number;
+  /** The account's connection cap, all keys together (its tier's `stream_connections_per_account`). */
+  accountCap: number;
   /** The WebSocket subprotocol to answer with (the browser offered it next to its key). */
   protocol?: string | null;
 }
 
-/** The hub's refusal when a key is at its cap (the feature turns it into a 429 envelope). */
-export interface HubRefusal {
-  refused: "connection_limit";
-  open: number;
-  limit: number;
-}
+/** The hub's refusals (the feature turns them into error envelopes). */
+export type HubRefusal =
+  /** The key, or the whole account, is at its cap: 429. */
+  | { refused: "connection_limit"; scope: "key" | "account"; open: number; limit: number }
+  /** The cursor is more than REPLAY_MAX events behind the log's head: 410. */
+  | { refused: "cursor_too_old"; behind: number; limit: number };
 
-/** What a WebSocket carries across hibernation (its attachment; 2 KiB at most). */
+/**
+ * What a WebSocket carries across hibernation (its attachment, which may not exceed 2 KiB). The
+ * subscription is kept in storage under the socket's id instead: a key restricted to 100 inboxes
+ * or 20 long patterns does not fit, and a failed serialize would leave an accepted socket behind.
+ */
 interface Attachment {
-  sub: Subscription;
+  id: string;
+  keyId: string;
   /** Events up to this seq were replayed (or predate the connection); -1 while joining. */
   lastSeq: number;
   /** The socket feeds an SSE response (in the Worker request that opened it): send ready frames. */
@@ -39,14 +46,34 @@ interface Attachment {
   openedAt: number;
 }
 
+/** One open stream as the hub holds it in memory. */
+interface Conn extends Attachment {
+  sub: Subscription;
+}
+
 /** SSE comment sent when nothing else was, so proxies and clients see a live stream. */
 export const HEARTBEAT_MS = 15_000;
-/** SSE streams end after this; the client reconnects with Last-Event-ID and loses nothing. */
-export const MAX_SSE_MS = 30 * 60_000;
-/** How often a hub with only (hibernatable) WebSockets checks D1 for a publish that never came. */
-const WS_CATCH_UP_MS = 60_000;
+/**
+ * Streams (SSE and WebSocket) end after this; the client reconnects with Last-Event-ID or
+ * ?after= and loses nothing. Bounds how long any one authentication is relied on.
+ */
+export const MAX_STREAM_MS = 30 * 60_000;
+/**
+ * How often the hub re-reads the revocation and suspension state of its open streams' keys while
+ * any is open: the backstop for a disconnect push that failed or raced the connect, so a blocked
+ * key's stream ends within this (API.md: revocation takes effect everywhere within 2 s).
+ */
+export const KEY_CHECK_MS = 2_000;
+/** How often a hub with open streams checks D1 for a publish that never came. */
+const CATCH_UP_CHECK_MS = 15_000;
 /** Rows per D1 read when replaying or filling a gap. */
 const PAGE = 200;
+/** A cursor further behind the head than this many events is refused (410 `cursor_too_old`). */
+export const REPLAY_MAX = 10_000;
+/** Events buffered for one stream while it replays; past this it is closed with 1013 (it resumes). */
+export const JOIN_BUFFER_MAX = 2_000;
+/** Published events held waiting for a gap to fill; past this they are dropped and read from D1. */
+const PENDING_MAX = 10_000;
 
 /**
  * One per account: the fan-out point of its event log to open streams. Producers commit an event
@@ -59,9 +86,14 @@ const PAGE = 200;
  * event, and dispatches only head + 1 next. Each connection remembers the seq its replay reached
  * (`lastSeq`) and skips anything at or below it; events dispatched while it is still replaying
  * are buffered and flushed after the replay. Every stream is a hibernatable WebSocket (its
- * subscription rides in the socket's attachment, `head` in storage): a browser's or agent's own
- * socket, or, for SSE, the socket of the Worker request that serves the SSE response, to which the
- * hub sends ready SSE frames. So the hub holds no stream in memory and may hibernate.
+ * subscription in storage under the id in the socket's attachment, `head` in storage): a browser's
+ * or agent's own socket, or, for SSE, the socket of the Worker request that serves the SSE
+ * response, to which the hub sends ready SSE frames. So the hub holds no stream in memory.
+ *
+ * Bounds: per key and per account connection caps, a replay depth (REPLAY_MAX), the replay buffer
+ * (JOIN_BUFFER_MAX) and the pending set (PENDING_MAX); a stream lives MAX_STREAM_MS at most, and
+ * while any is open the alarm re-reads its keys' revocation and suspension every KEY_CHECK_MS
+ * (which keeps a hub with open streams awake: the price of revocation within 2 s without a push).
  */
 export class EventHub extends DurableObject<HubEnv> {
   private accountId: string | null;
@@ -69,7 +101,9 @@ export class EventHub extends DurableObject<HubEnv> {
   private readonly pending = new Map<number, HubEvent>();
   private catchingUp = false;
   private catchUpAgain = false;
-  private readonly sockets = new Map<WebSocket, Attachment>();
+  private readonly sockets = new Map<WebSocket, Conn>();
+  private lastHeartbeat = 0;
+  private lastHeadCheck = 0;
   /** Events dispatched while a connection was still replaying, flushed when its replay ends. */
   private readonly joining = new Map<object, HubEvent[]>();
 
@@ -81,11 +115,16 @@ export class EventHub extends DurableObject<HubEnv> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
     for (const ws of ctx.getWebSockets()) {
       const att = ws.deserializeAttachment() as Attachment | null;
-      if (att) this.sockets.set(ws, att);
+      const sub = att ? ctx.storage.kv.get<Subscription>(subKey(att.id)) : undefined;
+      if (att && sub) this.sockets.set(ws, { ...att, sub });
+      else closeQuietly(ws, 1011, "stream state lost; reconnect with the last event id");
     }
   }
 
-  /** Opens one stream (SSE body or WebSocket upgrade), or refuses it at the key's cap. */
+  /**
+   * Opens one stream (SSE body or WebSocket upgrade), or refuses it: a cursor too far behind
+   * (its replay would read the whole log inside the hub), or the key or account at its cap.
+   */
   override async fetch(request: Request): Promise<Response> {
     const input = JSON.parse(request.headers.get("x-hub-connect") ?? "null") as HubConnect | null;
     if (!input) return new Response("bad hub request", { status: 400 });
@@ -93,13 +132,20 @@ export class EventHub extends DurableObject<HubEnv> {
       this.accountId = input.accountId;
       this.ctx.storage.kv.put("account", input.accountId);
     }
-    const open = this.openFor(input.sub.keyId);
-    if (open >= input.cap) {
-      const refusal: HubRefusal = { refused: "connection_limit", open, limit: input.cap };
-      return Response.json(refusal, { status: 429 });
+    if (input.afterSeq !== null) {
+      const behind = (await headSeq(createDb(this.env.DB), input.accountId)) - input.afterSeq;
+      if (behind > REPLAY_MAX) return refuse({ refused: "cursor_too_old", behind, limit: REPLAY_MAX });
     }
-    await this.scheduleAlarm(input.transport === "sse" ? HEARTBEAT_MS : WS_CATCH_UP_MS);
-    return this.openSocket(input);
+    // The caps are checked with no await before the accept below, so concurrent connects cannot overshoot.
+    const all = this.ctx.getWebSockets().length;
+    if (all >= input.accountCap) {
+      return refuse({ refused: "connection_limit", scope: "account", open: all, limit: input.accountCap });
+    }
+    const open = this.openFor(input.sub.keyId);
+    if (open >= input.cap) return refuse({ refused: "connection_limit", scope: "key", open, limit: input.cap });
+    const response = this.openSocket(input);
+    await this.scheduleAlarm(KEY_CHECK_MS);
+    return response;
   }
 
   private openFor(keyId: string): number {
@@ -109,43 +155,72 @@ export class EventHub extends DurableObject<HubEnv> {
   private openSocket(input: HubConnect): Response {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
-    this.ctx.acceptWebSocket(server, [keyTag(input.sub.keyId)]);
     const sse = input.transport === "sse";
-    const att: Attachment = { sub: input.sub, lastSeq: -1, sse, openedAt: Date.now() };
-    server.serializeAttachment(att);
-    this.sockets.set(server, att);
+    const conn: Conn = {
+      id: crypto.randomUUID(),
+      keyId: input.sub.keyId,
+      sub: input.sub,
+      lastSeq: -1,
+      sse,
+      openedAt: Date.now(),
+    };
+    // Everything that can fail happens before the accept: no accepted socket is left uncounted.
+    this.ctx.storage.kv.put(subKey(conn.id), input.sub);
+    this.ctx.acceptWebSocket(server, [keyTag(input.sub.keyId)]);
+    server.serializeAttachment(attachment(conn));
+    this.sockets.set(server, conn);
     this.joining.set(server, []);
     void this.join(input, server, {
       send: (e) => server.send(sse ? sseFrame(e) : e.json),
       done: (lastSeq) => {
-        att.lastSeq = lastSeq;
-        server.serializeAttachment(att);
+        conn.lastSeq = lastSeq;
+        server.serializeAttachment(attachment(conn));
       },
-      fail: () => server.close(1011, "replay failed; reconnect with ?after="),
+      fail: (code, reason) => {
+        this.end(server, code, reason);
+        this.forgetIfIdle();
+      },
     });
     const headers = input.protocol ? { "Sec-WebSocket-Protocol": input.protocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
   }
 
   /**
-   * Replays the log after the connection's cursor (or only notes where "now" is), then flushes what
-   * was dispatched meanwhile, skipping what the replay already sent: no gap, no duplicate.
+   * Checks the key once more (a revocation that committed while this stream was on its way here
+   * found no socket to close), replays the log after the connection's cursor (or only notes where
+   * "now" is), then flushes what was dispatched meanwhile, skipping what the replay already sent:
+   * no gap, no duplicate.
    */
   private async join(
     input: HubConnect,
-    key: object,
-    io: { send: (e: HubEvent) => void; done: (lastSeq: number) => void; fail: () => void },
+    key: WebSocket,
+    io: { send: (e: HubEvent) => void; done: (lastSeq: number) => void; fail: (code: number, reason: string) => void },
   ): Promise<void> {
     const db = createDb(this.env.DB);
     let lastSeq = -1;
     try {
+      const blocked = (await blockedStreamKeys(db, input.accountId, [input.sub.keyId])).get(input.sub.keyId);
+      if (blocked) {
+        io.fail(4001, blocked);
+        return;
+      }
       let cursor = input.afterSeq;
+      let replayed = 0;
       for (;;) {
+        if (!this.sockets.has(key)) return; // closed meanwhile (a disconnect, the client)
         if (cursor === null) {
           lastSeq = await headSeq(db, input.accountId);
         } else {
           for (;;) {
             const { rows, head } = await eventsAfterSeq(db, input.accountId, cursor, PAGE, input.sub.inboxIds);
+            if (!this.sockets.has(key)) return;
+            // The cursor was checked against the head before the accept; this bounds what
+            // producers commit during the replay too.
+            replayed += rows.length;
+            if (replayed > 2 * REPLAY_MAX) {
+              io.fail(1013, "replay too long; reconnect with the last event id");
+              return;
+            }
             for (const row of rows) {
               const e = toHubEvent(row);
               if (subscriptionMatches(input.sub, e)) io.send(e);
@@ -165,10 +240,10 @@ export class EventHub extends DurableObject<HubEnv> {
       }
     } catch (err) {
       log.error("event stream replay failed", { account: input.accountId, error: String(err) });
-      this.joining.delete(key);
-      io.fail();
+      io.fail(1011, "replay failed; reconnect with the last event id");
       return;
     }
+    if (!this.sockets.has(key)) return;
     const buffered = this.joining.get(key) ?? [];
     this.joining.delete(key);
     for (const e of buffered) {
@@ -201,6 +276,11 @@ export class EventHub extends DurableObject<HubEnv> {
       this.ctx.storage.kv.put("account", accountId);
     }
     for (const e of events) if (this.head === null || e.seq > this.head) this.pending.set(e.seq, e);
+    if (this.pending.size > PENDING_MAX) {
+      // A gap that never fills: stop holding events in memory, read them back from D1 instead.
+      this.pending.clear();
+      void this.catchUp();
+    }
     this.advance();
     return { connections };
   }
@@ -256,8 +336,11 @@ export class EventHub extends DurableObject<HubEnv> {
     let frame: string | null = null;
     for (const [ws, att] of this.sockets) {
       const buffer = this.joining.get(ws);
-      if (buffer) buffer.push(e);
-      else if (e.seq > att.lastSeq && subscriptionMatches(att.sub, e)) {
+      if (buffer) {
+        // A replay that cannot keep up with the live rate: end it rather than hold memory.
+        if (buffer.length >= JOIN_BUFFER_MAX) this.end(ws, 1013, "too far behind; reconnect with the last event id");
+        else buffer.push(e);
+      } else if (e.seq > att.lastSeq && subscriptionMatches(att.sub, e)) {
         if (att.sse) frame ??= sseFrame(e);
         this.send(ws, att.sse ? (frame as string) : e.json);
       }
@@ -268,19 +351,26 @@ export class EventHub extends DurableObject<HubEnv> {
     try {
       ws.send(text);
     } catch {
-      this.sockets.delete(ws); // closed under us; webSocketClose may never come
+      this.forget(ws); // closed under us; webSocketClose may never come
       this.forgetIfIdle();
     }
   }
 
-  private close(ws: WebSocket, code: number, reason: string): void {
+  /** Ends a stream; an SSE stream is told why first (unless it simply ran its course). */
+  private end(ws: WebSocket, code: number, reason: string): void {
+    if (code !== 1000 && this.sockets.get(ws)?.sse) {
+      this.send(ws, `event: error\ndata: ${JSON.stringify({ code: reason })}\n\n`);
+    }
+    this.forget(ws);
+    closeQuietly(ws, code, reason);
+  }
+
+  /** Drops a stream's state: memory, its replay buffer, its stored subscription. */
+  private forget(ws: WebSocket): void {
+    const conn = this.sockets.get(ws);
     this.sockets.delete(ws);
     this.joining.delete(ws);
-    try {
-      ws.close(code, reason);
-    } catch {
-      // already closed
-    }
+    if (conn) this.ctx.storage.kv.delete(subKey(conn.id));
   }
 
   /** Streams past their replay. */
@@ -295,6 +385,8 @@ export class EventHub extends DurableObject<HubEnv> {
     if (this.sockets.size > 0) return;
     this.pending.clear();
     if (this.head !== null) this.setHead(null);
+    // Subscriptions of sockets that vanished without a close event.
+    for (const [k] of this.ctx.storage.kv.list({ prefix: "sub:" })) this.ctx.storage.kv.delete(k);
   }
 
   private setHead(head: number | null): void {
@@ -308,38 +400,46 @@ export class EventHub extends DurableObject<HubEnv> {
     if (at === null || at > Date.now() + inMs) await this.ctx.storage.setAlarm(Date.now() + inMs);
   }
 
-  /** Heartbeats, the SSE age limit, and a check for events whose publish never arrived. */
+  /**
+   * Runs every KEY_CHECK_MS while any stream is open: ends the streams of keys revoked or accounts
+   * suspended since (the backstop for a lost disconnect), ends streams past MAX_STREAM_MS, sends
+   * SSE heartbeats, and checks for events whose publish never arrived.
+   */
   override async alarm(): Promise<void> {
     const now = Date.now();
-    let sse = 0;
-    for (const [ws, att] of this.sockets) {
-      if (!att.sse) continue;
-      if (now - att.openedAt >= MAX_SSE_MS) this.close(ws, 1000, "max_duration");
-      else {
-        this.send(ws, ": heartbeat\n\n");
-        sse++;
-      }
+    for (const [ws, conn] of this.sockets) if (now - conn.openedAt >= MAX_STREAM_MS) this.end(ws, 1000, "max_duration");
+    if (now - this.lastHeartbeat >= HEARTBEAT_MS) {
+      this.lastHeartbeat = now;
+      for (const [ws, conn] of this.sockets) if (conn.sse) this.send(ws, ": heartbeat\n\n");
     }
     this.forgetIfIdle();
-    if (this.head !== null && this.accountId !== null && this.sockets.size > 0) {
+    if (this.accountId !== null && this.sockets.size > 0) {
+      const db = createDb(this.env.DB);
       try {
-        const head = await headSeq(createDb(this.env.DB), this.accountId);
-        if (head > this.head) await this.catchUp();
+        const keyIds = [...new Set([...this.sockets.values()].map((c) => c.keyId))];
+        const blocked = await blockedStreamKeys(db, this.accountId, keyIds);
+        for (const [keyId, reason] of blocked) this.disconnect(keyId, reason);
       } catch (err) {
-        log.warn("event hub head check failed", { error: String(err) });
+        log.warn("event hub key check failed", { error: String(err) });
+      }
+      if (this.head !== null && this.sockets.size > 0 && now - this.lastHeadCheck >= CATCH_UP_CHECK_MS) {
+        this.lastHeadCheck = now;
+        try {
+          const head = await headSeq(db, this.accountId);
+          if (this.head !== null && head > this.head) await this.catchUp();
+        } catch (err) {
+          log.warn("event hub head check failed", { error: String(err) });
+        }
       }
     }
-    if (sse > 0) await this.ctx.storage.setAlarm(now + HEARTBEAT_MS);
-    else if (this.sockets.size > 0) await this.ctx.storage.setAlarm(now + WS_CATCH_UP_MS);
+    if (this.sockets.size > 0) await this.ctx.storage.setAlarm(Date.now() + KEY_CHECK_MS);
   }
 
   /** Ends every stream of a key (revoked) or of the account (suspended, keyId null). */
   disconnect(keyId: string | null, reason: string): number {
     let n = 0;
     for (const ws of keyId === null ? this.ctx.getWebSockets() : this.ctx.getWebSockets(keyTag(keyId))) {
-      const att = this.sockets.get(ws);
-      if (att?.sse) this.send(ws, `event: error\ndata: ${JSON.stringify({ code: reason })}\n\n`);
-      this.close(ws, 4001, reason);
+      this.end(ws, 4001, reason);
       n++;
     }
     this.forgetIfIdle();
@@ -358,23 +458,37 @@ export class EventHub extends DurableObject<HubEnv> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.sockets.delete(ws);
-    this.joining.delete(ws);
+    this.forget(ws);
     this.forgetIfIdle();
-    try {
-      ws.close(code === 1005 ? 1000 : code, reason);
-    } catch {
-      // already closed
-    }
+    closeQuietly(ws, code === 1005 ? 1000 : code, reason);
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    this.sockets.delete(ws);
-    this.joining.delete(ws);
+    this.forget(ws);
     this.forgetIfIdle();
   }
 }
 
 function keyTag(keyId: string): string {
   return `key:${keyId}`;
+}
+
+function subKey(socketId: string): string {
+  return `sub:${socketId}`;
+}
+
+function attachment(conn: Conn): Attachment {
+  return { id: conn.id, keyId: conn.keyId, lastSeq: conn.lastSeq, sse: conn.sse, openedAt: conn.openedAt };
+}
+
+function refuse(refusal: HubRefusal): Response {
+  return Response.json(refusal, { status: refusal.refused === "cursor_too_old" ? 410 : 429 });
+}
+
+function closeQuietly(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    // already closed
+  }
 }

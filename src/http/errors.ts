@@ -68,6 +68,7 @@ export const HTTP_STATUS: Record<ErrorKind, ContentfulStatusCode> = {
   method_not_allowed: 405,
   timeout: 408,
   conflict: 409,
+  gone: 410,
   too_large: 413,
   invalid: 422,
   rate_limited: 429,

@@ -142,7 +142,7 @@ interface StreamRouteSpec<R extends RequestSpec> {
   summary: string;
   description?: string;
   request: R;
-  errors?: Partial<Record<400 | 429, string>>;
+  errors?: Partial<Record<400 | 410 | 429, string>>;
 }
 
 function streamErrors(errors: StreamRouteSpec<RequestSpec>["errors"]) {

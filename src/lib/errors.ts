@@ -18,6 +18,7 @@ export type ErrorKind =
   | "method_not_allowed"
   | "timeout"
   | "conflict"
+  | "gone"
   | "too_large"
   | "invalid"
   | "rate_limited"
@@ -94,6 +95,11 @@ export class Conflict extends AppError {
 }
 
 /** A request body over its endpoint's limit. */
+/** What the caller points at existed but is no longer served (a stream cursor too far behind). */
+export class Gone extends AppError {
+  readonly kind = "gone";
+}
+
 export class PayloadTooLarge extends AppError {
   readonly kind = "too_large";
   /** Without a limit (a body the framework refused), the refusal's own message and no details. */

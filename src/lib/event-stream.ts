@@ -49,23 +49,32 @@ export function toHubEvent(row: LoggedEvent): HubEvent {
   return { id: row.id, seq: row.seq ?? 0, type: row.type, inboxId: row.inboxId, json: JSON.stringify(wire) };
 }
 
-/** Whether a type pattern (`*` stands for any run of characters, as in `message.*`) matches a type. */
+/**
+ * Whether a type pattern (`*` stands for any run of characters, as in `message.*`) matches a type.
+ * A linear glob with one backtrack point (the last `*`), never a regex: a pattern of many `*`s
+ * (`type=*****…z`, which the schema accepts) made a backtracking regex run for minutes inside the
+ * account's hub, stalling every stream and publish. This costs at most pattern × type steps.
+ */
 export function typeMatches(pattern: string, type: string): boolean {
-  if (pattern === "*" || pattern === type) return true;
-  if (!pattern.includes("*")) return false;
-  let re = patterns.get(pattern);
-  if (!re) {
-    re = new RegExp(`^${pattern.split("*").map(escapeRegExp).join(".*")}$`);
-    if (patterns.size < 1_000) patterns.set(pattern, re);
+  let p = 0;
+  let t = 0;
+  let star = -1; // the last `*` seen in the pattern
+  let mark = 0; // where in the type that `*` currently ends
+  while (t < type.length) {
+    if (p < pattern.length && pattern[p] === "*") {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.length && pattern[p] === type[t]) {
+      p++;
+      t++;
+    } else if (star >= 0) {
+      // Let the last `*` swallow one more character and retry from there.
+      p = star + 1;
+      t = ++mark;
+    } else return false;
   }
-  return re.test(type);
-}
-
-/** Compiled wildcard patterns: the hub matches every event against every stream's filter. */
-const patterns = new Map<string, RegExp>();
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  while (p < pattern.length && pattern[p] === "*") p++;
+  return p === pattern.length;
 }
 
 /** Whether a connection with this subscription may and wants to see the event. */

@@ -16,6 +16,11 @@ export const TierLimits = z.object({
   webhook_deliveries_per_minute: z.number().int().positive(),
   /** Open event streams (SSE + WebSocket) per API key; one more is refused with 429. */
   stream_connections: z.number().int().positive(),
+  /**
+   * Open event streams per account, all keys together: keys are unlimited, so the per-key cap
+   * alone would let one account pile any number of sockets onto its one hub.
+   */
+  stream_connections_per_account: z.number().int().positive(),
 });
 export type TierLimits = z.infer<typeof TierLimits>;
 
@@ -28,6 +33,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_webhooks: 10,
     webhook_deliveries_per_minute: 300,
     stream_connections: 10,
+    stream_connections_per_account: 25,
   },
   standard: {
     requests_per_minute: 600,
@@ -37,6 +43,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_webhooks: 50,
     webhook_deliveries_per_minute: 3_000,
     stream_connections: 100,
+    stream_connections_per_account: 250,
   },
   scale: {
     requests_per_minute: 3_000,
@@ -46,6 +53,7 @@ export const DEFAULT_TIERS: Record<string, TierLimits> = {
     max_webhooks: 200,
     webhook_deliveries_per_minute: 20_000,
     stream_connections: 1_000,
+    stream_connections_per_account: 2_500,
   },
 };
 

@@ -10,6 +10,7 @@ const FIXABLE_KINDS = new Set<ErrorKind>([
   "method_not_allowed",
   "timeout",
   "conflict",
+  "gone",
   "too_large",
   "invalid",
   "rate_limited",

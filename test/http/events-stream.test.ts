@@ -375,7 +375,7 @@ describe("GET /v1/events/stream (SSE)", () => {
     expect(refused.status).toBe(429);
     const body = (await refused.json()) as { error: { code: string; details: unknown; message: string } };
     expect(body.error.code).toBe("connection_limit_reached");
-    expect(body.error.details).toEqual({ limit: 10, open: 10 });
+    expect(body.error.details).toEqual({ limit: 10, open: 10, scope: "key" });
     expect(refused.headers.get("Retry-After")).toBe("5");
     // WebSockets count toward the same cap; another key of the account has its own.
     expect((await openWs(owner.key)).status).toBe(429);

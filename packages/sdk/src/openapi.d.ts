@@ -713,7 +713,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List every account */
+        /** List every account (audited as `account.admin_listed` on each account shown) */
         get: {
             parameters: {
                 query?: {
@@ -4003,7 +4003,7 @@ export interface paths {
         };
         /**
          * Stream events (Server-Sent Events)
-         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`. Each event is `id: <event id>`, `event: <type>`, `data: <Event JSON>`; a comment line (`: heartbeat`) every 15 s; the server may end a stream after a while (30 min), and the client reconnects with `Last-Event-ID`, losing nothing.
+         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams are capped by tier per API key (`limits.stream_connections`) and per account (`limits.stream_connections_per_account`): one more is 429 `connection_limit_reached` (`details.scope`: `key` or `account`). A cursor more than 10,000 events behind the newest is 410 `cursor_too_old`: catch up with `GET /v1/events?after=`, then stream. Each event is `id: <event id>`, `event: <type>`, `data: <Event JSON>`; a comment line (`: heartbeat`) every 15 s; the server may end a stream after a while (30 min), and the client reconnects with `Last-Event-ID`, losing nothing.
          */
         get: {
             parameters: {
@@ -4093,6 +4093,17 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description `cursor_too_old`: the cursor is more than 10,000 events behind; catch up with `GET /v1/events?after=` */
+                410: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Request body too large */
                 413: {
                     headers: {
@@ -4115,7 +4126,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows */
+                /** @description Rate limited, or `connection_limit_reached`: this key or account has as many open streams as its tier allows */
                 429: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -4156,7 +4167,7 @@ export interface paths {
         };
         /**
          * Stream events over a WebSocket
-         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`. One text message per event, the Event JSON. Authenticate with `Authorization: Bearer mb_…` or, from a browser, offer the key as a subprotocol next to `mailbot`: `new WebSocket(url, ["mailbot", key])` (the server answers `mailbot`). Send `ping` to get `pong`. Resume with `?after=<last event id>`.
+         * @description Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams are capped by tier per API key (`limits.stream_connections`) and per account (`limits.stream_connections_per_account`): one more is 429 `connection_limit_reached` (`details.scope`: `key` or `account`). A cursor more than 10,000 events behind the newest is 410 `cursor_too_old`: catch up with `GET /v1/events?after=`, then stream. One text message per event, the Event JSON. Authenticate with `Authorization: Bearer mb_…` or, from a browser, offer the key as a subprotocol next to `mailbot`: `new WebSocket(url, ["mailbot", key])` (the server answers `mailbot`). Send `ping` to get `pong`. Resume with `?after=<last event id>`.
          */
         get: {
             parameters: {
@@ -4246,6 +4257,17 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description `cursor_too_old`: the cursor is more than 10,000 events behind; catch up with `GET /v1/events?after=` */
+                410: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Request body too large */
                 413: {
                     headers: {
@@ -4268,7 +4290,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows */
+                /** @description Rate limited, or `connection_limit_reached`: this key or account has as many open streams as its tier allows */
                 429: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -9760,6 +9782,8 @@ export interface components {
             sends_per_inbox_per_day: number;
             /** @description Open event streams (SSE and WebSocket) allowed per API key. */
             stream_connections: number;
+            /** @description *(new)* Open event streams (SSE and WebSocket) allowed per account, all keys together. */
+            stream_connections_per_account: number;
             tier: string;
             /** @description *(new)* Webhook delivery attempts per account per minute; more wait, none are dropped. */
             webhook_deliveries_per_minute: number;
@@ -9812,12 +9836,14 @@ export interface components {
             };
             /** @example 2026-03-15T10:30:00.000Z */
             created_at: string;
+            /** @description HMAC-SHA256 link of this entry in the account's chain (SHA-256 for entries written before the keyed chain); empty for an entry that cannot be linked, which /audit-log/verify names */
             hash: string;
             id: string;
             inbox_id: string | null;
             metadata: {
                 [key: string]: unknown;
             };
+            /** @description The previous entry's `hash` (64 zeros for the first entry) */
             prev_hash: string;
             request_id: string | null;
             seq: number;

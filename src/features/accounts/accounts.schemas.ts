@@ -30,6 +30,9 @@ export const AccountLimits = z
       .number()
       .int()
       .openapi({ description: "Open event streams (SSE and WebSocket) allowed per API key." }),
+    stream_connections_per_account: z.number().int().openapi({
+      description: "*(new)* Open event streams (SSE and WebSocket) allowed per account, all keys together.",
+    }),
     new_account_send_limit: z.object({
       limit: z.number().int(),
       window_hours: z.number().int(),

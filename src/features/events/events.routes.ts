@@ -78,6 +78,7 @@ function streamInput(
   if (header !== undefined && header !== "" && !EventCursor.safeParse(header).success) {
     throw new ValidationFailed([{ path: "Last-Event-ID", message: "an event id (evt_…)" }]);
   }
+  const limits = tierLimits(config(c.env).tiers, auth.account.tier);
   const types = q.type === undefined ? [] : Array.isArray(q.type) ? q.type : [q.type];
   return {
     transport,
@@ -85,12 +86,13 @@ function streamInput(
     inboxId: q.inbox_id ?? null,
     after: header || q.after || null,
     keyId: auth.key.id,
-    cap: tierLimits(config(c.env).tiers, auth.account.tier).stream_connections,
+    cap: limits.stream_connections,
+    accountCap: limits.stream_connections_per_account,
   };
 }
 
 const STREAM_DESCRIPTION =
-  "Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams per API key are capped by tier (`limits.stream_connections`): one more is 429 `connection_limit_reached`.";
+  "Every event committed after the cursor (`Last-Event-ID` header or `?after=`), in commit order, then each new event as it commits: no gap, no duplicate. Without a cursor, events from now on. Same visibility as `GET /v1/events` (a key restricted to inboxes sees only their events). Open streams are capped by tier per API key (`limits.stream_connections`) and per account (`limits.stream_connections_per_account`): one more is 429 `connection_limit_reached` (`details.scope`: `key` or `account`). A cursor more than 10,000 events behind the newest is 410 `cursor_too_old`: catch up with `GET /v1/events?after=`, then stream.";
 
 eventRoutes.openapi(
   sseRoute({
@@ -100,7 +102,8 @@ eventRoutes.openapi(
     summary: "Stream events (Server-Sent Events)",
     description: `${STREAM_DESCRIPTION} Each event is \`id: <event id>\`, \`event: <type>\`, \`data: <Event JSON>\`; a comment line (\`: heartbeat\`) every 15 s; the server may end a stream after a while (30 min), and the client reconnects with \`Last-Event-ID\`, losing nothing.`,
     errors: {
-      429: "Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows",
+      410: "`cursor_too_old`: the cursor is more than 10,000 events behind; catch up with `GET /v1/events?after=`",
+      429: "Rate limited, or `connection_limit_reached`: this key or account has as many open streams as its tier allows",
     },
   }),
   async (c) => {
@@ -124,7 +127,8 @@ eventRoutes.openapi(
     description: `${STREAM_DESCRIPTION} One text message per event, the Event JSON. Authenticate with \`Authorization: Bearer mb_…\` or, from a browser, offer the key as a subprotocol next to \`mailbot\`: \`new WebSocket(url, ["mailbot", key])\` (the server answers \`mailbot\`). Send \`ping\` to get \`pong\`. Resume with \`?after=<last event id>\`.`,
     errors: {
       400: "Not a WebSocket upgrade (`websocket_upgrade_required`)",
-      429: "Rate limited, or `connection_limit_reached`: this key has as many open streams as its tier allows",
+      410: "`cursor_too_old`: the cursor is more than 10,000 events behind; catch up with `GET /v1/events?after=`",
+      429: "Rate limited, or `connection_limit_reached`: this key or account has as many open streams as its tier allows",
     },
   }),
   async (c) => {

@@ -8,7 +8,7 @@ import { inList } from "../../db/sql";
 import { eventHub, type HubConnect, type HubRefusal } from "../../durable-objects/event-hub.client";
 import type { Bindings } from "../../env";
 import { type ServiceContext, systemContext } from "../../lib/context";
-import { NotFound, RateLimited } from "../../lib/errors";
+import { Gone, NotFound, RateLimited } from "../../lib/errors";
 import { type HubEvent, type Subscription, toHubEvent } from "../../lib/event-stream";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
@@ -101,6 +101,8 @@ export interface StreamInput {
   keyId: string;
   /** The key's tier cap on open streams. */
   cap: number;
+  /** The account's tier cap on open streams, all keys together. */
+  accountCap: number;
   /** The WebSocket subprotocol to answer with, if the client offered ours. */
   protocol?: string | null;
 }
@@ -112,7 +114,8 @@ export type OpenStream = { body: ReadableStream } | { webSocket: WebSocket; prot
  * Opens a realtime stream of the caller's events on the account's hub: the events committed after
  * `after` (read from D1, in commit order), then every new one as it commits. Same visibility as
  * `GET /v1/events`: a restricted key sees only its inboxes' events, never account-level ones; a
- * cursor the caller cannot see is 404. Refused with 429 `connection_limit_reached` at the key's cap.
+ * cursor the caller cannot see is 404, one more than REPLAY_MAX events behind is 410 `cursor_too_old`.
+ * Refused with 429 `connection_limit_reached` at the key's or the account's cap.
  */
 export async function openEventStream(ctx: ServiceContext, input: StreamInput): Promise<OpenStream> {
   let afterSeq: number | null = null;
@@ -132,25 +135,37 @@ export async function openEventStream(ctx: ServiceContext, input: StreamInput): 
     sub,
     afterSeq,
     cap: input.cap,
+    accountCap: input.accountCap,
     protocol: input.protocol ?? null,
   };
   // Both transports are hibernatable WebSockets on the hub; for SSE this Worker request holds the
   // hub's socket and turns each message into a frame (see sseBridge).
   const headers = { "x-hub-connect": JSON.stringify(connect), Upgrade: "websocket" };
   const res = await eventHub(ctx.env, ctx.accountId).fetch("https://event-hub/connect", { headers });
-  if (res.status === 429) {
-    const refusal = (await res.json()) as HubRefusal;
-    throw new RateLimited(
-      "connection_limit_reached",
-      `This API key already has ${refusal.open} open event streams, the most its tier allows (${refusal.limit}). Close one, or use another key.`,
-      5,
-      undefined,
-      { limit: refusal.limit, open: refusal.open },
-    );
-  }
+  if (res.status === 429 || res.status === 410) throw refusalError((await res.json()) as HubRefusal);
   if (!res.webSocket) throw new Error(`event hub answered ${res.status} without a WebSocket`);
   if (input.transport === "ws") return { webSocket: res.webSocket, protocol: input.protocol ?? null };
   return { body: sseBridge(res.webSocket) };
+}
+
+/** The hub's refusal as the error the caller sees. */
+function refusalError(refusal: HubRefusal): Gone | RateLimited {
+  if (refusal.refused === "cursor_too_old") {
+    return new Gone(
+      "cursor_too_old",
+      `This cursor is ${refusal.behind} events behind the newest one; a stream replays at most ${refusal.limit}. Page through GET /v1/events?after=<cursor> to catch up, then stream from the last id you read (or without a cursor, from now).`,
+      { behind: refusal.behind, limit: refusal.limit },
+    );
+  }
+  const who =
+    refusal.scope === "account"
+      ? `This account already has ${refusal.open} open event streams, the most its tier allows for all its keys together (${refusal.limit}). Close one.`
+      : `This API key already has ${refusal.open} open event streams, the most its tier allows (${refusal.limit}). Close one, or use another key.`;
+  return new RateLimited("connection_limit_reached", who, 5, undefined, {
+    limit: refusal.limit,
+    open: refusal.open,
+    scope: refusal.scope,
+  });
 }
 
 const encoder = new TextEncoder();
