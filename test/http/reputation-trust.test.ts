@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { recordSent } from "../../src/features/reputation/reputation.service";
 import arfComplaint from "../fixtures/emails/arf-complaint.eml?raw";
 import { createAccount, type TestAccount } from "../helpers/accounts";
@@ -334,8 +334,9 @@ describe("transport refusals", () => {
 
     const perm = `perm-${crypto.randomUUID().slice(0, 8)}@example.org`;
     const hard = await sendAndSettle(a, [perm]);
-    expect((await messageRow(hard.id))?.status).toBe("bounced");
-    expect(await snapshot(a.inbox.id)).toMatchObject({ sent: 1, bounced: 1 });
+    // `failed` commits first, then the bounce is recorded (status, counters): wait for both.
+    await settledMessage(hard.id, ["bounced"]);
+    await vi.waitFor(async () => expect(await snapshot(a.inbox.id)).toMatchObject({ sent: 1, bounced: 1 }));
     const sup = await env.DB.prepare("SELECT address, reason, source FROM suppressions WHERE account_id = ?")
       .bind(a.account.id)
       .all();
