@@ -166,6 +166,22 @@ export interface DroppedRecipient {
   reason: string;
 }
 
+/**
+ * Outbound: where one recipient's copy stands. `accepted` (our inbox or the transport took it),
+ * `refused` (refused for good), `failed` (still refused transiently when the retries ran out).
+ * A recipient with no entry is still pending.
+ */
+export interface RecipientProgress {
+  state: "accepted" | "refused" | "failed";
+  /** Accepted by one of our own inboxes (not a send for the reputation). */
+  internal?: boolean;
+  code?: string;
+  message?: string;
+  /** The refusal is the recipient's bounce (see RecipientFailure.bounce). */
+  bounce?: boolean;
+  at: number;
+}
+
 export const threads = sqliteTable(
   "threads",
   {
@@ -239,6 +255,11 @@ export const messages = sqliteTable(
      * HMAC token over (message, recipient). Empty when the transport owns the envelope (Cloudflare).
      */
     bounceAddresses: text("bounce_addresses", { mode: "json" }).$type<Record<string, string>>(),
+    /**
+     * Outbound: recipient → how its copy ended, written as each copy is accepted or refused, so
+     * a retry (or a redelivery after a crash) sends only to the recipients still pending.
+     */
+    deliveryProgress: text("delivery_progress", { mode: "json" }).$type<Record<string, RecipientProgress>>(),
     /** Outbound: delivery attempts made by the queue consumer. */
     attempts: integer("attempts").notNull().default(0),
     /** Outbound: why the last attempt failed (a permanent failure's reason stays here). */
@@ -323,6 +344,12 @@ export const deliveryReports = sqliteTable(
      */
     claimKey: text("claim_key"),
     /**
+     * A claim inserted ahead of its batch (status, suppression, event): cleared by that batch. A
+     * claim still pending after CLAIM_STALE_MS lost its batch (a crash between the two) and is
+     * released by the sweep, so a redelivered report counts.
+     */
+    claimPending: integer("claim_pending", { mode: "boolean" }).notNull().default(false),
+    /**
      * Whether the finding came from a source that may speak for its recipient (a DSN at that
      * recipient's bounce address, a feedback-loop source, the signed relay, our transport). An
      * unverified finding is kept and shown, and changes nothing.
@@ -339,6 +366,7 @@ export const deliveryReports = sqliteTable(
      * report seen twice (DSN and relay, concurrently) is counted, evented and audited once.
      */
     uniqueIndex("delivery_reports_claim_uq").on(t.originalMessageId, t.claimKey),
+    index("delivery_reports_claim_pending_idx").on(t.claimPending, t.createdAt),
   ],
 );
 

@@ -26,14 +26,22 @@ export function isMailboxStatus(status: string | null | undefined): boolean {
 }
 
 /**
+ * Reply texts that name the recipient's mailbox as the problem, for replies with no enhanced
+ * status code. Our SMTP transport always talks to a relay, so a bare 5xx is as likely the
+ * relay's own refusal (`550 Relaying denied`, a quota) as the mailbox's.
+ */
+const MAILBOX_TEXT =
+  /user unknown|unknown user|no such (user|mailbox|recipient)|mailbox (unavailable|not found|does not exist)|unknown recipient|does not exist|recipient rejected|invalid recipient/i;
+
+/**
  * Whether an SMTP refusal at RCPT TO is a hard bounce of that recipient: a permanent mailbox-level
- * enhanced status when the reply has one; without one, only the RFC 5321 mailbox replies (550
- * mailbox unavailable, 551 user not local, 553 mailbox name not allowed). Refusals after the data
- * (content, policy) are never a recipient's bounce, whatever their code.
+ * enhanced status when the reply has one; without one, a 5xx only when its text says the
+ * mailbox is unknown or unavailable (any other bare 5xx is the relay's: a transport failure).
+ * Refusals after the data (content, policy) are never a recipient's bounce, whatever their code.
  */
 export function isRecipientBounce(stage: "rcpt" | "data", code: number, text: string | null | undefined): boolean {
   if (stage !== "rcpt" || code < 500) return false;
   const status = enhancedStatus(text);
   if (status) return isMailboxStatus(status);
-  return code === 550 || code === 551 || code === 553;
+  return MAILBOX_TEXT.test(text ?? "");
 }

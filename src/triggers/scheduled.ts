@@ -1,5 +1,6 @@
 import type { Bindings } from "../env";
 import { sweepAuditChains } from "../features/audit/audit-chain";
+import { releaseStaleClaims } from "../features/bounces/bounces.service";
 import { purgeExpired } from "../features/idempotency/idempotency.service";
 import { purgeRelaySignatures } from "../features/inbound/relay-auth";
 import { requeueStale } from "../features/outbound/outbound.service";
@@ -15,15 +16,17 @@ import { log } from "../lib/log";
  */
 export async function runSweeps(env: Bindings, scheduledTime: number): Promise<Record<string, number>> {
   const ctx = systemContext(env, { now: clockAt(scheduledTime) });
-  const [idempotency, relay, webhooks, requeued, reputation, fingerprints, auditLinks] = await Promise.all([
-    purgeExpired(ctx),
-    purgeRelaySignatures(ctx),
-    sweepWebhooks(ctx),
-    requeueStale(ctx),
-    reapplyPending(ctx),
-    sweepSendFingerprints(ctx),
-    sweepAuditChains(ctx),
-  ]);
+  const [idempotency, relay, webhooks, requeued, reputation, fingerprints, auditLinks, reportClaims] =
+    await Promise.all([
+      purgeExpired(ctx),
+      purgeRelaySignatures(ctx),
+      sweepWebhooks(ctx),
+      requeueStale(ctx),
+      reapplyPending(ctx),
+      sweepSendFingerprints(ctx),
+      sweepAuditChains(ctx),
+      releaseStaleClaims(ctx),
+    ]);
   const counts = {
     idempotency_keys: idempotency,
     relay_signatures: relay,
@@ -36,6 +39,8 @@ export async function runSweeps(env: Bindings, scheduledTime: number): Promise<R
     send_fingerprints_swept: fingerprints,
     // Audit entries a crash left unlinked between their commit and their chaining step.
     audit_entries_chained: auditLinks,
+    // Report claims a crash left without their effects: released so a redelivery counts.
+    report_claims_released: reportClaims,
   };
   log.info("scheduled sweep", counts);
   return counts;

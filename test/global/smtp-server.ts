@@ -10,6 +10,9 @@
  *   perm-…      550 5.1.1 at RCPT    temp-…      451 at RCPT
  *   policy-…    550 5.7.1 at RCPT (the relay's own refusal: relaying denied)
  *   dataperm-…  554 after the data   datatemp-…  451 after the data
+ *   ratelimit-… 451 4.7.1 at RCPT the first time that address is tried, accepted afterwards
+ *   relaydeny-… 550 at RCPT with no enhanced status ("Relaying denied": the relay's refusal)
+ *   nouser-…    550 at RCPT with no enhanced status ("User unknown": the mailbox's refusal)
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -34,6 +37,8 @@ interface Received {
 
 export default async function setup(project: TestProject) {
   const received: Received[] = [];
+  // ratelimit-… addresses refused once already.
+  const limited = new Set<string>();
 
   const tlsDir = process.env[TLS_DIR_ENV];
   if (!tlsDir) throw new Error(`${TLS_DIR_ENV} is not set: vitest.config.ts makes the test CA`);
@@ -59,6 +64,17 @@ export default async function setup(project: TestProject) {
       }
       if (local.startsWith("policy-")) {
         return callback(Object.assign(new Error("5.7.1 Relay access denied"), { responseCode: 550 }));
+      }
+      if (local.startsWith("ratelimit-") && !limited.has(address.address.toLowerCase())) {
+        limited.add(address.address.toLowerCase());
+        return callback(Object.assign(new Error("4.7.1 rate limited, try again later"), { responseCode: 451 }));
+      }
+      // No enhanced status code in these two (the server adds none: hideENHANCEDSTATUSCODES).
+      if (local.startsWith("relaydeny-")) {
+        return callback(Object.assign(new Error("Relaying denied"), { responseCode: 550 }));
+      }
+      if (local.startsWith("nouser-")) {
+        return callback(Object.assign(new Error("User unknown in virtual mailbox table"), { responseCode: 550 }));
       }
       if (local.startsWith("temp-")) {
         return callback(Object.assign(new Error("4.3.0 Mailbox busy, try later"), { responseCode: 451 }));

@@ -1,5 +1,5 @@
 import type { z } from "@hono/zod-openapi";
-import { and, desc, eq, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
 import { type DeliveryReportRow, deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
@@ -270,12 +270,17 @@ async function findingStatements(
     let linked: LinkedMessage | null = null;
     if (original && addressed) {
       const claimKey = `${finding.kind}:${finding.bounceType ?? ""}:${finding.recipient?.toLowerCase() ?? ""}`;
-      const claimed = await ctx.db
-        .insert(deliveryReports)
-        .values({ ...row, inboxId: original.inboxId, originalMessageId: original.id, claimKey })
-        .onConflictDoNothing()
-        .returning({ id: deliveryReports.id })
-        .all();
+      const claim = () =>
+        ctx.db
+          .insert(deliveryReports)
+          .values({ ...row, inboxId: original.inboxId, originalMessageId: original.id, claimKey, claimPending: true })
+          .onConflictDoNothing()
+          .returning({ id: deliveryReports.id })
+          .all();
+      let claimed = await claim();
+      // A claim whose batch never committed (the Worker died between the two) holds nothing:
+      // once stale, this report takes its place instead of being taken for a repeat.
+      if (claimed.length === 0 && (await releaseStaleClaim(ctx, original.id, claimKey, now))) claimed = await claim();
       if (claimed.length > 0) {
         linked = original;
         claims.push(row.id);
@@ -350,7 +355,57 @@ async function findingStatements(
       });
     }
   }
+  // The claims are settled in the same batch as their effects: a claim still pending later
+  // lost its batch (see releaseStaleClaims).
+  if (claims.length > 0) {
+    statements.push(
+      ctx.db
+        .update(deliveryReports)
+        .set({ claimPending: false })
+        .where(and(eq(deliveryReports.accountId, ctx.accountId), inArray(deliveryReports.id, claims))),
+    );
+  }
   return { statements, audit, eventIds, signals, claims };
+}
+
+/**
+ * How long a claim may wait for its batch. The batch follows the claim within the same request
+ * (seconds); a claim older than this and still pending was left by a crash between the two.
+ */
+export const CLAIM_STALE_MS = 10 * 60_000;
+
+/** Removes one stale pending claim (same message and claim key), so a redelivered report can claim it. */
+async function releaseStaleClaim(ctx: ServiceContext, messageId: string, claimKey: string, now: number) {
+  const released = await ctx.db
+    .delete(deliveryReports)
+    .where(
+      and(
+        eq(deliveryReports.accountId, ctx.accountId),
+        eq(deliveryReports.originalMessageId, messageId),
+        eq(deliveryReports.claimKey, claimKey),
+        eq(deliveryReports.claimPending, true),
+        lt(deliveryReports.createdAt, now - CLAIM_STALE_MS),
+      ),
+    )
+    .returning({ id: deliveryReports.id })
+    .all();
+  if (released.length > 0) log.warn("stale report claim taken over", { message_id: messageId, claim_key: claimKey });
+  return released.length > 0;
+}
+
+/**
+ * Scheduled sweep: releases claims whose batch never committed (the Worker died after the claim
+ * insert), so the report's redelivery (the reporting MTA retries, the relay re-posts) is counted
+ * instead of being taken for a repeat. Returns how many were released.
+ */
+export async function releaseStaleClaims(ctx: BaseContext): Promise<number> {
+  const released = await ctx.db
+    .delete(deliveryReports)
+    .where(and(eq(deliveryReports.claimPending, true), lt(deliveryReports.createdAt, ctx.now() - CLAIM_STALE_MS)))
+    .returning({ id: deliveryReports.id, originalMessageId: deliveryReports.originalMessageId })
+    .all();
+  if (released.length > 0) log.warn("stale report claims released", { count: released.length });
+  return released.length;
 }
 
 /** Takes back the claims of findings whose batch did not commit, so a retry of the carrier counts them. */

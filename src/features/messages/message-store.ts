@@ -94,6 +94,7 @@ export function newMessageRow(fields: NewMessageFields): MessageRow {
     complainedAt: null,
     droppedRecipients: null,
     bounceAddresses: null,
+    deliveryProgress: null,
     attempts: 0,
     lastError: null,
     leaseUntil: null,

@@ -144,5 +144,13 @@ export const MessageWire = z
           "ana@example.com": "agent--k3x9+msg_01jd2x0000000000000000000.3f9a0c1d2e4b5a697788@mail.example.com",
         },
       }),
+    recipient_states: z
+      .record(z.string(), z.enum(["pending", "accepted", "refused", "failed"]))
+      .nullable()
+      .openapi({
+        description:
+          "Outbound: recipient → where its copy stands. `pending` (not delivered yet: a transient refusal is retried for that recipient alone, the message stays `queued` meanwhile), `accepted` (our inbox or the transport took it), `refused` (refused for good), `failed` (still refused when the retries ran out). Null for inbound messages.",
+        example: { "ana@example.com": "accepted", "bo@example.com": "pending" },
+      }),
   })
   .openapi("Message");

@@ -338,7 +338,15 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     complained_at: iso(row.complainedAt),
     dropped_recipients: row.droppedRecipients ?? [],
     bounce_addresses: row.direction === "outbound" ? (row.bounceAddresses ?? {}) : null,
+    recipient_states: row.direction === "outbound" ? recipientStates(row) : null,
   };
+}
+
+function recipientStates(row: MessageRow): Record<string, "pending" | "accepted" | "refused" | "failed"> {
+  const progress = row.deliveryProgress ?? {};
+  return Object.fromEntries(
+    [...new Set([...row.to, ...row.cc, ...row.bcc])].map((r) => [r, progress[r]?.state ?? "pending"]),
+  );
 }
 
 /** The inbox of one of the account's messages, or null (the reputation-warning middleware). */

@@ -1,6 +1,6 @@
 import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { config } from "../../config";
-import { accounts, type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
+import { accounts, type InboxRow, inboxes, type MessageRow, messages, type RecipientProgress } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { AppError, RecipientRejected, SendBlocked } from "../../lib/errors";
@@ -138,19 +138,22 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
     }
 
     const recipients = [...new Set([...message.to, ...message.cc, ...message.bcc])];
-    const { internal, external } = await splitRecipients(ctx, recipients);
+    // Copies that left (or were refused for good) in an earlier attempt are not sent again.
+    const progress: Record<string, RecipientProgress> = { ...(message.deliveryProgress ?? {}) };
+    const { internal, external } = await splitRecipients(
+      ctx,
+      recipients.filter((r) => !progress[r]),
+    );
     // VERP with a token: each recipient's copy leaves with its own bounce address (HMAC over
     // message and recipient), so a DSN can speak only for the recipient whose address it reached.
     const mailFromOf = async (rcpt: string) =>
       message.bounceAddresses?.[rcpt] ?? (await bounceAddress(env, inbox.address, message.id, rcpt));
+    const at = ctx.now();
 
-    const result: TransportResult & { internal: number; transport: string | null } = {
-      accepted: [],
-      rejected: [],
-      providerMessageId: null,
-      internal: 0,
-      transport: null,
-    };
+    let transport: string | null = null;
+    let providerMessageId: string | null = null;
+    // The last transient refusal of this attempt: the reason (and wait) of the retry.
+    let transient: TransportError | null = null;
     for (const rcpt of internal) {
       try {
         await receiveMail(ctx, {
@@ -160,23 +163,25 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
           via: "internal",
           requestId: null,
         });
-        result.accepted.push(rcpt);
-        result.internal++;
+        progress[rcpt] = { state: "accepted", internal: true, at };
       } catch (err) {
         if (!(err instanceof RecipientRejected)) throw err;
         // No inbox by that name (or one refusing mail): a bad address like an outside 550, so a
         // send and a hard bounce for the reputation. Copies our inboxes accepted count as neither.
-        result.rejected.push({ recipient: rcpt, code: "unknown_recipient", message: err.message, permanent: true });
+        progress[rcpt] = { state: "refused", code: "unknown_recipient", message: err.message, bounce: true, at };
       }
     }
+    if (internal.length > 0) await saveProgress(ctx, message.id, progress);
+    // A single recipient refused for good by the whole transaction fails with the transport's code.
+    let soleRefusal: TransportError | null = null;
     if (external.length > 0) {
-      const transport = selectTransport(env);
-      result.transport = transport.name;
+      const t = selectTransport(env);
+      transport = t.name;
       const envelopeOf = async (recipients: string[], mailFrom: string): Promise<OutboundEnvelope> => ({
         mailFrom,
         recipients,
         raw,
-        message: transport.name === "cloudflare" ? await withBodies(ctx, message) : message,
+        message: t.name === "cloudflare" ? await withBodies(ctx, message) : message,
         attachment: async (id) => {
           const obj = await env.MAIL_BUCKET.get(attachmentKey(message.accountId, message.inboxId, message.id, id));
           if (!obj) throw new TransportError(`Attachment ${id} is missing`, true, "attachment_missing");
@@ -187,103 +192,211 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
       // source): one call for everyone. Every other transport gets one transaction per recipient,
       // each with that recipient's bounce address.
       const batches =
-        transport.name === "cloudflare"
+        t.name === "cloudflare"
           ? [{ recipients: external, mailFrom: inbox.address }]
           : await Promise.all(external.map(async (r) => ({ recipients: [r], mailFrom: await mailFromOf(r) })));
       for (const batch of batches) {
         try {
-          const sent = await transport.send(await envelopeOf(batch.recipients, batch.mailFrom));
-          result.accepted.push(...sent.accepted);
-          result.rejected.push(...sent.rejected);
-          result.providerMessageId ??= sent.providerMessageId;
+          const sent = await t.send(await envelopeOf(batch.recipients, batch.mailFrom));
+          for (const r of sent.accepted) progress[r] = { state: "accepted", at };
+          for (const f of sent.rejected) {
+            // A transient refusal leaves the recipient pending: it is retried alone later.
+            if (!f.permanent) {
+              transient = new TransportError(`${f.recipient}: ${f.code} ${f.message}`, false, f.code);
+              continue;
+            }
+            progress[f.recipient] = {
+              state: "refused",
+              code: f.code,
+              message: f.message,
+              bounce: f.bounce !== false,
+              at,
+            };
+          }
+          providerMessageId ??= sent.providerMessageId;
         } catch (err) {
           if (!(err instanceof TransportError)) throw err;
-          const nothingLeft = result.accepted.length === 0;
-          // Nothing has left yet: a transient failure retries the whole message, a permanent
-          // one with nothing delivered anywhere fails it (a bounce only when the transport says
-          // the recipient's mailbox refused it, and one recipient was tried: a refusal of the
-          // whole transaction names nobody else).
-          if (!err.permanent && nothingLeft) throw err;
-          const bounce = err.permanent && err.bounce && batch.recipients.length === 1;
-          if (err.permanent && nothingLeft && batches.length === 1 && result.internal === 0) {
-            const outcome = await fail(ctx, message, err.code, err.message);
-            if (bounce) {
-              await recordTransportRefusals(
-                ctx,
-                message,
-                batch.recipients.map((recipient) => ({
-                  recipient,
-                  code: err.code,
-                  message: err.message,
-                  permanent: true,
-                })),
-                [],
-              );
-            }
-            return outcome;
+          if (!err.permanent) {
+            // Retried later for these recipients only; the others' copies stand.
+            transient = err;
+            continue;
           }
-          // Copies already left for other recipients: this recipient's failure is recorded (a
-          // transient one is not retried alone: the message is not sent twice to the others).
-          result.rejected.push(
-            ...batch.recipients.map((recipient) => ({
-              recipient,
-              code: err.code,
-              message: err.message,
-              permanent: err.permanent,
-              bounce,
-            })),
-          );
+          // A bounce only when the transport says the recipient's mailbox refused it and one
+          // recipient was tried: a refusal of the whole transaction names nobody else.
+          const bounce = err.bounce && batch.recipients.length === 1;
+          for (const recipient of batch.recipients) {
+            progress[recipient] = { state: "refused", code: err.code, message: err.message, bounce, at };
+          }
+          if (recipients.length === 1) soleRefusal = err;
         }
+        // One small write per transaction: a crash after this point never sends these copies again.
+        await saveProgress(ctx, message.id, progress);
       }
     }
-    if (result.accepted.length === 0) {
-      const reasons = result.rejected.map((r) => `${r.recipient}: ${r.code} ${r.message}`).join("; ");
-      const outcome = await fail(
-        ctx,
-        message,
-        "all_recipients_refused",
-        `Every recipient was refused. ${reasons}`.slice(0, 1000),
-      );
-      await recordTransportRefusals(ctx, message, result.rejected, []);
-      return outcome;
+
+    const pending = recipients.filter((r) => !progress[r]);
+    if (pending.length > 0) {
+      const reason = transient ? `${transient.code}: ${transient.message}` : "not tried";
+      if (attempt < MAX_SEND_ATTEMPTS) {
+        return await defer(ctx, message, reason, transient?.retryAfterSeconds, pending, recipients.length);
+      }
+      // Out of retries: the recipients still refused transiently fail, by name.
+      for (const r of pending) progress[r] = { state: "failed", code: "retries_exhausted", message: reason, at };
+      await saveProgress(ctx, message.id, progress);
     }
-    await markSent(ctx, message, result);
-    // Copies delivered to our own inboxes are not sends for the inbox's reputation.
-    await recordTransportRefusals(
-      ctx,
-      message,
-      result.rejected,
-      result.accepted.filter((r) => !internal.includes(r)),
-    );
-    return { kind: "done", status: "sent" };
+    return await finish(ctx, message, recipients, progress, { transport, providerMessageId, soleRefusal });
   } catch (err) {
     if (err instanceof SendBlocked) {
       return fail(ctx, message, "send_blocked", err.message, "blocked", err.details);
     }
     const permanent = err instanceof TransportError && err.permanent;
     const reason = err instanceof TransportError ? `${err.code}: ${err.message}` : String(err).slice(0, 500);
+    // What this attempt (and earlier ones) already delivered is in D1, whatever broke here.
+    const progress = (await progressOf(ctx, message.id)) ?? message.deliveryProgress ?? {};
+    const recipients = [...new Set([...message.to, ...message.cc, ...message.bcc])];
+    const pending = recipients.filter((r) => !progress[r]);
     if (permanent || attempt >= MAX_SEND_ATTEMPTS) {
-      return fail(ctx, message, permanent ? "permanent_failure" : "retries_exhausted", reason);
+      const code = permanent ? "permanent_failure" : "retries_exhausted";
+      // Copies already left: the message is sent to them, and the rest fail by name.
+      if (pending.length < recipients.length && Object.values(progress).some((p) => p.state === "accepted")) {
+        for (const r of pending) progress[r] = { state: "failed", code, message: reason, at: ctx.now() };
+        await saveProgress(ctx, message.id, progress);
+        return finish(ctx, message, recipients, progress, {
+          transport: null,
+          providerMessageId: null,
+          soleRefusal: null,
+        });
+      }
+      return fail(ctx, message, code, reason);
     }
-    const delaySeconds = backoffSeconds(attempt, err instanceof TransportError ? err.retryAfterSeconds : undefined);
-    await ctx.db
-      .update(messages)
-      .set({ status: "queued", leaseUntil: null, lastError: reason, updatedAt: ctx.now() })
-      .where(and(eq(messages.id, message.id), eq(messages.status, "sending")));
-    await commitWithAudit(
+    return defer(
       ctx,
-      [],
-      [
-        {
-          action: "message.send_deferred",
-          target: { type: "message", id: message.id },
-          inboxId: message.inboxId,
-          metadata: { attempt, error: reason, retry_in_seconds: delaySeconds },
-        },
-      ],
+      message,
+      reason,
+      err instanceof TransportError ? err.retryAfterSeconds : undefined,
+      pending,
+      recipients.length,
     );
-    return { kind: "retry", delaySeconds, reason };
   }
+}
+
+/** Records where each recipient's copy stands, as soon as a transaction ends (we hold the lease). */
+async function saveProgress(
+  ctx: ServiceContext,
+  messageId: string,
+  progress: Record<string, RecipientProgress>,
+): Promise<void> {
+  await ctx.db
+    .update(messages)
+    .set({ deliveryProgress: progress })
+    .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId), eq(messages.status, "sending")));
+}
+
+async function progressOf(ctx: ServiceContext, messageId: string): Promise<Record<string, RecipientProgress> | null> {
+  const row = await ctx.db
+    .select({ progress: messages.deliveryProgress })
+    .from(messages)
+    .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId)))
+    .get()
+    .catch(() => undefined);
+  return row?.progress ? { ...row.progress } : null;
+}
+
+/**
+ * Some recipients are still pending after a transient failure: the message goes back to
+ * `queued` (with the pending recipients named in `last_error` and the audit) and the queue
+ * retries it with backoff; the next attempt sends to those recipients only.
+ */
+async function defer(
+  ctx: ServiceContext,
+  message: MessageRow,
+  error: string,
+  retryAfterSeconds: number | undefined,
+  pending: string[],
+  total: number,
+): Promise<DeliveryOutcome> {
+  const attempt = message.attempts;
+  const delaySeconds = backoffSeconds(attempt, retryAfterSeconds);
+  const reason =
+    pending.length < total ? `${error} (pending: ${pending.join(", ")})`.slice(0, 1000) : error.slice(0, 1000);
+  await ctx.db
+    .update(messages)
+    .set({ status: "queued", leaseUntil: null, lastError: reason, updatedAt: ctx.now() })
+    .where(and(eq(messages.id, message.id), eq(messages.status, "sending")));
+  await commitWithAudit(
+    ctx,
+    [],
+    [
+      {
+        action: "message.send_deferred",
+        target: { type: "message", id: message.id },
+        inboxId: message.inboxId,
+        metadata: {
+          attempt,
+          error: reason,
+          retry_in_seconds: delaySeconds,
+          pending_recipients: pending,
+          done_recipients: total - pending.length,
+        },
+      },
+    ],
+  );
+  return { kind: "retry", delaySeconds, reason };
+}
+
+/**
+ * Every recipient has an outcome: `sent` when at least one copy was accepted (refused and
+ * failed recipients named in last_error, event and audit), `failed` when none was; then the
+ * reputation is fed with the whole message's sends and bounces.
+ */
+async function finish(
+  ctx: ServiceContext,
+  message: MessageRow,
+  recipients: string[],
+  progress: Record<string, RecipientProgress>,
+  opts: { transport: string | null; providerMessageId: string | null; soleRefusal: TransportError | null },
+): Promise<DeliveryOutcome> {
+  const accepted = recipients.filter((r) => progress[r]?.state === "accepted");
+  const rejected: RecipientFailure[] = recipients.flatMap((recipient) => {
+    const p = progress[recipient];
+    if (!p || p.state === "accepted") return [];
+    return [
+      {
+        recipient,
+        code: p.code ?? "refused",
+        message: p.message ?? "",
+        permanent: p.state === "refused",
+        // Retries running out is the path's failure, never the recipient's bounce.
+        bounce: p.state === "refused" && p.bounce !== false,
+      },
+    ];
+  });
+  if (accepted.length === 0) {
+    const reasons = rejected.map((r) => `${r.recipient}: ${r.code} ${r.message}`).join("; ");
+    const outcome = opts.soleRefusal
+      ? await fail(ctx, message, opts.soleRefusal.code, opts.soleRefusal.message)
+      : rejected.every((r) => !r.permanent)
+        ? await fail(ctx, message, "retries_exhausted", reasons.slice(0, 1000))
+        : await fail(ctx, message, "all_recipients_refused", `Every recipient was refused. ${reasons}`.slice(0, 1000));
+    await recordTransportRefusals(ctx, message, rejected, []);
+    return outcome;
+  }
+  const internal = accepted.filter((r) => progress[r]?.internal).length;
+  await markSent(ctx, message, {
+    accepted,
+    rejected,
+    providerMessageId: opts.providerMessageId,
+    internal,
+    transport: opts.transport,
+  });
+  // Copies delivered to our own inboxes are not sends for the inbox's reputation.
+  await recordTransportRefusals(
+    ctx,
+    message,
+    rejected,
+    accepted.filter((r) => !progress[r]?.internal),
+  );
+  return { kind: "done", status: "sent" };
 }
 
 /**
