@@ -713,13 +713,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List every account */
+        /** List every account, or those matching `q` (email, name or id prefix); audited as `account.admin_listed` on each account shown */
         get: {
             parameters: {
                 query?: {
                     /** @description Opaque cursor from `meta.next_cursor`. */
                     cursor?: string;
                     limit?: number;
+                    /** @description Only accounts whose email, name or id starts with this text (case-insensitive); text starting with `@` matches the email's domain (`@example` finds `ana@example.org`). Without it, every account. */
+                    q?: string;
                 };
                 header?: never;
                 path?: never;
@@ -9812,12 +9814,14 @@ export interface components {
             };
             /** @example 2026-03-15T10:30:00.000Z */
             created_at: string;
+            /** @description HMAC-SHA256 link of this entry in the account's chain (SHA-256 for entries written before the keyed chain); empty for an entry that cannot be linked, which /audit-log/verify names */
             hash: string;
             id: string;
             inbox_id: string | null;
             metadata: {
                 [key: string]: unknown;
             };
+            /** @description The previous entry's `hash` (64 zeros for the first entry) */
             prev_hash: string;
             request_id: string | null;
             seq: number;
