@@ -11,7 +11,8 @@ import {
 import { SCOPES } from "../features/api-keys/api-keys.schemas";
 import { createKey, listKeys, revokeKey, toKeyWire } from "../features/api-keys/api-keys.service";
 import { auditFilters, listAudit, toAuditWire, verifyAudit } from "../features/audit/audit.service";
-import { eventsAfter, listEvents, toEventWire } from "../features/events/events.service";
+import { EVENT_TYPES } from "../features/events/events.schemas";
+import { eventsAfter, listEvents, openEventStream, toEventWire } from "../features/events/events.service";
 import { CreateInboxInput } from "../features/inboxes/inboxes.schemas";
 import {
   adminEnableInbox,
@@ -58,6 +59,7 @@ import { contextFor, requestContext, serviceContext } from "../http/context";
 import { errorBody, HTTP_STATUS, toAppError } from "../http/errors";
 import { Forbidden, Unauthorized } from "../lib/errors";
 import { pageOf, toPage } from "../lib/pagination";
+import { tierLimits } from "../lib/tiers";
 import { CSS, JS } from "./assets";
 import { Empty, ErrorBox, Id, NextLink, Page, RateBar, Status, type Viewer, When } from "./layout";
 import { type DashEnv, loadSession, sameOrigin, signInAsOperator, signInWithKey, signOut } from "./session";
@@ -128,7 +130,11 @@ dashboardRoutes.use("*", async (c, next) => {
   if (!h.has("X-Frame-Options")) h.set("X-Frame-Options", "DENY");
   if (!h.has("Referrer-Policy")) h.set("Referrer-Policy", "same-origin");
   if (!h.has("X-Content-Type-Options")) h.set("X-Content-Type-Options", "nosniff");
-  h.set("Cache-Control", "no-store");
+  // no-transform on a stream: a proxy that compresses or buffers would hold events back.
+  h.set(
+    "Cache-Control",
+    h.get("Content-Type")?.startsWith("text/event-stream") ? "no-store, no-transform" : "no-store",
+  );
 });
 dashboardRoutes.get("/assets/app.css", (c) =>
   c.body(CSS, 200, { "Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=3600" }),
@@ -1192,7 +1198,7 @@ dashboardRoutes.get("/events", async (c) => {
       <p id="live-status" class="muted" role="status">
         Live updates start in a moment.
       </p>
-      <table id="event-feed" data-after={rows[0]?.id ?? ""}>
+      <table id="event-feed" data-after={rows[0]?.id ?? ""} data-types={EVENT_TYPES.join(" ")}>
         <thead>
           <tr>
             <th>Type</th>
@@ -1216,7 +1222,33 @@ dashboardRoutes.get("/events", async (c) => {
     </>,
   );
 });
-/** The live page's poll: events after the newest one shown, as rows (newest first). */
+/**
+ * The live page's stream: the API's `GET /v1/events/stream`, opened through the same hub client
+ * with the session's key id, so the same rules hold: the key's scope and inbox restriction, its
+ * tier's cap on open streams (429 `connection_limit_reached`, and the page falls back to polling
+ * /events/feed), and revoking the key or suspending the account ends the stream at once. The hub
+ * ends a stream after 30 minutes; EventSource reconnects with Last-Event-ID, which re-checks the
+ * session, so a signed-out or expired session gets no more than that.
+ */
+dashboardRoutes.get("/events/stream", async (c) => {
+  const auth = scope(c, "read");
+  const cursor = c.req.header("Last-Event-ID")?.trim() || c.req.query("after") || "";
+  const stream = await openEventStream(ctxOf(c), {
+    transport: "sse",
+    types: [],
+    inboxId: null,
+    after: /^evt_[0-9a-z]{26}$/.test(cursor) ? cursor : null,
+    keyId: auth.key.id,
+    cap: tierLimits(config(c.env).tiers, auth.account.tier).stream_connections,
+  });
+  if (!("body" in stream)) throw new Error("an SSE stream without a body");
+  return c.body(stream.body, 200, {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store, no-transform",
+    "X-Accel-Buffering": "no",
+  });
+});
+/** The live page's poll (when the stream cannot open): events after the newest one shown, as rows (newest first). */
 dashboardRoutes.get("/events/feed", async (c) => {
   scope(c, "read");
   const ctx = ctxOf(c);

@@ -517,3 +517,83 @@ describe("operator account search", () => {
     expect((await q("q=")).status).toBe(422); // an empty search is a mistake, not "everything"
   });
 });
+
+describe("events page stream", () => {
+  /** The data of the next SSE frame that carries an event, or null after waitMs. */
+  function frames(body: ReadableStream<Uint8Array>) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
+    return {
+      // biome-ignore lint/suspicious/noExplicitAny: the event JSON, read field by field
+      async next(waitMs = 5_000): Promise<{ id: string; event: string; data: any } | null> {
+        const deadline = Date.now() + waitMs;
+        for (;;) {
+          const end = buffer.indexOf("\n\n");
+          if (end >= 0) {
+            const raw = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const lines = raw.split("\n");
+            const get = (p: string) => lines.find((l) => l.startsWith(p))?.slice(p.length);
+            const data = get("data: ");
+            if (data !== undefined)
+              return { id: get("id: ") ?? "", event: get("event: ") ?? "", data: JSON.parse(data) };
+            continue;
+          }
+          const left = deadline - Date.now();
+          if (left <= 0) return null;
+          pending ??= reader.read();
+          const result = await Promise.race([pending, new Promise<"t">((r) => setTimeout(() => r("t"), left))]);
+          if (result === "t") return null;
+          pending = null;
+          if (result.done) return null;
+          buffer += decoder.decode(result.value, { stream: true });
+        }
+      },
+      close: () => reader.cancel().catch(() => undefined),
+    };
+  }
+
+  it("streams the session's events as they commit, and resumes after Last-Event-ID", async () => {
+    const a = await createAccount("dash");
+    const { cookie } = await signIn(a.key);
+    const page = await (await dash("/dashboard/events", { cookie })).text();
+    expect(page).toContain('data-types="');
+    const res = await dash("/dashboard/events/stream", { cookie });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toMatch(/^text\/event-stream/);
+    expect(res.headers.get("Cache-Control")).toBe("no-store, no-transform");
+    const s = frames(res.body as ReadableStream<Uint8Array>);
+    const made = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "live" } });
+    const f = await s.next();
+    expect(f?.event).toBe("inbox.created");
+    expect(JSON.stringify(f?.data)).toContain(made.body.data.id);
+    await s.close();
+    // Resume: what committed after the cursor comes first.
+    const second = await call("POST", "/v1/inboxes", { key: a.key, body: { username: "later" } });
+    const again = await exports.default.fetch(
+      new Request(`${ORIGIN}/dashboard/events/stream`, { headers: { Cookie: cookie, "Last-Event-ID": f?.id ?? "" } }),
+    );
+    const r = frames(again.body as ReadableStream<Uint8Array>);
+    const backlog = await r.next();
+    expect(backlog?.event).toBe("inbox.created");
+    expect(JSON.stringify(backlog?.data)).toContain(second.body.data.id);
+    await r.close();
+  });
+
+  it("a restricted key's stream carries only its inboxes' events; no session, no stream", async () => {
+    const a = await createAccount("dash");
+    const restricted = await createKey(a, { name: "r", scopes: ["read"], inbox_ids: [a.inbox.id] });
+    const { cookie } = await signIn(restricted.key);
+    const res = await dash("/dashboard/events/stream", { cookie });
+    expect(res.status).toBe(200);
+    const s = frames(res.body as ReadableStream<Uint8Array>);
+    await call("POST", "/v1/inboxes", { key: a.key, body: { username: "hidden" } });
+    expect(await s.next(1_500)).toBeNull();
+    await s.close();
+    expect((await dash("/dashboard/events/stream")).status).toBe(303);
+    const op = await signIn(ADMIN_TOKEN, "operator");
+    expect((await dash("/dashboard/events/stream", { cookie: op.cookie })).status).toBe(303);
+  });
+});
