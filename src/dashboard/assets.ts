@@ -65,7 +65,8 @@ document.querySelectorAll("form[data-confirm]").forEach(function (f) {
 var feed = document.getElementById("event-feed");
 if (feed) {
   var after = feed.getAttribute("data-after") || "";
-  var status = document.getElementById("live-status");
+  // Not "status": a global var of that name is window.status, which turns the element into a string.
+  var liveStatus = document.getElementById("live-status");
   function add(html) { var tb = feed.querySelector("tbody"); tb.insertAdjacentHTML("afterbegin", html); var e = feed.querySelector(".empty-row"); if (e) e.remove(); }
   function cell(tr, text, cls) { var td = document.createElement("td"); if (cls) { var c = document.createElement(cls === "id" ? "code" : cls); if (cls === "id") c.className = "id"; c.textContent = text; td.appendChild(c); } else td.textContent = text; tr.appendChild(td); return td; }
   function addEvent(ev) {
@@ -80,8 +81,8 @@ if (feed) {
   function poll() {
     fetch("/dashboard/events/feed?after=" + encodeURIComponent(after), { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.json(); })
-      .then(function (d) { if (d.html) add(d.html); if (d.after) after = d.after; status.textContent = "Live: checked " + new Date().toLocaleTimeString(); })
-      .catch(function () { status.textContent = "Live updates paused (reload to retry)"; })
+      .then(function (d) { if (d.html) add(d.html); if (d.after) after = d.after; liveStatus.textContent = "Live: checked " + new Date().toLocaleTimeString(); })
+      .catch(function () { liveStatus.textContent = "Live updates paused (reload to retry)"; })
       .finally(function () { setTimeout(poll, 3000); });
   }
   // The stream first (events as they commit); polling when it cannot open (no EventSource, the
@@ -90,10 +91,10 @@ if (feed) {
     var es = new EventSource("/dashboard/events/stream" + (after ? "?after=" + encodeURIComponent(after) : ""));
     var onEvent = function (m) { try { var ev = JSON.parse(m.data); addEvent(ev); after = ev.id; } catch (x) {} };
     (feed.getAttribute("data-types") || "").split(" ").forEach(function (t) { if (t) es.addEventListener(t, onEvent); });
-    es.onopen = function () { status.textContent = "Live: streaming"; };
+    es.onopen = function () { liveStatus.textContent = "Live: streaming"; };
     es.onerror = function () {
-      if (es.readyState === 2) { status.textContent = "Live: checking every few seconds"; setTimeout(poll, 1500); }
-      else status.textContent = "Live: reconnecting";
+      if (es.readyState === 2) { liveStatus.textContent = "Live: checking every few seconds"; setTimeout(poll, 1500); }
+      else liveStatus.textContent = "Live: reconnecting";
     };
   } else setTimeout(poll, 1500);
 }
