@@ -65,15 +65,37 @@ document.querySelectorAll("form[data-confirm]").forEach(function (f) {
 var feed = document.getElementById("event-feed");
 if (feed) {
   var after = feed.getAttribute("data-after") || "";
-  var status = document.getElementById("live-status");
+  // Not "status": a global var of that name is window.status, which turns the element into a string.
+  var liveStatus = document.getElementById("live-status");
   function add(html) { var tb = feed.querySelector("tbody"); tb.insertAdjacentHTML("afterbegin", html); var e = feed.querySelector(".empty-row"); if (e) e.remove(); }
+  function cell(tr, text, cls) { var td = document.createElement("td"); if (cls) { var c = document.createElement(cls === "id" ? "code" : cls); if (cls === "id") c.className = "id"; c.textContent = text; td.appendChild(c); } else td.textContent = text; tr.appendChild(td); return td; }
+  function addEvent(ev) {
+    var tr = document.createElement("tr");
+    cell(tr, ev.type, "code"); cell(tr, ev.id, "id");
+    cell(tr, String((ev.data && (ev.data.subject || ev.data.message_id)) || ""));
+    var t = document.createElement("time"); t.setAttribute("datetime", ev.created_at); t.textContent = "just now"; t.title = ev.created_at;
+    var td = document.createElement("td"); td.appendChild(t); tr.appendChild(td);
+    feed.querySelector("tbody").insertBefore(tr, feed.querySelector("tbody").firstChild);
+    var e = feed.querySelector(".empty-row"); if (e) e.remove();
+  }
   function poll() {
     fetch("/dashboard/events/feed?after=" + encodeURIComponent(after), { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.json(); })
-      .then(function (d) { if (d.html) add(d.html); if (d.after) after = d.after; status.textContent = "Live: checked " + new Date().toLocaleTimeString(); })
-      .catch(function () { status.textContent = "Live updates paused (reload to retry)"; })
+      .then(function (d) { if (d.html) add(d.html); if (d.after) after = d.after; liveStatus.textContent = "Live: checked " + new Date().toLocaleTimeString(); })
+      .catch(function () { liveStatus.textContent = "Live updates paused (reload to retry)"; })
       .finally(function () { setTimeout(poll, 3000); });
   }
-  setTimeout(poll, 1500);
+  // The stream first (events as they commit); polling when it cannot open (no EventSource, the
+  // key's stream cap reached, the session gone) - EventSource gives up (CLOSED) on such answers.
+  if (window.EventSource) {
+    var es = new EventSource("/dashboard/events/stream" + (after ? "?after=" + encodeURIComponent(after) : ""));
+    var onEvent = function (m) { try { var ev = JSON.parse(m.data); addEvent(ev); after = ev.id; } catch (x) {} };
+    (feed.getAttribute("data-types") || "").split(" ").forEach(function (t) { if (t) es.addEventListener(t, onEvent); });
+    es.onopen = function () { liveStatus.textContent = "Live: streaming"; };
+    es.onerror = function () {
+      if (es.readyState === 2) { liveStatus.textContent = "Live: checking every few seconds"; setTimeout(poll, 1500); }
+      else liveStatus.textContent = "Live: reconnecting";
+    };
+  } else setTimeout(poll, 1500);
 }
 `;

@@ -1,13 +1,21 @@
 import { type Context, Hono } from "hono";
 import { config } from "../config";
 import { AdminAccountPatch } from "../features/accounts/accounts.schemas";
-import { adminPatchAccount, getAccount, listAllAccounts, toAccountWire } from "../features/accounts/accounts.service";
+import {
+  adminPatchAccount,
+  adminViewAccount,
+  getAccount,
+  listAllAccounts,
+  toAccountWire,
+} from "../features/accounts/accounts.service";
 import { SCOPES } from "../features/api-keys/api-keys.schemas";
 import { createKey, listKeys, revokeKey, toKeyWire } from "../features/api-keys/api-keys.service";
 import { auditFilters, listAudit, toAuditWire, verifyAudit } from "../features/audit/audit.service";
-import { eventsAfter, listEvents, toEventWire } from "../features/events/events.service";
+import { EVENT_TYPES } from "../features/events/events.schemas";
+import { eventsAfter, listEvents, openEventStream, toEventWire } from "../features/events/events.service";
 import { CreateInboxInput } from "../features/inboxes/inboxes.schemas";
 import {
+  adminEnableInbox,
   createInbox,
   deactivateInbox,
   enableInbox,
@@ -51,11 +59,14 @@ import { contextFor, requestContext, serviceContext } from "../http/context";
 import { errorBody, HTTP_STATUS, toAppError } from "../http/errors";
 import { Forbidden, Unauthorized } from "../lib/errors";
 import { pageOf, toPage } from "../lib/pagination";
+import { tierLimits } from "../lib/tiers";
 import { CSS, JS } from "./assets";
 import { Empty, ErrorBox, Id, NextLink, Page, RateBar, Status, type Viewer, When } from "./layout";
 import { type DashEnv, loadSession, sameOrigin, signInAsOperator, signInWithKey, signOut } from "./session";
 
 type C = Context<DashEnv>;
+/** An account row as the accounts service returns it (adapters do not import the schema). */
+type AccountRow = Awaited<ReturnType<typeof getAccount>>;
 type Err = { code: string; message: string; details?: unknown } | null;
 
 /** The pages' policy: our script and stylesheet only, frames only from us, forms only to us. */
@@ -118,7 +129,12 @@ dashboardRoutes.use("*", async (c, next) => {
   if (!h.has("Content-Security-Policy")) h.set("Content-Security-Policy", PAGE_CSP);
   if (!h.has("X-Frame-Options")) h.set("X-Frame-Options", "DENY");
   if (!h.has("Referrer-Policy")) h.set("Referrer-Policy", "same-origin");
-  h.set("Cache-Control", "no-store");
+  if (!h.has("X-Content-Type-Options")) h.set("X-Content-Type-Options", "nosniff");
+  // no-transform on a stream: a proxy that compresses or buffers would hold events back.
+  h.set(
+    "Cache-Control",
+    h.get("Content-Type")?.startsWith("text/event-stream") ? "no-store, no-transform" : "no-store",
+  );
 });
 dashboardRoutes.get("/assets/app.css", (c) =>
   c.body(CSS, 200, { "Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=3600" }),
@@ -785,6 +801,8 @@ dashboardRoutes.get("/inboxes/:id/messages/:mid/raw", async (c) => {
   return c.body(obj.body, 200, {
     "Content-Type": "message/rfc822",
     "Content-Disposition": `attachment; filename="${c.req.param("mid")}.eml"`,
+    // The sender chose these bytes: no browser may guess a renderable type from them.
+    "X-Content-Type-Options": "nosniff",
   });
 });
 dashboardRoutes.get("/inboxes/:id/messages/:mid/attachments/:aid", async (c) => {
@@ -794,6 +812,7 @@ dashboardRoutes.get("/inboxes/:id/messages/:mid/attachments/:aid", async (c) => 
   return c.body(body.body, 200, {
     "Content-Type": "application/octet-stream",
     "Content-Disposition": `attachment; filename="${(row.filename ?? row.id).replace(/[^\w.-]/g, "_")}"`,
+    "X-Content-Type-Options": "nosniff",
   });
 });
 dashboardRoutes.post("/inboxes/:id/messages/:mid/labels", async (c) => {
@@ -1179,7 +1198,7 @@ dashboardRoutes.get("/events", async (c) => {
       <p id="live-status" class="muted" role="status">
         Live updates start in a moment.
       </p>
-      <table id="event-feed" data-after={rows[0]?.id ?? ""}>
+      <table id="event-feed" data-after={rows[0]?.id ?? ""} data-types={EVENT_TYPES.join(" ")}>
         <thead>
           <tr>
             <th>Type</th>
@@ -1203,7 +1222,33 @@ dashboardRoutes.get("/events", async (c) => {
     </>,
   );
 });
-/** The live page's poll: events after the newest one shown, as rows (newest first). */
+/**
+ * The live page's stream: the API's `GET /v1/events/stream`, opened through the same hub client
+ * with the session's key id, so the same rules hold: the key's scope and inbox restriction, its
+ * tier's cap on open streams (429 `connection_limit_reached`, and the page falls back to polling
+ * /events/feed), and revoking the key or suspending the account ends the stream at once. The hub
+ * ends a stream after 30 minutes; EventSource reconnects with Last-Event-ID, which re-checks the
+ * session, so a signed-out or expired session gets no more than that.
+ */
+dashboardRoutes.get("/events/stream", async (c) => {
+  const auth = scope(c, "read");
+  const cursor = c.req.header("Last-Event-ID")?.trim() || c.req.query("after") || "";
+  const stream = await openEventStream(ctxOf(c), {
+    transport: "sse",
+    types: [],
+    inboxId: null,
+    after: /^evt_[0-9a-z]{26}$/.test(cursor) ? cursor : null,
+    keyId: auth.key.id,
+    cap: tierLimits(config(c.env).tiers, auth.account.tier).stream_connections,
+  });
+  if (!("body" in stream)) throw new Error("an SSE stream without a body");
+  return c.body(stream.body, 200, {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store, no-transform",
+    "X-Accel-Buffering": "no",
+  });
+});
+/** The live page's poll (when the stream cannot open): events after the newest one shown, as rows (newest first). */
 dashboardRoutes.get("/events/feed", async (c) => {
   scope(c, "read");
   const ctx = ctxOf(c);
@@ -1467,16 +1512,58 @@ dashboardRoutes.get("/suppressions", async (c) => {
 });
 dashboardRoutes.post("/suppressions/:address/lift", async (c) => {
   scope(c, "manage");
-  await deleteSuppression(ctxOf(c), decodeURIComponent(c.req.param("address")));
+  // Hono has already percent-decoded the parameter: decoding again would turn an address
+  // holding `%` into another address, and a stray `%` into a URIError (500).
+  await deleteSuppression(ctxOf(c), c.req.param("address"));
   return c.redirect("/dashboard/suppressions", 303);
 });
 
 // ---------------------------------------------------------------- operator
+/** Suspend/reactivate and lift-limit buttons; a deleted account is final (the service refuses with 409). */
+function AccountActions(props: { a: AccountRow; now: number; back?: string }) {
+  const { a } = props;
+  if (a.status === "deleted") return <span class="muted">closed</span>;
+  const action = `/dashboard/operator/accounts/${a.id}`;
+  return (
+    <>
+      <form method="post" action={action} class="inline">
+        {props.back && <input type="hidden" name="back" value={props.back} />}
+        <input type="hidden" name="status" value={a.status === "active" ? "suspended" : "active"} />
+        <button type="submit" class={a.status === "active" ? "danger" : "secondary"}>
+          {a.status === "active" ? "Suspend" : "Reactivate"}
+        </button>
+      </form>{" "}
+      {a.newAccountUntil > props.now && (
+        <form method="post" action={action} class="inline">
+          {props.back && <input type="hidden" name="back" value={props.back} />}
+          <input type="hidden" name="lift" value="1" />
+          <button type="submit" class="secondary">
+            Lift limit
+          </button>
+        </form>
+      )}
+    </>
+  );
+}
+
+function NewAccountLimit(props: { a: AccountRow; now: number }) {
+  return props.a.newAccountUntil > props.now ? (
+    <span>
+      until <When at={new Date(props.a.newAccountUntil).toISOString()} />
+    </span>
+  ) : (
+    <>lifted</>
+  );
+}
+
 dashboardRoutes.get("/operator/accounts", async (c) => {
   const base = requestContext(api(c));
-  const search = (c.req.query("q") ?? "").toLowerCase();
-  const rows = (await listAllAccounts(base, toPage({ limit: 100, cursor: c.req.query("cursor") }))).slice(0, 100);
-  const shown = rows.filter((a) => !search || a.email.toLowerCase().includes(search) || a.id.includes(search));
+  const search = (c.req.query("q") ?? "").trim().slice(0, 200);
+  // The search runs in SQL over every account (the API's `GET /v1/admin/accounts?q=`), paged.
+  const { items: shown, nextCursor } = pageOf(
+    await listAllAccounts(base, toPage({ limit: 50, cursor: c.req.query("cursor") }), search || undefined),
+    50,
+  );
   const now = Date.now();
   return render(
     c,
@@ -1484,7 +1571,7 @@ dashboardRoutes.get("/operator/accounts", async (c) => {
     <>
       <form method="get" action="/dashboard/operator/accounts" class="row">
         <label>
-          Search (email or id)
+          Search (start of email, name or id; @domain)
           <input name="q" value={search} type="search" />
         </label>
         <button type="submit" class="secondary">
@@ -1508,7 +1595,9 @@ dashboardRoutes.get("/operator/accounts", async (c) => {
           <tbody>
             {shown.map((a) => (
               <tr>
-                <td>{a.email}</td>
+                <td>
+                  <a href={`/dashboard/operator/accounts/${a.id}`}>{a.email}</a>
+                </td>
                 <td>
                   <Id value={a.id} />
                 </td>
@@ -1519,43 +1608,124 @@ dashboardRoutes.get("/operator/accounts", async (c) => {
                   <Status value={a.status} />
                 </td>
                 <td>
-                  {a.newAccountUntil > now ? (
-                    <span>
-                      until <When at={new Date(a.newAccountUntil).toISOString()} />
-                    </span>
-                  ) : (
-                    "lifted"
-                  )}
+                  <NewAccountLimit a={a} now={now} />
                 </td>
                 <td>
-                  <form method="post" action={`/dashboard/operator/accounts/${a.id}`} class="inline">
-                    <input type="hidden" name="status" value={a.status === "active" ? "suspended" : "active"} />
-                    <button type="submit" class={a.status === "active" ? "danger" : "secondary"}>
-                      {a.status === "active" ? "Suspend" : "Reactivate"}
-                    </button>
-                  </form>{" "}
-                  {a.newAccountUntil > now && (
-                    <form method="post" action={`/dashboard/operator/accounts/${a.id}`} class="inline">
-                      <input type="hidden" name="lift" value="1" />
-                      <button type="submit" class="secondary">
-                        Lift limit
-                      </button>
-                    </form>
-                  )}
+                  <AccountActions a={a} now={now} />
                 </td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
+      <NextLink
+        base={`/dashboard/operator/accounts${search ? `?q=${encodeURIComponent(search)}` : ""}`}
+        cursor={nextCursor}
+      />
+    </>,
+  );
+});
+
+/**
+ * One account for the operator: its state and its inboxes, with why each disabled one is
+ * disabled (and, for a rate disable, the figures) and a re-enable button. Opening it is audited
+ * on the account (`account.admin_viewed`), as `GET /v1/admin/accounts/:id` is.
+ */
+dashboardRoutes.get("/operator/accounts/:aid", async (c) => {
+  const ctx = contextFor(api(c), c.req.param("aid"));
+  const a = await adminViewAccount(ctx);
+  const { items, nextCursor } = pageOf(
+    await listInboxes(ctx, toPage({ limit: 50, cursor: c.req.query("cursor") })),
+    50,
+  );
+  // Reputation figures only where they matter to the decision (one counter call per disabled inbox).
+  const reps = new Map(
+    await Promise.all(
+      items
+        .filter((i) => i.status === "disabled" && i.disabledReason !== "deactivated")
+        .map(async (i) => [i.id, await getReputation(ctx, i.id)] as const),
+    ),
+  );
+  const now = Date.now();
+  return render(
+    c,
+    a.email,
+    <>
+      <p>
+        <Id value={a.id} /> · <code>{a.tier}</code> · <Status value={a.status} /> · new-account limit{" "}
+        <NewAccountLimit a={a} now={now} /> · <AccountActions a={a} now={now} back="account" />
+      </p>
+      <h2>Inboxes</h2>
+      {items.length === 0 ? (
+        <Empty>This account has no inboxes.</Empty>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th>Address</th>
+              <th>Id</th>
+              <th>Status</th>
+              <th>Disabled because</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((i) => {
+              const rep = reps.get(i.id);
+              return (
+                <tr>
+                  <td>{i.address}</td>
+                  <td>
+                    <Id value={i.id} />
+                  </td>
+                  <td>
+                    <Status value={i.status} />
+                  </td>
+                  <td>
+                    {i.disabledReason && <code>{i.disabledReason}</code>}
+                    {rep && (
+                      <span class="muted">
+                        {" "}
+                        {rep.bounced} bounced, {rep.complained} complaints of {rep.sent} sent in {rep.window_days} days
+                      </span>
+                    )}
+                  </td>
+                  <td>
+                    {i.status === "disabled" && (
+                      <form method="post" action={`/dashboard/operator/inboxes/${i.id}/enable`} class="inline">
+                        <button type="submit" class="secondary">
+                          Re-enable
+                        </button>
+                      </form>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+      {items.some((i) => i.disabledReason === "bounce_rate" || i.disabledReason === "complaint_rate") && (
+        <p class="muted">
+          An inbox disabled for its rates keeps its 7-day history: one more bounce or complaint over the threshold
+          disables it again at once.
+        </p>
+      )}
+      <NextLink base={`/dashboard/operator/accounts/${a.id}`} cursor={nextCursor} />
     </>,
   );
 });
 dashboardRoutes.post("/operator/accounts/:aid", async (c) => {
   const f = await form(c);
+  const aid = c.req.param("aid");
   const patch: { status?: "active" | "suspended"; new_account_until?: null } = {};
   if (f.status === "active" || f.status === "suspended") patch.status = f.status;
   if (f.lift === "1") patch.new_account_until = null;
-  await adminPatchAccount(contextFor(api(c), c.req.param("aid")), AdminAccountPatch.parse(patch));
-  return c.redirect("/dashboard/operator/accounts", 303);
+  await adminPatchAccount(contextFor(api(c), aid), AdminAccountPatch.parse(patch));
+  return c.redirect(f.back === "account" ? `/dashboard/operator/accounts/${aid}` : "/dashboard/operator/accounts", 303);
+});
+/** The API's `POST /v1/admin/inboxes/:id/enable` verb: audited `inbox.enabled` with the figures and operator_review. */
+dashboardRoutes.post("/operator/inboxes/:iid/enable", async (c) => {
+  const row = await adminEnableInbox(requestContext(api(c)), c.req.param("iid"));
+  return c.redirect(`/dashboard/operator/accounts/${row.accountId}`, 303);
 });

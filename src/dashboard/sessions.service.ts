@@ -1,4 +1,4 @@
-import { and, eq, gt, isNull, lt } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, lt, or } from "drizzle-orm";
 import { type AccountRow, type ApiKeyRow, accounts, apiKeys, dashboardSessions } from "../db/schema";
 import type { BaseContext } from "../lib/context";
 import { sha256Hex, toHex } from "../lib/crypto";
@@ -14,6 +14,23 @@ function randomToken(): string {
   return toHex(crypto.getRandomValues(new Uint8Array(32)));
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * What the row keeps of an operator session's token: an HMAC of it keyed by ADMIN_TOKEN (not a
+ * plain SHA-256). The session is then only found while the secret it was opened with is the one
+ * configured: rotating a leaked ADMIN_TOKEN ends every operator session at once, with no column
+ * to compare and no sweep. Null when ADMIN_TOKEN is unset (operator access disabled).
+ */
+async function operatorTokenMac(env: BaseContext["env"], token: string): Promise<string | null> {
+  const secret = env.ADMIN_TOKEN;
+  if (!secret) return null;
+  const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
+  return toHex(await crypto.subtle.sign("HMAC", key, encoder.encode(`dashboard-operator-session:${token}`)));
+}
+
 /**
  * Opens a session and returns its token (for the cookie only). The row keeps the token's
  * SHA-256, so a copy of the table cannot be replayed as cookies. Expired rows are cleared here,
@@ -26,11 +43,14 @@ export async function openSession(
   const now = ctx.now();
   const token = randomToken();
   const expiresAt = now + SESSION_TTL_MS;
+  const tokenHash = who.kind === "operator" ? await operatorTokenMac(ctx.env, token) : await sha256Hex(token);
+  // requireAdmin has just accepted ADMIN_TOKEN, so it is set; refuse rather than store a bare hash.
+  if (!tokenHash) throw new Error("ADMIN_TOKEN is not set");
   await ctx.db.batch([
     ctx.db.delete(dashboardSessions).where(lt(dashboardSessions.expiresAt, now)),
     ctx.db.insert(dashboardSessions).values({
       id: `dss_${randomToken().slice(0, 26)}`,
-      tokenHash: await sha256Hex(token),
+      tokenHash,
       kind: who.kind,
       accountId: who.kind === "account" ? who.accountId : null,
       keyId: who.kind === "account" ? who.keyId : null,
@@ -44,15 +64,29 @@ export async function openSession(
 /**
  * The live session behind a cookie, or null. An account session is only as good as its key:
  * a revoked key or a suspended account ends it on the next request (read from D1 each time,
- * so there is no cache to go stale).
+ * so there is no cache to go stale). An operator session is only as good as the ADMIN_TOKEN it
+ * was opened with: its row is keyed by an HMAC under that secret, so after a rotation (or with
+ * the secret unset) no row matches.
  */
 export async function findSession(ctx: BaseContext, token: string): Promise<DashboardSession | null> {
   if (!/^[0-9a-f]{64}$/.test(token)) return null;
   const now = ctx.now();
+  const mac = await operatorTokenMac(ctx.env, token);
+  const accountMatch = and(
+    eq(dashboardSessions.tokenHash, await sha256Hex(token)),
+    eq(dashboardSessions.kind, "account"),
+  );
   const row = await ctx.db
     .select()
     .from(dashboardSessions)
-    .where(and(eq(dashboardSessions.tokenHash, await sha256Hex(token)), gt(dashboardSessions.expiresAt, now)))
+    .where(
+      and(
+        mac
+          ? or(accountMatch, and(eq(dashboardSessions.tokenHash, mac), eq(dashboardSessions.kind, "operator")))
+          : accountMatch,
+        gt(dashboardSessions.expiresAt, now),
+      ),
+    )
     .get();
   if (!row) return null;
   if (row.kind === "operator") return { kind: "operator", id: row.id, expiresAt: row.expiresAt };
@@ -69,8 +103,7 @@ export async function findSession(ctx: BaseContext, token: string): Promise<Dash
 
 /** Sign-out: the row goes, so the old cookie is refused from now on. */
 export async function endSession(ctx: BaseContext, token: string): Promise<void> {
-  await ctx.db
-    .delete(dashboardSessions)
-    .where(eq(dashboardSessions.tokenHash, await sha256Hex(token)))
-    .run();
+  const mac = await operatorTokenMac(ctx.env, token);
+  const hashes = [await sha256Hex(token), ...(mac ? [mac] : [])];
+  await ctx.db.delete(dashboardSessions).where(inArray(dashboardSessions.tokenHash, hashes)).run();
 }

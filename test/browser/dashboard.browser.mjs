@@ -252,8 +252,11 @@ async function main() {
       receiver.close();
     });
 
-    await test("events page lists events and updates live", async () => {
+    await test("events page lists events and updates live over the SSE stream", async () => {
       await page.goto(`${base}/dashboard/events`);
+      await page.waitForFunction(() => document.getElementById("live-status").textContent === "Live: streaming", null, {
+        timeout: 15000,
+      });
       const before = await page.locator("#event-feed tbody tr").count();
       await api(base, "POST", "/v1/inboxes", key, { username: "live" });
       await page.waitForFunction((n) => document.querySelectorAll("#event-feed tbody tr").length > n, before, {

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { PageQuery } from "../../lib/pagination";
 import { Timestamp } from "../../lib/wire";
 import { InboxWire } from "../inboxes/inboxes.schemas";
 
@@ -76,4 +77,13 @@ export const AdminAccountPatch = z
 
 export const AccountIdParam = z.object({
   account_id: z.string().openapi({ param: { name: "account_id", in: "path" } }),
+});
+
+/** `GET /v1/admin/accounts`: the page, optionally narrowed by a search. */
+export const AdminAccountsQuery = PageQuery.extend({
+  q: z.string().trim().min(1).max(200).optional().openapi({
+    description:
+      "Only accounts whose email, name or id starts with this text (case-insensitive); text starting with `@` matches the email's domain (`@example` finds `ana@example.org`). Without it, every account.",
+    example: "ana",
+  }),
 });

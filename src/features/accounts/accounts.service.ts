@@ -1,5 +1,6 @@
 import type { z } from "@hono/zod-openapi";
-import { and, desc, eq, isNull, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, isNull, lt, or, type SQL, sql } from "drizzle-orm";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { config } from "../../config";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/errors";
@@ -163,13 +164,27 @@ export async function closeAccount(ctx: ServiceContext): Promise<AccountRow> {
 }
 
 /**
+ * The operators' search, in SQL so it reaches every account and pages like the plain list:
+ * email, name or id starting with the text (LIKE is case-insensitive for ASCII in SQLite), or,
+ * for text starting with `@`, the start of the email's domain. LIKE's wildcards in the text match themselves.
+ */
+function accountSearch(q: string): SQL {
+  const escaped = q.replace(/[\\%_]/g, (ch) => `\\${ch}`);
+  const prefix = (col: SQL | SQLiteColumn) => sql`${col} LIKE ${`${escaped}%`} ESCAPE '\\'`;
+  if (q.startsWith("@")) return sql`${accounts.email} LIKE ${`%${escaped}%`} ESCAPE '\\'`;
+  return or(prefix(accounts.email), prefix(sql`coalesce(${accounts.name}, '')`), prefix(accounts.id)) as SQL;
+}
+
+/**
  * Operators: newest-first page of all accounts. Like reading one account, the look is recorded
  * in the audit log of every account the page shows (`account.admin_listed`, actor admin), so an
  * owner can see that an operator saw their account, whichever route showed it.
  */
-export async function listAllAccounts(ctx: BaseContext, page: Page): Promise<AccountRow[]> {
+export async function listAllAccounts(ctx: BaseContext, page: Page, search?: string): Promise<AccountRow[]> {
   const where: SQL[] = [];
   if (page.before) where.push(lt(accounts.id, page.before));
+  const q = search?.trim();
+  if (q) where.push(accountSearch(q));
   const rows = await ctx.db
     .select()
     .from(accounts)

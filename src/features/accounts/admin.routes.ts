@@ -4,13 +4,13 @@ import { contextFor, requestContext } from "../../http/context";
 import { idempotent } from "../../http/idempotency";
 import { jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { PageQuery, pageOf, toPage } from "../../lib/pagination";
+import { pageOf, toPage } from "../../lib/pagination";
 import { CreatedApiKeyWire, CreateKeyInput } from "../api-keys/api-keys.schemas";
 import { toKeyWire } from "../api-keys/api-keys.service";
 import { authStats } from "../api-keys/key-auth";
 import { InboxIdParam, InboxWire } from "../inboxes/inboxes.schemas";
 import { adminEnableInbox, toInboxWire } from "../inboxes/inboxes.service";
-import { AccountIdParam, AccountWire, AdminAccountPatch } from "./accounts.schemas";
+import { AccountIdParam, AccountWire, AdminAccountPatch, AdminAccountsQuery } from "./accounts.schemas";
 import { adminIssueKey, adminPatchAccount, adminViewAccount, listAllAccounts, toAccountWire } from "./accounts.service";
 
 const tags = ["Operators"];
@@ -20,11 +20,12 @@ export const adminRoutes = new OpenAPIHono<AppEnv>({ defaultHook: validationHook
 
 adminRoutes.openapi(
   jsonRoute({
-    request: { query: PageQuery },
+    request: { query: AdminAccountsQuery },
     method: "get",
     path: "/accounts",
     tags,
-    summary: "List every account (audited as `account.admin_listed` on each account shown)",
+    summary:
+      "List every account, or those matching `q` (email, name or id prefix); audited as `account.admin_listed` on each account shown",
 
     data: AccountWire,
     list: true,
@@ -32,7 +33,7 @@ adminRoutes.openapi(
   }),
   async (c) => {
     const query = c.req.valid("query");
-    const { items, nextCursor } = pageOf(await listAllAccounts(requestContext(c), toPage(query)), query.limit);
+    const { items, nextCursor } = pageOf(await listAllAccounts(requestContext(c), toPage(query), query.q), query.limit);
     return c.json(
       { data: items.map((a) => toAccountWire(a, c.env)), meta: { limit: query.limit, next_cursor: nextCursor } },
       200,
