@@ -1233,13 +1233,15 @@ dashboardRoutes.get("/events", async (c) => {
 dashboardRoutes.get("/events/stream", async (c) => {
   const auth = scope(c, "read");
   const cursor = c.req.header("Last-Event-ID")?.trim() || c.req.query("after") || "";
+  const limits = tierLimits(config(c.env).tiers, auth.account.tier);
   const stream = await openEventStream(ctxOf(c), {
     transport: "sse",
     types: [],
     inboxId: null,
     after: /^evt_[0-9a-z]{26}$/.test(cursor) ? cursor : null,
     keyId: auth.key.id,
-    cap: tierLimits(config(c.env).tiers, auth.account.tier).stream_connections,
+    cap: limits.stream_connections,
+    accountCap: limits.stream_connections_per_account,
   });
   if (!("body" in stream)) throw new Error("an SSE stream without a body");
   return c.body(stream.body, 200, {
