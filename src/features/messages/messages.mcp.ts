@@ -55,7 +55,7 @@ export const messageTools = [
     name: "list_messages",
     title: "List an inbox's messages",
     description:
-      "Lists an inbox's messages, newest first, each with a preview (the first 200 characters of its text) instead of the bodies: get_message returns a message whole, or pass include: \"body\" for the bodies in the list (a body over 384 KiB is left out with body_omitted). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.",
+      'Lists an inbox\'s messages, newest first, each with a preview (the first 200 characters of its text) instead of the bodies: get_message returns a message whole, or pass include: "body" for the bodies in the list (a body over 384 KiB is left out with body_omitted). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
     input: ListMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
     annotations: { readOnlyHint: true, openWorldHint: false },
@@ -118,7 +118,7 @@ export const messageTools = [
     name: "search_messages",
     title: "Search an inbox",
     description:
-      "Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first; each message with a preview instead of its bodies (include: \"body\" adds them). limit 1–100 (default 20); pass next_cursor back as cursor.",
+      'Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first; each message with a preview instead of its bodies (include: "body" adds them). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
     input: PageQuery.safeExtend({
       inbox_id: InboxParam.shape.inbox_id,

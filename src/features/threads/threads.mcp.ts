@@ -34,7 +34,7 @@ export const threadTools = [
     name: "get_thread",
     title: "Get a thread",
     description:
-      "Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with a preview of its text instead of the bodies: get_message returns one whole, or pass include: \"body\".",
+      'Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with a preview of its text instead of the bodies: get_message returns one whole, or pass include: "body".',
     scope: "read",
     input: ThreadParams.safeExtend(GetThreadQuery.shape),
     annotations: { readOnlyHint: true, openWorldHint: false },

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { PageQuery } from "../../lib/pagination";
 import { Timestamp } from "../../lib/wire";
-import { IdOf, IncludeBody, InboxParam, Label, MessageListItemWire } from "../messages/messages.schemas";
+import { IdOf, InboxParam, IncludeBody, Label, MessageListItemWire } from "../messages/messages.schemas";
 
 export const ThreadParams = z.object({
   inbox_id: InboxParam.shape.inbox_id,
