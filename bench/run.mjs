@@ -193,10 +193,10 @@ async function main() {
 
 const SUITE = process.env.BENCH_SUITE || "all";
 if (
-  !["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation", "realtime"].includes(SUITE)
+  !["all", "latency", "inbound", "webhooks", "outbound", "lists", "mcp", "sender-auth", "reputation", "realtime"].includes(SUITE)
 ) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation or realtime, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, lists, mcp, sender-auth, reputation or realtime, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -222,6 +222,7 @@ let status = 0;
 if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
+if (SUITE === "all" || SUITE === "lists") status ||= runScript("./lists.mjs");
 if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
 if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
 if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
