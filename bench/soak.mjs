@@ -4,8 +4,10 @@
 // errors (goal 0), lost events and messages (goal 0: every mail delivered is listed, every
 // message.received event reaches the webhook receiver and every SSE client) and workerd's resident
 // memory over time (goal: flat after warm-up). Not in CI.
-// Usage: npm run soak -- --minutes 10   (env SOAK_RATE: operations per second, default 20;
-//   SOAK_SSE: SSE clients, default 4)
+// Closed loop: SOAK_CONCURRENCY clients (default 4) each run the next operation as soon as their
+// last one answered, so a slow machine lowers the rate instead of piling up requests.
+// Usage: npm run soak -- --minutes 10   (env SOAK_CONCURRENCY, default 4; SOAK_SSE: SSE clients,
+//   default 4)
 
 import { createHmac, randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -20,7 +22,7 @@ if (!(MINUTES > 0)) {
   console.error("soak: --minutes must be a positive number");
   process.exit(1);
 }
-const RATE = positiveInt("SOAK_RATE", 20);
+const CONCURRENCY = positiveInt("SOAK_CONCURRENCY", 4);
 const SSE_CLIENTS = positiveInt("SOAK_SSE", 4);
 const SAMPLE_MS = 10_000;
 const adminToken = randomBytes(24).toString("base64url");
@@ -35,15 +37,27 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   });
 }
 
-/** Resident memory (MiB) of every workerd process: the Worker's isolates live there. */
-function workerdRssMiB() {
-  let kib = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+/**
+ * Resident memory (MiB) of the workerd processes of this soak's wrangler dev (the Worker's
+ * isolates live there), not of other runs on the machine: wrangler is started detached with
+ * `--persist-to <dir>/state`, so its process group is found from its command line.
+ */
+function workerdRssMiB(dir) {
+  const pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+  const read = (pid, file) => {
     try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      if (!cmd.includes("workerd")) continue;
-      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-    } catch {}
+      return readFileSync(`/proc/${pid}/${file}`, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  // Field 5 of /proc/<pid>/stat is the process group (after the parenthesised command name).
+  const pgrp = (pid) => read(pid, "stat").split(") ")[1]?.split(" ")[2];
+  const groups = new Set(pids.filter((p) => read(p, "cmdline").includes(`${dir}/state`)).map(pgrp));
+  let kib = 0;
+  for (const pid of pids) {
+    if (!groups.has(pgrp(pid)) || !read(pid, "cmdline").includes("workerd")) continue;
+    kib += Number(/VmRSS:\s+(\d+)/.exec(read(pid, "status"))?.[1] ?? 0);
   }
   return kib / 1024;
 }
@@ -203,30 +217,28 @@ async function main() {
     },
   ];
 
-  const memory = [{ t_s: 0, workerd_rss_mib: workerdRssMiB() }];
+  const memory = [{ t_s: 0, workerd_rss_mib: workerdRssMiB(worker.dir) }];
   const t0 = Date.now();
   const end = t0 + MINUTES * 60_000;
-  const inflight = new Set();
-  let nextSample = t0 + SAMPLE_MS;
   let tick = 0;
-  console.log(`soak: ${MINUTES} min at ~${RATE} op/s, ${SSE_CLIENTS} SSE clients, webhook on 127.0.0.1:${port}`);
-  while (Date.now() < end) {
-    const op = ops[tick++ % ops.length];
-    const p = op()
-      .catch((err) => note("network", err.cause?.code ?? err.name))
-      .finally(() => inflight.delete(p));
-    inflight.add(p);
-    await new Promise((r) => setTimeout(r, 1000 / RATE));
-    if (Date.now() >= nextSample) {
-      const sample = { t_s: Math.round((Date.now() - t0) / 1000), workerd_rss_mib: workerdRssMiB() };
-      memory.push(sample);
-      console.log(
-        `t=${String(sample.t_s).padStart(5)} s  workerd RSS ${sample.workerd_rss_mib.toFixed(1)} MiB  ${JSON.stringify(counts)}  errors ${Object.values(errors).reduce((s, v) => s + v, 0)}`,
-      );
-      nextSample += SAMPLE_MS;
+  console.log(
+    `soak: ${MINUTES} min, ${CONCURRENCY} clients in a closed loop, ${SSE_CLIENTS} SSE clients, webhook on 127.0.0.1:${port}`,
+  );
+  const sampler = setInterval(() => {
+    const sample = { t_s: Math.round((Date.now() - t0) / 1000), workerd_rss_mib: workerdRssMiB(worker.dir) };
+    memory.push(sample);
+    console.log(
+      `t=${String(sample.t_s).padStart(5)} s  workerd RSS ${sample.workerd_rss_mib.toFixed(1)} MiB  ${JSON.stringify(counts)}  errors ${Object.values(errors).reduce((s, v) => s + v, 0)}`,
+    );
+  }, SAMPLE_MS);
+  const client = async () => {
+    while (Date.now() < end) {
+      const op = ops[tick++ % ops.length];
+      await op().catch((err) => note("network", err.cause?.code ?? err.name));
     }
-  }
-  await Promise.all(inflight);
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, client));
+  clearInterval(sampler);
 
   // Drain: every inbound message must be listed, reach the webhook and every SSE client.
   const ids = new Set();
@@ -263,7 +275,8 @@ async function main() {
   const errorTotal = Object.values(errors).reduce((s, v) => s + v, 0);
   const result = {
     minutes: MINUTES,
-    rate_per_s: RATE,
+    concurrency: CONCURRENCY,
+    ops_per_s: Object.values(counts).reduce((s, v) => s + v, 0) / (MINUTES * 60),
     sse_clients: SSE_CLIENTS,
     counts,
     errors_total: errorTotal,
