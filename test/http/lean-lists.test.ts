@@ -111,6 +111,7 @@ describe("message lists carry a preview, not bodies", () => {
     await client.connect(transport);
     try {
       const data = async (name: string, args: Record<string, unknown>) =>
+        // biome-ignore lint/suspicious/noExplicitAny: tool results are checked field by field below
         (await client.callTool({ name, arguments: args })).structuredContent as any;
       const list = await data("list_messages", { inbox_id: a.inbox.id });
       expect(list.items[0].preview).toMatch(/^Hello Ana/);
