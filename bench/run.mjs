@@ -262,7 +262,11 @@ function runScript(name) {
 
 let status = 0;
 for (const s of ["inbound", "webhooks", "outbound", "lists", "mcp", "sender-auth", "reputation", "realtime"]) {
-  if (SUITE === "all" || SUITE === s) status ||= await runScript(`./${s}.mjs`);
+  // A failed suite does not stop the others: the table shows what did run.
+  if (SUITE === "all" || SUITE === s) {
+    const code = await runScript(`./${s}.mjs`);
+    status ||= code;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
