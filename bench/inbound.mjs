@@ -346,7 +346,12 @@ async function parseAlone(sample) {
 
 /** receiveMail() called directly in workerd, one message at a time, split into D1 / R2 / the rest. */
 async function pipelineDirect(n) {
-  const mf = await startBareWorker("bench/pipeline-worker.mjs", { d1Databases: ["DB"], r2Buckets: ["MAIL_BUCKET"] });
+  const mf = await startBareWorker("bench/pipeline-worker.mjs", {
+    d1Databases: ["DB"],
+    r2Buckets: ["MAIL_BUCKET"],
+    // config() refuses to run without the shared domain (src/config.ts).
+    bindings: { MAIL_DOMAIN },
+  });
   const dirPath = join(ROOT, "migrations");
   const migrations = readdirSync(dirPath)
     .filter((f) => /^\d+.*\.sql$/.test(f))

@@ -3,14 +3,19 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation|realtime|audit runs only that one
-// (bench/mcp.mjs: /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates;
-// bench/reputation.mjs: the latency the InboxCounter check adds to an accepted send; bench/realtime.mjs:
-// event → SSE/WebSocket client latency and the cost of 100 idle streams; bench/audit.mjs: 200 mixed
-// audited writes at once on one account, failures and the time the chain takes to verify).
+// Each suite still prints its own lines; at the end one table puts every figure of issue 17 and
+// the earlier issues beside its goal, and bench/results.json (BENCH_RESULTS to move it) gets the
+// JSON of every suite that ran.
+// BENCH_SUITE=latency|inbound|webhooks|outbound|lists|mcp|sender-auth|reputation|realtime|audit runs only that one (bench/lists.mjs:
+// 20 messages of ~51 KB listed, against GET of one inbox; bench/mcp.mjs:
+// /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
+// latency the InboxCounter check adds to an accepted send; bench/realtime.mjs: event → SSE/WebSocket client
+// latency and the cost of 100 idle streams; bench/audit.mjs: 200 mixed audited writes at once on one
+// account, failures and the time the chain takes to verify).
 
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { startLocalWorker } from "../scripts/local-worker.mjs";
 import { BenchError, call, fail, positiveInt } from "./common.mjs";
@@ -189,8 +194,12 @@ async function main() {
       (restarted ? "" : `  [measured ${result.key_cache_hits_measured} of ${ROUNDS * N} authenticated requests]`),
   );
   console.log(`BENCH_JSON ${JSON.stringify(result)}`);
+  results.latency = result;
   if (!health.samples || !inboxes.samples) fail("an endpoint had no successful request; see the errors above");
 }
+
+/** Every suite's JSON, by suite name (what bench/results.json holds). */
+const results = {};
 
 const SUITE = process.env.BENCH_SUITE || "all";
 if (
@@ -200,6 +209,7 @@ if (
     "inbound",
     "webhooks",
     "outbound",
+    "lists",
     "mcp",
     "sender-auth",
     "reputation",
@@ -208,7 +218,7 @@ if (
   ].includes(SUITE)
 ) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation, realtime or audit, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, lists, mcp, sender-auth, lists, reputation, realtime or audit, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -223,20 +233,127 @@ try {
   process.exit(1);
 }
 
-/** Runs another bench script in its own process (each starts its own wrangler dev). */
+/**
+ * Runs another bench script in its own process (each starts its own wrangler dev), echoing its
+ * output and keeping the JSON line it ends with (`BENCH_JSON` / `BENCH_INBOUND_JSON`).
+ */
 function runScript(name) {
   if (SUITE === "all") console.log("");
-  const child = spawnSync(process.execPath, [fileURLToPath(new URL(name, import.meta.url))], { stdio: "inherit" });
-  return child.status ?? 1;
+  const suite = name.replace(/^\.\/|\.mjs$/g, "");
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL(name, import.meta.url))], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let buffered = "";
+    child.stdout.on("data", (chunk) => {
+      process.stdout.write(chunk);
+      buffered += chunk;
+    });
+    child.on("close", (code) => {
+      for (const line of buffered.split("\n")) {
+        const m = /^BENCH(?:_[A-Z]+)?_JSON (.*)$/.exec(line);
+        if (!m) continue;
+        try {
+          results[suite] = JSON.parse(m[1]);
+        } catch {}
+      }
+      resolve(code ?? 1);
+    });
+  });
 }
 
 let status = 0;
-if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
-if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
-if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
-if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
-if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
-if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
-if (SUITE === "all" || SUITE === "realtime") status ||= runScript("./realtime.mjs");
-if (SUITE === "all" || SUITE === "audit") status ||= runScript("./audit.mjs");
+for (const s of ["inbound", "webhooks", "outbound", "lists", "mcp", "sender-auth", "reputation", "realtime", "audit"]) {
+  // A failed suite does not stop the others: the table shows what did run.
+  if (SUITE === "all" || SUITE === s) {
+    const code = await runScript(`./${s}.mjs`);
+    status ||= code;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// One table: each figure beside its goal. A figure whose suite did not run (or has not got that
+// field yet) reads n/a.
+const get = (suite, path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), results[suite]);
+const num = (x) => (typeof x === "number" && Number.isFinite(x) ? x : null);
+const FIGURES = [
+  ["auth: list p50 / /health p50 (c=16)", () => get("latency", "p50_ratio"), "<= 1.3", (v) => v <= 1.3],
+  [
+    "auth: Argon2 runs per key per isolate",
+    () => {
+      const a = num(get("latency", "argon2_verifications"));
+      return a == null ? null : a / KEYS;
+    },
+    "<= 1",
+    (v) => v <= 1,
+  ],
+  [
+    "auth: DO calls +50 ms, list p50 / /health p50",
+    () => get("latency", "do_delay.p50_ratio") ?? get("do-delay", "p50_ratio"),
+    "<= 1.3",
+    (v) => v <= 1.3,
+  ],
+  [
+    "rows read: newest 20 of 100,000",
+    () => get("inbound", "rows_read.list_newest_20.rows_read"),
+    "<= 50",
+    (v) => v <= 50,
+  ],
+  ["rows read: one message", () => get("inbound", "rows_read.get_message.rows_read"), "<= 10", (v) => v <= 10],
+  ["inbound: msg/s (~50 KB, 2 attachments)", () => get("inbound", "pipeline_email.msg_per_s"), "report", null],
+  // The pipeline's own isolate work (receiveMail() in workerd minus its D1 and R2 waits) over a
+  // bare postal-mime parse of the same bytes: the "≤ 3×" of issue 17.
+  [
+    "inbound: isolate work / bare parse",
+    () => {
+      const rest = num(get("inbound", "receive_mail_direct.rest_ms"));
+      const parse = num(get("inbound", "parse.postal-mime.ms_per_parse"));
+      return rest != null && parse ? rest / parse : null;
+    },
+    "<= 3",
+    (v) => v <= 3,
+  ],
+  ["inbound: receiveMail() wall / bare parse", () => get("inbound", "ratio_direct"), "report", null],
+  ["inbound: pipeline / bare parse (concurrent)", () => get("inbound", "ratio_concurrent"), "report", null],
+  ["send p50 / GET inbox p50 (c=16)", () => get("outbound", "p50_ratio"), "<= 1.5", (v) => v <= 1.5],
+  ["mail → webhook p50 (ms)", () => get("webhooks", "mail_to_webhook_p50_ms"), "<= 250", (v) => v <= 250],
+  ["mail → webhook p99 (ms)", () => get("webhooks", "mail_to_webhook_p99_ms"), "<= 1000", (v) => v <= 1000],
+  ["list 20 × 51 KB p50, c=1 (ms)", () => get("lists", "by_concurrency.1.list.p50_ms"), "report", null],
+  ["list 20 × 51 KB p50, c=16 (ms)", () => get("lists", "by_concurrency.16.list.p50_ms"), "report", null],
+  [
+    "list p50 / GET inbox p50, c=1",
+    () => get("lists", "by_concurrency.1.list_over_inbox_get_p50"),
+    "<= 1.5",
+    (v) => v <= 1.5,
+  ],
+  [
+    "list p50 / GET inbox p50, c=16",
+    () => get("lists", "by_concurrency.16.list_over_inbox_get_p50"),
+    "<= 1.5",
+    (v) => v <= 1.5,
+  ],
+  ["mail → SSE client p50 (ms)", () => get("realtime", "latency.sse_from_mail.p50_ms"), "report", null],
+  ["mail → WebSocket client p50 (ms)", () => get("realtime", "latency.ws_from_mail.p50_ms"), "report", null],
+];
+
+if (Object.keys(results).length > 0) {
+  const rows = FIGURES.map(([name, read, goal, pass]) => {
+    const v = num(read());
+    return { figure: name, value: v, goal, met: v == null || !pass ? null : pass(v) };
+  }).filter((r) => SUITE === "all" || r.value != null);
+  const fmt = (v) => (v == null ? "n/a" : Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
+  const w = Math.max(...rows.map((r) => r.figure.length));
+  console.log(`\nmailbot bench summary (wrangler dev on this machine, ${new Date().toISOString()})`);
+  console.log(`${"figure".padEnd(w)}  ${"value".padStart(9)}  goal      met`);
+  for (const r of rows) {
+    const met = r.met == null ? "" : r.met ? "yes" : "NO";
+    console.log(`${r.figure.padEnd(w)}  ${fmt(r.value).padStart(9)}  ${r.goal.padEnd(8)}  ${met}`);
+  }
+  const out = process.env.BENCH_RESULTS || fileURLToPath(new URL("./results.json", import.meta.url));
+  writeFileSync(
+    out,
+    `${JSON.stringify({ at: new Date().toISOString(), suite: SUITE, summary: rows, results }, null, 2)}\n`,
+  );
+  console.log(`JSON of every suite: ${out}`);
+}
 process.exit(status);

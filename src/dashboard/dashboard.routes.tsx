@@ -31,6 +31,7 @@ import {
   listMessages,
   patchMessage,
   searchMessages,
+  toMessageListWire,
   toMessageWire,
   withBodies,
 } from "../features/messages/messages.service";
@@ -540,7 +541,7 @@ dashboardRoutes.get("/inboxes/:id", async (c) => {
             </tr>
           </thead>
           <tbody>
-            {items.map(toMessageWire).map((m) => (
+            {items.map(toMessageListWire).map((m) => (
               <tr>
                 <td>
                   <a href={`/dashboard/inboxes/${id}/messages/${m.id}`}>{m.subject || "(no subject)"}</a>{" "}
@@ -584,7 +585,7 @@ dashboardRoutes.get("/inboxes/:id/threads/:tid", async (c) => {
               <strong>{m.direction === "inbound" ? m.from_address : "sent"}</strong> <Status value={m.status} />{" "}
               <When at={m.created_at} /> · <a href={`/dashboard/inboxes/${id}/messages/${m.id}`}>open</a>
             </div>
-            <div class="muted">{(m.body_text ?? "").slice(0, 300)}</div>
+            <div class="muted">{m.preview}</div>
           </li>
         ))}
       </ol>

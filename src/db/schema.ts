@@ -247,6 +247,11 @@ export const messages = sqliteTable(
     /** Plain text the full-text index reads: subject is separate, this is the body (capped). */
     searchText: text("search_text").notNull(),
     searchAddresses: text("search_addresses").notNull(),
+    /**
+     * The first PREVIEW_CHARS characters of the text (whitespace folded), written with the row so
+     * message lists never read or ship bodies (migration 0019 backfilled older rows).
+     */
+    preview: text("preview").notNull().default(""),
     complainedAt: integer("complained_at"),
     /** Outbound: recipients left out at acceptance, with why (`[{ address, reason }]`, e.g. suppressed). */
     droppedRecipients: text("dropped_recipients", { mode: "json" }).$type<DroppedRecipient[]>(),

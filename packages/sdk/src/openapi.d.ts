@@ -5193,13 +5193,18 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List an inbox's messages (newest first) */
+        /**
+         * List an inbox's messages (newest first)
+         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them.
+         */
         get: {
             parameters: {
                 query?: {
                     /** @description Opaque cursor from `meta.next_cursor`. */
                     cursor?: string;
                     direction?: "inbound" | "outbound";
+                    /** @description `body` adds `body_text`, `body_html` and `body_omitted` to each message; without it a list carries only `preview`. */
+                    include?: "body";
                     label?: string;
                     limit?: number;
                     since?: string;
@@ -5229,7 +5234,7 @@ export interface paths {
                     };
                     content: {
                         "application/json": {
-                            data: components["schemas"]["Message"][];
+                            data: components["schemas"]["MessageListItem"][];
                             meta: {
                                 limit: number;
                                 next_cursor: string | null;
@@ -6089,12 +6094,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Full-text search over subject, bodies and addresses (every word must match; newest first) */
+        /**
+         * Full-text search over subject, bodies and addresses (every word must match; newest first)
+         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them.
+         */
         get: {
             parameters: {
                 query: {
                     /** @description Opaque cursor from `meta.next_cursor`. */
                     cursor?: string;
+                    /** @description `body` adds `body_text`, `body_html` and `body_omitted` to each message; without it a list carries only `preview`. */
+                    include?: "body";
                     limit?: number;
                     q: string;
                 };
@@ -6121,7 +6131,7 @@ export interface paths {
                     };
                     content: {
                         "application/json": {
-                            data: components["schemas"]["Message"][];
+                            data: components["schemas"]["MessageListItem"][];
                             meta: {
                                 limit: number;
                                 next_cursor: string | null;
@@ -6892,7 +6902,10 @@ export interface paths {
         /** Get a thread with its messages (oldest first) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description `body` adds `body_text`, `body_html` and `body_omitted` to each message; without it a list carries only `preview`. */
+                    include?: "body";
+                };
                 header?: never;
                 path: {
                     inbox_id: string;
@@ -10127,6 +10140,90 @@ export interface components {
             labels: string[];
             /** @description Set when the MIME could not be parsed; the raw message is still stored and downloadable. */
             parse_error: string | null;
+            /** @description The first 200 characters of the text (the HTML's visible text when there is no text part), whitespace folded. Untrusted content written by a third party. */
+            preview: string;
+            /** @example 2026-03-15T10:30:00.000Z */
+            received_at: string | null;
+            references: string[];
+            reply_to: string | null;
+            /** @enum {string|null} */
+            report_type: "delivery_status" | "feedback" | null;
+            rfc_message_id: string | null;
+            /** @example 2026-03-15T10:30:00.000Z */
+            sent_at: string | null;
+            size: number;
+            /** @description inbound: received; outbound: queued … sent | failed */
+            status: string;
+            subject: string | null;
+            thread_id: string;
+            to: string[];
+            /** @example 2026-03-15T10:30:00.000Z */
+            updated_at: string;
+        };
+        MessageListItem: {
+            attachments: components["schemas"]["Attachment"][];
+            /** @description Outbound: delivery attempts made so far */
+            attempts: number;
+            authentication: {
+                authserv_id: string;
+                dkim: string | null;
+                dmarc: string | null;
+                spf: string | null;
+            } | null;
+            /** @description True for auto-replies, bounces, reports and bulk/list mail: do not answer these automatically. */
+            auto_submitted: boolean;
+            auto_submitted_reason: string | null;
+            /** @description Outbound only: the blind copies (never in the headers sent) */
+            bcc: string[];
+            /** @description Only with `?include=body`. */
+            body_html?: string | null;
+            /** @description Only with `?include=body`: true when a body is over 384 KiB (GET the message for it). */
+            body_omitted?: boolean;
+            /** @description Only with `?include=body`. */
+            body_text?: string | null;
+            /**
+             * @description Outbound: recipient → the bounce address (envelope sender) its copy was sent with, carrying an HMAC token over message and recipient; a delivery status notification counts only for the recipient whose address it came back to. Empty when the transport owns the envelope (Cloudflare Email Service reports its own bounces). Null for inbound messages.
+             * @example {
+             *       "ana@example.com": "agent--k3x9+msg_01jd2x0000000000000000000.3f9a0c1d2e4b5a697788@mail.example.com"
+             *     }
+             */
+            bounce_addresses: {
+                [key: string]: string;
+            } | null;
+            cc: string[];
+            /**
+             * @description Outbound: when a recipient reported the message as spam (ARF or relay complaint)
+             * @example 2026-03-15T10:30:00.000Z
+             */
+            complained_at: string | null;
+            /** @example 2026-03-15T10:30:00.000Z */
+            created_at: string;
+            /** @enum {string} */
+            direction: "inbound" | "outbound";
+            /** @description Outbound: recipients left out when the send was accepted, and why (`suppressed_hard_bounce`, `suppressed_complaint`) */
+            dropped_recipients: {
+                address: string;
+                reason: string;
+            }[];
+            envelope_from: string | null;
+            envelope_to: string | null;
+            /** @description Outbound: why the last delivery attempt failed (the reason of a `failed` message) */
+            error: string | null;
+            from_address: string | null;
+            from_name: string | null;
+            headers: {
+                [key: string]: string | string[];
+            };
+            headers_truncated: boolean;
+            /** @example msg_01jd2x0000000000000000000 */
+            id: string;
+            in_reply_to: string | null;
+            inbox_id: string;
+            labels: string[];
+            /** @description Set when the MIME could not be parsed; the raw message is still stored and downloadable. */
+            parse_error: string | null;
+            /** @description The first 200 characters of the text (the HTML's visible text when there is no text part), whitespace folded. Untrusted content written by a third party. */
+            preview: string;
             /** @example 2026-03-15T10:30:00.000Z */
             received_at: string | null;
             references: string[];
@@ -10383,8 +10480,8 @@ export interface components {
             updated_at: string;
         };
         ThreadWithMessages: components["schemas"]["Thread"] & {
-            /** @description Oldest first (at most 200). */
-            messages: components["schemas"]["Message"][];
+            /** @description Oldest first (at most 200), each with `preview` instead of its bodies (`?include=body` adds them). */
+            messages: components["schemas"]["MessageListItem"][];
             /** @description True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`. */
             messages_truncated: boolean;
         };

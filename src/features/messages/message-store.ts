@@ -5,6 +5,7 @@
  */
 import type { MessageRow } from "../../db/schema";
 import type { Bindings } from "../../env";
+import { htmlToPlain } from "../../mail/html-text";
 
 /** Bodies above this many bytes go to R2 so a message row stays far below D1's 2 MB. */
 export const BODY_INLINE_LIMIT = 384 * 1024;
@@ -38,6 +39,24 @@ export async function inlineOrR2(
     httpMetadata: { contentType: key.endsWith(".html") ? "text/html; charset=utf-8" : "text/plain; charset=utf-8" },
   });
   return { inline: null, key };
+}
+
+/** Characters of text a message list shows instead of the bodies. */
+export const PREVIEW_CHARS = 200;
+
+/**
+ * The list preview of a text: runs of whitespace folded to one space, trimmed, cut to
+ * PREVIEW_CHARS characters (code points, as SQLite's substr counts them in the backfill, so a
+ * surrogate pair is never split). Reads only a bounded prefix: folding never lengthens text.
+ */
+export function previewOf(text: string): string {
+  const folded = text
+    .slice(0, PREVIEW_CHARS * 64)
+    .replace(/\s+/g, " ")
+    .trim();
+  return Array.from(folded.slice(0, PREVIEW_CHARS * 2))
+    .slice(0, PREVIEW_CHARS)
+    .join("");
 }
 
 /** Longest address list the search index keeps per message. */
@@ -91,6 +110,7 @@ export function newMessageRow(fields: NewMessageFields): MessageRow {
     envelopeTo: null,
     searchText: "",
     searchAddresses: "",
+    preview: "",
     complainedAt: null,
     droppedRecipients: null,
     bounceAddresses: null,
@@ -106,5 +126,10 @@ export function newMessageRow(fields: NewMessageFields): MessageRow {
   };
   row.searchText = row.searchText.slice(0, SEARCH_TEXT_LIMIT);
   row.searchAddresses = row.searchAddresses.slice(0, SEARCH_ADDRESSES_LIMIT);
+  // Derived here, once, from the text the index reads (the text part, else the HTML's visible
+  // text), so inbound and outbound rows can't disagree on what a list shows.
+  if (fields.preview === undefined) {
+    row.preview = previewOf(row.searchText || (row.bodyHtml ? htmlToPlain(row.bodyHtml, PREVIEW_CHARS * 64) : ""));
+  }
   return row;
 }

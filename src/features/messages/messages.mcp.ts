@@ -6,6 +6,7 @@ import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outboun
 import {
   InboxParam,
   ListMessagesQuery,
+  type MessageListItemWire,
   MessageParams,
   type MessageWire,
   SearchMessagesQuery,
@@ -15,12 +16,14 @@ import {
   getMessage,
   listMessages,
   searchMessages,
+  toMessageListWire,
   toMessageWire,
   waitForMessage,
   withBodies,
 } from "./messages.service";
 
 type Message = z.infer<typeof MessageWire>;
+type ListedMessage = z.infer<typeof MessageListItemWire>;
 
 const SEND_LIMITS =
   "Checked before anything is sent, in this order: the inbox must be active (inbox_disabled), the send limit (send_limit_exceeded: new accounts 10 per rolling 24 h, tier limits per inbox), sender domain authentication and content policy (send_blocked with details.reason), size (<= 5 MiB, <= 50 recipients). Answers at once with the message in status queued; delivery follows (status sent or failed).";
@@ -28,7 +31,7 @@ const SEND_LIMITS =
 const one = (verb: string) => (m: Message) =>
   `${verb} message ${m.id} in thread ${m.thread_id} (status ${m.status}) to ${m.to.join(", ")}: "${m.subject ?? ""}".`;
 
-const listSummary = (page: ListResult<Message>) =>
+const listSummary = (page: ListResult<ListedMessage>) =>
   `${page.items.length} message(s)${page.next_cursor ? " (more: pass next_cursor as cursor)" : ""}${page.items
     .map((m) => `\n- ${m.id} ${m.direction} from ${m.from_address ?? "?"}: "${m.subject ?? ""}"`)
     .join("")}`;
@@ -52,7 +55,7 @@ export const messageTools = [
     name: "list_messages",
     title: "List an inbox's messages",
     description:
-      "Lists an inbox's messages, newest first, with bodies (a body over 384 KiB is left out with body_omitted: get_message returns it). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.",
+      'Lists an inbox\'s messages, newest first, each with a preview (the first 200 characters of its text) instead of the bodies: get_message returns a message whole, or pass include: "body" for the bodies in the list (a body over 384 KiB is left out with body_omitted). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
     input: ListMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
     annotations: { readOnlyHint: true, openWorldHint: false },
@@ -62,9 +65,10 @@ export const messageTools = [
         q.inbox_id,
         { direction: q.direction, label: q.label, threadId: q.thread_id, sinceMs: q.since, untilMs: q.until },
         toPage(q),
+        q.include === "body",
       );
       const { items, nextCursor } = pageOf(rows, q.limit);
-      return { items: items.map(toMessageWire), next_cursor: nextCursor };
+      return { items: items.map(toMessageListWire), next_cursor: nextCursor };
     },
     summary: listSummary,
   }),
@@ -114,13 +118,18 @@ export const messageTools = [
     name: "search_messages",
     title: "Search an inbox",
     description:
-      "Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first. limit 1–100 (default 20); pass next_cursor back as cursor.",
+      'Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first; each message with a preview instead of its bodies (include: "body" adds them). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
-    input: PageQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id, query: SearchMessagesQuery.shape.q }),
+    input: PageQuery.safeExtend({
+      inbox_id: InboxParam.shape.inbox_id,
+      query: SearchMessagesQuery.shape.q,
+      include: SearchMessagesQuery.shape.include,
+    }),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx }, q) => {
-      const { items, nextCursor } = pageOf(await searchMessages(ctx, q.inbox_id, q.query, toPage(q)), q.limit);
-      return { items: items.map(toMessageWire), next_cursor: nextCursor };
+      const rows = await searchMessages(ctx, q.inbox_id, q.query, toPage(q), q.include === "body");
+      const { items, nextCursor } = pageOf(rows, q.limit);
+      return { items: items.map(toMessageListWire), next_cursor: nextCursor };
     },
     summary: listSummary,
   }),

@@ -10,6 +10,7 @@ import {
   AttachmentParams,
   InboxParam,
   ListMessagesQuery,
+  MessageListItemWire,
   MessageParams,
   MessageWire,
   PatchMessageInput,
@@ -23,6 +24,7 @@ import {
   listMessages,
   patchMessage,
   searchMessages,
+  toMessageListWire,
   toMessageWire,
   waitForMessage,
   withBodies,
@@ -40,16 +42,23 @@ messageRoutes.openapi(
     path: "/inboxes/{inbox_id}/messages/search",
     tags,
     summary: "Full-text search over subject, bodies and addresses (every word must match; newest first)",
-    data: MessageWire,
+    description: "Each message carries `preview` instead of its bodies; `?include=body` adds them.",
+    data: MessageListItemWire,
     list: true,
   }),
   async (c) => {
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const query = c.req.valid("query");
-    const rows = await searchMessages(ctx, c.req.valid("param").inbox_id, query.q, toPage(query));
+    const rows = await searchMessages(
+      ctx,
+      c.req.valid("param").inbox_id,
+      query.q,
+      toPage(query),
+      query.include === "body",
+    );
     const { items, nextCursor } = pageOf(rows, query.limit);
-    const data = items.map(toMessageWire);
+    const data = items.map(toMessageListWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },
 );
@@ -82,7 +91,8 @@ messageRoutes.openapi(
     path: "/inboxes/{inbox_id}/messages",
     tags,
     summary: "List an inbox's messages (newest first)",
-    data: MessageWire,
+    description: "Each message carries `preview` instead of its bodies; `?include=body` adds them.",
+    data: MessageListItemWire,
     list: true,
   }),
   async (c) => {
@@ -100,9 +110,10 @@ messageRoutes.openapi(
         untilMs: query.until,
       },
       toPage(query),
+      query.include === "body",
     );
     const { items, nextCursor } = pageOf(rows, query.limit);
-    const data = items.map(toMessageWire);
+    const data = items.map(toMessageListWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },
 );

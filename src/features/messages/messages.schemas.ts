@@ -29,7 +29,14 @@ const TimeParam = z
   .transform((v) => Date.parse(v))
   .openapi({ type: "string", example: "2026-03-15T10:30:00.000Z" });
 
+/** `?include=body`: a list carries the bodies too (each at most 384 KiB; larger ones say `body_omitted`). */
+export const IncludeBody = z.enum(["body"]).optional().openapi({
+  description:
+    "`body` adds `body_text`, `body_html` and `body_omitted` to each message; without it a list carries only `preview`.",
+});
+
 export const ListMessagesQuery = PageQuery.extend({
+  include: IncludeBody,
   direction: z.enum(["inbound", "outbound"]).optional(),
   label: Label.optional(),
   thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").optional(),
@@ -38,6 +45,7 @@ export const ListMessagesQuery = PageQuery.extend({
 });
 
 export const SearchMessagesQuery = PageQuery.extend({
+  include: IncludeBody,
   q: z.string().trim().min(1).max(200).openapi({ example: "invoice march" }),
 });
 
@@ -92,6 +100,10 @@ export const MessageWire = z
     body_html: z.string().nullable().openapi({ description: "Untrusted content written by a third party." }),
     body_omitted: z.boolean().openapi({
       description: "True in lists when a body is too large to include (over 384 KiB): GET the message for it.",
+    }),
+    preview: z.string().openapi({
+      description:
+        "The first 200 characters of the text (the HTML's visible text when there is no text part), whitespace folded. Untrusted content written by a third party.",
     }),
     headers: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
     headers_truncated: z.boolean(),
@@ -154,3 +166,17 @@ export const MessageWire = z
       }),
   })
   .openapi("Message");
+
+/**
+ * A message in a list (messages, search, a thread's messages, the MCP list tools): `preview`
+ * instead of the bodies, which come from the single GET or with `?include=body`.
+ */
+export const MessageListItemWire = MessageWire.omit({ body_text: true, body_html: true, body_omitted: true })
+  .extend({
+    body_text: z.string().nullable().optional().openapi({ description: "Only with `?include=body`." }),
+    body_html: z.string().nullable().optional().openapi({ description: "Only with `?include=body`." }),
+    body_omitted: z.boolean().optional().openapi({
+      description: "Only with `?include=body`: true when a body is over 384 KiB (GET the message for it).",
+    }),
+  })
+  .openapi("MessageListItem");

@@ -1,5 +1,5 @@
 import type { z } from "@hono/zod-openapi";
-import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
 import type { ServiceContext } from "../../lib/context";
 import { NotFound, WaitTimeout } from "../../lib/errors";
@@ -7,7 +7,7 @@ import { idFloor } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
-import type { MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
+import type { MessageListItemWire, MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
 
 /** Longest time between minting a message id and writing its row (a 25 MiB parse included). */
 const RECEIVE_SLACK_MS = 60_000;
@@ -28,6 +28,28 @@ export async function requireInbox(ctx: ServiceContext, inboxId: string): Promis
   if (!row) throw new NotFound("Inbox");
 }
 
+/**
+ * What a list reads of a message: everything but the bodies and the search columns, so a page of
+ * 20 large mails costs what a page of small ones does (the stored `preview` stands in for the text).
+ */
+const {
+  bodyText: _bodyText,
+  bodyHtml: _bodyHtml,
+  searchText: _searchText,
+  searchAddresses: _searchAddresses,
+  ...listColumns
+} = getTableColumns(messages);
+const listColumnsWithBodies = { ...listColumns, bodyText: messages.bodyText, bodyHtml: messages.bodyHtml };
+
+/** A listed message: bodies only when the caller asked for them (`?include=body`). */
+export type MessageListRow = Omit<MessageRow, "bodyText" | "bodyHtml" | "searchText" | "searchAddresses"> & {
+  bodyText?: string | null;
+  bodyHtml?: string | null;
+};
+
+/** The columns of a listed message, with or without the (inline) bodies. */
+export const messageListColumns = (includeBody: boolean) => (includeBody ? listColumnsWithBodies : listColumns);
+
 export interface MessageFilters {
   direction?: "inbound" | "outbound" | undefined;
   label?: string | undefined;
@@ -44,7 +66,8 @@ export async function listMessages(
   inboxId: string,
   filters: MessageFilters,
   page: Page,
-): Promise<MessageRow[]> {
+  includeBody = false,
+): Promise<MessageListRow[]> {
   await requireInbox(ctx, inboxId);
   const where: SQL[] = [eq(messages.inboxId, inboxId), eq(messages.accountId, ctx.accountId)];
   if (filters.direction) where.push(eq(messages.direction, filters.direction));
@@ -63,7 +86,7 @@ export async function listMessages(
   }
   if (page.before) where.push(lt(messages.id, page.before));
   return ctx.db
-    .select()
+    .select(messageListColumns(includeBody))
     .from(messages)
     .where(and(...where))
     .orderBy(desc(messages.id))
@@ -151,7 +174,8 @@ export async function searchMessages(
   inboxId: string,
   q: string,
   page: Page,
-): Promise<MessageRow[]> {
+  includeBody = false,
+): Promise<MessageListRow[]> {
   await requireInbox(ctx, inboxId);
   const match = ftsQuery(inboxId, q);
   if (!match) return [];
@@ -162,7 +186,7 @@ export async function searchMessages(
   ];
   if (page.before) where.push(lt(messages.id, page.before));
   return ctx.db
-    .select()
+    .select(messageListColumns(includeBody))
     .from(messages)
     .where(and(...where))
     .orderBy(desc(messages.id))
@@ -295,8 +319,40 @@ export async function withBodies(ctx: ServiceContext, row: MessageRow): Promise<
   };
 }
 
-/** Wire shape of a message. */
+/** Wire shape of a message (single responses: the bodies, and the preview too). */
 export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
+  return {
+    ...wireFields(row),
+    body_text: row.bodyText,
+    body_html: row.bodyHtml,
+    body_omitted: bodyOmitted(row),
+  };
+}
+
+/**
+ * Wire shape of a listed message: `preview` and no bodies, unless the row was read with them
+ * (`?include=body`), in which case the inline bodies and `body_omitted` are added.
+ */
+export function toMessageListWire(row: MessageListRow): z.infer<typeof MessageListItemWire> {
+  const wire: z.infer<typeof MessageListItemWire> = wireFields(row);
+  if (row.bodyText !== undefined || row.bodyHtml !== undefined) {
+    wire.body_text = row.bodyText ?? null;
+    wire.body_html = row.bodyHtml ?? null;
+    wire.body_omitted = bodyOmitted({
+      bodyText: row.bodyText ?? null,
+      bodyHtml: row.bodyHtml ?? null,
+      bodyTextKey: row.bodyTextKey,
+      bodyHtmlKey: row.bodyHtmlKey,
+    });
+  }
+  return wire;
+}
+
+const bodyOmitted = (row: Pick<MessageRow, "bodyText" | "bodyHtml" | "bodyTextKey" | "bodyHtmlKey">) =>
+  (row.bodyTextKey !== null && row.bodyText === null) || (row.bodyHtmlKey !== null && row.bodyHtml === null);
+
+/** Every field of a message but its bodies. */
+function wireFields(row: MessageListRow) {
   return {
     id: row.id,
     inbox_id: row.inboxId,
@@ -310,10 +366,7 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
     bcc: row.bcc,
     reply_to: row.replyTo,
     subject: row.subject,
-    body_text: row.bodyText,
-    body_html: row.bodyHtml,
-    body_omitted:
-      (row.bodyTextKey !== null && row.bodyText === null) || (row.bodyHtmlKey !== null && row.bodyHtml === null),
+    preview: row.preview,
     headers: row.headers,
     headers_truncated: row.headersTruncated,
     rfc_message_id: row.rfcMessageId,
@@ -342,7 +395,7 @@ export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
   };
 }
 
-function recipientStates(row: MessageRow): Record<string, "pending" | "accepted" | "refused" | "failed"> {
+function recipientStates(row: Pick<MessageRow, "to" | "cc" | "bcc" | "deliveryProgress">): Record<string, "pending" | "accepted" | "refused" | "failed"> {
   const progress = row.deliveryProgress ?? {};
   return Object.fromEntries(
     [...new Set([...row.to, ...row.cc, ...row.bcc])].map((r) => [r, progress[r]?.state ?? "pending"]),

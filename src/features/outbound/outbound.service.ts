@@ -339,8 +339,9 @@ async function acceptDraft(
 
   const slots = await takeSendSlots(ctx, inbox, account, messageId);
   if (slots.refused) await refuse(slots.refused);
+  let policyStatements: BatchItem<"sqlite">[] = [];
   try {
-    await checkSendPolicy(ctx, {
+    ({ statements: policyStatements } = await checkSendPolicy(ctx, {
       inbox,
       from,
       recipients,
@@ -354,7 +355,7 @@ async function acceptDraft(
       })),
       raw,
       stage: "accept",
-    });
+    }));
     if (raw.byteLength > MAX_OUTBOUND_BYTES) {
       throw new MessageTooLarge(
         `The message is ${raw.byteLength} bytes once encoded; the limit is ${MAX_OUTBOUND_BYTES} bytes (5 MiB).`,
@@ -371,7 +372,15 @@ async function acceptDraft(
   }
 
   try {
-    const row = await storeOutbound(ctx, inbox, draft, { messageId, rfcMessageId, from, text, raw, recipients });
+    const row = await storeOutbound(ctx, inbox, draft, {
+      messageId,
+      rfcMessageId,
+      from,
+      text,
+      raw,
+      recipients,
+      policyStatements,
+    });
     await enqueue(ctx, row);
     return row;
   } catch (err) {
@@ -387,6 +396,8 @@ interface Composed {
   text: string | null;
   raw: Uint8Array;
   recipients: string[];
+  /** Writes the send policy left for the acceptance batch (the spray fingerprint). */
+  policyStatements?: BatchItem<"sqlite">[];
 }
 
 /** Raw bytes and attachments to R2, then message + thread + audit in one batch. */
@@ -396,12 +407,15 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
   const written: string[] = [];
   try {
     const keyOfRaw = rawKey(inbox.accountId, inbox.id, c.messageId);
-    await env.MAIL_BUCKET.put(keyOfRaw, c.raw, {
+    // Every R2 put at once (raw, attachments, large bodies): none depends on another, and all
+    // are awaited before the batch that makes the message visible. Keys are noted before the
+    // puts, so a failure removes whatever did land.
+    written.push(keyOfRaw);
+    const rawPut = env.MAIL_BUCKET.put(keyOfRaw, c.raw, {
       httpMetadata: { contentType: "message/rfc822" },
       customMetadata: { direction: "outbound" },
     });
-    written.push(keyOfRaw);
-    const attachmentMeta = await Promise.all(
+    const attachmentsPut = Promise.all(
       draft.attachments.map(async (a) => {
         const id = newId("att", now);
         const key = attachmentKey(inbox.accountId, inbox.id, c.messageId, id);
@@ -424,13 +438,12 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
         };
       }),
     );
-    const bodyText = await inlineOrR2(env, c.text, bodyKey(inbox.accountId, inbox.id, c.messageId, "txt"), written);
-    const bodyHtml = await inlineOrR2(
-      env,
-      draft.html,
-      bodyKey(inbox.accountId, inbox.id, c.messageId, "html"),
-      written,
-    );
+    const [, attachmentMeta, bodyText, bodyHtml] = await Promise.all([
+      rawPut,
+      attachmentsPut,
+      inlineOrR2(env, c.text, bodyKey(inbox.accountId, inbox.id, c.messageId, "txt"), written),
+      inlineOrR2(env, draft.html, bodyKey(inbox.accountId, inbox.id, c.messageId, "html"), written),
+    ]);
 
     const threadId = draft.threadId ?? newId("thr", now);
     const headers: Record<string, string | string[]> = {
@@ -486,7 +499,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       createdAt: now,
     });
     const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);
-    const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
+    const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row), ...(c.policyStatements ?? [])];
     for (const a of attachmentMeta) {
       statements.push(
         ctx.db.insert(attachmentsTable).values({

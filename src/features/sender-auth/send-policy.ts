@@ -44,17 +44,21 @@ const SPRAY_WINDOW_MS = DAY_MS;
  * per-isolate cache while their TTL lasts); content does not change after acceptance, so the
  * scorer runs once.
  */
-export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): Promise<void> {
-  if (benchHooks(ctx.env).skipSendPolicy) return;
-  await enforceSenderAuth(ctx, input.inbox);
-  if (input.stage !== "accept") return;
+export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): Promise<PolicyOutcome> {
+  if (benchHooks(ctx.env).skipSendPolicy) return { statements: [] };
+  if (input.stage !== "accept") {
+    await enforceSenderAuth(ctx, input.inbox);
+    return { statements: [] };
+  }
 
   const bodyHash = await sha256Hex(normaliseBody(input.text ?? input.html ?? ""));
-  const fresh = await newRecipients(ctx, input.recipients);
   const since = ctx.now() - SPRAY_WINDOW_MS;
-  let spray = 0;
-  if (fresh.length > 0) {
-    const earlier = await ctx.db
+  // The gate and the two reads the scorer needs are independent: one round trip, not three.
+  // The gate still decides first: its refusal is the one thrown.
+  const [, fresh, earlier] = await Promise.all([
+    enforceSenderAuth(ctx, input.inbox),
+    newRecipients(ctx, input.recipients),
+    ctx.db
       .select({ r: sendFingerprints.newRecipients })
       .from(sendFingerprints)
       .where(
@@ -64,9 +68,9 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
           gte(sendFingerprints.createdAt, since),
         ),
       )
-      .all();
-    spray = new Set([...earlier.flatMap((e) => e.r), ...fresh]).size;
-  }
+      .all(),
+  ]);
+  const spray = fresh.length > 0 ? new Set([...earlier.flatMap((e) => e.r), ...fresh]).size : 0;
   const verdict = scorePhishing({
     subject: input.subject,
     text: input.text,
@@ -83,16 +87,25 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
       { score: verdict.score, threshold: verdict.threshold, signals: verdict.signals },
     );
   }
-  if (fresh.length > 0) {
-    // Remembered only for sends that passed; rows past the window are swept by scheduled().
-    await ctx.db.insert(sendFingerprints).values({
-      id: newId("sfp", ctx.now()),
-      accountId: ctx.accountId,
-      bodyHash,
-      newRecipients: fresh,
-      createdAt: ctx.now(),
-    });
-  }
+  if (fresh.length === 0) return { statements: [] };
+  // Remembered only for sends that are stored: the caller adds this to the batch that writes the
+  // message (no write of its own). Rows past the window are swept by scheduled().
+  return {
+    statements: [
+      ctx.db.insert(sendFingerprints).values({
+        id: newId("sfp", ctx.now()),
+        accountId: ctx.accountId,
+        bodyHash,
+        newRecipients: fresh,
+        createdAt: ctx.now(),
+      }),
+    ],
+  };
+}
+
+/** What a passed policy check leaves to write: statements for the acceptance batch. */
+export interface PolicyOutcome {
+  statements: BatchItem<"sqlite">[];
 }
 
 /** Drops send fingerprints older than the spray window (the 5-minute cron; created_at index). */

@@ -1,6 +1,6 @@
 import { defineTool } from "../../mcp/define-tool";
 import { InboxParam } from "../messages/messages.schemas";
-import { ListThreadsQuery, ThreadParams } from "./threads.schemas";
+import { GetThreadQuery, ListThreadsQuery, ThreadParams } from "./threads.schemas";
 import {
   getThread,
   listThreads,
@@ -34,12 +34,12 @@ export const threadTools = [
     name: "get_thread",
     title: "Get a thread",
     description:
-      "Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id).",
+      'Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with a preview of its text instead of the bodies: get_message returns one whole, or pass include: "body".',
     scope: "read",
-    input: ThreadParams,
+    input: ThreadParams.safeExtend(GetThreadQuery.shape),
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: async ({ ctx }, { inbox_id, thread_id }) =>
-      toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id)),
+    run: async ({ ctx }, { inbox_id, thread_id, include }) =>
+      toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id, include === "body")),
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),
 ];

@@ -5,7 +5,7 @@ import { serviceContext } from "../../http/context";
 import { jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
 import { InboxParam } from "../messages/messages.schemas";
-import { ListThreadsQuery, ThreadParams, ThreadWire, ThreadWithMessagesWire } from "./threads.schemas";
+import { GetThreadQuery, ListThreadsQuery, ThreadParams, ThreadWire, ThreadWithMessagesWire } from "./threads.schemas";
 import {
   getThread,
   listThreads,
@@ -45,7 +45,7 @@ threadRoutes.openapi(
 
 threadRoutes.openapi(
   jsonRoute({
-    request: { params: ThreadParams },
+    request: { params: ThreadParams, query: GetThreadQuery },
     method: "get",
     path: "/inboxes/{inbox_id}/threads/{thread_id}",
     tags,
@@ -56,6 +56,7 @@ threadRoutes.openapi(
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const { inbox_id, thread_id } = c.req.valid("param");
-    return c.json({ data: toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id)) }, 200);
+    const includeBody = c.req.valid("query").include === "body";
+    return c.json({ data: toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id, includeBody)) }, 200);
   },
 );

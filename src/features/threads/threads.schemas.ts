@@ -1,12 +1,14 @@
 import { z } from "@hono/zod-openapi";
 import { PageQuery } from "../../lib/pagination";
 import { Timestamp } from "../../lib/wire";
-import { IdOf, InboxParam, Label, MessageWire } from "../messages/messages.schemas";
+import { IdOf, InboxParam, IncludeBody, Label, MessageListItemWire } from "../messages/messages.schemas";
 
 export const ThreadParams = z.object({
   inbox_id: InboxParam.shape.inbox_id,
   thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").openapi({ param: { name: "thread_id", in: "path" } }),
 });
+
+export const GetThreadQuery = z.object({ include: IncludeBody });
 
 export const ListThreadsQuery = PageQuery.extend({ label: Label.optional() });
 
@@ -25,7 +27,9 @@ export const ThreadWire = z
   .openapi("Thread");
 
 export const ThreadWithMessagesWire = ThreadWire.extend({
-  messages: z.array(MessageWire).openapi({ description: "Oldest first (at most 200)." }),
+  messages: z.array(MessageListItemWire).openapi({
+    description: "Oldest first (at most 200), each with `preview` instead of its bodies (`?include=body` adds them).",
+  }),
   messages_truncated: z.boolean().openapi({
     description: "True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`.",
   }),

@@ -1,10 +1,16 @@
 import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, lt, or, type SQL, sql } from "drizzle-orm";
-import { type MessageRow, messages, type ThreadRow, threads } from "../../db/schema";
+import { messages, type ThreadRow, threads } from "../../db/schema";
 import type { ServiceContext } from "../../lib/context";
 import { BadRequest, NotFound } from "../../lib/errors";
 import { iso } from "../../lib/time";
-import { assertInboxAllowed, requireInbox, toMessageWire } from "../messages/messages.service";
+import {
+  assertInboxAllowed,
+  type MessageListRow,
+  messageListColumns,
+  requireInbox,
+  toMessageListWire,
+} from "../messages/messages.service";
 import type { ThreadWire } from "./threads.schemas";
 
 /** A thread page is ordered by latest activity, so its cursor carries (last_message_at, id). */
@@ -67,12 +73,13 @@ export async function listThreads(
 /** Most messages a thread response carries (oldest first); the messages list pages through more. */
 export const THREAD_MESSAGES_LIMIT = 200;
 
-/** One thread with its messages, oldest first. */
+/** One thread with its messages, oldest first: previews only unless `includeBody`. */
 export async function getThread(
   ctx: ServiceContext,
   inboxId: string,
   threadId: string,
-): Promise<{ thread: ThreadRow; messages: MessageRow[]; truncated: boolean }> {
+  includeBody = false,
+): Promise<{ thread: ThreadRow; messages: MessageListRow[]; truncated: boolean }> {
   assertInboxAllowed(ctx, inboxId);
   const thread = await ctx.db
     .select()
@@ -81,7 +88,7 @@ export async function getThread(
     .get();
   if (!thread) throw new NotFound("Thread");
   const rows = await ctx.db
-    .select()
+    .select(messageListColumns(includeBody))
     .from(messages)
     .where(and(eq(messages.threadId, threadId), eq(messages.accountId, ctx.accountId)))
     .orderBy(asc(messages.id))
@@ -107,5 +114,5 @@ export function toThreadWire(row: ThreadRow): z.infer<typeof ThreadWire> {
 
 /** Wire shape of a thread with its messages (the route's `data` and the get_thread tool's result). */
 export function toThreadWithMessagesWire({ thread, messages, truncated }: Awaited<ReturnType<typeof getThread>>) {
-  return { ...toThreadWire(thread), messages: messages.map(toMessageWire), messages_truncated: truncated };
+  return { ...toThreadWire(thread), messages: messages.map(toMessageListWire), messages_truncated: truncated };
 }
