@@ -1,14 +1,16 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "../config";
-import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
+import { rateLimiter } from "../durable-objects/rate-limiter.client";
 import {
   cachedKey,
   forgetVerified,
   KEY_PREFIX_LENGTH,
+  keyStateFromDb,
   refreshStatus,
   touchKey,
   verifyKey,
 } from "../features/api-keys/key-auth";
+import { guardRequest } from "../features/api-keys/key-guard";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
@@ -119,8 +121,9 @@ async function gateHashing(c: Context<AppEnv>, prefix: string | null): Promise<v
 
 /**
  * Bearer `mb_…` authentication, then the per-key rate limit. A key verified in this isolate
- * within the minute costs one call to its guard object (rate limit + revocation/suspension
- * state) and no D1 read. Unknown prefixes are refused without running Argon2, and repeated
+ * within the minute costs no D1 read and, while it is in use, no Durable Object round trip: the
+ * rate limit is decided in the isolate and its guard object (revocation, suspension, tier) is
+ * synced in the background, never more than 1.5 s behind (features/api-keys/key-guard.ts). Unknown prefixes are refused without running Argon2, and repeated
  * failures per client and per prefix are throttled before any hashing, so nobody can make the
  * Worker hash in a loop.
  */
@@ -149,13 +152,23 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   // re-read from D1); for active ones the guard object carries suspension and revocation.
   if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
   if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
-  const { key, account } = found;
+  const { key } = found;
 
-  const limits = tierLimits(config(c.env).tiers, account.tier);
-  const decision = await keyGuard(c.env, key.id).hit(
-    { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
+  const tiers = config(c.env).tiers;
+  const guard = await guardRequest(
+    c.env,
+    key.id,
+    (tier) => {
+      const limits = tierLimits(tiers, tier ?? found.account.tier);
+      return { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 };
+    },
     now,
+    () => keyStateFromDb(db, key.id),
   );
+  const { decision } = guard;
+  // A tier changed since the key was verified (pushed to its guard) applies at once.
+  const account =
+    guard.tier && guard.tier !== found.account.tier ? { ...found.account, tier: guard.tier } : found.account;
   if (decision.blocked === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
   if (decision.blocked !== null) {
     forgetVerified(digest);
