@@ -11,11 +11,11 @@ import {
   verifyKey,
 } from "../features/api-keys/key-auth";
 import { guardRequest } from "../features/api-keys/key-guard";
+import { createContext, SYSTEM_ACTOR } from "../lib/context";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
 import type { AppEnv, AuthState } from "./app-env";
-import { requestContext } from "./context";
 import { rateLimitHeaders } from "./errors";
 
 /** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
@@ -130,7 +130,10 @@ async function gateHashing(c: Context<AppEnv>, prefix: string | null): Promise<v
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearer(c);
   if (!token) throw new Unauthorized("Missing API key. Send Authorization: Bearer mb_…", "missing_api_key");
-  const { db } = requestContext(c);
+  // Keys are looked up on the primary, not the request's replica session: a key created a moment
+  // ago (on the primary) must work on its first request wherever that lands. Only cache misses
+  // read D1 here, so this costs the primary about one read per key per isolate per minute.
+  const { db } = createContext(c.env, { actor: SYSTEM_ACTOR, requestId: c.get("requestId") ?? null });
   const now = Date.now();
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 
