@@ -3,6 +3,8 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
+// BENCH_SUITE=auth (bench/auth.mjs: list ÷ /health p50 at concurrency 1 and 16, with and without a
+// 50 ms delay on every Durable Object call) also exists;
 // BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation|realtime runs only that one (bench/mcp.mjs:
 // /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
 // latency the InboxCounter check adds to an accepted send; bench/realtime.mjs: event → SSE/WebSocket client
@@ -193,10 +195,21 @@ async function main() {
 
 const SUITE = process.env.BENCH_SUITE || "all";
 if (
-  !["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation", "realtime"].includes(SUITE)
+  ![
+    "all",
+    "latency",
+    "auth",
+    "inbound",
+    "webhooks",
+    "outbound",
+    "mcp",
+    "sender-auth",
+    "reputation",
+    "realtime",
+  ].includes(SUITE)
 ) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation or realtime, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, auth, inbound, webhooks, outbound, mcp, sender-auth, reputation or realtime, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -219,6 +232,7 @@ function runScript(name) {
 }
 
 let status = 0;
+if (SUITE === "all" || SUITE === "auth") status ||= runScript("./auth.mjs");
 if (SUITE === "all" || SUITE === "inbound") status ||= runScript("./inbound.mjs");
 if (SUITE === "all" || SUITE === "webhooks") status ||= runScript("./webhooks.mjs");
 if (SUITE === "all" || SUITE === "outbound") status ||= runScript("./outbound.mjs");
