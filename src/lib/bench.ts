@@ -41,9 +41,10 @@ export function delayedStub<T extends object>(env: Bindings, stub: T): T {
     get(target, prop) {
       const value = Reflect.get(target, prop);
       if (typeof value !== "function" || prop === "then") return value;
+      // Reflect.apply, not value.apply: on an RPC stub every property is a remote method, "apply" too.
       return async (...args: unknown[]) => {
         await scheduler.wait(ms);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
+        return Reflect.apply(value as (...a: unknown[]) => unknown, target, args);
       };
     },
   });

@@ -22,6 +22,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -163,6 +165,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -297,6 +301,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -435,6 +441,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -579,6 +587,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -730,6 +740,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -877,6 +889,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1014,6 +1028,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1160,6 +1176,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1306,6 +1324,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1445,6 +1465,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1594,6 +1616,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -1738,6 +1762,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -1888,6 +1914,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2040,6 +2068,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2191,6 +2221,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2350,6 +2382,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -2491,6 +2525,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2651,6 +2687,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2813,6 +2851,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2957,6 +2997,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3104,6 +3146,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3240,6 +3284,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3388,6 +3434,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3558,6 +3606,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3711,6 +3761,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3869,6 +3921,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4324,6 +4378,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4468,6 +4524,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4615,6 +4673,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4751,6 +4811,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4891,6 +4953,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5039,6 +5103,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5195,6 +5261,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5344,6 +5412,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5490,6 +5560,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5634,6 +5706,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6087,6 +6161,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6250,6 +6326,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6419,6 +6497,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6575,6 +6655,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6729,6 +6811,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6883,6 +6967,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7030,6 +7116,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -7185,6 +7273,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7342,6 +7432,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7494,6 +7586,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7651,6 +7745,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7800,6 +7896,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7952,6 +8050,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8107,6 +8207,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8254,6 +8356,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8401,6 +8505,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8537,6 +8643,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8677,6 +8785,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8824,6 +8934,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8979,6 +9091,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9128,6 +9242,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9280,6 +9396,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9434,6 +9552,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -9597,6 +9717,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
