@@ -151,7 +151,9 @@ export async function guardRequest(
 
 function decideLocally(st: KeyState, rule: RateRule, now: number): RateDecision {
   const windowStart = now - rule.windowMs;
-  while (st.local.length > 0 && (st.local[0] as number) <= windowStart) st.local.shift();
+  let expired = 0;
+  while (expired < st.local.length && (st.local[expired] as number) <= windowStart) expired++;
+  if (expired > 0) st.local.splice(0, expired);
   // Other isolates' hits are a snapshot at most FRESH_FOR_MS old: counted until they expire.
   const snap = st.snapshot;
   const others = snap.othersFreeAtMs !== null && snap.othersFreeAtMs <= now ? 0 : snap.others;
@@ -169,10 +171,13 @@ function decideLocally(st: KeyState, rule: RateRule, now: number): RateDecision 
     );
     retryAfterMs = Math.max(1, Math.min(...candidates, now + rule.windowMs) - now);
   } else if (rule.burst !== undefined && rule.burstWindowMs !== undefined) {
+    // The log is ascending: the burst window's hits are its tail (no scan of the whole minute).
     const burstStart = now - rule.burstWindowMs;
-    const inBurst = st.local.filter((t) => t > burstStart);
-    if (inBurst.length + othersBurst >= rule.burst) {
-      const oldest = inBurst[Math.max(0, inBurst.length + othersBurst - rule.burst)] ?? now;
+    let first = st.local.length;
+    while (first > 0 && (st.local[first - 1] as number) > burstStart) first--;
+    const inBurst = st.local.length - first;
+    if (inBurst + othersBurst >= rule.burst) {
+      const oldest = st.local[first + Math.max(0, inBurst + othersBurst - rule.burst)] ?? now;
       retryAfterMs = Math.max(1, oldest + rule.burstWindowMs - now);
     }
   }
