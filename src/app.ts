@@ -23,6 +23,7 @@ import { usageRoutes } from "./features/usage/usage.routes";
 import { webhookRoutes } from "./features/webhooks/webhooks.routes";
 import type { AppEnv } from "./http/app-env";
 import { requireAdmin, requireApiKey } from "./http/auth";
+import { d1Session } from "./http/d1-session";
 import { d1Stats } from "./http/d1-stats";
 import { errorResponse } from "./http/errors";
 import { strictTransportSecurity } from "./http/hsts";
@@ -84,6 +85,7 @@ export function buildApp() {
   app.use("*", strictTransportSecurity);
   app.use("*", requestId);
   app.use("*", d1Stats);
+  app.use("*", d1Session);
   app.use("/v1/*", (c, next) => (isSendRoute(c.req.method, c.req.path) ? sendBodyLimit(c, next) : limitBody(c, next)));
   app.use("/v1/*", requireJsonBody);
   app.use("/v1/admin/*", requireAdmin);

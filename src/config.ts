@@ -122,6 +122,10 @@ const Vars = z.object({
     .optional()
     .transform((raw) => Number(raw ?? 0) || 0),
   BENCH_SEND_POLICY: z.string().optional(),
+  BENCH_DO_DELAY_MS: z
+    .string()
+    .optional()
+    .transform((raw) => Number(raw ?? 0) || 0),
   BENCH_SERVER_TIMING: z.string().optional(),
 });
 
@@ -165,7 +169,12 @@ export interface Config {
   spfInclude: string;
   inboundMxHosts: string[];
   /** Raw bench switches: read them through lib/bench's `benchHooks`, which ignores them outside development. */
-  bench: { dnsDelayMs: number; sendPolicy: string | undefined; serverTiming: string | undefined };
+  bench: {
+    dnsDelayMs: number;
+    sendPolicy: string | undefined;
+    serverTiming: string | undefined;
+    doDelayMs: number;
+  };
 }
 
 /** The config of an env that may carry only some variables (helpers and unit tests); nothing is required. */
@@ -227,7 +236,12 @@ export function partialConfig(env: Partial<Bindings>): PartialConfig {
     mcpAccountId: v.MCP_ACCOUNT_ID,
     spfInclude: v.SPF_INCLUDE ?? DEFAULT_SPF_INCLUDE,
     inboundMxHosts: v.INBOUND_MX_HOSTS?.length ? v.INBOUND_MX_HOSTS : DEFAULT_MX_HOSTS,
-    bench: { dnsDelayMs: v.BENCH_DNS_DELAY_MS, sendPolicy: v.BENCH_SEND_POLICY, serverTiming: v.BENCH_SERVER_TIMING },
+    bench: {
+      dnsDelayMs: v.BENCH_DNS_DELAY_MS,
+      sendPolicy: v.BENCH_SEND_POLICY,
+      serverTiming: v.BENCH_SERVER_TIMING,
+      doDelayMs: v.BENCH_DO_DELAY_MS,
+    },
   };
   cache.set(env, built);
   return built;

@@ -72,6 +72,8 @@ export interface Bindings {
   BENCH_DNS_DELAY_MS?: string;
   /** Bench only (ENVIRONMENT=development): "off" skips the pre-send policy, to measure what it adds. */
   BENCH_SEND_POLICY?: string;
+  /** Development only: every Durable Object call waits this many ms (bench/auth.mjs). */
+  BENCH_DO_DELAY_MS?: string;
   /** Bench only (ENVIRONMENT=development): "on" adds the reputation check's Server-Timing header. */
   BENCH_SERVER_TIMING?: string;
 }

@@ -153,22 +153,30 @@ describe("config", () => {
   });
 
   it("keeps the bench switches off outside development", () => {
-    const vars = { BENCH_DNS_DELAY_MS: "20", BENCH_SEND_POLICY: "off", BENCH_SERVER_TIMING: "on" };
+    const vars = {
+      BENCH_DNS_DELAY_MS: "20",
+      BENCH_SEND_POLICY: "off",
+      BENCH_SERVER_TIMING: "on",
+      BENCH_DO_DELAY_MS: "50",
+    };
     expect(benchHooks(only({ ...vars, ENVIRONMENT: "production" }))).toEqual({
       dnsDelayMs: 0,
       skipSendPolicy: false,
       serverTiming: false,
+      doDelayMs: 0,
     });
     expect(benchHooks(only({ ...vars, ENVIRONMENT: "staging" })).skipSendPolicy).toBe(false);
     expect(benchHooks(only({ ...vars, ENVIRONMENT: "development" }))).toEqual({
       dnsDelayMs: 20,
       skipSendPolicy: true,
       serverTiming: true,
+      doDelayMs: 50,
     });
     expect(benchHooks(only({ ENVIRONMENT: "development" }))).toEqual({
       dnsDelayMs: 0,
       skipSendPolicy: false,
       serverTiming: false,
+      doDelayMs: 0,
     });
   });
 

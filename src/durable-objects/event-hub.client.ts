@@ -1,4 +1,5 @@
 import type { Bindings } from "../env";
+import { delayedStub } from "../lib/bench";
 import { log } from "../lib/log";
 import type { EventHub } from "./event-hub";
 
@@ -6,7 +7,7 @@ export type { HubConnect, HubRefusal } from "./event-hub";
 
 /** The one client that names the EventHub namespace: one hub per account. */
 export function eventHub(env: Bindings, accountId: string): DurableObjectStub<EventHub> {
-  return env.EVENT_HUB.getByName(accountId);
+  return delayedStub(env, env.EVENT_HUB.getByName(accountId));
 }
 
 /**

@@ -1,9 +1,10 @@
 import type { Bindings } from "../env";
+import { delayedStub } from "../lib/bench";
 import type { InboxCounter, ReputationFigures } from "./inbox-counter";
 
 /** The one client that names the InboxCounter namespace. */
 export function inboxCounter(env: Bindings, inboxId: string): DurableObjectStub<InboxCounter> {
-  return env.INBOX_COUNTER.getByName(inboxId);
+  return delayedStub(env, env.INBOX_COUNTER.getByName(inboxId));
 }
 
 /** The account-wide counter is an InboxCounter of its own, named apart from every inbox id. */
@@ -15,7 +16,7 @@ export function accountCounterName(accountId: string): string {
 
 /** The counter of an account's rates over all its inboxes (same rules, same window). */
 export function accountCounter(env: Bindings, accountId: string): DurableObjectStub<InboxCounter> {
-  return env.INBOX_COUNTER.getByName(accountCounterName(accountId));
+  return delayedStub(env, env.INBOX_COUNTER.getByName(accountCounterName(accountId)));
 }
 
 /**

@@ -21,6 +21,19 @@ export interface RateDecision {
   retryAfterMs: number;
 }
 
+/** What a key's guard tells an isolate that reports its hits (see features/api-keys/key-guard.ts). */
+export interface GuardState {
+  /** Why the key is refused outright ("revoked", "suspended"), or null. */
+  blocked: string | null;
+  /** The account's tier as last pushed by a tier change, or null (the verified row's tier holds). */
+  tier: string | null;
+  /** Hits of other isolates in the window, and in the burst window. */
+  others: number;
+  othersBurst: number;
+  /** When the oldest of the others' hits in the window expires (epoch ms), or null. */
+  othersFreeAtMs: number | null;
+}
+
 export interface SlotDecision {
   allowed: boolean;
   used: number;
@@ -43,10 +56,43 @@ export interface SlotDecision {
 export class RateLimiter extends DurableObject<unknown> {
   private hits: number[] = [];
   private blocked: string | null;
+  private tier: string | null;
+  /** Hits reported by isolates (key guards), each tagged with the isolate that served it. */
+  private reported: { at: number; origin: string }[] = [];
 
   constructor(ctx: DurableObjectState, env: unknown) {
     super(ctx, env);
     this.blocked = ctx.storage.kv.get<string>("blocked") ?? null;
+    this.tier = ctx.storage.kv.get<string>("tier") ?? null;
+  }
+
+  /**
+   * A key's isolates report the hits they admitted on their own (off the request path) and learn
+   * the key's state: blocked or not, its tier, and how many hits the other isolates served. Each
+   * isolate then decides locally until its snapshot is too old (key-guard.ts), so the object is
+   * no round trip on a request, only the authority the isolates keep in sync with.
+   */
+  sync(origin: string, hits: number[], windowMs: number, burstWindowMs: number, now: number = Date.now()): GuardState {
+    const windowStart = now - windowMs;
+    while (this.reported.length > 0 && (this.reported[0] as { at: number }).at <= windowStart) this.reported.shift();
+    for (const at of hits) if (at > windowStart) this.reported.push({ at, origin });
+    this.reported.sort((a, b) => a.at - b.at);
+    let others = 0;
+    let othersBurst = 0;
+    let othersFreeAtMs: number | null = null;
+    for (const h of this.reported) {
+      if (h.origin === origin) continue;
+      others++;
+      if (othersFreeAtMs === null) othersFreeAtMs = h.at + windowMs;
+      if (h.at > now - burstWindowMs) othersBurst++;
+    }
+    return { blocked: this.blocked, tier: this.tier, others, othersBurst, othersFreeAtMs };
+  }
+
+  /** Records the key's account tier (a tier change), so every isolate applies it at its next sync. */
+  setTier(tier: string): void {
+    this.ctx.storage.kv.put("tier", tier);
+    this.tier = tier;
   }
 
   /**

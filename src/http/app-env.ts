@@ -14,6 +14,8 @@ export interface Variables {
   requestId: string;
   auth?: AuthState;
   actor?: Actor;
+  /** The request's D1 session (http/d1-session.ts); every context of the request uses it. */
+  d1Session?: D1DatabaseSession;
 }
 
 export interface AppEnv {

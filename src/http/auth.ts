@@ -1,19 +1,21 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "../config";
-import { keyGuard, rateLimiter } from "../durable-objects/rate-limiter.client";
+import { rateLimiter } from "../durable-objects/rate-limiter.client";
 import {
   cachedKey,
   forgetVerified,
   KEY_PREFIX_LENGTH,
+  keyStateFromDb,
   refreshStatus,
   touchKey,
   verifyKey,
 } from "../features/api-keys/key-auth";
+import { guardRequest } from "../features/api-keys/key-guard";
+import { createContext, SYSTEM_ACTOR } from "../lib/context";
 import { safeEqual } from "../lib/crypto";
 import { Forbidden, RateLimited, Unauthorized } from "../lib/errors";
 import { tierLimits } from "../lib/tiers";
 import type { AppEnv, AuthState } from "./app-env";
-import { requestContext } from "./context";
 import { rateLimitHeaders } from "./errors";
 
 /** Failed attempts allowed per client address and per key prefix, per minute, before 429. */
@@ -119,15 +121,19 @@ async function gateHashing(c: Context<AppEnv>, prefix: string | null): Promise<v
 
 /**
  * Bearer `mb_…` authentication, then the per-key rate limit. A key verified in this isolate
- * within the minute costs one call to its guard object (rate limit + revocation/suspension
- * state) and no D1 read. Unknown prefixes are refused without running Argon2, and repeated
+ * within the minute costs no D1 read and, while it is in use, no Durable Object round trip: the
+ * rate limit is decided in the isolate and its guard object (revocation, suspension, tier) is
+ * synced in the background, never more than 1.5 s behind (features/api-keys/key-guard.ts). Unknown prefixes are refused without running Argon2, and repeated
  * failures per client and per prefix are throttled before any hashing, so nobody can make the
  * Worker hash in a loop.
  */
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearer(c);
   if (!token) throw new Unauthorized("Missing API key. Send Authorization: Bearer mb_…", "missing_api_key");
-  const { db } = requestContext(c);
+  // Keys are looked up on the primary, not the request's replica session: a key created a moment
+  // ago (on the primary) must work on its first request wherever that lands. Only cache misses
+  // read D1 here, so this costs the primary about one read per key per isolate per minute.
+  const { db } = createContext(c.env, { actor: SYSTEM_ACTOR, requestId: c.get("requestId") ?? null });
   const now = Date.now();
   const prefix = token.startsWith("mb_") ? token.slice(0, KEY_PREFIX_LENGTH) : null;
 
@@ -149,13 +155,23 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   // re-read from D1); for active ones the guard object carries suspension and revocation.
   if (found.account.status === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
   if (found.account.status !== "active") throw new Unauthorized("Invalid API key.", "invalid_api_key");
-  const { key, account } = found;
+  const { key } = found;
 
-  const limits = tierLimits(config(c.env).tiers, account.tier);
-  const decision = await keyGuard(c.env, key.id).hit(
-    { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 },
+  const tiers = config(c.env).tiers;
+  const guard = await guardRequest(
+    c.env,
+    key.id,
+    (tier) => {
+      const limits = tierLimits(tiers, tier ?? found.account.tier);
+      return { limit: limits.requests_per_minute, windowMs: 60_000, burst: limits.burst, burstWindowMs: 1_000 };
+    },
     now,
+    () => keyStateFromDb(db, key.id),
   );
+  const { decision } = guard;
+  // A tier changed since the key was verified (pushed to its guard) applies at once.
+  const account =
+    guard.tier && guard.tier !== found.account.tier ? { ...found.account, tier: guard.tier } : found.account;
   if (decision.blocked === "suspended") throw new Forbidden("account_suspended", "This account is suspended.");
   if (decision.blocked !== null) {
     forgetVerified(digest);

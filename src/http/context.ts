@@ -5,7 +5,11 @@ import type { AppEnv } from "./app-env";
 
 /** The context of a request before any account is known (registration, the inbound relay, auth). */
 export function requestContext(c: Context<AppEnv>): BaseContext {
-  return createContext(c.env, { actor: c.get("actor") ?? SYSTEM_ACTOR, requestId: c.get("requestId") });
+  return createContext(c.env, {
+    actor: c.get("actor") ?? SYSTEM_ACTOR,
+    requestId: c.get("requestId"),
+    d1: c.get("d1Session"),
+  });
 }
 
 /** The ServiceContext of an authenticated request. */
@@ -15,6 +19,7 @@ export function serviceContext(c: Context<AppEnv>): ServiceContext {
   const base = createContext(c.env, {
     actor: c.get("actor") ?? { type: "api_key", id: auth.key.id },
     requestId: c.get("requestId"),
+    d1: c.get("d1Session"),
   });
   return forAccount(base, auth.account.id, auth.inboxIds);
 }

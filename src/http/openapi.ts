@@ -18,6 +18,11 @@ const header = (description: string) => ({ description, schema: { type: "string"
 const REQUEST_ID = {
   "X-Request-Id": header("Unique id of this request (`req_…`); also in error bodies and audit entries"),
 };
+const BOOKMARK = {
+  "X-Mailbot-Bookmark": header(
+    "The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica.",
+  ),
+};
 const RATE_LIMIT = {
   "X-RateLimit-Limit": header("Requests allowed per minute for this key"),
   "X-RateLimit-Remaining": header("Requests left in the current window"),
@@ -85,7 +90,10 @@ export function jsonRoute<const R extends RequestSpec = Record<never, never>>(sp
   const responses: Record<string, ResponseConfig> = {
     [status]: {
       description: "Success",
-      headers: spec.security === "none" || spec.security === "admin" ? REQUEST_ID : { ...REQUEST_ID, ...RATE_LIMIT },
+      headers:
+        spec.security === "none" || spec.security === "admin"
+          ? { ...REQUEST_ID, ...BOOKMARK }
+          : { ...REQUEST_ID, ...RATE_LIMIT, ...BOOKMARK },
       content: { "application/json": { schema: successSchema } },
     },
     ...COMMON_ERRORS,

@@ -13,9 +13,11 @@ export interface BenchHooks {
   skipSendPolicy: boolean;
   /** BENCH_SERVER_TIMING = "on": the reputation check reports its cost in a Server-Timing header. */
   serverTiming: boolean;
+  /** BENCH_DO_DELAY_MS: every Durable Object call waits this long first (an object far away). */
+  doDelayMs: number;
 }
 
-const OFF: BenchHooks = Object.freeze({ dnsDelayMs: 0, skipSendPolicy: false, serverTiming: false });
+const OFF: BenchHooks = Object.freeze({ dnsDelayMs: 0, skipSendPolicy: false, serverTiming: false, doDelayMs: 0 });
 
 export function benchHooks(env: Bindings): BenchHooks {
   const c = config(env);
@@ -24,5 +26,26 @@ export function benchHooks(env: Bindings): BenchHooks {
     dnsDelayMs: c.bench.dnsDelayMs,
     skipSendPolicy: c.bench.sendPolicy === "off",
     serverTiming: c.bench.serverTiming === "on",
+    doDelayMs: c.bench.doDelayMs,
   };
+}
+
+/**
+ * A Durable Object stub whose every call waits BENCH_DO_DELAY_MS first (development only), so a
+ * bench can show which paths wait on an object. Without the switch the stub itself is returned.
+ */
+export function delayedStub<T extends object>(env: Bindings, stub: T): T {
+  const ms = benchHooks(env).doDelayMs;
+  if (ms <= 0) return stub;
+  return new Proxy(stub, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== "function" || prop === "then") return value;
+      // Reflect.apply, not value.apply: on an RPC stub every property is a remote method, "apply" too.
+      return async (...args: unknown[]) => {
+        await scheduler.wait(ms);
+        return Reflect.apply(value as (...a: unknown[]) => unknown, target, args);
+      };
+    },
+  });
 }

@@ -1,4 +1,4 @@
-import { createDb, type Db } from "../db/client";
+import { createDb, type D1Handle, type Db } from "../db/client";
 import type { Bindings } from "../env";
 
 export type ActorType = "api_key" | "admin" | "system" | "mcp" | "dashboard";
@@ -30,12 +30,21 @@ export interface ServiceContext extends BaseContext {
   inboxIds?: string[] | null;
 }
 
-/** A context for one call; the only place a database handle is made for a service. */
+/**
+ * A context for one call; the only place a database handle is made for a service. `d1` is the
+ * request's D1 session (read replication, http/d1-session.ts); without one, the binding itself.
+ */
 export function createContext(
   env: Bindings,
-  opts: { actor: Actor; requestId: string | null; now?: () => number },
+  opts: { actor: Actor; requestId: string | null; now?: () => number; d1?: D1Handle },
 ): BaseContext {
-  return { actor: opts.actor, requestId: opts.requestId, db: createDb(env.DB), env, now: opts.now ?? Date.now };
+  return {
+    actor: opts.actor,
+    requestId: opts.requestId,
+    db: createDb(opts.d1 ?? env.DB),
+    env,
+    now: opts.now ?? Date.now,
+  };
 }
 
 /** The context of background work (queue jobs, sweeps, the email trigger): the system actor. */

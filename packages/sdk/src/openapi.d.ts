@@ -22,6 +22,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -163,6 +165,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -297,6 +301,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -435,6 +441,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -579,6 +587,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -730,6 +740,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -877,6 +889,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1014,6 +1028,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1160,6 +1176,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1306,6 +1324,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1445,6 +1465,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -1594,6 +1616,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -1738,6 +1762,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -1888,6 +1914,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2040,6 +2068,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2191,6 +2221,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2350,6 +2382,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -2491,6 +2525,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2651,6 +2687,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2813,6 +2851,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -2957,6 +2997,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3104,6 +3146,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3240,6 +3284,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3388,6 +3434,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3558,6 +3606,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3711,6 +3761,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -3869,6 +3921,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4346,6 +4400,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4490,6 +4546,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4637,6 +4695,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4773,6 +4833,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -4913,6 +4975,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5061,6 +5125,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5222,6 +5288,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5371,6 +5439,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5517,6 +5587,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -5661,6 +5733,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6119,6 +6193,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6282,6 +6358,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6451,6 +6529,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6607,6 +6687,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6761,6 +6843,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -6918,6 +7002,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7065,6 +7151,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -7220,6 +7308,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7377,6 +7467,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7529,6 +7621,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7686,6 +7780,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7835,6 +7931,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -7987,6 +8085,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8142,6 +8242,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8289,6 +8391,8 @@ export interface paths {
                 /** @description Success */
                 201: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8436,6 +8540,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8572,6 +8678,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8712,6 +8820,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -8859,6 +8969,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9014,6 +9126,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9163,6 +9277,8 @@ export interface paths {
                 /** @description Success */
                 200: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9315,6 +9431,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Requests allowed per minute for this key */
                         "X-RateLimit-Limit"?: string;
                         /** @description Requests left in the current window */
@@ -9469,6 +9587,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -9632,6 +9752,8 @@ export interface paths {
                 /** @description Success */
                 202: {
                     headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;

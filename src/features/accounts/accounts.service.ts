@@ -14,7 +14,13 @@ import type { Page } from "../../lib/pagination";
 import { NEW_ACCOUNT_PERIOD_MS, NEW_ACCOUNT_SEND_LIMIT, tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import type { CreateKeyInput } from "../api-keys/api-keys.schemas";
-import { createKey, type KeyHasher, newKeyRow, setAccountKeysBlocked } from "../api-keys/api-keys.service";
+import {
+  createKey,
+  type KeyHasher,
+  newKeyRow,
+  setAccountKeysBlocked,
+  setAccountKeysTier,
+} from "../api-keys/api-keys.service";
 import { commitWithAudit } from "../audit/audit.service";
 import { publishEvents } from "../events/events.service";
 import { inboxEvent, newSharedInbox } from "../inboxes/inboxes.service";
@@ -263,6 +269,9 @@ export async function adminPatchAccount(
   // creation re-reads the status after its insert, which covers the opposite order).
   if (changes.status && next.status === "suspended") await setAccountKeysBlocked(ctx, "suspended", true);
   if (changes.status && next.status === "active") await setAccountKeysBlocked(ctx, "suspended", false);
+  // After the commit: a key verified from now on reads the new tier from D1, and the keys cached
+  // as verified learn it from their guards.
+  if (changes.tier) await setAccountKeysTier(ctx, next.tier);
   return next;
 }
 

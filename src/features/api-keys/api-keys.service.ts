@@ -13,6 +13,7 @@ import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import type { ApiKeyWire, CreateKeyInput } from "./api-keys.schemas";
 import { KEY_PREFIX_LENGTH } from "./key-auth";
+import { markStale } from "./key-guard";
 
 /** A new secret key, `mb_` + 40 base62 characters (~238 bits). */
 export function generateApiKey(): string {
@@ -95,6 +96,7 @@ export async function createKey(
   const status = await accountStatus(ctx);
   if (status !== "active") {
     await keyGuard(ctx.env, created.row.id).block(status === "suspended" ? "suspended" : "revoked");
+    markStale(created.row.id);
     throw notActive(status);
   }
   return created;
@@ -149,6 +151,7 @@ export async function revokeKey(ctx: ServiceContext, keyId: string): Promise<Api
   // The guard first: isolates that cached this key as verified refuse it from now on. If the
   // D1 write below fails, the key stays refused (fail closed) and a retry completes the record.
   await keyGuard(ctx.env, keyId).block("revoked");
+  markStale(keyId); // this isolate at once; the others within 1.5 s (key-guard.ts)
   await commitWithAudit(
     ctx,
     [
@@ -195,7 +198,10 @@ export async function setAccountKeysBlocked(
     .where(and(eq(apiKeys.accountId, ctx.accountId), isNull(apiKeys.revokedAt)))
     .all();
   await Promise.all(
-    keys.map((k) => (blocked ? keyGuard(ctx.env, k.id).block(reason) : keyGuard(ctx.env, k.id).unblock(reason))),
+    keys.map(async (k) => {
+      await (blocked ? keyGuard(ctx.env, k.id).block(reason) : keyGuard(ctx.env, k.id).unblock(reason));
+      markStale(k.id);
+    }),
   );
   if (blocked)
     await disconnectStreams(
@@ -204,4 +210,22 @@ export async function setAccountKeysBlocked(
       null,
       reason === "suspended" ? "account_suspended" : "api_key_revoked",
     );
+}
+
+/**
+ * Pushes the account's new tier to every live key's guard: isolates that cached a key apply the
+ * new limits at their next sync (within 1.5 s), this one at once.
+ */
+export async function setAccountKeysTier(ctx: ServiceContext, tier: string): Promise<void> {
+  const keys = await ctx.db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.accountId, ctx.accountId), isNull(apiKeys.revokedAt)))
+    .all();
+  await Promise.all(
+    keys.map(async (k) => {
+      await keyGuard(ctx.env, k.id).setTier(tier);
+      markStale(k.id);
+    }),
+  );
 }

@@ -18,8 +18,9 @@ export interface VerifiedKey {
 /**
  * Verified keys, by SHA-256 of the presented key, for one minute per isolate: Argon2id costs
  * ~100 ms of CPU, so it runs at most once per key per isolate per minute. Only positive results
- * are cached. Revocation and suspension do not wait for the cache to expire: they are written
- * first to the key's guard object (durable-objects/rate-limiter.ts), which every request asks.
+ * are cached. Revocation, suspension and tier changes do not wait for the cache to expire: they
+ * are written first to the key's guard object (durable-objects/rate-limiter.ts), which every
+ * isolate keeps in sync with in the background and at most 1.5 s behind (key-guard.ts).
  */
 const verified = new Map<string, VerifiedKey & { expiresAtMs: number }>();
 /** Concurrent first requests with the same key share one verification. */
@@ -126,3 +127,16 @@ export async function touchKey(db: Db, key: ApiKeyRow, now: number): Promise<voi
   await db.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, key.id)).run();
 }
 export type { AccountRow, ApiKeyRow } from "../../db/schema";
+
+/** The key's state in D1 (when its guard object cannot be reached): blocked or not, and the tier. */
+export async function keyStateFromDb(db: Db, keyId: string): Promise<{ blocked: string | null; tier: string | null }> {
+  const row = await db
+    .select({ revokedAt: apiKeys.revokedAt, status: accounts.status, tier: accounts.tier })
+    .from(apiKeys)
+    .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
+    .where(eq(apiKeys.id, keyId))
+    .get();
+  if (!row || row.revokedAt !== null) return { blocked: "revoked", tier: null };
+  if (row.status === "suspended") return { blocked: "suspended", tier: row.tier };
+  return { blocked: row.status === "active" ? null : "revoked", tier: row.tier };
+}

@@ -1,4 +1,3 @@
-import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { createDb } from "../../db/client";
@@ -13,9 +12,8 @@ import { type HubEvent, type Subscription, toHubEvent } from "../../lib/event-st
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";
-import { iso } from "../../lib/time";
 import { fanOut } from "../webhooks/dispatch";
-import type { EVENT_TYPES, EventWire } from "./events.schemas";
+import type { EVENT_TYPES } from "./events.schemas";
 
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -61,7 +59,7 @@ export function eventStatement(
 export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
   await Promise.all([
-    fanOut(systemContext(env), eventIds).catch((err) =>
+    fanOut(systemContext(env), eventIds, "inline").catch((err) =>
       log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) }),
     ),
     notifyHubs(env, eventIds).catch((err) =>
@@ -288,13 +286,4 @@ export async function waitForEvents(
   }
 }
 
-/** Wire shape of an event: exactly `{ id, type, created_at, account_id, data }`. */
-export function toEventWire(row: EventRow): z.infer<typeof EventWire> {
-  return {
-    id: row.id,
-    type: row.type as EventType,
-    created_at: iso(row.createdAt),
-    account_id: row.accountId,
-    data: row.data,
-  };
-}
+export { toEventWire } from "./event-wire";

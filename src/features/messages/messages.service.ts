@@ -395,7 +395,9 @@ function wireFields(row: MessageListRow) {
   };
 }
 
-function recipientStates(row: Pick<MessageRow, "to" | "cc" | "bcc" | "deliveryProgress">): Record<string, "pending" | "accepted" | "refused" | "failed"> {
+function recipientStates(
+  row: Pick<MessageRow, "to" | "cc" | "bcc" | "deliveryProgress">,
+): Record<string, "pending" | "accepted" | "refused" | "failed"> {
   const progress = row.deliveryProgress ?? {};
   return Object.fromEntries(
     [...new Set([...row.to, ...row.cc, ...row.bcc])].map((r) => [r, progress[r]?.state ?? "pending"]),

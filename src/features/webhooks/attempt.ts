@@ -9,7 +9,7 @@ import { dnsResolver } from "../../lib/dns";
 import { newId } from "../../lib/ids";
 import { tierLimits } from "../../lib/tiers";
 import { commitWithAudit } from "../audit/audit.service";
-import { toEventWire } from "../events/events.service";
+import { toEventWire } from "../events/event-wire";
 import { openSecret, signatureHeaders } from "./signing";
 import { allowLocalWebhooks, checkWebhookUrl } from "./url-guard";
 

@@ -1,3 +1,4 @@
+import { waitUntil } from "cloudflare:workers";
 import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { type EventRow, events, type WebhookEndpointRow, webhookDispatches, webhookEndpoints } from "../../db/schema";
@@ -7,6 +8,7 @@ import { type BaseContext, systemContext } from "../../lib/context";
 import { newId } from "../../lib/ids";
 import type { WebhookJob } from "../../lib/jobs";
 import { log } from "../../lib/log";
+import { attemptDispatch } from "./attempt";
 
 /**
  * Fan-out: which endpoints get which events, and the queue messages that carry dispatch ids
@@ -62,13 +64,22 @@ export async function enqueueDispatches(env: Bindings, dispatchIds: string[], de
   }
 }
 
+/** First attempts made right after the commit, at most this many at once per fan-out (the rest queue). */
+const INLINE_ATTEMPTS_MAX = 20;
+
 /**
- * Creates one dispatch per (event, matching endpoint), enqueues every not-yet-attempted
- * dispatch of these events, then marks the events dispatched. Each step is idempotent (the
+ * Creates one dispatch per (event, matching endpoint), hands every not-yet-attempted dispatch of
+ * these events to delivery, then marks the events dispatched. Each step is idempotent (the
  * dedupe key, the attempts = 0 check, the consumer's status check), so running it twice, or
  * again from the sweep after a crash at any point, sends nothing twice.
+ *
+ * `inline` (publishEvents, right after a commit): the first attempts start at once in the
+ * background of the current invocation instead of after the queue's batch window, and the queue
+ * carries only retries. The events are marked dispatched only after those attempts have ended
+ * (or been queued), so a Worker that dies in between leaves them to the sweep, which fans them
+ * out again through the queue. The sweep itself always queues.
  */
-export async function fanOut(base: BaseContext, eventIds: string[]): Promise<void> {
+export async function fanOut(base: BaseContext, eventIds: string[], mode: "queue" | "inline" = "queue"): Promise<void> {
   const { db, env } = base;
   const now = base.now();
   const rows = await db
@@ -113,16 +124,50 @@ export async function fanOut(base: BaseContext, eventIds: string[]): Promise<voi
       ),
     )
     .all();
+  const markDispatched = async () => {
+    await db
+      .update(events)
+      .set({ dispatchedAt: now })
+      .where(and(inList(events.id, ids), isNull(events.dispatchedAt)))
+      .run();
+  };
+  if (mode === "inline" && pending.length > 0) {
+    const inline = pending.slice(0, INLINE_ATTEMPTS_MAX).map((p) => p.id);
+    const queued = pending.slice(INLINE_ATTEMPTS_MAX).map((p) => p.id);
+    await enqueueDispatches(env, queued);
+    waitUntil(
+      firstAttempts(base, inline)
+        .then(markDispatched)
+        .catch((err) => log.error("first webhook attempts failed; the sweep retries", { error: String(err) })),
+    );
+    return;
+  }
   await enqueueDispatches(
     env,
     pending.map((p) => p.id),
   );
-  await db
-    .update(events)
-    .set({ dispatchedAt: now })
-    .where(and(inList(events.id, ids), isNull(events.dispatchedAt)))
-    .run();
+  await markDispatched();
 }
+
+/** Attempts each dispatch now; what is not done goes on the queue with its retry delay. */
+async function firstAttempts(base: BaseContext, dispatchIds: string[]): Promise<void> {
+  await Promise.all(
+    dispatchIds.map(async (id) => {
+      let delaySeconds = 0;
+      try {
+        const outcome = await attemptDispatch(base, id);
+        if (outcome.done) return;
+        delaySeconds = outcome.retryInSeconds;
+      } catch (err) {
+        log.warn("first webhook attempt failed; queued", { dispatch_id: id, error: String(err) });
+      }
+      await enqueueDispatches(base.env, [id], Math.min(delaySeconds, MAX_QUEUE_DELAY_SECONDS));
+    }),
+  );
+}
+
+/** Queues' longest message delay (12 h). */
+const MAX_QUEUE_DELAY_SECONDS = 43_200;
 
 /** Events older than this without a fan-out were missed by their producer (a crash, a queue outage). */
 const UNDISPATCHED_GRACE_MS = 60_000;

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { createAccount } from "../helpers/accounts";
+import { call } from "../helpers/api";
+
+/**
+ * Issue 17 item 6: D1 read replication through the Sessions API. Locally there is one database
+ * (no replicas), so this checks the contract: a response carries the session's bookmark in
+ * X-Mailbot-Bookmark, a request may hand it back, and reads then see the writes it covers.
+ */
+const BOOKMARK = /^[0-9a-f]+(?:-[0-9a-f]+)+$/i;
+
+function bookmarkOf(headers: Headers): string {
+  const value = headers.get("X-Mailbot-Bookmark");
+  expect(value).toMatch(BOOKMARK);
+  return value as string;
+}
+
+/** D1 bookmarks order by their first fields (hex, fixed width). */
+function notOlder(later: string, earlier: string): boolean {
+  return later.localeCompare(earlier) >= 0;
+}
+
+describe("X-Mailbot-Bookmark", () => {
+  it("a write returns a bookmark; a read that hands it back sees the write and returns one at least as new", async () => {
+    const a = await createAccount("bookmark");
+    const created = await call("POST", "/v1/inboxes", { key: a.key, body: { username: `bm${Date.now()}` } });
+    expect(created.status, created.text).toBe(201);
+    const afterWrite = bookmarkOf(created.headers);
+
+    const read = await call("GET", `/v1/inboxes/${created.body.data.id}`, {
+      key: a.key,
+      headers: { "X-Mailbot-Bookmark": afterWrite },
+    });
+    expect(read.status, read.text).toBe(200);
+    expect(read.body.data.id).toBe(created.body.data.id);
+    const afterRead = bookmarkOf(read.headers);
+    expect(notOlder(afterRead, afterWrite)).toBe(true);
+
+    // A second write moves the bookmark forward.
+    const again = await call("POST", "/v1/inboxes", { key: a.key, body: { username: `bm2${Date.now()}` } });
+    expect(again.status, again.text).toBe(201);
+    expect(notOlder(bookmarkOf(again.headers), afterWrite)).toBe(true);
+    expect(bookmarkOf(again.headers)).not.toBe(afterWrite);
+  });
+
+  it("a read without a bookmark gets one too; a malformed bookmark is ignored (served from the primary), never a failure", async () => {
+    const a = await createAccount("bookmark-plain");
+    const list = await call("GET", "/v1/inboxes", { key: a.key });
+    expect(list.status).toBe(200);
+    bookmarkOf(list.headers);
+    for (const bad of ["not a bookmark", "'; DROP TABLE accounts; --", "x".repeat(500)]) {
+      const res = await call("GET", "/v1/inboxes", { key: a.key, headers: { "X-Mailbot-Bookmark": bad } });
+      expect(res.status, res.text).toBe(200);
+      expect(res.body.data.map((i: { id: string }) => i.id)).toContain(a.inbox.id);
+      bookmarkOf(res.headers);
+    }
+  });
+
+  it("errors carry it as well (the request read D1 before failing)", async () => {
+    const a = await createAccount("bookmark-404");
+    const res = await call("GET", "/v1/inboxes/inb_doesnotexist0000000000", { key: a.key });
+    expect(res.status).toBe(404);
+    bookmarkOf(res.headers);
+  });
+
+  it("a request that touches no D1 carries none", async () => {
+    const res = await call("GET", "/health");
+    expect(res.headers.get("X-Mailbot-Bookmark")).toBeNull();
+  });
+});
