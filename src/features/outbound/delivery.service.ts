@@ -2,7 +2,7 @@ import { and, eq, inArray, isNull, lt, or } from "drizzle-orm";
 import { config } from "../../config";
 import { accounts, type InboxRow, inboxes, type MessageRow, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
-import { AppError, RecipientRejected, SendBlocked } from "../../lib/errors";
+import { AppError, ContentRejected, RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
 import { log } from "../../lib/log";
 import { canonicalRecipient } from "../../mail/address";
@@ -162,6 +162,17 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
         result.accepted.push(rcpt);
         result.internal++;
       } catch (err) {
+        if (err instanceof ContentRejected) {
+          // Refused by the receiving inbox's policy: a content refusal, not a bad address.
+          result.rejected.push({
+            recipient: rcpt,
+            code: "content_rejected",
+            message: err.message,
+            permanent: true,
+            bounce: false,
+          });
+          continue;
+        }
         if (!(err instanceof RecipientRejected)) throw err;
         // No inbox by that name (or one refusing mail): a bad address like an outside 550, so a
         // send and a hard bounce for the reputation. Copies our inboxes accepted count as neither.

@@ -53,7 +53,7 @@ export interface ScoreResult {
 /** Distinct new recipients of one body within the window that make a spray. */
 export const SPRAY_RECIPIENTS = 25;
 
-const BRANDS: Record<string, string[]> = {
+export const BRANDS: Record<string, string[]> = {
   paypal: ["paypal.com"],
   microsoft: ["microsoft.com", "live.com", "office.com", "microsoftonline.com"],
   office365: ["office.com", "microsoft.com"],
@@ -83,7 +83,7 @@ const BRANDS: Record<string, string[]> = {
   stripe: ["stripe.com"],
 };
 
-const SHORTENERS = new Set([
+export const SHORTENERS = new Set([
   "bit.ly",
   "tinyurl.com",
   "t.co",
@@ -275,7 +275,7 @@ function extractLinks(text: string, html: string): Link[] {
   return links;
 }
 
-function hostOf(url: string): string | null {
+export function hostOf(url: string): string | null {
   const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]]+\]|[^/:?#]+)/i.exec(url.trim());
   if (!m?.[1]) return null;
   return m[1].toLowerCase().replace(/\.$/, "");
@@ -291,7 +291,7 @@ function isIpLiteral(host: string): boolean {
 }
 
 /** Last two labels (three for the common two-level public suffixes). Good enough to compare hosts. */
-function registrable(host: string): string {
+export function registrable(host: string): string {
   const labels = host.split(".");
   const twoLevel = /^(co|com|org|net|gov|ac|edu)\.[a-z]{2}$/.test(labels.slice(-2).join("."));
   return labels.slice(twoLevel ? -3 : -2).join(".");
@@ -321,7 +321,7 @@ const LURES = new Set([
 ]);
 
 /** Confusable characters folded to the letters they imitate. */
-function skeleton(label: string): string {
+export function skeleton(label: string): string {
   return label
     .replace(/rn/g, "m")
     .replace(/vv/g, "w")
@@ -341,7 +341,7 @@ function skeleton(label: string): string {
 }
 
 /** The brand a host imitates (homoglyph name, or the brand's name on someone else's domain); null if none. */
-function lookalikeBrand(host: string): string | null {
+export function lookalikeBrand(host: string): string | null {
   const reg = registrable(host);
   for (const owned of Object.values(BRANDS)) {
     if (owned.some((d) => host === d || host.endsWith(`.${d}`))) return null;
