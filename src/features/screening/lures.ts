@@ -14,7 +14,10 @@ export const WALLET_PHRASE =
   /\b(12|24|twelve|twenty[- ]four)[- ]word\b|\b(recovery|seed|secret|mnemonic)\s+(phrase|words)\b/i;
 /** Card or bank details asked for (not a receipt's "card ending 1234"). */
 export const PAYMENT_REQUEST =
-  /\b(enter|confirm|provide|submit|update|verify|pay|settle)\b[^.!?\n]{0,50}\b(card\s+(number|details|information)|cvv|cvc|expiry\s+date|bank\s+(details|account)|billing\s+(details|information)|payment\s+(details|information|method))\b/i;
+  /\b(enter|confirm|provide|submit|update|verify|pay|settle)\b[^.!?\n]{0,40}\b(your|the)\s+([a-z]+\s+)?(card\s+(number|details|information)|cvv|cvc|expiry\s+date|bank\s+(details|account)|billing\s+(details|information)|payment\s+(details|information|method))\b/i;
+/** Gift cards, wires and changed bank details: the money half of a CEO or supplier impersonation. */
+export const MONEY_REQUEST =
+  /\b(buy|purchase|get|send)\b[^.!?\n]{0,40}\bgift\s*cards?\b|\bgift\s*cards?\b[^.!?\n]{0,60}\b(send|scratch|codes?)\b|\b(wire|transfer)\s+(the\s+)?(funds|money|payment)\s+(to|today|now)\b|\b(changed|new|updated)\s+(our\s+)?bank\s+(account|details)\b/i;
 /** A small fee to release something (customs, delivery, redelivery, unpaid toll). */
 export const FEE_LURE =
   /\b(customs|import|delivery|redelivery|shipping|handling|clearance|toll|release)\s+(fee|charge|duty|duties|payment)\b|\bunpaid\s+(toll|fee|duty|duties|shipping)\b|\b(parcel|package|shipment)\b[^.!?\n]{0,60}\b(on\s+hold|held|pending|awaiting\s+payment)\b/i;

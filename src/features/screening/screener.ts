@@ -13,6 +13,7 @@ import { decodeEntities } from "../../mail/html-text.ts";
 import { BRANDS, hostOf, lookalikeBrand, registrable, skeleton } from "../sender-auth/phishing.ts";
 import {
   FEE_LURE,
+  MONEY_REQUEST,
   PAYMENT_REQUEST,
   SECRET_REQUEST,
   SHORTENER_HOSTS,
@@ -114,7 +115,7 @@ function hidingReason(name: string, attrs: string, inheritedBg: string | null): 
   }
   if (/(left|top|text-indent|margin-left):-[0-9]{3,}/.test(css)) return "off-screen";
   const color = /(^|;)color:([^;!]{1,40})/.exec(css)?.[2];
-  const bg = /background(-color)?:([^;!]{1,40})/.exec(css)?.[2] ?? inheritedBg;
+  const bg = backgroundOf(attrs) ?? inheritedBg;
   if (color && normColor(color) === normColor(bg ?? "#ffffff")) return "text coloured like its background";
   return null;
 }
@@ -354,7 +355,7 @@ const INSTRUCTIONS: { id: string; re: RegExp }[] = [
   },
   {
     id: "instruction.system_prompt",
-    re: /\bsystem\s+prompt\b|<\|?(system|im_start|im_end|endoftext)\|?>|\[\/?(INST|SYS)\]|<<\/?SYS>>|^\s{0,8}#{2,4}\s*(system|instruction|assistant)\b|\b(system|developer)\s+(message|override|note)\s*:/im,
+    re: /\b(reveal|print|show|repeat|output|leak|dump|ignore|override|disregard|bypass|your|new|updated)\s+(the\s+|your\s+)?(full\s+|entire\s+|original\s+)?system\s+prompt\b|\bsystem\s+prompt\s*:|<\|?(system|im_start|im_end|endoftext)\|?>|\[\/?(INST|SYS)\]|<<\/?SYS>>|^\s{0,8}#{2,4}\s*(system|instruction|assistant)\b|\b(system|developer)\s+(message|override|note)\s*:/im,
   },
   {
     id: "instruction.tool_call",
@@ -370,7 +371,7 @@ const INSTRUCTIONS: { id: string; re: RegExp }[] = [
   },
   {
     id: "instruction.exfiltrate",
-    re: /\b(forward|send|email|export|upload|post|leak|copy|share)\b[^.!?\n]{0,30}\b(all|every|the\s+(last|latest|recent)\s+\d{0,3}|previous|your|the\s+user'?s)\b[^.!?\n]{0,30}\b(emails|messages|inbox|contacts|files|documents|passwords|credentials|api\s+keys?|tokens|secrets|conversation|chat\s+history)\b[^.!?\n]{0,40}\b(to|at)\b\s+\S{0,80}(@|https?:\/\/)/i,
+    re: /\b(forward|send|email|export|upload|post|leak|copy|share)\b[^.!?\n]{0,30}\b(all|every|the\s+(last|latest|recent)\s+\d{0,3}|previous|your|the\s+user'?s)\b[^.!?\n]{0,30}\b(emails|messages|inbox|contacts|files|documents|passwords|credentials|api\s+keys?|tokens|secrets|conversation|chat\s+history)\b[^.!?\n]{0,80}\b(to|at)\b\s+\S{0,80}(@|https?:\/\/)/i,
   },
 ];
 
@@ -391,7 +392,11 @@ function dataLookingQuery(url: string): string | null {
   const q = url.indexOf("?");
   if (q === -1) return null;
   const query = url.slice(q + 1, q + 4097);
-  if (/\{\{?|\$\{|%7b|\[\[|<[a-z_]{2,30}>|\b(SECRET|TOKEN|DATA|PASSWORD|CONTEXT|HISTORY|INFO)\b/.test(query)) {
+  if (
+    /\{\{?|\$\{|%7b|\[\[|<[a-z_]{2,30}>|%3c[a-z_]{2,30}%3e|\b(SECRET|TOKEN|DATA|PASSWORD|CONTEXT|HISTORY|INFO)\b/i.test(
+      query,
+    )
+  ) {
     return "placeholder in query";
   }
   for (const pair of query.split("&").slice(0, 50)) {
@@ -552,12 +557,14 @@ export function screenMessage(input: ScreenInput): Screening {
   if (hex) add("encoded.hex_run", 30, `${hex[0].length} hex digits: ${hex[0].slice(0, 40)}…`);
 
   // Lures (shared with the outbound phishing scorer).
-  const secret = SECRET_REQUEST.exec(readable);
-  if (secret) add("lure.secret_request", 35, secret[0]);
-  const wallet = WALLET_PHRASE.exec(readable);
-  if (wallet && (secret || /\b(wallet|crypto|metamask|ledger|trezor|coinbase|binance)\b/i.test(readable))) {
-    add("lure.wallet_phrase", 35, wallet[0]);
-  }
+  const secret = affirmative(SECRET_REQUEST, readable);
+  if (secret) add("lure.secret_request", 35, secret);
+  const wallet = affirmative(WALLET_PHRASE, readable);
+  // Security advice ("never share your seed phrase") names the phrase too: only a request with
+  // somewhere to send it counts.
+  if (wallet && (secret || links.length > 0)) add("lure.wallet_phrase", 35, wallet);
+  const money = affirmative(MONEY_REQUEST, readable);
+  if (money) add("lure.money_request", 30, money);
   const payment = PAYMENT_REQUEST.exec(readable);
   if (payment) add("lure.payment_request", 30, payment[0]);
   const fee = FEE_LURE.exec(readable);
@@ -621,6 +628,17 @@ export function screenMessage(input: ScreenInput): Screening {
     screened_at: new Date(input.now).toISOString(),
     version: SCREENING_VERSION,
   };
+}
+
+/** The first match not negated just before it ("never share your …", "we will not ask for …"). */
+function affirmative(re: RegExp, text: string): string | null {
+  const g = new RegExp(re.source, re.flags.includes("g") ? re.flags : `${re.flags}g`);
+  let n = 0;
+  for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
+    const before = text.slice(Math.max(0, m.index - 40), m.index);
+    if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
+  }
+  return null;
 }
 
 function tryBase64(s: string): string | null {
