@@ -313,6 +313,11 @@ async function acceptDraft(
         filename: a.filename,
         contentType: a.contentType,
         size: a.content.byteLength,
+        // Markup attachments are read (their first 256 KiB) for script: the classic harvest file.
+        text:
+          /html|svg|xml/i.test(a.contentType) || /\.(html?|svg|xhtml|mht)$/i.test(a.filename)
+            ? new TextDecoder().decode(a.content.subarray(0, 256 * 1024))
+            : null,
       })),
       raw,
       stage: "accept",

@@ -6,9 +6,19 @@
  * can load this file directly in Node.
  */
 
-/** A request for a secret of any kind: passwords, one-time codes, recovery / seed phrases, keys. */
-export const SECRET_REQUEST =
-  /\b(enter|confirm|verify|provide|submit|send|share|type|reply\s+with|re-?enter|paste|update|validate|restore|import)\b[^.!?\n]{0,50}\b(password|passcode|pass\s*phrase|pin(\s+code)?|one[- ]time\s+(code|password)|2fa\s+code|verification\s+code|security\s+code|recovery\s+(phrase|words|code|key)|seed\s+(phrase|words)|secret\s+(phrase|recovery|key)|mnemonic|private\s+key|api\s+key|access\s+token|wallet\s+(phrase|words|key))s?\b/i;
+/** Secrets of every kind: passwords, one-time codes, recovery / seed phrases, keys and tokens. */
+const SECRET_NOUNS =
+  "password|passcode|pass\\s*phrase|pin(\\s+code)?|one[- ]time\\s+(code|password)|2fa\\s+code|verification\\s+code|security\\s+code|recovery\\s+(phrase|words|code|key)|seed\\s+(phrase|words)|secret\\s+(phrase|recovery|key)|mnemonic|private\\s+key|api\\s+key|access\\s+token|wallet\\s+(phrase|words|key)";
+/** A request for a secret of any kind (enter it somewhere, or hand it over). */
+export const SECRET_REQUEST = new RegExp(
+  `\\b(enter|confirm|verify|provide|submit|send|share|type|reply\\s+with|re-?enter|paste|update|validate|restore|import)\\b[^.!?\\n]{0,50}\\b(${SECRET_NOUNS})s?\\b`,
+  "i",
+);
+/** Handing a secret over (reply with it, send it, paste it): no legitimate sender asks for that. */
+export const SECRET_DISCLOSURE = new RegExp(
+  `\\b(reply\\s+with|send|share|paste|tell\\s+us|email\\s+us|text\\s+us|give\\s+us)\\b[^.!?\\n]{0,50}\\b(${SECRET_NOUNS})s?\\b`,
+  "i",
+);
 /** The 12/24-word phrase of a crypto wallet, asked for in any wording. */
 export const WALLET_PHRASE =
   /\b(12|24|twelve|twenty[- ]four)[- ]word\b|\b(recovery|seed|secret|mnemonic)\s+(phrase|words)\b/i;

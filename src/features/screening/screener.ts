@@ -15,6 +15,7 @@ import {
   FEE_LURE,
   MONEY_REQUEST,
   PAYMENT_REQUEST,
+  SECRET_DISCLOSURE,
   SECRET_REQUEST,
   SHORTENER_HOSTS,
   scriptedAttachment,
@@ -562,7 +563,9 @@ export function screenMessage(input: ScreenInput): Screening {
   const wallet = affirmative(WALLET_PHRASE, readable);
   // Security advice ("never share your seed phrase") names the phrase too: only a request with
   // somewhere to send it counts.
-  if (wallet && (secret || links.length > 0)) add("lure.wallet_phrase", 35, wallet);
+  if (wallet && secret) add("lure.wallet_phrase", 35, wallet);
+  const disclosure = affirmative(SECRET_DISCLOSURE, readable);
+  if (disclosure) add("lure.secret_disclosure", 20, disclosure);
   const money = affirmative(MONEY_REQUEST, readable);
   if (money) add("lure.money_request", 30, money);
   const payment = PAYMENT_REQUEST.exec(readable);

@@ -11,6 +11,17 @@
  */
 
 import { decodeEntities } from "../../mail/html-text.ts";
+import {
+  FEE_LURE,
+  MONEY_REQUEST,
+  PAYMENT_REQUEST,
+  SECRET_DISCLOSURE,
+  SECRET_REQUEST,
+  SHORTENER_HOSTS,
+  scriptedAttachment,
+  urlUserinfo,
+  WALLET_PHRASE,
+} from "../screening/lures.ts";
 
 export const PHISHING_THRESHOLD = 50;
 
@@ -31,7 +42,8 @@ export interface ScoreInput {
   subject: string;
   text: string | null;
   html: string | null;
-  attachments: { filename: string; contentType: string }[];
+  /** `text`: the start of a markup attachment (HTML, SVG), to find script in it. */
+  attachments: { filename: string; contentType: string; text?: string | null }[];
   /** Distinct never-before-seen recipients of this same body across the account's recent sends. */
   sprayRecipients?: number;
 }
@@ -194,7 +206,10 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     const host = hostOf(link.href);
     if (!host) continue;
     if (isIpLiteral(host)) add("ip_literal_link", 45, host);
-    if (SHORTENERS.has(host)) add("url_shortener", 25, host);
+    if (SHORTENERS.has(host) || SHORTENER_HOSTS.has(host)) add("url_shortener", 25, host);
+    const info = urlUserinfo(link.href);
+    // https://brand.example@other.example/: the reader sees the part before @, the browser goes after it.
+    if (info) add("url_userinfo", 60, `shows ${info.shown}, goes to ${info.host}`);
     if (host.split(".").some((l) => l.startsWith("xn--"))) add("punycode_host", 35, host);
     const brand = lookalikeBrand(host);
     if (brand) add("brand_lookalike_host", 60, `${host} imitates ${brand}`);
@@ -233,12 +248,45 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     if (/\s{5,}\S/.test(a.filename)) add("padded_attachment_name", 40, a.filename);
   }
 
+  // Signal families shared with the inbound screener (screening/lures.ts): secrets of every kind,
+  // card and bank details, small fees, shorteners next to a request, scripted markup attachments.
+  const secret = affirmative(SECRET_REQUEST, plain);
+  const wallet = affirmative(WALLET_PHRASE, plain);
+  const disclosure = affirmative(SECRET_DISCLOSURE, plain);
+  // A wallet's recovery phrase is never asked for by anyone legitimate; nor is a secret sent back.
+  if (wallet && secret) add("wallet_phrase_request", 60, wallet);
+  else if (disclosure) add("secret_disclosure_request", 50, disclosure);
+  else if (secret && !credential) add("secret_request", links.length > 0 ? 30 : 20, secret);
+  const payment = affirmative(PAYMENT_REQUEST, plain);
+  if (payment && !credential) add("payment_details_request", 25, payment);
+  const fee = FEE_LURE.exec(plain);
+  if (fee && (payment || links.length > 0)) add("fee_lure", 20, fee[0]);
+  const moneyRequest = affirmative(MONEY_REQUEST, plain);
+  if (moneyRequest && !signals.some((x) => x.name === "payment_redirection")) add("money_request", 50, moneyRequest);
+  if (signals.some((x) => x.name === "url_shortener") && (secret || wallet || payment || fee || moneyRequest)) {
+    add("shortener_with_request", 20, "a shortened link next to a request for money or credentials");
+  }
+  for (const a of input.attachments) {
+    if (scriptedAttachment(a)) add("scripted_markup_attachment", 60, a.filename);
+  }
+
   if ((input.sprayRecipients ?? 0) >= SPRAY_RECIPIENTS) {
     add("same_body_sprayed", 40, `${input.sprayRecipients} new recipients of the same body within 24 h`);
   }
 
   const score = signals.reduce((s, x) => s + x.weight, 0);
   return { score, threshold: PHISHING_THRESHOLD, blocked: score >= PHISHING_THRESHOLD, signals };
+}
+
+/** The first match not negated just before it ("never share your …", "we will never ask for …"). */
+function affirmative(re: RegExp, text: string): string | null {
+  const g = new RegExp(re.source, re.flags.includes("g") ? re.flags : `${re.flags}g`);
+  let n = 0;
+  for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
+    const before = text.slice(Math.max(0, m.index - 40), m.index);
+    if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
+  }
+  return null;
 }
 
 /**
