@@ -3,7 +3,7 @@
 // Usage: npm run bench   (env BENCH_REQUESTS, default 2000; BENCH_CONCURRENCY, default 16)
 // Then runs the inbound (bench/inbound.mjs), webhook (bench/webhooks.mjs) and outbound
 // (bench/outbound.mjs) benches, each on a wrangler dev of its own.
-// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation|realtime runs only that one (bench/mcp.mjs:
+// BENCH_SUITE=latency|inbound|webhooks|outbound|mcp|sender-auth|reputation|realtime|screening runs only that one (bench/mcp.mjs:
 // /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
 // latency the InboxCounter check adds to an accepted send; bench/realtime.mjs: event → SSE/WebSocket client
 // latency and the cost of 100 idle streams).
@@ -193,10 +193,21 @@ async function main() {
 
 const SUITE = process.env.BENCH_SUITE || "all";
 if (
-  !["all", "latency", "inbound", "webhooks", "outbound", "mcp", "sender-auth", "reputation", "realtime"].includes(SUITE)
+  ![
+    "all",
+    "latency",
+    "inbound",
+    "webhooks",
+    "outbound",
+    "mcp",
+    "sender-auth",
+    "reputation",
+    "realtime",
+    "screening",
+  ].includes(SUITE)
 ) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation or realtime, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, inbound, webhooks, outbound, mcp, sender-auth, reputation, realtime or screening, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -226,4 +237,5 @@ if (SUITE === "all" || SUITE === "mcp") status ||= runScript("./mcp.mjs");
 if (SUITE === "all" || SUITE === "sender-auth") status ||= runScript("./sender-auth.mjs");
 if (SUITE === "all" || SUITE === "reputation") status ||= runScript("./reputation.mjs");
 if (SUITE === "all" || SUITE === "realtime") status ||= runScript("./realtime.mjs");
+if (SUITE === "all" || SUITE === "screening") status ||= runScript("./screening.mjs");
 process.exit(status);

@@ -91,6 +91,7 @@ const VOID = new Set([
 ]);
 const BLOCK = /^(p|div|br|tr|li|h[1-6]|table|blockquote|pre|ul|ol|section|article|header|footer|td)$/;
 const MAX_DEPTH = 256;
+const SPECIAL = new Set(["template", "noscript", "script", "style", "head", "title"]);
 const MAX_HIDDEN_PIECES = 200;
 
 /** Why a tag hides its content from a human reader, or null when it does not. */
@@ -251,7 +252,9 @@ export function splitHtml(html: string): HtmlSplit {
     }
     if (VOID.has(name) || tag.endsWith("/") || stack.length >= MAX_DEPTH) continue;
     const parentBg = stack.length ? (stack[stack.length - 1]?.bg ?? null) : null;
-    const why = hidingReason(name, attrs, parentBg);
+    // Only a few tags can hide anything: special elements, or ones with a style / hidden / bgcolor.
+    const styled = attrs.length > 5 && /style|hidden|bgcolor/i.test(attrs);
+    const why = styled || SPECIAL.has(name) ? hidingReason(name, attrs, parentBg) : null;
     let href: string | null = null;
     if (name === "a") {
       const h = /\bhref\s*=\s*("([^"]{0,4096})"|'([^']{0,4096})'|([^\s>]{1,4096}))/i.exec(attrs);
@@ -262,7 +265,7 @@ export function splitHtml(html: string): HtmlSplit {
       }
       anchorText = "";
     }
-    stack.push({ name, hidden: why, bg: backgroundOf(attrs) ?? parentBg, href, start: lt });
+    stack.push({ name, hidden: why, bg: styled ? (backgroundOf(attrs) ?? parentBg) : parentBg, href, start: lt });
     if (href !== null) anchors++;
     if (why) recomputeHidden();
     if (why === "__skip") {
@@ -330,6 +333,8 @@ function decodeTags(s: string): string {
 /** Words that mix Latin with Cyrillic or Greek letters (раypal, Miсrosoft). */
 function mixedScriptWords(s: string): string[] {
   const found: string[] = [];
+  // Most mail has no Cyrillic or Greek at all: one scan decides.
+  if (!/[\u0370-\u03FF\u0400-\u04FF]/.test(s)) return found;
   const re = /[\p{L}]{3,40}/gu;
   for (const m of s.matchAll(re)) {
     const w = m[0];
@@ -525,7 +530,14 @@ export function screenMessage(input: ScreenInput): Screening {
     if (links.length > 2000) break;
   }
   let shortener: string | null = null;
+  // Each distinct link once (the visible text repeats anchors as "text <url>"), and each host's
+  // look-alike check once: newsletters carry hundreds of links to a handful of hosts.
+  const seenLinks = new Set<string>();
+  const brandOf = new Map<string, string | null>();
   for (const link of links.slice(0, 2000)) {
+    const key = `${link.href}\u0000${link.text ?? ""}`;
+    if (seenLinks.has(key)) continue;
+    seenLinks.add(key);
     if (/^(javascript|data|vbscript):/i.test(link.href)) {
       add("exfiltration.script_link", 50, link.href);
       continue;
@@ -537,7 +549,8 @@ export function screenMessage(input: ScreenInput): Screening {
     const info = urlUserinfo(link.href);
     if (info) add("lure.url_userinfo", 45, `shows ${info.shown}, goes to ${info.host}`);
     if (SHORTENER_HOSTS.has(host)) shortener = host;
-    const brand = lookalikeBrand(host);
+    if (!brandOf.has(host)) brandOf.set(host, lookalikeBrand(host));
+    const brand = brandOf.get(host);
     if (brand) add("sender.lookalike_link_host", 35, `${host} imitates ${brand}`);
     const shown = link.text ? looksLikeHost(link.text) : null;
     if (shown && registrable(shown) !== registrable(host)) {
@@ -547,7 +560,7 @@ export function screenMessage(input: ScreenInput): Screening {
 
   // Encoded payloads in text bodies.
   const encodedIn = `${text}\n${split.visible}\n${hiddenText}`;
-  const b64 = /[A-Za-z0-9+/]{160,}={0,2}/.exec(encodedIn);
+  const b64 = longRun(encodedIn, 160);
   if (b64) {
     const decoded = tryBase64(b64[0].slice(0, 8192));
     const decodedHits = decoded ? instructionHits(decoded) : [];
@@ -640,6 +653,23 @@ function affirmative(re: RegExp, text: string): string | null {
   for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
     const before = text.slice(Math.max(0, m.index - 40), m.index);
     if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
+  }
+  return null;
+}
+
+/** The first run of at least `min` base64 characters: one linear scan (a regex retries inside each run). */
+function longRun(s: string, min: number): [string] | null {
+  let start = -1;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 0;
+    const b64 =
+      (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47 || c === 61;
+    if (b64) {
+      if (start === -1) start = i;
+    } else if (start !== -1) {
+      if (i - start >= min) return [s.slice(start, i)];
+      start = -1;
+    }
   }
   return null;
 }
