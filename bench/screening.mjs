@@ -59,7 +59,7 @@ function newsletter(targetBytes) {
 }
 
 function rawOf({ html, text }) {
-  const b = "b-" + "x".repeat(20);
+  const b = `b-${"x".repeat(20)}`;
   return new TextEncoder().encode(
     [
       "From: News <news@news.example>",
