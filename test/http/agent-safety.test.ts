@@ -252,11 +252,11 @@ describe("MCP tools read the safe view", () => {
     const a = await createAccount("mcp-safe");
     const res = await relay(hostileMail({ to: a.inbox.address }), a.inbox.address);
     const id = res.body.data.message_id;
-    const rpc = async (args: Record<string, unknown>) => {
+    const rpc = async (args: Record<string, unknown>, name = "get_message") => {
       const r = await call("POST", "/mcp", {
         key: a.key,
         headers: { Accept: "application/json, text/event-stream" },
-        body: { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_message", arguments: args } },
+        body: { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: args } },
       });
       expect(r.status, r.text).toBe(200);
       const body = r.body ?? JSON.parse(/data: (.*)/.exec(r.text)?.[1] ?? "null");
@@ -276,6 +276,18 @@ describe("MCP tools read the safe view", () => {
     const hidden = await rpc({ inbox_id: a.inbox.id, message_id: held.body.data.message_id });
     expect(hidden.isError).toBe(true);
     expect(hidden.structuredContent.error.code).toBe("not_found");
+    const heldMsg = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${held.body.data.message_id}`, {
+      key: a.key,
+    });
+    const thread = await rpc({ inbox_id: a.inbox.id, thread_id: heldMsg.body.data.thread_id }, "get_thread");
+    expect(thread.structuredContent.messages.map((m: { id: string }) => m.id)).not.toContain(held.body.data.message_id);
+    const firstThread = await rpc(
+      { inbox_id: a.inbox.id, thread_id: result.structuredContent.thread_id },
+      "get_thread",
+    );
+    const shown = firstThread.structuredContent.messages.find((m: { id: string }) => m.id === id);
+    expect(shown.body_html).toBeNull();
+    expect(shown.safe_text).toContain("Hi, the invoice is attached.");
   });
 });
 

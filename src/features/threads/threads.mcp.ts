@@ -1,14 +1,9 @@
+import { z } from "@hono/zod-openapi";
 import { defineTool } from "../../mcp/define-tool";
 import { InboxParam } from "../messages/messages.schemas";
+import { forAgent, QUARANTINE_LABEL } from "../messages/messages.service";
 import { ListThreadsQuery, ThreadParams } from "./threads.schemas";
-import {
-  getThread,
-  listThreads,
-  threadPageOf,
-  toThreadPage,
-  toThreadWire,
-  toThreadWithMessagesWire,
-} from "./threads.service";
+import { getThread, listThreads, threadPageOf, toThreadPage, toThreadWire } from "./threads.service";
 
 /** MCP tools of the threads feature: same schemas and service verbs as its routes. */
 export const threadTools = [
@@ -34,12 +29,20 @@ export const threadTools = [
     name: "get_thread",
     title: "Get a thread",
     description:
-      "Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id).",
+      "Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id). Each message has its screening verdict and safe_text (raw: true gives the original bodies); quarantined messages are left out until released.",
     scope: "read",
-    input: ThreadParams,
+    input: ThreadParams.safeExtend({
+      raw: z.boolean().default(false).describe("true: the original body_text / body_html instead of safe_text"),
+    }),
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: async ({ ctx }, { inbox_id, thread_id }) =>
-      toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id)),
+    run: async ({ ctx }, { inbox_id, thread_id, raw }) => {
+      const { thread, messages, truncated } = await getThread(ctx, inbox_id, thread_id);
+      return {
+        ...toThreadWire(thread),
+        messages: messages.filter((m) => !m.labels.includes(QUARANTINE_LABEL)).map((m) => forAgent(m, raw)),
+        messages_truncated: truncated,
+      };
+    },
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),
 ];
