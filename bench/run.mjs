@@ -6,7 +6,7 @@
 // Each suite still prints its own lines; at the end one table puts every figure of issue 17 and
 // the earlier issues beside its goal, and bench/results.json (BENCH_RESULTS to move it) gets the
 // JSON of every suite that ran.
-// BENCH_SUITE=latency|auth|inbound|webhooks|outbound|lists|mcp|sender-auth|reputation|realtime|audit runs only that one (bench/auth.mjs: list ÷ /health p50 at concurrency 1 and 16, with and
+// BENCH_SUITE=latency|auth|inbound|webhooks|outbound|lists|mcp|sender-auth|reputation|realtime|audit|screening runs only that one (bench/auth.mjs: list ÷ /health p50 at concurrency 1 and 16, with and
 // without a 50 ms delay on every Durable Object call; bench/lists.mjs:
 // 20 messages of ~51 KB listed, against GET of one inbox; bench/mcp.mjs:
 // /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
@@ -217,10 +217,11 @@ if (
     "reputation",
     "realtime",
     "audit",
+    "screening",
   ].includes(SUITE)
 ) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, auth, inbound, webhooks, outbound, lists, mcp, sender-auth, reputation, realtime or audit, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency, auth, inbound, webhooks, outbound, lists, mcp, sender-auth, reputation, realtime, audit or screening, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -276,6 +277,7 @@ for (const s of [
   "reputation",
   "realtime",
   "audit",
+  "screening",
 ]) {
   // A failed suite does not stop the others: the table shows what did run.
   if (SUITE === "all" || SUITE === s) {

@@ -67,6 +67,10 @@ export const inboxes = sqliteTable(
       .default("active"),
     disabledReason: text("disabled_reason", { enum: ["deactivated", "bounce_rate", "complaint_rate"] }),
     labels: text("labels", { mode: "json" }).$type<string[]>().notNull(),
+    /** Inbound screening policy and the loop limit (null: the defaults, see screening/policy.ts). */
+    screening: text("screening", { mode: "json" }).$type<InboxScreeningPolicy | null>(),
+    /** Sender allow / block lists (lower-case addresses or domains, `+tag` folded). */
+    senderRules: text("sender_rules", { mode: "json" }).$type<SenderRules | null>(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
@@ -151,6 +155,26 @@ export const idempotencyKeys = sqliteTable(
 );
 
 /** Attachment metadata as it appears on a message (denormalised so lists need no join). */
+/** An inbox's screening policy; missing fields take the defaults (flag, 5 automatic replies per thread per hour). */
+export interface InboxScreeningPolicy {
+  mode?: "flag" | "quarantine" | "reject";
+  auto_reply_limit?: number;
+}
+
+export interface SenderRules {
+  allow: string[];
+  block: string[];
+}
+
+/** The stored screening of an inbound message (the wire shape, see features/screening). */
+export interface Screening {
+  verdict: "clean" | "suspicious" | "dangerous";
+  score: number;
+  signals: { id: string; evidence: string; weight: number }[];
+  screened_at: string;
+  version: string;
+}
+
 export interface AttachmentMeta {
   id: string;
   filename: string | null;
@@ -234,6 +258,8 @@ export const messages = sqliteTable(
     attachments: text("attachments", { mode: "json" }).$type<AttachmentMeta[]>().notNull(),
     size: integer("size").notNull(),
     authentication: text("authentication", { mode: "json" }).$type<AuthVerdicts | null>(),
+    /** Inbound: the screener's verdict (null for outbound mail and mail stored before screening). */
+    screening: text("screening", { mode: "json" }).$type<Screening | null>(),
     /** Auto-Submitted / Precedence / report marker, so agents can avoid reply loops. */
     autoSubmitted: text("auto_submitted"),
     /** "delivery_status" | "feedback" when the message is a DSN or an ARF report. */

@@ -180,3 +180,22 @@ export class ConfigInvalid extends AppError {
     super("config_invalid", `The deployment's ${variable} setting is invalid: ${problem}`, { variable });
   }
 }
+
+/**
+ * Inbound mail refused by the recipient inbox's policy (screening verdict in `reject` mode, or a
+ * blocked sender): Email Routing rejects it with this message (a 5xx), the relay answers 422.
+ */
+export class ContentRejected extends AppError {
+  readonly kind = "invalid";
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super("content_rejected", message, details);
+  }
+}
+
+/** An automatic reply that would feed a mail loop (rule 7): 422 `loop_suspected` with the numbers. */
+export class LoopSuspected extends AppError {
+  readonly kind = "invalid";
+  constructor(message: string, details: Record<string, unknown>) {
+    super("loop_suspected", message, details);
+  }
+}

@@ -1,7 +1,7 @@
 import type { Bindings } from "../env";
 import { MAX_INBOUND_BYTES, receiveMail } from "../features/inbound/inbound.service";
 import { systemContext } from "../lib/context";
-import { MessageTooLarge, RecipientRejected } from "../lib/errors";
+import { ContentRejected, MessageTooLarge, RecipientRejected } from "../lib/errors";
 import { newId } from "../lib/ids";
 import { log } from "../lib/log";
 
@@ -33,6 +33,11 @@ export async function handleEmail(message: ForwardableEmailMessage, env: Binding
     });
   } catch (err) {
     if (err instanceof RecipientRejected) {
+      message.setReject(err.message);
+      return;
+    }
+    if (err instanceof ContentRejected) {
+      // The inbox's screening policy or its sender block list: a 5xx the sender's MTA shows.
       message.setReject(err.message);
       return;
     }

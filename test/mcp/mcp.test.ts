@@ -184,7 +184,10 @@ describe("MCP server at /mcp", () => {
       from_address: sender,
       subject: "Zebra invoice 42",
     });
-    expect(inbound.body_text).toContain("zebra invoice");
+    // Tools give the safe view by default (issue 20): safe_text, no raw bodies.
+    expect(inbound.safe_text).toContain("zebra invoice");
+    expect(inbound.body_text).toBeNull();
+    expect(inbound.screening).toMatchObject({ verdict: "clean" });
 
     const listed = await ok(mcp, "list_messages", { inbox_id: inbox.id, direction: "inbound" });
     expect(listed.items.map((m: { id: string }) => m.id)).toEqual([inbound.id]);
@@ -194,9 +197,11 @@ describe("MCP server at /mcp", () => {
     expect((await ok(mcp, "search_messages", { inbox_id: inbox.id, query: "giraffe" })).items).toEqual([]);
     const got = await ok(mcp, "get_message", { inbox_id: inbox.id, message_id: inbound.id });
     expect(got).toEqual(inbound);
-    // The HTTP API returns the very same object in `data`.
+    // With raw: true, the HTTP API returns the very same object in `data`.
+    const rawGot = await ok(mcp, "get_message", { inbox_id: inbox.id, message_id: inbound.id, raw: true });
+    expect(rawGot.body_text).toContain("zebra invoice");
     const http = await call("GET", `/v1/inboxes/${inbox.id}/messages/${inbound.id}`, { key: key });
-    expect(http.body.data).toEqual(got);
+    expect(http.body.data).toEqual(rawGot);
 
     const threads = await ok(mcp, "list_threads", { inbox_id: inbox.id });
     expect(threads.items).toHaveLength(1);

@@ -14,7 +14,7 @@ import {
 } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
-import { AppError, MessageTooLarge, RecipientRejected } from "../../lib/errors";
+import { AppError, ContentRejected, MessageTooLarge, RecipientRejected } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import { bareAddress, canonicalRecipient } from "../../mail/address";
@@ -34,6 +34,8 @@ import { releaseClaims, reportStatements } from "../bounces/bounces.service";
 import { eventStatement, publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
+import type { Screening } from "../screening/screener";
+import { type Disposition, dispose, policyOf, screenInbound } from "../screening/screening.service";
 import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
 /** The label of a message whose Message-ID another, different message of the inbox already had. */
@@ -154,11 +156,21 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
   });
   const written = [keyOfRaw];
-  const ids = { messageId, dedupeKey, rawKey: keyOfRaw, written, collidesWith };
+  const ids: StoreIds = {
+    messageId,
+    dedupeKey,
+    rawKey: keyOfRaw,
+    written,
+    collidesWith,
+    screening: null,
+    quarantine: false,
+  };
   try {
     const parsed = await parseMail(mail.raw);
+    // Screened before anything else is written, so the inbox's policy can still refuse it.
+    const screened = await screenAndDispose(ctx, inbox, mail, parsed, ids);
     try {
-      return await storeParsed(ctx, inbox, mail, parsed, ids);
+      return await storeParsed(ctx, inbox, mail, parsed, { ...ids, ...screened });
     } catch (err) {
       if (!isSizeLimit(err)) throw err;
       // Something in the parsed mail hit a D1 size limit (a hostile message found one the caps
@@ -166,7 +178,7 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
       log.error("parsed mail too large for D1", { error: String(err) });
       await env.MAIL_BUCKET.delete(written.splice(1));
       const minimal = minimalMail(mail.raw, `stored without its parsed content: ${String(err).slice(0, 200)}`);
-      return await storeParsed(ctx, inbox, mail, minimal, ids);
+      return await storeParsed(ctx, inbox, mail, minimal, { ...ids, ...screened });
     }
   } catch (err) {
     // Only a lost race (the same mail stored by a concurrent delivery) undoes the R2 writes;
@@ -220,6 +232,69 @@ interface StoreIds {
   written: string[];
   /** Another message of the inbox with the same Message-ID and different content, if any. */
   collidesWith: string | null;
+  screening: Screening | null;
+  /** Held by the inbox's policy: stored with label `quarantine`, hidden until released. */
+  quarantine: boolean;
+}
+
+/**
+ * Screens the parsed mail and applies the inbox's policy. A refusal is audited and the raw object
+ * removed (nothing of a refused mail is kept), then thrown: Email Routing rejects at SMTP time,
+ * the relay answers 422.
+ */
+async function screenAndDispose(
+  ctx: ServiceContext,
+  inbox: InboxRow,
+  mail: InboundMail,
+  parsed: ParsedMail,
+  ids: StoreIds,
+): Promise<{ screening: Screening; quarantine: boolean }> {
+  const trusted = config(ctx.env).trustedAuthservIds;
+  const screening = await screenInbound(
+    ctx.db,
+    inbox,
+    parsed,
+    authenticationVerdicts(parsed.headers, trusted),
+    ctx.now(),
+  );
+  // Reports of our own mail (DSN, ARF) are never held or refused: they drive bounces and complaints.
+  const disposition: Disposition = parsed.reportType
+    ? { action: "store", quarantine: false, reason: null }
+    : dispose(policyOf(inbox), screening, parsed.fromAddress ?? mail.envelopeFrom);
+  if (disposition.action === "reject") {
+    await ctx.env.MAIL_BUCKET.delete(ids.written.splice(0));
+    await commitWithAudit(
+      ctx,
+      [],
+      [
+        {
+          action: "message.rejected",
+          target: { type: "inbox", id: inbox.id },
+          inboxId: inbox.id,
+          metadata: {
+            reason: disposition.reason,
+            rule: disposition.rule,
+            from: parsed.fromAddress,
+            envelope_from: mail.envelopeFrom,
+            via: mail.via,
+            verdict: screening.verdict,
+            score: screening.score,
+            signals: screening.signals.map((s) => s.id),
+          },
+        },
+      ],
+    );
+    throw new ContentRejected(
+      disposition.reason === "sender_blocked"
+        ? `The mailbox ${inbox.address} does not accept mail from this sender.`
+        : `The mailbox ${inbox.address} refused this message: its content looks like an attack on an AI agent (${screening.signals
+            .slice(0, 3)
+            .map((s) => s.id)
+            .join(", ")}).`,
+      { reason: disposition.reason, verdict: screening.verdict, score: screening.score, signals: screening.signals },
+    );
+  }
+  return { screening, quarantine: disposition.quarantine };
 }
 
 async function storeParsed(
@@ -280,7 +355,11 @@ async function storeParsed(
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
   ].slice(0, PARTICIPANT_LIMIT);
-  const labels = ids.collidesWith ? ["unread", MESSAGE_ID_COLLISION_LABEL] : ["unread"];
+  const labels = [
+    "unread",
+    ...(ids.collidesWith ? [MESSAGE_ID_COLLISION_LABEL] : []),
+    ...(ids.quarantine ? ["quarantine"] : []),
+  ];
   const thread = await findThread(ctx, inbox.id, parsed);
   const threadId = thread ?? newId("thr", now);
 
@@ -322,6 +401,7 @@ async function storeParsed(
     attachments: attachmentMeta,
     size: mail.raw.byteLength,
     authentication: authenticationVerdicts(parsed.headers, trusted),
+    screening: ids.screening,
     autoSubmitted: parsed.autoSubmitted,
     reportType: parsed.reportType,
     parseError: parsed.parseError,
@@ -370,6 +450,8 @@ async function storeParsed(
       auto_submitted: row.autoSubmitted !== null,
       report_type: row.reportType,
       parse_error: row.parseError,
+      screening: row.screening,
+      labels,
     },
   );
   statements.push(event.statement);
@@ -391,6 +473,8 @@ async function storeParsed(
         rfc_message_id: row.rfcMessageId,
         event_id: event.id,
         ...(ids.collidesWith ? { message_id_collision: ids.collidesWith } : {}),
+        screening: ids.screening ? { verdict: ids.screening.verdict, score: ids.screening.score } : null,
+        quarantined: ids.quarantine,
       },
     },
   ];

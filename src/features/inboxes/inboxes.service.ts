@@ -14,6 +14,7 @@ import { tierLimits } from "../../lib/tiers";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { eventStatement, publishEvents } from "../events/events.service";
+import { DEFAULT_AUTO_REPLY_LIMIT, normalizeRules, policyOf } from "../screening/screening.service";
 import { isVerifiedDomainOf } from "../sender-auth/domain-ownership";
 import type { CreateInboxInput, InboxWire, PatchInboxInput } from "./inboxes.schemas";
 
@@ -22,7 +23,22 @@ export function sharedAddress(username: string, shortId: string, mailDomain: str
   return `${username}--${shortId}@${mailDomain}`.toLowerCase();
 }
 
-type NewInboxInput = { username: string; display_name?: string | undefined; labels?: string[] | undefined };
+type NewInboxInput = {
+  username: string;
+  display_name?: string | undefined;
+  labels?: string[] | undefined;
+  screening?: { mode: "flag" | "quarantine" | "reject" } | undefined;
+  sender_rules?: { allow: string[]; block: string[] } | undefined;
+  auto_reply_limit?: number | undefined;
+};
+
+/** The stored policy column: only what differs from the defaults (null when nothing does). */
+function policyColumn(mode: string | undefined, limit: number | undefined): InboxRow["screening"] {
+  const p: NonNullable<InboxRow["screening"]> = {};
+  if (mode && mode !== "flag") p.mode = mode as "quarantine" | "reject";
+  if (limit !== undefined && limit !== DEFAULT_AUTO_REPLY_LIMIT) p.auto_reply_limit = limit;
+  return Object.keys(p).length ? p : null;
+}
 
 /** Builds (but does not write) a new inbox row at `address` on `domain`. */
 function newInboxRow(accountId: string, domain: string, address: string, input: NewInboxInput, now: number): InboxRow {
@@ -36,6 +52,8 @@ function newInboxRow(accountId: string, domain: string, address: string, input: 
     status: "active",
     disabledReason: null,
     labels: input.labels ?? [],
+    screening: policyColumn(input.screening?.mode, input.auto_reply_limit),
+    senderRules: input.sender_rules ? normalizeRules(input.sender_rules) : null,
     createdAt: now,
     updatedAt: now,
   };
@@ -174,6 +192,11 @@ export async function patchInbox(
     ...current,
     displayName: patch.display_name === undefined ? current.displayName : patch.display_name,
     labels: patch.labels ?? current.labels,
+    screening: policyColumn(
+      patch.screening?.mode ?? policyOf(current).mode,
+      patch.auto_reply_limit ?? policyOf(current).autoReplyLimit,
+    ),
+    senderRules: patch.sender_rules ? normalizeRules(patch.sender_rules) : current.senderRules,
     updatedAt: ctx.now(),
   };
   await commitWithAudit(
@@ -181,7 +204,13 @@ export async function patchInbox(
     [
       ctx.db
         .update(inboxes)
-        .set({ displayName: next.displayName, labels: next.labels, updatedAt: next.updatedAt })
+        .set({
+          displayName: next.displayName,
+          labels: next.labels,
+          screening: next.screening,
+          senderRules: next.senderRules,
+          updatedAt: next.updatedAt,
+        })
         .where(scoped(ctx, eq(inboxes.id, inboxId))),
     ],
     [
@@ -329,6 +358,9 @@ export function toInboxWire(row: InboxRow): z.infer<typeof InboxWire> {
     status: row.status,
     disabled_reason: row.disabledReason ?? null,
     labels: row.labels,
+    screening: { mode: policyOf(row).mode },
+    sender_rules: { allow: policyOf(row).allow, block: policyOf(row).block },
+    auto_reply_limit: policyOf(row).autoReplyLimit,
     created_at: iso(row.createdAt),
     updated_at: iso(row.updatedAt),
   };

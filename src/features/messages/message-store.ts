@@ -103,6 +103,7 @@ export function newMessageRow(fields: NewMessageFields): MessageRow {
     labels: [],
     attachments: [],
     authentication: null,
+    screening: null,
     autoSubmitted: null,
     reportType: null,
     parseError: null,

@@ -8,6 +8,7 @@ import { validationHook } from "../../http/validation";
 import { pageOf, toPage } from "../../lib/pagination";
 import {
   AttachmentParams,
+  GetMessageQuery,
   InboxParam,
   ListMessagesQuery,
   MessageListItemWire,
@@ -23,6 +24,8 @@ import {
   getRaw,
   listMessages,
   patchMessage,
+  releaseMessage,
+  safeTextOf,
   searchMessages,
   toMessageListWire,
   toMessageWire,
@@ -120,11 +123,11 @@ messageRoutes.openapi(
 
 messageRoutes.openapi(
   jsonRoute({
-    request: { params: MessageParams },
+    request: { params: MessageParams, query: GetMessageQuery },
     method: "get",
     path: "/inboxes/{inbox_id}/messages/{message_id}",
     tags,
-    summary: "Get a message",
+    summary: "Get a message (`?view=safe` adds `safe_text`)",
     data: MessageWire,
   }),
   async (c) => {
@@ -132,6 +135,29 @@ messageRoutes.openapi(
     const ctx = serviceContext(c);
     const { inbox_id, message_id } = c.req.valid("param");
     const row = await withBodies(ctx, await getMessage(ctx, inbox_id, message_id));
+    const data = toMessageWire(row);
+    if (c.req.valid("query").view === "safe") data.safe_text = safeTextOf(row);
+    return c.json({ data }, 200);
+  },
+);
+
+messageRoutes.openapi(
+  jsonRoute({
+    request: { params: MessageParams },
+    method: "post",
+    path: "/inboxes/{inbox_id}/messages/{message_id}/release",
+    tags,
+    summary: "Release a quarantined message (audited)",
+    description:
+      "Removes the `quarantine` label: the message joins lists, `wait` and the MCP tools. 409 `not_quarantined` when it is not held.",
+    data: MessageWire,
+    errors: { 409: "`not_quarantined`" },
+  }),
+  async (c) => {
+    requireScope(c, "manage");
+    const ctx = serviceContext(c);
+    const { inbox_id, message_id } = c.req.valid("param");
+    const row = await withBodies(ctx, await releaseMessage(ctx, inbox_id, message_id));
     return c.json({ data: toMessageWire(row) }, 200);
   },
 );

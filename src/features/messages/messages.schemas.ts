@@ -59,6 +59,32 @@ export const WaitMessagesQuery = z.object({
   timeout_ms: z.coerce.number().int().min(0).max(30_000).default(30_000),
 });
 
+export const GetMessageQuery = z.object({
+  view: z.enum(["full", "safe"]).optional().openapi({
+    description:
+      "`safe` adds `safe_text`: plain text a model may read (hidden content removed, invisible characters stripped, suspicious spans fenced and labelled, links as `text <url>`).",
+  }),
+});
+
+export const ScreeningWire = z
+  .object({
+    verdict: z.enum(["clean", "suspicious", "dangerous"]),
+    score: z.number().int(),
+    signals: z.array(
+      z.object({
+        id: z.string().openapi({ example: "instruction.ignore_previous" }),
+        evidence: z.string(),
+        weight: z.number().int(),
+      }),
+    ),
+    screened_at: z.string(),
+    version: z.string(),
+  })
+  .openapi("Screening", {
+    description:
+      "Inbound screening for agents: text a human does not see, invisible characters, instructions aimed at an assistant, exfiltration links, sender trust, encoded payloads, lures. Signal ids are `<family>.<name>`.",
+  });
+
 export const PatchMessageInput = z
   .object({
     labels: z.array(Label).max(50).optional().openapi({ description: "Replaces the labels." }),
@@ -121,6 +147,10 @@ export const MessageWire = z
         authserv_id: z.string(),
       })
       .nullable(),
+    screening: ScreeningWire.nullable().openapi({
+      description: "Inbound: the screening verdict (null for outbound mail).",
+    }),
+    safe_text: z.string().optional().openapi({ description: "Only with `?view=safe` (and in MCP tools by default)." }),
     auto_submitted: z.boolean().openapi({
       description: "True for auto-replies, bounces, reports and bulk/list mail: do not answer these automatically.",
     }),

@@ -1,12 +1,13 @@
 import type { z } from "@hono/zod-openapi";
-import { and, asc, desc, eq, getTableColumns, gte, lt, lte, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gte, lt, lte, not, type SQL, sql } from "drizzle-orm";
 import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, threads } from "../../db/schema";
 import type { ServiceContext } from "../../lib/context";
-import { NotFound, WaitTimeout } from "../../lib/errors";
+import { Conflict, NotFound, WaitTimeout } from "../../lib/errors";
 import { idFloor } from "../../lib/ids";
 import type { Page } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
+import { safeText } from "../screening/screener";
 import type { MessageListItemWire, MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
 
 /** Longest time between minting a message id and writing its row (a 25 MiB parse included). */
@@ -59,6 +60,9 @@ export interface MessageFilters {
 }
 
 const hasLabel = (label: string) => sql`EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = ${label})`;
+/** Held by the inbox's screening policy: out of lists, search and wait until released. */
+export const QUARANTINE_LABEL = "quarantine";
+export const notQuarantined = () => not(hasLabel(QUARANTINE_LABEL));
 
 /** Newest-first page of an inbox's messages. Time filters become a range on the (inbox_id, id) index. */
 export async function listMessages(
@@ -73,6 +77,8 @@ export async function listMessages(
   if (filters.direction) where.push(eq(messages.direction, filters.direction));
   if (filters.threadId) where.push(eq(messages.threadId, filters.threadId));
   if (filters.label) where.push(hasLabel(filters.label));
+  // Quarantined mail shows only to a list that asks for it by its label.
+  if (filters.label !== QUARANTINE_LABEL) where.push(notQuarantined());
   // created_at decides; the id range (ids are minted a little before created_at) lets the
   // (inbox_id, id) index skip everything else.
   if (filters.sinceMs !== undefined) {
@@ -183,6 +189,7 @@ export async function searchMessages(
     eq(messages.inboxId, inboxId),
     eq(messages.accountId, ctx.accountId),
     sql`${messages}.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ${match})`,
+    notQuarantined(),
   ];
   if (page.before) where.push(lt(messages.id, page.before));
   return ctx.db
@@ -220,6 +227,7 @@ export async function pollForMessage(
     // uses the index, created_at decides.
     gte(messages.id, idFloor("msg", filters.sinceMs - RECEIVE_SLACK_MS)),
     gte(messages.createdAt, filters.sinceMs),
+    notQuarantined(),
   ];
   if (filters.direction) where.push(eq(messages.direction, filters.direction));
   if (filters.fromAddress) where.push(eq(messages.fromAddress, filters.fromAddress));
@@ -319,6 +327,97 @@ export async function withBodies(ctx: ServiceContext, row: MessageRow): Promise<
   };
 }
 
+/**
+ * Releases a quarantined message: the label goes, the message joins lists, `wait` and the MCP
+ * tools. Audited (`message.released`, with the verdict it was held for). 409 `not_quarantined`
+ * when it is not held.
+ */
+export async function releaseMessage(ctx: ServiceContext, inboxId: string, messageId: string): Promise<MessageRow> {
+  const current = await getMessage(ctx, inboxId, messageId);
+  if (!current.labels.includes(QUARANTINE_LABEL)) {
+    throw new Conflict("not_quarantined", "The message is not quarantined.");
+  }
+  const labels = current.labels.filter((l) => l !== QUARANTINE_LABEL);
+  await commitWithAudit(
+    ctx,
+    [
+      ctx.db
+        .update(messages)
+        .set({
+          labels: sql`(SELECT json_group_array(value) FROM json_each(${messages.labels}) WHERE value != ${QUARANTINE_LABEL})`,
+          updatedAt: ctx.now(),
+        })
+        .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId))),
+      ctx.db
+        .update(threads)
+        .set({
+          labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId})`,
+          updatedAt: ctx.now(),
+        })
+        .where(and(eq(threads.id, current.threadId), eq(threads.accountId, ctx.accountId))),
+    ],
+    [
+      {
+        action: "message.released",
+        target: { type: "message", id: messageId },
+        inboxId,
+        metadata: {
+          verdict: current.screening?.verdict ?? null,
+          score: current.screening?.score ?? null,
+          signals: current.screening?.signals.map((s) => s.id) ?? [],
+        },
+      },
+    ],
+  );
+  return { ...current, labels };
+}
+
+/** The safe text view of a message (bodies must be loaded: see `withBodies`). */
+export function safeTextOf(row: MessageRow): string {
+  return safeText({ text: row.bodyText, html: row.bodyHtml });
+}
+
+/**
+ * What an agent reads over MCP: the screening verdict first, then `safe_text` instead of the
+ * bodies unless it asked for the raw fields. The bodies of inbound mail are a third party's words
+ * in a model's context; the safe view keeps what a human saw and fences what looks like orders.
+ */
+export function forAgent(row: MessageRow, raw: boolean): z.infer<typeof MessageWire> {
+  const wire = toMessageWire(row);
+  // Built in this key order so the JSON an agent reads starts with the verdict.
+  if (raw) return Object.assign({ screening: wire.screening }, wire);
+  return Object.assign({ screening: wire.screening, safe_text: safeTextOf(row) }, wire, {
+    body_text: null,
+    body_html: null,
+  });
+}
+
+/** Quarantined mail is out of the MCP tools' reach until released over HTTP (a 404, like another account's). */
+export function notHeld(row: MessageRow): MessageRow {
+  if (row.labels.includes(QUARANTINE_LABEL)) throw new NotFound("Message");
+  return row;
+}
+
+/**
+ * A listed message as an agent reads it over MCP: the lean list item (preview, verdict); when the
+ * bodies were asked for (`include: "body"`), they come as safe_text unless `raw`.
+ */
+export function listedForAgent(row: MessageListRow, raw: boolean): z.infer<typeof MessageListItemWire> {
+  const wire = toMessageListWire(row);
+  if (raw || (row.bodyText === undefined && row.bodyHtml === undefined)) return wire;
+  return Object.assign(
+    {
+      screening: row.screening ?? null,
+      safe_text: safeText({ text: row.bodyText ?? null, html: row.bodyHtml ?? null }),
+    },
+    wire,
+    {
+      body_text: null,
+      body_html: null,
+    },
+  );
+}
+
 /** Wire shape of a message (single responses: the bodies, and the preview too). */
 export function toMessageWire(row: MessageRow): z.infer<typeof MessageWire> {
   return {
@@ -376,6 +475,7 @@ function wireFields(row: MessageListRow) {
     attachments: row.attachments,
     size: row.size,
     authentication: row.authentication ?? null,
+    screening: row.screening ?? null,
     auto_submitted: row.autoSubmitted !== null,
     auto_submitted_reason: row.autoSubmitted,
     report_type: (row.reportType as "delivery_status" | "feedback" | null) ?? null,

@@ -3,7 +3,7 @@ import { config } from "../../config";
 import { accounts, type InboxRow, inboxes, type MessageRow, messages, type RecipientProgress } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
-import { AppError, RecipientRejected, SendBlocked } from "../../lib/errors";
+import { AppError, ContentRejected, RecipientRejected, SendBlocked } from "../../lib/errors";
 import type { OutboundJob } from "../../lib/jobs";
 import { log } from "../../lib/log";
 import { canonicalRecipient } from "../../mail/address";
@@ -165,6 +165,11 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
         });
         progress[rcpt] = { state: "accepted", internal: true, at };
       } catch (err) {
+        if (err instanceof ContentRejected) {
+          // Refused by the receiving inbox's policy: a content refusal, not a bad address.
+          progress[rcpt] = { state: "refused", code: "content_rejected", message: err.message, bounce: false, at };
+          continue;
+        }
         if (!(err instanceof RecipientRejected)) throw err;
         // No inbox by that name (or one refusing mail): a bad address like an outside 550, so a
         // send and a hard bounce for the reputation. Copies our inboxes accepted count as neither.

@@ -86,6 +86,12 @@ export const AttachmentInput = z
 
 const Labels = z.array(z.string().trim().min(1).max(64)).max(50);
 
+/** Who wrote the message: an agent's mail carries `Auto-Submitted` (RFC 3834) and counts toward loop protection. */
+const WrittenBy = z.enum(["agent", "human"]).optional().openapi({
+  description:
+    "`agent` (default): the message carries `Auto-Submitted: auto-generated` (`auto-replied` when it answers automatic mail) and replies count toward the inbox's loop limit. `human`: a person wrote it; no header, never refused as a loop.",
+});
+
 /**
  * Headers a caller may not set: they would spoof the sender, forge authentication results or
  * routing, or they are written from the request's own fields.
@@ -172,6 +178,7 @@ export const SendMessageInput = z
     attachments: z.array(AttachmentInput).max(20).default([]),
     headers: CustomHeaders.optional(),
     labels: Labels.optional(),
+    written_by: WrittenBy,
   })
   .strict()
   .refine(hasBody, NEEDS_BODY)
@@ -185,6 +192,7 @@ export const ReplyToMessageInput = z
     attachments: z.array(AttachmentInput).max(20).default([]),
     headers: CustomHeaders.optional(),
     labels: Labels.optional(),
+    written_by: WrittenBy,
   })
   .strict()
   .refine(hasBody, NEEDS_BODY)
@@ -197,6 +205,7 @@ export const ForwardInput = z
     body_text: z.string().optional().openapi({ description: "A note above the forwarded message" }),
     body_html: z.string().optional(),
     labels: Labels.optional(),
+    written_by: WrittenBy,
   })
   .strict()
   .openapi("ForwardInput");

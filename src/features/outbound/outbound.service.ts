@@ -1,4 +1,4 @@
-import { and, eq, lt } from "drizzle-orm";
+import { and, desc, eq, gte, lt } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
 import {
@@ -19,6 +19,7 @@ import {
   AppError,
   Forbidden,
   InternalError,
+  LoopSuspected,
   MessageTooLarge,
   NotFound,
   RateLimited,
@@ -39,6 +40,7 @@ import { publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { assertInboxAllowed, withBodies } from "../messages/messages.service";
 import { assertReputationAllowsSend } from "../reputation/reputation.service";
+import { policyOf } from "../screening/screening.service";
 import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
 import { screenRecipients } from "../suppressions/suppressions.service";
 import { PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
@@ -73,6 +75,10 @@ interface Draft {
   parentId: string | null;
   /** Recipients left out at acceptance (suppressed), with why. */
   dropped?: DroppedRecipient[];
+  /** Who wrote it: an agent's mail carries `Auto-Submitted` (RFC 3834), a person's does not. */
+  writtenBy?: "agent" | "human" | undefined;
+  /** The parent's automatic marker (replies): answering automatic mail is `auto-replied`. */
+  parentAutomatic?: string | null;
 }
 
 /** `POST /v1/inboxes/:inbox_id/messages`: accepts a new message for sending (status `queued`). */
@@ -94,6 +100,7 @@ export async function sendMessage(ctx: ServiceContext, inboxId: string, input: S
     references: [],
     threadId: null,
     parentId: null,
+    writtenBy: input.written_by,
   });
 }
 
@@ -148,6 +155,8 @@ export async function replyToMessage(
     ),
     threadId: parent.threadId,
     parentId: parent.id,
+    writtenBy: input.written_by,
+    parentAutomatic: parent.autoSubmitted,
   });
 }
 
@@ -210,6 +219,7 @@ export async function forwardMessage(ctx: ServiceContext, messageId: string, inp
     references: parent.rfcMessageId ? [parent.rfcMessageId] : [],
     threadId: parent.threadId,
     parentId: parent.id,
+    writtenBy: input.written_by,
   });
 }
 
@@ -245,8 +255,9 @@ async function acceptDraft(
   ctx: ServiceContext,
   inbox: InboxRow,
   account: AccountRow,
-  input: Draft,
+  given: Draft,
 ): Promise<MessageRow> {
+  const input = withAutoSubmitted(given);
   // The recipient cap comes before any query over the recipients: it is what bounds them.
   const requested = unique([...input.to, ...input.cc, ...input.bcc].map((a) => a.address));
   if (requested.length > MAX_RECIPIENTS) {
@@ -286,12 +297,13 @@ async function acceptDraft(
   });
   const recipients = unique([...draft.to, ...draft.cc, ...draft.bcc].map((a) => a.address));
   const refuse = async (err: AppError, extra: Record<string, unknown> = {}): Promise<never> => {
+    // Content blocks and suspected loops are events too (`message.blocked`): a watcher must hear of both.
     const blocked =
-      err.code === "send_blocked"
+      err.code === "send_blocked" || err.code === "loop_suspected"
         ? blockedEvent(ctx, {
             inboxId: inbox.id,
             messageId: null,
-            threadId: null,
+            threadId: draft.threadId,
             fromAddress: inbox.address,
             to: draft.to.map((a) => a.address),
             subject: draft.subject,
@@ -352,6 +364,11 @@ async function acceptDraft(
         filename: a.filename,
         contentType: a.contentType,
         size: a.content.byteLength,
+        // Markup attachments are read (their first 256 KiB) for script: the classic harvest file.
+        text:
+          /html|svg|xml/i.test(a.contentType) || /\.(html?|svg|xhtml|mht)$/i.test(a.filename)
+            ? new TextDecoder().decode(a.content.subarray(0, 256 * 1024))
+            : null,
       })),
       raw,
       stage: "accept",
@@ -365,6 +382,8 @@ async function acceptDraft(
     // API.md rule 6: the account's rates over all its inboxes, and the inbox's counter itself (a
     // disable it decided that D1 does not show yet), refuse here, before anything is queued.
     await assertReputationAllowsSend(ctx, inbox.id);
+    // Rule 7: an automatic reply that would feed a mail loop.
+    await assertNoLoop(ctx, inbox, draft);
   } catch (err) {
     await slots.release();
     if (err instanceof AppError) await refuse(err);
@@ -386,6 +405,107 @@ async function acceptDraft(
   } catch (err) {
     await slots.release();
     throw err;
+  }
+}
+
+/** The draft's `Auto-Submitted` value, from its headers (null: written by a person). */
+function automaticMarker(draft: Draft): string | null {
+  const value = draft.headers.find(([name]) => name.toLowerCase() === "auto-submitted")?.[1];
+  const token = value?.trim().toLowerCase().split(/[\s;]/)[0];
+  return token && token !== "no" ? token : null;
+}
+
+/**
+ * Our own outbound mail says it is automatic (RFC 3834) unless the request says a person wrote
+ * it, so the other side's agents and autoresponders do not answer it blindly; a reply to mail
+ * that is itself automatic is `auto-replied`. A caller's own `Auto-Submitted` header wins.
+ */
+function withAutoSubmitted(draft: Draft): Draft {
+  if (draft.headers.some(([name]) => name.toLowerCase() === "auto-submitted")) return draft;
+  if (draft.writtenBy === "human") return draft;
+  const value = draft.kind === "reply" && draft.parentAutomatic ? "auto-replied" : "auto-generated";
+  return { ...draft, headers: [...draft.headers, ["Auto-Submitted", value]] };
+}
+
+/** Automatic replies in one thread over this window count against the inbox's limit. */
+const LOOP_WINDOW_MS = 60 * 60 * 1000;
+/** An answer within this many seconds of the message it answers is "within seconds". */
+const PING_PONG_SECONDS = 60;
+/** Quick alternating answers in a row (this reply included) that make a ping-pong. */
+const PING_PONG_EXCHANGES = 6;
+
+/**
+ * API.md sending rule 7. Only automatic replies are held back (a person's reply is never a
+ * loop): more than the inbox's `auto_reply_limit` automatic replies in the thread within an
+ * hour, or a ping-pong (the thread's last messages alternate between this inbox and one other
+ * address, each answered within seconds) refuse the send with 422 `loop_suspected`.
+ */
+async function assertNoLoop(ctx: ServiceContext, inbox: InboxRow, draft: Draft): Promise<void> {
+  if (draft.kind !== "reply" || !draft.threadId || automaticMarker(draft) === null) return;
+  const now = ctx.now();
+  const limit = policyOf(inbox).autoReplyLimit;
+  const recent = await ctx.db
+    .select({
+      direction: messages.direction,
+      createdAt: messages.createdAt,
+      autoSubmitted: messages.autoSubmitted,
+      inReplyTo: messages.inReplyTo,
+      fromAddress: messages.fromAddress,
+      to: messages.to,
+    })
+    .from(messages)
+    .where(
+      and(
+        eq(messages.threadId, draft.threadId),
+        eq(messages.accountId, inbox.accountId),
+        eq(messages.inboxId, inbox.id),
+        gte(messages.createdAt, now - LOOP_WINDOW_MS),
+      ),
+    )
+    .orderBy(desc(messages.id))
+    .limit(200)
+    .all();
+  const automaticReplies = recent.filter(
+    (m) => m.direction === "outbound" && m.autoSubmitted !== null && m.inReplyTo !== null,
+  ).length;
+  if (automaticReplies >= limit) {
+    throw new LoopSuspected(
+      `This thread has had ${automaticReplies} automatic replies within the last hour; the inbox's limit is ${limit}. Looks like a mail loop: reply as a person (written_by: "human") or wait.`,
+      {
+        reason: "loop_suspected",
+        loop: "thread_limit",
+        thread_id: draft.threadId,
+        automatic_replies: automaticReplies,
+        limit,
+        window_seconds: LOOP_WINDOW_MS / 1000,
+      },
+    );
+  }
+  // Ping-pong: walk back from this reply while the thread alternates direction quickly.
+  const counterpart = draft.to[0]?.address ?? null;
+  let exchanges = 1;
+  let later = now;
+  let expect: "inbound" | "outbound" = "inbound";
+  for (const m of recent.slice(0, PING_PONG_EXCHANGES * 2)) {
+    const other = m.direction === "inbound" ? m.fromAddress : (m.to[0] ?? null);
+    if (m.direction !== expect || other !== counterpart || later - m.createdAt > PING_PONG_SECONDS * 1000) break;
+    exchanges++;
+    later = m.createdAt;
+    expect = expect === "inbound" ? "outbound" : "inbound";
+  }
+  if (exchanges >= PING_PONG_EXCHANGES) {
+    throw new LoopSuspected(
+      `This reply would be the ${exchanges}th answer in a row between ${inbox.address} and ${counterpart}, each within ${PING_PONG_SECONDS} seconds: a ping-pong between two automatic senders.`,
+      {
+        reason: "loop_suspected",
+        loop: "ping_pong",
+        thread_id: draft.threadId,
+        counterpart,
+        exchanges,
+        limit: PING_PONG_EXCHANGES,
+        answer_within_seconds: PING_PONG_SECONDS,
+      },
+    );
   }
 }
 
@@ -469,6 +589,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       status: "queued",
       fromAddress: c.from.address,
       fromName: c.from.name ?? null,
+      autoSubmitted: automaticMarker(draft),
       to: draft.to.map((a) => a.address),
       cc: draft.cc.map((a) => a.address),
       bcc: draft.bcc.map((a) => a.address),

@@ -11,6 +11,17 @@
  */
 
 import { decodeEntities } from "../../mail/html-text.ts";
+import {
+  FEE_LURE,
+  MONEY_REQUEST,
+  PAYMENT_REQUEST,
+  SECRET_DISCLOSURE,
+  SECRET_REQUEST,
+  SHORTENER_HOSTS,
+  scriptedAttachment,
+  urlUserinfo,
+  WALLET_PHRASE,
+} from "../screening/lures.ts";
 
 export const PHISHING_THRESHOLD = 50;
 
@@ -31,7 +42,8 @@ export interface ScoreInput {
   subject: string;
   text: string | null;
   html: string | null;
-  attachments: { filename: string; contentType: string }[];
+  /** `text`: the start of a markup attachment (HTML, SVG), to find script in it. */
+  attachments: { filename: string; contentType: string; text?: string | null }[];
   /** Distinct never-before-seen recipients of this same body across the account's recent sends. */
   sprayRecipients?: number;
 }
@@ -53,7 +65,7 @@ export interface ScoreResult {
 /** Distinct new recipients of one body within the window that make a spray. */
 export const SPRAY_RECIPIENTS = 25;
 
-const BRANDS: Record<string, string[]> = {
+export const BRANDS: Record<string, string[]> = {
   paypal: ["paypal.com"],
   microsoft: ["microsoft.com", "live.com", "office.com", "microsoftonline.com"],
   office365: ["office.com", "microsoft.com"],
@@ -83,7 +95,7 @@ const BRANDS: Record<string, string[]> = {
   stripe: ["stripe.com"],
 };
 
-const SHORTENERS = new Set([
+export const SHORTENERS = new Set([
   "bit.ly",
   "tinyurl.com",
   "t.co",
@@ -194,7 +206,10 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     const host = hostOf(link.href);
     if (!host) continue;
     if (isIpLiteral(host)) add("ip_literal_link", 45, host);
-    if (SHORTENERS.has(host)) add("url_shortener", 25, host);
+    if (SHORTENERS.has(host) || SHORTENER_HOSTS.has(host)) add("url_shortener", 25, host);
+    const info = urlUserinfo(link.href);
+    // https://brand.example@other.example/: the reader sees the part before @, the browser goes after it.
+    if (info) add("url_userinfo", 60, `shows ${info.shown}, goes to ${info.host}`);
     if (host.split(".").some((l) => l.startsWith("xn--"))) add("punycode_host", 35, host);
     const brand = lookalikeBrand(host);
     if (brand) add("brand_lookalike_host", 60, `${host} imitates ${brand}`);
@@ -233,12 +248,45 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     if (/\s{5,}\S/.test(a.filename)) add("padded_attachment_name", 40, a.filename);
   }
 
+  // Signal families shared with the inbound screener (screening/lures.ts): secrets of every kind,
+  // card and bank details, small fees, shorteners next to a request, scripted markup attachments.
+  const secret = affirmative(SECRET_REQUEST, plain);
+  const wallet = affirmative(WALLET_PHRASE, plain);
+  const disclosure = affirmative(SECRET_DISCLOSURE, plain);
+  // A wallet's recovery phrase is never asked for by anyone legitimate; nor is a secret sent back.
+  if (wallet && secret) add("wallet_phrase_request", 60, wallet);
+  else if (disclosure) add("secret_disclosure_request", 50, disclosure);
+  else if (secret && !credential) add("secret_request", links.length > 0 ? 30 : 20, secret);
+  const payment = affirmative(PAYMENT_REQUEST, plain);
+  if (payment && !credential) add("payment_details_request", 25, payment);
+  const fee = FEE_LURE.exec(plain);
+  if (fee && (payment || links.length > 0)) add("fee_lure", 20, fee[0]);
+  const moneyRequest = affirmative(MONEY_REQUEST, plain);
+  if (moneyRequest && !signals.some((x) => x.name === "payment_redirection")) add("money_request", 50, moneyRequest);
+  if (signals.some((x) => x.name === "url_shortener") && (secret || wallet || payment || fee || moneyRequest)) {
+    add("shortener_with_request", 20, "a shortened link next to a request for money or credentials");
+  }
+  for (const a of input.attachments) {
+    if (scriptedAttachment(a)) add("scripted_markup_attachment", 60, a.filename);
+  }
+
   if ((input.sprayRecipients ?? 0) >= SPRAY_RECIPIENTS) {
     add("same_body_sprayed", 40, `${input.sprayRecipients} new recipients of the same body within 24 h`);
   }
 
   const score = signals.reduce((s, x) => s + x.weight, 0);
   return { score, threshold: PHISHING_THRESHOLD, blocked: score >= PHISHING_THRESHOLD, signals };
+}
+
+/** The first match not negated just before it ("never share your …", "we will never ask for …"). */
+function affirmative(re: RegExp, text: string): string | null {
+  const g = new RegExp(re.source, re.flags.includes("g") ? re.flags : `${re.flags}g`);
+  let n = 0;
+  for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
+    const before = text.slice(Math.max(0, m.index - 40), m.index);
+    if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
+  }
+  return null;
 }
 
 /**
@@ -275,7 +323,7 @@ function extractLinks(text: string, html: string): Link[] {
   return links;
 }
 
-function hostOf(url: string): string | null {
+export function hostOf(url: string): string | null {
   const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]]+\]|[^/:?#]+)/i.exec(url.trim());
   if (!m?.[1]) return null;
   return m[1].toLowerCase().replace(/\.$/, "");
@@ -291,7 +339,7 @@ function isIpLiteral(host: string): boolean {
 }
 
 /** Last two labels (three for the common two-level public suffixes). Good enough to compare hosts. */
-function registrable(host: string): string {
+export function registrable(host: string): string {
   const labels = host.split(".");
   const twoLevel = /^(co|com|org|net|gov|ac|edu)\.[a-z]{2}$/.test(labels.slice(-2).join("."));
   return labels.slice(twoLevel ? -3 : -2).join(".");
@@ -321,7 +369,7 @@ const LURES = new Set([
 ]);
 
 /** Confusable characters folded to the letters they imitate. */
-function skeleton(label: string): string {
+export function skeleton(label: string): string {
   return label
     .replace(/rn/g, "m")
     .replace(/vv/g, "w")
@@ -341,7 +389,7 @@ function skeleton(label: string): string {
 }
 
 /** The brand a host imitates (homoglyph name, or the brand's name on someone else's domain); null if none. */
-function lookalikeBrand(host: string): string | null {
+export function lookalikeBrand(host: string): string | null {
   const reg = registrable(host);
   for (const owned of Object.values(BRANDS)) {
     if (owned.some((d) => host === d || host.endsWith(`.${d}`))) return null;

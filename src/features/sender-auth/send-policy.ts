@@ -26,7 +26,7 @@ export interface PolicyInput {
   subject: string;
   text: string | null;
   html: string | null;
-  attachments: { filename: string; contentType: string; size: number }[];
+  attachments: { filename: string; contentType: string; size: number; text?: string | null }[];
   raw: Uint8Array;
   /** `accept` on the API path; `deliver` when the queue consumer re-checks before sending. */
   stage: "accept" | "deliver";

@@ -1,5 +1,7 @@
+import { z } from "@hono/zod-openapi";
 import { defineTool } from "../../mcp/define-tool";
 import { InboxParam } from "../messages/messages.schemas";
+import { listedForAgent, QUARANTINE_LABEL } from "../messages/messages.service";
 import { GetThreadQuery, ListThreadsQuery, ThreadParams } from "./threads.schemas";
 import {
   getThread,
@@ -34,12 +36,21 @@ export const threadTools = [
     name: "get_thread",
     title: "Get a thread",
     description:
-      'Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with a preview of its text instead of the bodies: get_message returns one whole, or pass include: "body".',
+      'Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with its screening verdict and a preview of its text instead of the bodies: get_message returns one whole (as safe_text). include: "body" adds each body as safe_text (raw: true gives the original bodies, untrusted). Quarantined messages are left out until released.',
     scope: "read",
-    input: ThreadParams.safeExtend(GetThreadQuery.shape),
+    input: ThreadParams.safeExtend({
+      ...GetThreadQuery.shape,
+      raw: z.boolean().default(false).describe("true: the original body_text / body_html instead of safe_text"),
+    }),
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: async ({ ctx }, { inbox_id, thread_id, include }) =>
-      toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id, include === "body")),
+    run: async ({ ctx }, { inbox_id, thread_id, include, raw }) => {
+      const found = await getThread(ctx, inbox_id, thread_id, include === "body");
+      const messages = found.messages.filter((m) => !m.labels.includes(QUARANTINE_LABEL));
+      return {
+        ...toThreadWithMessagesWire({ ...found, messages }),
+        messages: messages.map((m) => listedForAgent(m, raw)),
+      };
+    },
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),
 ];

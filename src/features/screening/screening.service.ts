@@ -1,0 +1,123 @@
+/**
+ * Screening in the inbound pipeline: gathers what the pure screener needs (attachments' text,
+ * the trusted authentication verdicts, the inbox's known correspondents) and applies the inbox's
+ * policy (mode and sender lists) to the verdict.
+ */
+import { and, desc, eq } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { type InboxRow, type InboxScreeningPolicy, messages, type SenderRules } from "../../db/schema";
+import { suppressionAddress } from "../../mail/address";
+import type { AuthVerdicts, ParsedMail } from "../../mail/parse";
+import { type Screening, screenMessage } from "./screener";
+
+export const DEFAULT_AUTO_REPLY_LIMIT = 5;
+/** The attachment text the screener reads, per attachment (text/* and markup only). */
+const ATTACHMENT_TEXT_LIMIT = 256 * 1024;
+/** How many recent messages name the inbox's known correspondents. */
+const KNOWN_SENDERS_WINDOW = 200;
+
+export interface ResolvedPolicy {
+  mode: "flag" | "quarantine" | "reject";
+  autoReplyLimit: number;
+  allow: string[];
+  block: string[];
+}
+
+export function policyOf(inbox: Pick<InboxRow, "screening" | "senderRules">): ResolvedPolicy {
+  const p: InboxScreeningPolicy = inbox.screening ?? {};
+  return {
+    mode: p.mode ?? "flag",
+    autoReplyLimit: p.auto_reply_limit ?? DEFAULT_AUTO_REPLY_LIMIT,
+    allow: inbox.senderRules?.allow ?? [],
+    block: inbox.senderRules?.block ?? [],
+  };
+}
+
+/** A sender-list entry as stored: an address without `+tag`, or a bare domain, lower-cased. */
+export function normalizeRule(entry: string): string {
+  const e = entry.trim().toLowerCase().replace(/^@/, "");
+  return e.includes("@") ? suppressionAddress(e) : e.replace(/\.$/, "");
+}
+
+export function normalizeRules(rules: SenderRules): SenderRules {
+  return { allow: [...new Set(rules.allow.map(normalizeRule))], block: [...new Set(rules.block.map(normalizeRule))] };
+}
+
+/** Whether an address is on a list: the exact address (tag folded), its domain, or a parent domain. */
+export function onList(list: string[], address: string | null): string | null {
+  if (!address || list.length === 0) return null;
+  const a = suppressionAddress(address);
+  const domain = a.slice(a.lastIndexOf("@") + 1);
+  for (const entry of list) {
+    if (entry.includes("@") ? entry === a : domain === entry || domain.endsWith(`.${entry}`)) return entry;
+  }
+  return null;
+}
+
+export type Disposition =
+  | { action: "store"; quarantine: boolean; reason: string | null }
+  | { action: "reject"; reason: string; rule: string | null };
+
+/**
+ * What the inbox's policy does with a screened message. Blocked senders are refused in `reject`
+ * mode and quarantined otherwise; allowed senders are never quarantined or refused (still
+ * screened). `quarantine` holds suspicious and dangerous mail; `reject` refuses dangerous mail
+ * and holds suspicious mail.
+ */
+export function dispose(policy: ResolvedPolicy, screening: Screening, sender: string | null): Disposition {
+  const blocked = onList(policy.block, sender);
+  const allowed = onList(policy.allow, sender);
+  if (blocked && !allowed) {
+    if (policy.mode === "reject") return { action: "reject", reason: "sender_blocked", rule: blocked };
+    return { action: "store", quarantine: true, reason: "sender_blocked" };
+  }
+  if (allowed || screening.verdict === "clean" || policy.mode === "flag") {
+    return { action: "store", quarantine: false, reason: null };
+  }
+  if (policy.mode === "reject" && screening.verdict === "dangerous") {
+    return { action: "reject", reason: "screening_dangerous", rule: null };
+  }
+  return { action: "store", quarantine: true, reason: `screening_${screening.verdict}` };
+}
+
+/** Screens a parsed inbound message for this inbox. One read (the known correspondents). */
+export async function screenInbound(
+  db: Db,
+  inbox: InboxRow,
+  parsed: ParsedMail,
+  authentication: AuthVerdicts | null,
+  now: number,
+): Promise<Screening> {
+  const recent = await db
+    .select({ from: messages.fromAddress, name: messages.fromName, to: messages.to, direction: messages.direction })
+    .from(messages)
+    .where(and(eq(messages.inboxId, inbox.id), eq(messages.accountId, inbox.accountId)))
+    .orderBy(desc(messages.id))
+    .limit(KNOWN_SENDERS_WINDOW)
+    .all();
+  const knownSenders: { address: string; name?: string | null }[] = [];
+  for (const r of recent) {
+    if (r.direction === "inbound" && r.from) knownSenders.push({ address: r.from, name: r.name });
+    if (r.direction === "outbound") for (const t of r.to.slice(0, 10)) knownSenders.push({ address: t });
+  }
+  const decoder = new TextDecoder("utf-8");
+  return screenMessage({
+    subject: parsed.subject,
+    text: parsed.bodyText,
+    html: parsed.bodyHtml,
+    fromAddress: parsed.fromAddress,
+    fromName: parsed.fromName,
+    authentication,
+    attachments: parsed.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.contentType,
+      // Text the screener can read cheaply: text/*, markup, JSON; binaries are named only.
+      text:
+        /^text\/|svg|json|xml|html/i.test(a.contentType) || /\.(html?|svg|txt|md|csv|json|xml)$/i.test(a.filename ?? "")
+          ? decoder.decode(a.content.subarray(0, ATTACHMENT_TEXT_LIMIT))
+          : null,
+    })),
+    knownSenders,
+    now,
+  });
+}
