@@ -20,7 +20,6 @@ import {
   notHeld,
   QUARANTINE_LABEL,
   searchMessages,
-  toMessageListWire,
   toMessageWire,
   waitForMessage,
   withBodies,
