@@ -723,13 +723,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List every account (audited as `account.admin_listed` on each account shown) */
+        /** List every account, or those matching `q` (email, name or id prefix); audited as `account.admin_listed` on each account shown */
         get: {
             parameters: {
                 query?: {
                     /** @description Opaque cursor from `meta.next_cursor`. */
                     cursor?: string;
                     limit?: number;
+                    /** @description Only accounts whose email, name or id starts with this text (case-insensitive); text starting with `@` matches the email's domain (`@example` finds `ana@example.org`). Without it, every account. */
+                    q?: string;
                 };
                 header?: never;
                 path?: never;
@@ -5571,10 +5573,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get a message */
+        /** Get a message (`?view=safe` adds `safe_text`) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description `safe` adds `safe_text`: plain text a model may read (hidden content removed, invisible characters stripped, suspicious spans fenced and labelled, links as `text <url>`). */
+                    view?: "full" | "safe";
+                };
                 header?: never;
                 path: {
                     inbox_id: string;
@@ -6155,6 +6160,161 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/inboxes/{inbox_id}/messages/{message_id}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Release a quarantined message (audited)
+         * @description Removes the `quarantine` label: the message joins lists, `wait` and the MCP tools. 409 `not_quarantined` when it is not held.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    inbox_id: string;
+                    message_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Success */
+                200: {
+                    headers: {
+                        /** @description The D1 session bookmark after this request (present when it touched the database). Send it back as a request header of the same name to read at least what this request wrote, from any replica. */
+                        "X-Mailbot-Bookmark"?: string;
+                        /** @description Requests allowed per minute for this key */
+                        "X-RateLimit-Limit"?: string;
+                        /** @description Requests left in the current window */
+                        "X-RateLimit-Remaining"?: string;
+                        /** @description Unix seconds when the window is entirely free again */
+                        "X-RateLimit-Reset"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["Message"];
+                        };
+                    };
+                };
+                /** @description Bad request (malformed JSON, bad cursor) */
+                400: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or invalid API key */
+                401: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Forbidden: scope, suspended account, disabled inbox */
+                403: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also another account's resource) */
+                404: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description `not_quarantined` */
+                409: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Request body too large */
+                413: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Validation failed; `details` lists each bad field */
+                422: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Rate limited */
+                429: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After"?: string;
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Internal error */
+                500: {
+                    headers: {
+                        /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
+                        "X-Request-Id"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -9610,7 +9770,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description `invalid_signature` (also a signature already used) or `timestamp_out_of_range` */
+                /** @description `invalid_signature` (also a signature already used), `malformed_signature` or `timestamp_out_of_range` */
                 401: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -9676,11 +9836,9 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Rate limited */
+                /** @description `too_many_failed_attempts`: too many bad signatures from this client this minute */
                 429: {
                     headers: {
-                        /** @description Seconds to wait before retrying */
-                        "Retry-After"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -9730,7 +9888,7 @@ export interface paths {
         put?: never;
         /**
          * Deliver a raw RFC 822 message relayed by another MTA
-         * @description Body: the raw message bytes (any content type). Headers: `X-Mailbot-Timestamp` (unix seconds, within 5 minutes) and `X-Mailbot-Signature: sha256=<hex HMAC-SHA256(INBOUND_SECRET, timestamp + "." + body)>`.
+         * @description Body: the raw message bytes (any content type, not empty). Headers: `X-Mailbot-Timestamp` (unix seconds, within 5 minutes) and `X-Mailbot-Signature`, either v2 `v2=<hex HMAC-SHA256(INBOUND_SECRET, timestamp + "." + to + "." + from + "." + body)>` (`to` and `from` the decoded query values, `from` empty when absent; one message relayed to several recipients is signed once per recipient) or v1 `sha256=<hex HMAC-SHA256(INBOUND_SECRET, timestamp + "." + body)>` (one recipient per signature: a v1 signature already used for one `to` is refused for another). The HMAC is computed while the body streams in; a client that sent 10 bad signatures within a minute gets 429 `too_many_failed_attempts` before its body is read. A message whose Message-ID is already stored in the inbox with different content is stored too, labelled `message_id_collision`; the same message again is a duplicate (nothing stored twice). Authentication-Results are believed only from the topmost header, and only when its authserv-id is in `INBOUND_RELAY_AUTHSERV_IDS` (none by default).
          */
         post: {
             parameters: {
@@ -9764,7 +9922,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Bad request (malformed JSON, bad cursor) */
+                /** @description `empty_message`: the body is empty */
                 400: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -9775,7 +9933,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description `invalid_signature` (missing, malformed or wrong signature, or one already used for another `to`) or `timestamp_out_of_range` (over 5 minutes of skew) */
+                /** @description `invalid_signature` (missing or wrong signature, or a v1 signature already used for another `to`), `malformed_signature` (a header present but not of the documented form) or `timestamp_out_of_range` (over 5 minutes of skew) */
                 401: {
                     headers: {
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
@@ -9841,11 +9999,9 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Rate limited */
+                /** @description `too_many_failed_attempts`: too many bad signatures from this client this minute (`Retry-After`) */
                 429: {
                     headers: {
-                        /** @description Seconds to wait before retrying */
-                        "Retry-After"?: string;
                         /** @description Unique id of this request (`req_…`); also in error bodies and audit entries */
                         "X-Request-Id"?: string;
                         [name: string]: unknown;
@@ -10028,9 +10184,13 @@ export interface components {
             domain: string;
         };
         CreateInboxInput: {
+            /** @description Automatic replies allowed per thread per hour before a send is refused with `loop_suspected` (default 5). */
+            auto_reply_limit?: number;
             display_name?: string;
             domain?: string;
             labels?: string[];
+            screening?: components["schemas"]["InboxScreeningPolicy"];
+            sender_rules?: components["schemas"]["SenderRules"];
             /** @example support */
             username: string;
         };
@@ -10158,6 +10318,11 @@ export interface components {
             cc?: string[];
             labels?: string[];
             to: string[];
+            /**
+             * @description `agent` (default): the message carries `Auto-Submitted: auto-generated` (`auto-replied` when it answers automatic mail) and replies count toward the inbox's loop limit. `human`: a person wrote it; no header, never refused as a loop.
+             * @enum {string}
+             */
+            written_by?: "agent" | "human";
         };
         Health: {
             /** @enum {string} */
@@ -10173,6 +10338,7 @@ export interface components {
         Inbox: {
             /** @example support--k3x9m2@mailbot.localhost */
             address: string;
+            auto_reply_limit: number;
             /** @example 2026-03-15T10:30:00.000Z */
             created_at: string;
             /** @enum {string|null} */
@@ -10182,11 +10348,27 @@ export interface components {
             /** @example inbox_01jd2x0000000000000000000 */
             id: string;
             labels: string[];
+            screening: {
+                /** @enum {string} */
+                mode: "flag" | "quarantine" | "reject";
+            };
+            sender_rules: {
+                allow: string[];
+                block: string[];
+            };
             /** @enum {string} */
             status: "active" | "disabled";
             /** @example 2026-03-15T10:30:00.000Z */
             updated_at: string;
             username: string;
+        };
+        InboxScreeningPolicy: {
+            /**
+             * @description `flag`: store and mark. `quarantine`: suspicious or dangerous mail gets label `quarantine`, hidden from lists, `wait` and MCP until released. `reject`: dangerous mail is refused at SMTP time (422 on the relay), suspicious mail is quarantined.
+             * @default flag
+             * @enum {string}
+             */
+            mode?: "flag" | "quarantine" | "reject";
         };
         Info: {
             docs_url: string;
@@ -10266,11 +10448,24 @@ export interface components {
             preview: string;
             /** @example 2026-03-15T10:30:00.000Z */
             received_at: string | null;
+            /**
+             * @description Outbound: recipient → where its copy stands. `pending` (not delivered yet: a transient refusal is retried for that recipient alone, the message stays `queued` meanwhile), `accepted` (our inbox or the transport took it), `refused` (refused for good), `failed` (still refused when the retries ran out). Null for inbound messages.
+             * @example {
+             *       "ana@example.com": "accepted",
+             *       "bo@example.com": "pending"
+             *     }
+             */
+            recipient_states: {
+                [key: string]: "pending" | "accepted" | "refused" | "failed";
+            } | null;
             references: string[];
             reply_to: string | null;
             /** @enum {string|null} */
             report_type: "delivery_status" | "feedback" | null;
             rfc_message_id: string | null;
+            /** @description Only with `?view=safe` (and in MCP tools by default). */
+            safe_text?: string;
+            screening: components["schemas"]["Screening"];
             /** @example 2026-03-15T10:30:00.000Z */
             sent_at: string | null;
             size: number;
@@ -10348,11 +10543,24 @@ export interface components {
             preview: string;
             /** @example 2026-03-15T10:30:00.000Z */
             received_at: string | null;
+            /**
+             * @description Outbound: recipient → where its copy stands. `pending` (not delivered yet: a transient refusal is retried for that recipient alone, the message stays `queued` meanwhile), `accepted` (our inbox or the transport took it), `refused` (refused for good), `failed` (still refused when the retries ran out). Null for inbound messages.
+             * @example {
+             *       "ana@example.com": "accepted",
+             *       "bo@example.com": "pending"
+             *     }
+             */
+            recipient_states: {
+                [key: string]: "pending" | "accepted" | "refused" | "failed";
+            } | null;
             references: string[];
             reply_to: string | null;
             /** @enum {string|null} */
             report_type: "delivery_status" | "feedback" | null;
             rfc_message_id: string | null;
+            /** @description Only with `?view=safe` (and in MCP tools by default). */
+            safe_text?: string;
+            screening: components["schemas"]["Screening"];
             /** @example 2026-03-15T10:30:00.000Z */
             sent_at: string | null;
             size: number;
@@ -10365,8 +10573,12 @@ export interface components {
             updated_at: string;
         };
         PatchInboxInput: {
+            /** @description Automatic replies allowed per thread per hour before a send is refused with `loop_suspected` (default 5). */
+            auto_reply_limit?: number;
             display_name?: string | null;
             labels?: string[];
+            screening?: components["schemas"]["InboxScreeningPolicy"];
+            sender_rules?: components["schemas"]["SenderRules"] & unknown;
         };
         PatchMessageInput: {
             add_labels?: string[];
@@ -10496,6 +10708,11 @@ export interface components {
             labels?: string[];
             /** @default false */
             reply_all?: boolean;
+            /**
+             * @description `agent` (default): the message carries `Auto-Submitted: auto-generated` (`auto-replied` when it answers automatic mail) and replies count toward the inbox's loop limit. `human`: a person wrote it; no header, never refused as a loop.
+             * @enum {string}
+             */
+            written_by?: "agent" | "human";
         };
         Reputation: {
             /**
@@ -10537,6 +10754,27 @@ export interface components {
             /** @example 7 */
             window_days: number;
         };
+        /** @description Inbound: the screening verdict (null for outbound mail). */
+        Screening: {
+            score: number;
+            screened_at: string;
+            signals: {
+                evidence: string;
+                /** @example instruction.ignore_previous */
+                id: string;
+                weight: number;
+            }[];
+            /** @enum {string} */
+            verdict: "clean" | "suspicious" | "dangerous";
+            version: string;
+        } | null;
+        /** @description Per-inbox sender lists (addresses or domains). Blocked senders are refused (mode `reject`) or quarantined; allowed senders skip quarantine and refusal but are still screened. */
+        SenderRules: {
+            /** @default [] */
+            allow?: string[];
+            /** @default [] */
+            block?: string[];
+        };
         SendMessageInput: {
             /** @default [] */
             attachments?: {
@@ -10570,6 +10808,11 @@ export interface components {
             reply_to?: string;
             subject: string;
             to: string[];
+            /**
+             * @description `agent` (default): the message carries `Auto-Submitted: auto-generated` (`auto-replied` when it answers automatic mail) and replies count toward the inbox's loop limit. `human`: a person wrote it; no header, never refused as a loop.
+             * @enum {string}
+             */
+            written_by?: "agent" | "human";
         };
         Suppression: {
             address: string;
