@@ -281,8 +281,9 @@ describe("MCP tools read the safe view", () => {
     });
     const thread = await rpc({ inbox_id: a.inbox.id, thread_id: heldMsg.body.data.thread_id }, "get_thread");
     expect(thread.structuredContent.messages.map((m: { id: string }) => m.id)).not.toContain(held.body.data.message_id);
+    // A thread's messages are lean (preview, verdict); asked for, their bodies come as safe_text.
     const firstThread = await rpc(
-      { inbox_id: a.inbox.id, thread_id: result.structuredContent.thread_id },
+      { inbox_id: a.inbox.id, thread_id: result.structuredContent.thread_id, include: "body" },
       "get_thread",
     );
     const shown = firstThread.structuredContent.messages.find((m: { id: string }) => m.id === id);

@@ -119,11 +119,15 @@ describe("message lists carry a preview, not bodies", () => {
       const search = await data("search_messages", { inbox_id: a.inbox.id, query: "zebra" });
       expect(search.items[0]).not.toHaveProperty("body_text");
       const withBody = await data("search_messages", { inbox_id: a.inbox.id, query: "zebra", include: "body" });
-      expect(withBody.items[0].body_text).toContain("Bye");
+      // Over MCP a body asked for comes as safe_text (the agents' view); raw: true gives the original.
+      expect(withBody.items[0].body_text).toBeNull();
+      expect(withBody.items[0].safe_text).toContain("Bye");
+      const raw = await data("search_messages", { inbox_id: a.inbox.id, query: "zebra", include: "body", raw: true });
+      expect(raw.items[0].body_text).toContain("Bye");
       const thread = await data("get_thread", { inbox_id: a.inbox.id, thread_id: threadId });
       expect(thread.messages[0]).not.toHaveProperty("body_text");
       const threadFull = await data("get_thread", { inbox_id: a.inbox.id, thread_id: threadId, include: "body" });
-      expect(threadFull.messages[0].body_text).toContain("Bye");
+      expect(threadFull.messages[0].safe_text).toContain("Bye");
     } finally {
       await client.close();
     }
