@@ -156,8 +156,8 @@ async function main() {
   check(
     msg.from_address === "ada@example.com" &&
       msg.labels.includes("unread") &&
-      /sort them by priority/.test(msg.body_text),
-    "sender, unread label and text body",
+      /sort them by priority/.test(msg.preview),
+    "sender, unread label and the text's preview (lists carry previews, not bodies)",
     received.text,
   );
   const att = msg.attachments[0];
