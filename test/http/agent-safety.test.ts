@@ -197,6 +197,33 @@ describe("per-inbox policy", () => {
     expect(await countMessages(a.inbox.id)).toBe(before + 1);
   });
 
+  it("a hostile mail that calls itself a bounce report is not exempt: kept, but held in quarantine", async () => {
+    const a = await createAccount("fake-report");
+    await setPolicy(a, { screening: { mode: "reject" }, sender_rules: { block: ["attacker.example"] } });
+    // The report type is the sender's own Content-Type: anyone can write it.
+    const raw = [
+      "From: Mail Delivery <mailer-daemon@attacker.example>",
+      `To: ${a.inbox.address}`,
+      "Subject: Undelivered Mail Returned to Sender",
+      "Message-ID: <fake-report-1@attacker.example>",
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
+      "",
+      "--b1",
+      "Content-Type: text/html; charset=utf-8",
+      "",
+      HOSTILE_HTML,
+      "--b1--",
+      "",
+    ].join("\r\n");
+    const res = await relay(raw, a.inbox.address, "mailer-daemon@attacker.example");
+    expect(res.status, res.text).toBe(202);
+    const stored = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${res.body.data.message_id}`, { key: a.key });
+    expect(stored.body.data.labels).toContain("quarantine");
+    const listed = await call("GET", `/v1/inboxes/${a.inbox.id}/messages`, { key: a.key });
+    expect(listed.body.data.map((m: { id: string }) => m.id)).not.toContain(res.body.data.message_id);
+  });
+
   it("sender lists: blocked senders refused (reject) or quarantined; allowed senders skip quarantine but are screened", async () => {
     const a = await createAccount("rules");
     const inbox = await setPolicy(a, {

@@ -23,6 +23,17 @@ export const FRESH_FOR_MS = 1_500;
 const WINDOW_MS = 60_000;
 const BURST_WINDOW_MS = 1_000;
 const STATES_MAX = 10_000;
+/** Longest a request waits for its key's guard before reading the key's state from D1 instead. */
+const SYNC_WAIT_MS = 1_000;
+
+/** `p`, or a rejection after `ms` (the timer is this request's own, so it always settles). */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
 
 interface KeyState {
   /** When the request that produced the snapshot left (epoch ms); 0: never, or marked stale. */
@@ -84,7 +95,9 @@ function sync(env: Bindings, keyId: string, st: KeyState): Promise<void> {
       if (st.generation === generation) st.syncedAt = sentAt;
     })
     .catch((err: unknown) => {
-      st.pending = [...hits, ...st.pending];
+      // Report them next time, but only those still inside the window: an outage must not grow this.
+      const since = Date.now() - WINDOW_MS;
+      st.pending = [...hits, ...st.pending].filter((at) => at > since);
       throw err;
     })
     .finally(() => {
@@ -120,10 +133,20 @@ export async function guardRequest(
     );
   }
   if (now - st.syncedAt >= FRESH_FOR_MS) {
-    if (st.syncing) await st.syncing.catch(() => undefined);
+    // Another request's sync may never settle (that request was cancelled): wait for it at most
+    // SYNC_WAIT_MS, then forget it and take this request's own path.
+    if (st.syncing) {
+      const shared = st.syncing;
+      await within(
+        shared.catch(() => undefined),
+        SYNC_WAIT_MS,
+      ).catch(() => {
+        if (st.syncing === shared) st.syncing = null;
+      });
+    }
     if (now - st.syncedAt >= FRESH_FOR_MS) {
       try {
-        await sync(env, keyId, st);
+        await within(sync(env, keyId, st), SYNC_WAIT_MS);
       } catch (err) {
         log.warn("key guard unreachable; key state read from D1", { key_id: keyId, error: String(err) });
         st.snapshot = { ...st.snapshot, ...(await fallback()) };

@@ -249,7 +249,7 @@ async function screenAndDispose(
   parsed: ParsedMail,
   ids: StoreIds,
 ): Promise<{ screening: Screening; quarantine: boolean }> {
-  const trusted = config(ctx.env).trustedAuthservIds;
+  const trusted = trustedAuthservIdsFor(ctx.env, mail.via);
   const screening = await screenInbound(
     ctx.db,
     inbox,
@@ -257,10 +257,14 @@ async function screenAndDispose(
     authenticationVerdicts(parsed.headers, trusted),
     ctx.now(),
   );
-  // Reports of our own mail (DSN, ARF) are never held or refused: they drive bounces and complaints.
-  const disposition: Disposition = parsed.reportType
-    ? { action: "store", quarantine: false, reason: null }
-    : dispose(policyOf(inbox), screening, parsed.fromAddress ?? mail.envelopeFrom);
+  // A report (DSN, ARF) is never refused: a real one drives bounces and complaints, which happens
+  // whether or not it is held. But the report type is the sender's own word (a Content-Type), so
+  // it exempts nothing else: a "report" the policy would refuse is kept, quarantined.
+  const decided = dispose(policyOf(inbox), screening, parsed.fromAddress ?? mail.envelopeFrom);
+  const disposition: Disposition =
+    parsed.reportType && decided.action === "reject"
+      ? { action: "store", quarantine: true, reason: decided.reason }
+      : decided;
   if (disposition.action === "reject") {
     await ctx.env.MAIL_BUCKET.delete(ids.written.splice(0));
     await commitWithAudit(
@@ -347,11 +351,7 @@ async function storeParsed(
     ids.written,
   );
 
-  // Each ingestion path believes only its own receiver: Email Routing's for routed mail, the
-  // relay's configured id (none by default) for relayed mail, nobody for internal delivery.
-  const cfg = config(env);
-  const trusted =
-    mail.via === "email_routing" ? cfg.trustedAuthservIds : mail.via === "inbound_webhook" ? cfg.relayAuthservIds : [];
+  const trusted = trustedAuthservIdsFor(env, mail.via);
   const participants = [
     ...new Set([parsed.fromAddress, ...parsed.to, ...parsed.cc].filter((a): a is string => Boolean(a))),
   ].slice(0, PARTICIPANT_LIMIT);
@@ -518,3 +518,12 @@ function eventBody(body: string | null): string | null {
   return body !== null && JSON.stringify(body).length <= EVENT_BODY_LIMIT ? body : null;
 }
 const EVENT_BODY_LIMIT = 256 * 1024;
+
+/**
+ * Whose Authentication-Results an ingestion path believes: Email Routing's receiver for routed
+ * mail, the relay's configured ids (none by default) for relayed mail, nobody for internal mail.
+ */
+function trustedAuthservIdsFor(env: ServiceContext["env"], via: InboundMail["via"]): string[] {
+  const cfg = config(env);
+  return via === "email_routing" ? cfg.trustedAuthservIds : via === "inbound_webhook" ? cfg.relayAuthservIds : [];
+}

@@ -293,7 +293,10 @@ async function saveProgress(
 ): Promise<void> {
   await ctx.db
     .update(messages)
-    .set({ deliveryProgress: progress })
+    // Each saved step renews the lease: a send to many slow recipients must not outlive it and be
+    // claimed by another consumer while copies are in flight. Wall clock on purpose: the job's
+    // context clock is fixed at its start.
+    .set({ deliveryProgress: progress, leaseUntil: Date.now() + SEND_LEASE_MS })
     .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId), eq(messages.status, "sending")));
 }
 
