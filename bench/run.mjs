@@ -202,26 +202,24 @@ async function main() {
 /** Every suite's JSON, by suite name (what bench/results.json holds). */
 const results = {};
 
+/** The suites that run in their own process (bench/<name>.mjs); "latency" runs in this one. */
+const SCRIPT_SUITES = [
+  "auth",
+  "inbound",
+  "webhooks",
+  "outbound",
+  "lists",
+  "mcp",
+  "sender-auth",
+  "reputation",
+  "realtime",
+  "audit",
+  "screening",
+];
 const SUITE = process.env.BENCH_SUITE || "all";
-if (
-  ![
-    "all",
-    "latency",
-    "auth",
-    "inbound",
-    "webhooks",
-    "outbound",
-    "lists",
-    "mcp",
-    "sender-auth",
-    "reputation",
-    "realtime",
-    "audit",
-    "screening",
-  ].includes(SUITE)
-) {
+if (!["all", "latency", ...SCRIPT_SUITES].includes(SUITE)) {
   console.error(
-    `bench: BENCH_SUITE must be all, latency, auth, inbound, webhooks, outbound, lists, mcp, sender-auth, reputation, realtime, audit or screening, got ${JSON.stringify(SUITE)}`,
+    `bench: BENCH_SUITE must be all, latency or one of ${SCRIPT_SUITES.join(", ")}, got ${JSON.stringify(SUITE)}`,
   );
   process.exit(1);
 }
@@ -266,19 +264,7 @@ function runScript(name) {
 }
 
 let status = 0;
-for (const s of [
-  "auth",
-  "inbound",
-  "webhooks",
-  "outbound",
-  "lists",
-  "mcp",
-  "sender-auth",
-  "reputation",
-  "realtime",
-  "audit",
-  "screening",
-]) {
+for (const s of SCRIPT_SUITES) {
   // A failed suite does not stop the others: the table shows what did run.
   if (SUITE === "all" || SUITE === s) {
     const code = await runScript(`./${s}.mjs`);

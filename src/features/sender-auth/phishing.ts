@@ -95,26 +95,6 @@ export const BRANDS: Record<string, string[]> = {
   stripe: ["stripe.com"],
 };
 
-export const SHORTENERS = new Set([
-  "bit.ly",
-  "tinyurl.com",
-  "t.co",
-  "goo.gl",
-  "ow.ly",
-  "is.gd",
-  "buff.ly",
-  "rebrand.ly",
-  "cutt.ly",
-  "shorturl.at",
-  "tiny.cc",
-  "rb.gy",
-  "t.ly",
-  "s.id",
-  "v.gd",
-  "shorte.st",
-  "bl.ink",
-  "lnkd.in",
-]);
 
 const DANGEROUS_EXTENSIONS = new Set([
   "exe",
@@ -206,7 +186,7 @@ export function scorePhishing(input: ScoreInput): ScoreResult {
     const host = hostOf(link.href);
     if (!host) continue;
     if (isIpLiteral(host)) add("ip_literal_link", 45, host);
-    if (SHORTENERS.has(host) || SHORTENER_HOSTS.has(host)) add("url_shortener", 25, host);
+    if (SHORTENER_HOSTS.has(host)) add("url_shortener", 25, host);
     const info = urlUserinfo(link.href);
     // https://brand.example@other.example/: the reader sees the part before @, the browser goes after it.
     if (info) add("url_userinfo", 60, `shows ${info.shown}, goes to ${info.host}`);
