@@ -95,7 +95,6 @@ export const BRANDS: Record<string, string[]> = {
   stripe: ["stripe.com"],
 };
 
-
 const DANGEROUS_EXTENSIONS = new Set([
   "exe",
   "scr",
