@@ -22,6 +22,11 @@ export const DEFAULT_MX_HOSTS = ["route1.mx.cloudflare.net", "route2.mx.cloudfla
 export const DEFAULT_RETRY_SCHEDULE_SECONDS = [0, 30, 120, 600, 3600, 21_600];
 /** Per-attempt webhook timeout, unless WEBHOOK_TIMEOUT_MS says otherwise. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * A first attempt made inline (in waitUntil, cut ~30 s after the response) gives up sooner, unless
+ * WEBHOOK_INLINE_TIMEOUT_MS says otherwise (never longer than the queued timeout).
+ */
+export const DEFAULT_INLINE_TIMEOUT_MS = 8_000;
 
 /** An empty (or blank) var means the same as an unset one: the default. */
 const blankToUndefined = (v: unknown) => (typeof v === "string" && v.trim() === "" ? undefined : v);
@@ -99,6 +104,7 @@ const Vars = z.object({
   INBOUND_RELAY_AUTHSERV_IDS: list.optional(),
   WEBHOOK_ALLOW_LOCAL: flag,
   WEBHOOK_TIMEOUT_MS: wholeNumber(1),
+  WEBHOOK_INLINE_TIMEOUT_MS: wholeNumber(1),
   /** Lenient on purpose: a schedule with a non-number or a negative delay falls back to the default. */
   WEBHOOK_RETRY_SCHEDULE: z
     .string()
@@ -163,6 +169,7 @@ export interface Config {
   /** WEBHOOK_ALLOW_LOCAL = "true", never in production. */
   webhookAllowLocal: boolean;
   webhookTimeoutMs: number;
+  webhookInlineTimeoutMs: number;
   webhookRetryScheduleSeconds: number[];
   /** The one account /mcp serves, when pinned. */
   mcpAccountId: string | undefined;
@@ -232,6 +239,10 @@ export function partialConfig(env: Partial<Bindings>): PartialConfig {
     relayAuthservIds: v.INBOUND_RELAY_AUTHSERV_IDS ?? [],
     webhookAllowLocal: !isProduction && v.WEBHOOK_ALLOW_LOCAL === "true",
     webhookTimeoutMs: v.WEBHOOK_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS,
+    webhookInlineTimeoutMs: Math.min(
+      v.WEBHOOK_INLINE_TIMEOUT_MS ?? DEFAULT_INLINE_TIMEOUT_MS,
+      v.WEBHOOK_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS,
+    ),
     webhookRetryScheduleSeconds: v.WEBHOOK_RETRY_SCHEDULE,
     mcpAccountId: v.MCP_ACCOUNT_ID,
     spfInclude: v.SPF_INCLUDE ?? DEFAULT_SPF_INCLUDE,

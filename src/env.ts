@@ -39,6 +39,8 @@ export interface Bindings {
   WEBHOOK_ALLOW_LOCAL?: string;
   /** Per-attempt webhook timeout (default 10000). */
   WEBHOOK_TIMEOUT_MS?: string;
+  /** Timeout of a first attempt made inline, right after the commit (default 8000, at most WEBHOOK_TIMEOUT_MS). */
+  WEBHOOK_INLINE_TIMEOUT_MS?: string;
   /** Comma-separated delays in seconds before each webhook attempt (default 0,30,120,600,3600,21600). */
   WEBHOOK_RETRY_SCHEDULE?: string;
   /** Comma-separated domains whose DKIM-signed feedback reports (ARF complaints) count. */

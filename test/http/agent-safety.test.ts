@@ -224,7 +224,7 @@ describe("per-inbox policy", () => {
     expect(listed.body.data.map((m: { id: string }) => m.id)).not.toContain(res.body.data.message_id);
   });
 
-  it("sender lists: blocked senders refused (reject) or quarantined; allowed senders skip quarantine but are screened", async () => {
+  it("sender lists: blocked senders refused (reject) or quarantined; allowed senders skip quarantine only when authenticated", async () => {
     const a = await createAccount("rules");
     const inbox = await setPolicy(a, {
       screening: { mode: "quarantine" },
@@ -246,12 +246,14 @@ describe("per-inbox policy", () => {
     const subMsg = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${sub.body.data.message_id}`, { key: a.key });
     expect(subMsg.body.data.labels).toContain("quarantine");
 
-    // Allowed sender with hostile content: stored, not held, still screened.
+    // An allowed From with hostile content but nothing authenticating it (the relay trusts no
+    // Authentication-Results by default): the allow rule is not honoured, the mail is held.
+    // The authenticated case is in safety-mends.test.ts.
     const allowed = await relay(hostileMail({ from: "ceo@partner.example", to: a.inbox.address }), a.inbox.address);
     const allowedMsg = await call("GET", `/v1/inboxes/${a.inbox.id}/messages/${allowed.body.data.message_id}`, {
       key: a.key,
     });
-    expect(allowedMsg.body.data.labels).not.toContain("quarantine");
+    expect(allowedMsg.body.data.labels).toContain("quarantine");
     expect(allowedMsg.body.data.screening.verdict).toBe("dangerous");
 
     // In reject mode a blocked sender is refused outright.

@@ -35,7 +35,14 @@ import { eventStatement, publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import type { Screening } from "../screening/screener";
-import { type Disposition, dispose, policyOf, screenInbound } from "../screening/screening.service";
+import {
+  type Disposition,
+  dispose,
+  policyOf,
+  screenInbound,
+  senderAuthenticated,
+  unhonouredAllow,
+} from "../screening/screening.service";
 import { findThread, PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 
 /** The label of a message whose Message-ID another, different message of the inbox already had. */
@@ -250,17 +257,25 @@ async function screenAndDispose(
   ids: StoreIds,
 ): Promise<{ screening: Screening; quarantine: boolean }> {
   const trusted = trustedAuthservIdsFor(ctx.env, mail.via);
-  const screening = await screenInbound(
-    ctx.db,
-    inbox,
-    parsed,
-    authenticationVerdicts(parsed.headers, trusted),
-    ctx.now(),
-  );
+  const authentication = authenticationVerdicts(parsed.headers, trusted);
+  const screening = await screenInbound(ctx.db, inbox, parsed, authentication, ctx.now());
+  const policy = policyOf(inbox);
+  const sender = parsed.fromAddress ?? mail.envelopeFrom;
+  // Only a From header can be authenticated (DMARC speaks for it); an envelope sender standing in never is.
+  const authenticated = parsed.fromAddress !== null && senderAuthenticated(authentication);
+  const ignoredAllow = unhonouredAllow(policy, sender, authenticated);
+  if (ignoredAllow) {
+    // Weightless: it changes no verdict, it tells the reader why the allow rule did not apply.
+    screening.signals.push({
+      id: "sender.allow_unauthenticated",
+      weight: 0,
+      evidence: `From matches allow rule "${ignoredAllow}" but no trusted DMARC pass authenticates it; screened like any mail`,
+    });
+  }
   // A report (DSN, ARF) is never refused: a real one drives bounces and complaints, which happens
   // whether or not it is held. But the report type is the sender's own word (a Content-Type), so
   // it exempts nothing else: a "report" the policy would refuse is kept, quarantined.
-  const decided = dispose(policyOf(inbox), screening, parsed.fromAddress ?? mail.envelopeFrom);
+  const decided = dispose(policy, screening, sender, authenticated);
   const disposition: Disposition =
     parsed.reportType && decided.action === "reject"
       ? { action: "store", quarantine: true, reason: decided.reason }

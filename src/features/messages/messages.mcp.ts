@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { PageQuery, pageOf, toPage } from "../../lib/pagination";
+import { PageQuery, toPage } from "../../lib/pagination";
 import { defineTool, IDEMPOTENCY_NOTE, IdempotencyKeyArg, type ListResult } from "../../mcp/define-tool";
 import { ForwardInput, MessageIdParam, ReplyToMessageInput, SendMessageInput } from "../outbound/outbound.schemas";
 import { forwardMessage, replyToMessage, sendMessage } from "../outbound/outbound.service";
@@ -13,6 +13,7 @@ import {
   WaitMessagesQuery,
 } from "./messages.schemas";
 import {
+  bodyBudgetPageOf,
   forAgent,
   getMessage,
   listedForAgent,
@@ -79,7 +80,7 @@ export const messageTools = [
     name: "list_messages",
     title: "List an inbox's messages",
     description:
-      'Lists an inbox\'s messages, newest first, each with a preview (the first 200 characters of its text) instead of the bodies: get_message returns a message whole, or pass include: "body" for the bodies in the list (a body over 384 KiB is left out with body_omitted). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.',
+      'Lists an inbox\'s messages, newest first, each with a preview (the first 200 characters of its text) instead of the bodies: get_message returns a message whole, or pass include: "body" for the bodies in the list (a body over 384 KiB is left out with body_omitted; a page with bodies stops early, with a next_cursor, once it carries about 1 MiB of them). Filters: direction (inbound | outbound), label, thread_id, since / until (ISO-8601). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
     input: ListMessagesQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id, raw: RawArg }),
     annotations: { readOnlyHint: true, openWorldHint: false },
@@ -92,7 +93,7 @@ export const messageTools = [
         q.include === "body",
       );
       const visible = rows.filter((r) => !r.labels.includes(QUARANTINE_LABEL));
-      const { items, nextCursor } = pageOf(visible, q.limit);
+      const { items, nextCursor } = bodyBudgetPageOf(visible, q.limit);
       return { items: items.map((r) => listedForAgent(r, q.raw)), next_cursor: nextCursor };
     },
     summary: listSummary,
@@ -143,7 +144,7 @@ export const messageTools = [
     name: "search_messages",
     title: "Search an inbox",
     description:
-      'Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first; each message with a preview instead of its bodies (include: "body" adds them). limit 1–100 (default 20); pass next_cursor back as cursor.',
+      'Full-text search over subjects, bodies and addresses of one inbox; every word of query must match; newest first; each message with a preview instead of its bodies (include: "body" adds them; such a page stops early, with a next_cursor, once it carries about 1 MiB of them). limit 1–100 (default 20); pass next_cursor back as cursor.',
     scope: "read",
     input: PageQuery.safeExtend({
       inbox_id: InboxParam.shape.inbox_id,
@@ -155,7 +156,7 @@ export const messageTools = [
     run: async ({ ctx }, q) => {
       const rows = await searchMessages(ctx, q.inbox_id, q.query, toPage(q), q.include === "body");
       const visible = rows.filter((r) => !r.labels.includes(QUARANTINE_LABEL));
-      const { items, nextCursor } = pageOf(visible, q.limit);
+      const { items, nextCursor } = bodyBudgetPageOf(visible, q.limit);
       return { items: items.map((r) => listedForAgent(r, q.raw)), next_cursor: nextCursor };
     },
     summary: listSummary,

@@ -5,7 +5,7 @@ import { requireScope } from "../../http/auth";
 import { serviceContext } from "../../http/context";
 import { binaryRoute, jsonBody, jsonRoute } from "../../http/openapi";
 import { validationHook } from "../../http/validation";
-import { pageOf, toPage } from "../../lib/pagination";
+import { toPage } from "../../lib/pagination";
 import {
   AttachmentParams,
   GetMessageQuery,
@@ -19,6 +19,7 @@ import {
   WaitMessagesQuery,
 } from "./messages.schemas";
 import {
+  bodyBudgetPageOf,
   getAttachment,
   getMessage,
   getRaw,
@@ -45,7 +46,8 @@ messageRoutes.openapi(
     path: "/inboxes/{inbox_id}/messages/search",
     tags,
     summary: "Full-text search over subject, bodies and addresses (every word must match; newest first)",
-    description: "Each message carries `preview` instead of its bodies; `?include=body` adds them.",
+    description:
+      "Each message carries `preview` instead of its bodies; `?include=body` adds them, and a page with bodies stops early (fewer than `limit`, with `next_cursor`) once it carries about 1 MiB of them.",
     data: MessageListItemWire,
     list: true,
   }),
@@ -60,7 +62,7 @@ messageRoutes.openapi(
       toPage(query),
       query.include === "body",
     );
-    const { items, nextCursor } = pageOf(rows, query.limit);
+    const { items, nextCursor } = bodyBudgetPageOf(rows, query.limit);
     const data = items.map(toMessageListWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },
@@ -94,7 +96,8 @@ messageRoutes.openapi(
     path: "/inboxes/{inbox_id}/messages",
     tags,
     summary: "List an inbox's messages (newest first)",
-    description: "Each message carries `preview` instead of its bodies; `?include=body` adds them.",
+    description:
+      "Each message carries `preview` instead of its bodies; `?include=body` adds them, and a page with bodies stops early (fewer than `limit`, with `next_cursor`) once it carries about 1 MiB of them.",
     data: MessageListItemWire,
     list: true,
   }),
@@ -115,7 +118,7 @@ messageRoutes.openapi(
       toPage(query),
       query.include === "body",
     );
-    const { items, nextCursor } = pageOf(rows, query.limit);
+    const { items, nextCursor } = bodyBudgetPageOf(rows, query.limit);
     const data = items.map(toMessageListWire);
     return c.json({ data, meta: { limit: query.limit, next_cursor: nextCursor } }, 200);
   },

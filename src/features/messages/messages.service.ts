@@ -4,7 +4,7 @@ import { type AttachmentRow, attachments, inboxes, type MessageRow, messages, th
 import type { ServiceContext } from "../../lib/context";
 import { Conflict, NotFound, WaitTimeout } from "../../lib/errors";
 import { idFloor } from "../../lib/ids";
-import type { Page } from "../../lib/pagination";
+import { type Page, pageOf } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { safeText } from "../screening/screener";
@@ -48,6 +48,30 @@ export type MessageListRow = Omit<MessageRow, "bodyText" | "bodyHtml" | "searchT
   bodyHtml?: string | null;
 };
 
+/**
+ * Most body text (characters of body_text + body_html) one list page carries with `include=body`:
+ * 100 items of up to 384 KiB each would be ~75 MiB to serialize (and, over MCP, to turn into
+ * safe_text: seconds of CPU). A page stops before the item that would pass it (the first item
+ * always comes) and its next_cursor resumes right after the last item it carries.
+ */
+export const LIST_BODY_BUDGET = 1024 * 1024;
+
+/** pageOf, stopping early once the bodies carried reach LIST_BODY_BUDGET (a no-op without bodies). */
+export function bodyBudgetPageOf<T extends MessageListRow>(
+  rows: T[],
+  limit: number,
+): { items: T[]; nextCursor: string | null } {
+  const end = Math.min(rows.length, limit);
+  let spent = 0;
+  for (let i = 0; i < end; i++) {
+    const row = rows[i] as T;
+    const size = (row.bodyText?.length ?? 0) + (row.bodyHtml?.length ?? 0);
+    if (i > 0 && spent + size > LIST_BODY_BUDGET) return pageOf(rows, i);
+    spent += size;
+  }
+  return pageOf(rows, limit);
+}
+
 /** The columns of a listed message, with or without the (inline) bodies. */
 export const messageListColumns = (includeBody: boolean) => (includeBody ? listColumnsWithBodies : listColumns);
 
@@ -59,7 +83,8 @@ export interface MessageFilters {
   untilMs?: number | undefined;
 }
 
-const hasLabel = (label: string) => sql`EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = ${label})`;
+export const hasLabel = (label: string) =>
+  sql`EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = ${label})`;
 /** Held by the inbox's screening policy: out of lists, search and wait until released. */
 export const QUARANTINE_LABEL = "quarantine";
 export const notQuarantined = () => not(hasLabel(QUARANTINE_LABEL));

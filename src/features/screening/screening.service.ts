@@ -59,14 +59,36 @@ export type Disposition =
   | { action: "reject"; reason: string; rule: string | null };
 
 /**
- * What the inbox's policy does with a screened message. Blocked senders are refused in `reject`
- * mode and quarantined otherwise; allowed senders are never quarantined or refused (still
- * screened). `quarantine` holds suspicious and dangerous mail; `reject` refuses dangerous mail
- * and holds suspicious mail.
+ * Whether the From domain is proven by the trusted verdicts: a DMARC pass from an authserv-id the
+ * ingestion path trusts. DMARC is the one verdict that speaks for the From header's domain (SPF and
+ * DKIM alone may pass for any other domain, and the verdicts kept carry no domains to align), so
+ * a domain without a DMARC record never earns an allow rule's exemption.
  */
-export function dispose(policy: ResolvedPolicy, screening: Screening, sender: string | null): Disposition {
+export function senderAuthenticated(authentication: AuthVerdicts | null): boolean {
+  return authentication?.dmarc === "pass";
+}
+
+/** The allow rule a From matches that is not honoured because nothing authenticates it (null otherwise). */
+export function unhonouredAllow(policy: ResolvedPolicy, sender: string | null, authenticated: boolean): string | null {
+  return authenticated ? null : onList(policy.allow, sender);
+}
+
+/**
+ * What the inbox's policy does with a screened message. Blocked senders are refused in `reject`
+ * mode and quarantined otherwise (on the From alone: blocking a forged name harms nobody);
+ * allowed senders are never quarantined or refused (still screened), but only when `authenticated`
+ * (see senderAuthenticated): anyone can write an allowed address in From, so an unauthenticated
+ * match counts for nothing. `quarantine` holds suspicious and dangerous mail; `reject` refuses
+ * dangerous mail and holds suspicious mail.
+ */
+export function dispose(
+  policy: ResolvedPolicy,
+  screening: Screening,
+  sender: string | null,
+  authenticated: boolean,
+): Disposition {
   const blocked = onList(policy.block, sender);
-  const allowed = onList(policy.allow, sender);
+  const allowed = authenticated ? onList(policy.allow, sender) : null;
   if (blocked && !allowed) {
     if (policy.mode === "reject") return { action: "reject", reason: "sender_blocked", rule: blocked };
     return { action: "store", quarantine: true, reason: "sender_blocked" };

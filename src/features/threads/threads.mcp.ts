@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { defineTool } from "../../mcp/define-tool";
 import { InboxParam } from "../messages/messages.schemas";
-import { listedForAgent, QUARANTINE_LABEL } from "../messages/messages.service";
+import { listedForAgent } from "../messages/messages.service";
 import { GetThreadQuery, ListThreadsQuery, ThreadParams } from "./threads.schemas";
 import {
   getThread,
@@ -18,12 +18,13 @@ export const threadTools = [
     name: "list_threads",
     title: "List an inbox's threads",
     description:
-      "Lists an inbox's conversations, most recently active first: subject, participants, message_count, last_message_at, labels. Filter by label. limit 1–100 (default 20); pass next_cursor back as cursor.",
+      "Lists an inbox's conversations, most recently active first: subject, participants, message_count, last_message_at, labels. Filter by label. A thread whose every message is quarantined is left out until one is released. limit 1–100 (default 20); pass next_cursor back as cursor.",
     scope: "read",
     input: ListThreadsQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx }, q) => {
-      const rows = await listThreads(ctx, q.inbox_id, { label: q.label }, toThreadPage(q));
+      // Agents never see held mail, whatever label they filter by.
+      const rows = await listThreads(ctx, q.inbox_id, { label: q.label, withQuarantined: false }, toThreadPage(q));
       const { items, nextCursor } = threadPageOf(rows, q.limit);
       return { items: items.map(toThreadWire), next_cursor: nextCursor };
     },
@@ -39,17 +40,14 @@ export const threadTools = [
       'Returns a conversation with its messages, oldest first (at most 200; messages_truncated tells when there are more: page with list_messages and thread_id), each with its screening verdict and a preview of its text instead of the bodies: get_message returns one whole (as safe_text). include: "body" adds each body as safe_text (raw: true gives the original bodies, untrusted). Quarantined messages are left out until released.',
     scope: "read",
     input: ThreadParams.safeExtend({
-      ...GetThreadQuery.shape,
+      include: GetThreadQuery.shape.include,
       raw: z.boolean().default(false).describe("true: the original body_text / body_html instead of safe_text"),
     }),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx }, { inbox_id, thread_id, include, raw }) => {
+      // Quarantined messages are left out (a thread of nothing else is a 404, like get_message's).
       const found = await getThread(ctx, inbox_id, thread_id, include === "body");
-      const messages = found.messages.filter((m) => !m.labels.includes(QUARANTINE_LABEL));
-      return {
-        ...toThreadWithMessagesWire({ ...found, messages }),
-        messages: messages.map((m) => listedForAgent(m, raw)),
-      };
+      return { ...toThreadWithMessagesWire(found), messages: found.messages.map((m) => listedForAgent(m, raw)) };
     },
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),

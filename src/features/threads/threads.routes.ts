@@ -7,6 +7,7 @@ import { validationHook } from "../../http/validation";
 import { InboxParam } from "../messages/messages.schemas";
 import { GetThreadQuery, ListThreadsQuery, ThreadParams, ThreadWire, ThreadWithMessagesWire } from "./threads.schemas";
 import {
+  asksForQuarantined,
   getThread,
   listThreads,
   threadPageOf,
@@ -26,6 +27,8 @@ threadRoutes.openapi(
     path: "/inboxes/{inbox_id}/threads",
     tags,
     summary: "List an inbox's threads (most recently active first)",
+    description:
+      "A thread whose every message is quarantined is left out until one is released, unless `?label=quarantine`.",
     data: ThreadWire,
     list: true,
   }),
@@ -35,7 +38,7 @@ threadRoutes.openapi(
     const rows = await listThreads(
       serviceContext(c),
       c.req.valid("param").inbox_id,
-      { label: query.label },
+      { label: query.label, withQuarantined: asksForQuarantined(query.label) },
       toThreadPage(query),
     );
     const { items, nextCursor } = threadPageOf(rows, query.limit);
@@ -50,13 +53,16 @@ threadRoutes.openapi(
     path: "/inboxes/{inbox_id}/threads/{thread_id}",
     tags,
     summary: "Get a thread with its messages (oldest first)",
+    description:
+      "Quarantined messages are left out, and a thread with no other message is a 404, until released; `?label=quarantine` returns the thread with its quarantined messages only.",
     data: ThreadWithMessagesWire,
   }),
   async (c) => {
     requireScope(c, "read");
     const ctx = serviceContext(c);
     const { inbox_id, thread_id } = c.req.valid("param");
-    const includeBody = c.req.valid("query").include === "body";
-    return c.json({ data: toThreadWithMessagesWire(await getThread(ctx, inbox_id, thread_id, includeBody)) }, 200);
+    const query = c.req.valid("query");
+    const found = await getThread(ctx, inbox_id, thread_id, query.include === "body", asksForQuarantined(query.label));
+    return c.json({ data: toThreadWithMessagesWire(found) }, 200);
   },
 );

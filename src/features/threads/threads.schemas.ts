@@ -8,7 +8,13 @@ export const ThreadParams = z.object({
   thread_id: IdOf("thr", "thr_01jd2x0000000000000000000").openapi({ param: { name: "thread_id", in: "path" } }),
 });
 
-export const GetThreadQuery = z.object({ include: IncludeBody });
+export const GetThreadQuery = z.object({
+  include: IncludeBody,
+  label: z.enum(["quarantine"]).optional().openapi({
+    description:
+      "*(new)* `quarantine`: the thread with its quarantined messages only (otherwise they are left out, and a thread of nothing else is a 404).",
+  }),
+});
 
 export const ListThreadsQuery = PageQuery.extend({ label: Label.optional() });
 
@@ -31,6 +37,7 @@ export const ThreadWithMessagesWire = ThreadWire.extend({
     description: "Oldest first (at most 200), each with `preview` instead of its bodies (`?include=body` adds them).",
   }),
   messages_truncated: z.boolean().openapi({
-    description: "True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`.",
+    description:
+      "True when the thread has more messages than it carries (more than 200, or, with `?include=body`, past about 1 MiB of bodies): page through `GET …/messages?thread_id=`.",
   }),
 }).openapi("ThreadWithMessages");

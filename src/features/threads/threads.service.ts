@@ -6,8 +6,12 @@ import { BadRequest, NotFound } from "../../lib/errors";
 import { iso } from "../../lib/time";
 import {
   assertInboxAllowed,
+  bodyBudgetPageOf,
+  hasLabel,
   type MessageListRow,
   messageListColumns,
+  notQuarantined,
+  QUARANTINE_LABEL,
   requireInbox,
   toMessageListWire,
 } from "../messages/messages.service";
@@ -42,17 +46,36 @@ export function threadPageOf(rows: ThreadRow[], limit: number): { items: ThreadR
   return { items, nextCursor };
 }
 
-/** An inbox's threads, most recently active first. */
+/**
+ * Whether quarantined mail may show: only when the caller asks for it by its label, as the message
+ * list does (`?label=quarantine`). The MCP adapters never ask (held mail is out of agents' reach).
+ */
+export const asksForQuarantined = (label: string | undefined) => label === QUARANTINE_LABEL;
+
+/**
+ * A thread is visible while one of its messages is: a thread made only of quarantined mail would
+ * otherwise show its subject, participants and count. In SQL (on messages_thread_idx), so a page
+ * is filled from visible threads and never comes back short while more exist.
+ */
+function hasVisibleMessage(accountId: string): SQL {
+  return sql`EXISTS (SELECT 1 FROM ${messages} WHERE ${messages.threadId} = ${threads.id} AND ${messages.accountId} = ${accountId} AND ${notQuarantined()})`;
+}
+
+/**
+ * An inbox's threads, most recently active first. Threads with no visible message (all
+ * quarantined) are left out unless `withQuarantined` (see asksForQuarantined).
+ */
 export async function listThreads(
   ctx: ServiceContext,
   inboxId: string,
-  filters: { label?: string | undefined },
+  filters: { label?: string | undefined; withQuarantined?: boolean },
   page: ThreadPage,
 ): Promise<ThreadRow[]> {
   await requireInbox(ctx, inboxId);
   const where: (SQL | undefined)[] = [eq(threads.inboxId, inboxId), eq(threads.accountId, ctx.accountId)];
   if (filters.label)
     where.push(sql`EXISTS (SELECT 1 FROM json_each(${threads.labels}) WHERE value = ${filters.label})`);
+  if (!filters.withQuarantined) where.push(hasVisibleMessage(ctx.accountId));
   if (page.after) {
     where.push(
       or(
@@ -73,12 +96,18 @@ export async function listThreads(
 /** Most messages a thread response carries (oldest first); the messages list pages through more. */
 export const THREAD_MESSAGES_LIMIT = 200;
 
-/** One thread with its messages, oldest first: previews only unless `includeBody`. */
+/**
+ * One thread with its messages, oldest first: previews only unless `includeBody`. Quarantined
+ * messages are left out, and a thread with none left is a 404, as its messages are to a list;
+ * `quarantined` (HTTP `?label=quarantine`, like the message list) gives the thread with its
+ * quarantined messages only.
+ */
 export async function getThread(
   ctx: ServiceContext,
   inboxId: string,
   threadId: string,
   includeBody = false,
+  quarantined = false,
 ): Promise<{ thread: ThreadRow; messages: MessageListRow[]; truncated: boolean }> {
   assertInboxAllowed(ctx, inboxId);
   const thread = await ctx.db
@@ -90,11 +119,20 @@ export async function getThread(
   const rows = await ctx.db
     .select(messageListColumns(includeBody))
     .from(messages)
-    .where(and(eq(messages.threadId, threadId), eq(messages.accountId, ctx.accountId)))
+    .where(
+      and(
+        eq(messages.threadId, threadId),
+        eq(messages.accountId, ctx.accountId),
+        quarantined ? hasLabel(QUARANTINE_LABEL) : notQuarantined(),
+      ),
+    )
     .orderBy(asc(messages.id))
     .limit(THREAD_MESSAGES_LIMIT + 1)
     .all();
-  return { thread, messages: rows.slice(0, THREAD_MESSAGES_LIMIT), truncated: rows.length > THREAD_MESSAGES_LIMIT };
+  if (rows.length === 0 && !quarantined) throw new NotFound("Thread");
+  // With bodies, the same budget as a list page: the rest is paged through the message list.
+  const kept = bodyBudgetPageOf(rows, THREAD_MESSAGES_LIMIT).items;
+  return { thread, messages: kept, truncated: rows.length > kept.length };
 }
 
 /** Wire shape of a thread. */

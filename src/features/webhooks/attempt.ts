@@ -59,7 +59,11 @@ interface AttemptResult {
  * the dispatch, sends the signed event, records the attempt and the new state in one batch.
  * A finished dispatch is never sent again, so a redelivered queue message is harmless.
  */
-export async function attemptDispatch(base: BaseContext, dispatchId: string): Promise<DispatchOutcome> {
+export async function attemptDispatch(
+  base: BaseContext,
+  dispatchId: string,
+  opts: { inline?: boolean } = {},
+): Promise<DispatchOutcome> {
   const { db, env } = base;
   const now = base.now();
   const dispatch = await db.select().from(webhookDispatches).where(eq(webhookDispatches.id, dispatchId)).get();
@@ -72,7 +76,9 @@ export async function attemptDispatch(base: BaseContext, dispatchId: string): Pr
   // attempt, so one account's fan-out cannot flood a target or crowd out other tenants' queue.
   const budget = await deliveryBudget(base, dispatch.accountId, now);
   if (!budget.allowed) return { done: false, retryInSeconds: Math.max(1, Math.ceil(budget.retryAfterMs / 1000)) };
-  const limitMs = timeoutMs(env);
+  // Inline (waitUntil after a response): a shorter timeout, so the attempt ends well inside the
+  // time the runtime grants; a receiver slower than that gets the retry from the queue.
+  const limitMs = opts.inline ? config(env).webhookInlineTimeoutMs : timeoutMs(env);
   const leaseUntil = now + limitMs + 30_000;
   const claimed = await db
     .update(webhookDispatches)

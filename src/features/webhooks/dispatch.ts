@@ -149,21 +149,43 @@ export async function fanOut(base: BaseContext, eventIds: string[], mode: "queue
   await markDispatched();
 }
 
-/** Attempts each dispatch now; what is not done goes on the queue with its retry delay. */
+/**
+ * How long the inline first attempts may take in all. waitUntil work is cut about 30 s after the
+ * response; each attempt's own timeout (webhookInlineTimeoutMs) is shorter still, and this bounds
+ * what surrounds it (the budget check, D1 writes, a slow DNS answer).
+ */
+const INLINE_DEADLINE_MS = 20_000;
+
+/**
+ * Attempts each dispatch now; what is not done goes on the queue with its retry delay. An attempt
+ * still running at the deadline is queued as it stands: its lease (held until the attempt's
+ * timeout + 30 s) keeps the queued copy from sending while it may still be in flight, and once it
+ * ends the copy finds the dispatch finished or due, so nothing is delivered twice.
+ */
 async function firstAttempts(base: BaseContext, dispatchIds: string[]): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"deadline">((resolve) => {
+    timer = setTimeout(() => resolve("deadline"), INLINE_DEADLINE_MS);
+  });
   await Promise.all(
     dispatchIds.map(async (id) => {
       let delaySeconds = 0;
       try {
-        const outcome = await attemptDispatch(base, id);
-        if (outcome.done) return;
-        delaySeconds = outcome.retryInSeconds;
+        const outcome = await Promise.race([attemptDispatch(base, id, { inline: true }), deadline]);
+        if (outcome === "deadline") {
+          log.warn("first webhook attempt past the inline deadline; queued", { dispatch_id: id });
+        } else if (outcome.done) {
+          return;
+        } else {
+          delaySeconds = outcome.retryInSeconds;
+        }
       } catch (err) {
         log.warn("first webhook attempt failed; queued", { dispatch_id: id, error: String(err) });
       }
       await enqueueDispatches(base.env, [id], Math.min(delaySeconds, MAX_QUEUE_DELAY_SECONDS));
     }),
   );
+  clearTimeout(timer);
 }
 
 /** Queues' longest message delay (12 h). */
