@@ -291,7 +291,7 @@ describe("inline first webhook attempts are bounded", () => {
     const ctx = createExecutionContext();
     await worker.email(
       fakeInbound(raw, { from: "ana@example.org", to: a.inbox.address }),
-      { ...env, WEBHOOK_INLINE_TIMEOUT_MS: "300" },
+      { ...env, WEBHOOK_INLINE_TIMEOUT_MS: "300" } as typeof env,
       ctx,
     );
     await waitOnExecutionContext(ctx);
