@@ -26,12 +26,14 @@ async function connect(key: string): Promise<Client> {
   return client;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: results are inspected field by field
-async function tool(
-  client: Client,
-  name: string,
-  args: Record<string, unknown>,
-): Promise<{ isError: boolean; data: any; text: string }> {
+interface ToolOutcome {
+  isError: boolean;
+  // biome-ignore lint/suspicious/noExplicitAny: results are inspected field by field
+  data: any;
+  text: string;
+}
+
+async function tool(client: Client, name: string, args: Record<string, unknown>): Promise<ToolOutcome> {
   const res = await client.callTool({ name, arguments: args });
   const content = res.content as { type: string; text: string }[];
   return {
@@ -57,7 +59,7 @@ describe("MCP: threads of quarantined mail", () => {
   let a: TestAccount;
   let mcp: Client;
   let visibleThread: string;
-  let held: { id: string; threadId: string };
+  let held: { id: string; threadId: string; labels: string[] };
   beforeAll(async () => {
     a = await createAccount("mcpheld");
     mcp = await connect(a.key);
