@@ -6,13 +6,14 @@
 // Each suite still prints its own lines; at the end one table puts every figure of issue 17 and
 // the earlier issues beside its goal, and bench/results.json (BENCH_RESULTS to move it) gets the
 // JSON of every suite that ran.
-// BENCH_SUITE=latency|auth|inbound|webhooks|outbound|lists|mcp|sender-auth|reputation|realtime|audit|screening runs only that one (bench/auth.mjs: list ÷ /health p50 at concurrency 1 and 16, with and
+// BENCH_SUITE=latency|auth|inbound|webhooks|outbound|lists|mcp|sender-auth|reputation|realtime|audit|screening|peer-lists runs only that one (bench/auth.mjs: list ÷ /health p50 at concurrency 1 and 16, with and
 // without a 50 ms delay on every Durable Object call; bench/lists.mjs:
 // 20 messages of ~51 KB listed, against GET of one inbox; bench/mcp.mjs:
 // /mcp tool calls; bench/sender-auth.mjs: gate latency, phishing scorer rates; bench/reputation.mjs: the
 // latency the InboxCounter check adds to an accepted send; bench/realtime.mjs: event → SSE/WebSocket client
 // latency and the cost of 100 idle streams; bench/audit.mjs: 200 mixed audited writes at once on one
-// account, failures and the time the chain takes to verify).
+// account, failures and the time the chain takes to verify; bench/peer-lists.mjs: our list against
+// a peer's (cfagentmail) on the same machine, only when PEER_DIR names its checkout, else it skips).
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -215,6 +216,7 @@ const SCRIPT_SUITES = [
   "realtime",
   "audit",
   "screening",
+  "peer-lists",
 ];
 const SUITE = process.env.BENCH_SUITE || "all";
 if (!["all", "latency", ...SCRIPT_SUITES].includes(SUITE)) {
@@ -332,6 +334,18 @@ const FIGURES = [
     () => get("lists", "by_concurrency.16.list_over_inbox_get_p50"),
     "<= 1.5",
     (v) => v <= 1.5,
+  ],
+  [
+    "list p50 mailbot / peer (cfagentmail), c=1",
+    () => get("peer-lists", "by_concurrency.1.list_p50_mailbot_over_peer"),
+    "<= 0.2",
+    (v) => v <= 0.2,
+  ],
+  [
+    "list p50 mailbot / peer (cfagentmail), c=16",
+    () => get("peer-lists", "by_concurrency.16.list_p50_mailbot_over_peer"),
+    "<= 0.2",
+    (v) => v <= 0.2,
   ],
   ["mail → SSE client p50 (ms)", () => get("realtime", "latency.sse_from_mail.p50_ms"), "report", null],
   ["mail → WebSocket client p50 (ms)", () => get("realtime", "latency.ws_from_mail.p50_ms"), "report", null],

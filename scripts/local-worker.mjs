@@ -37,8 +37,19 @@ export const localStatePath = (dir) => join(dir, "state");
  * Starts `wrangler dev` with the given vars (`--var KEY:VALUE`; wrangler splits on the first
  * ":" only, so JSON values are fine). Returns { base, dir, logPath, stop, tail }. `dir` (optional)
  * reuses the state of an earlier run stopped with { keepDir: true } instead of a fresh one.
+ * `ports` (optional, [port, inspectorPort]) fixes the ports instead of two free ones. `cwd`,
+ * `database` and `healthPath` run another Worker the same way (bench/peer-lists.mjs: a peer
+ * project checked out elsewhere, with its own wrangler config, D1 migrations and health route).
  */
-export async function startLocalWorker({ vars, label = "mailbot", dir: reuseDir }) {
+export async function startLocalWorker({
+  vars,
+  label = "mailbot",
+  dir: reuseDir,
+  ports,
+  cwd = ROOT,
+  database = "mailbot",
+  healthPath = "/health",
+}) {
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), `${label}-`));
   const logPath = join(dir, "wrangler.log");
   const persist = localStatePath(dir);
@@ -89,8 +100,8 @@ export async function startLocalWorker({ vars, label = "mailbot", dir: reuseDir 
   });
 
   const logFd = openSync(logPath, "a");
-  const migrate = spawnSync(WRANGLER, ["d1", "migrations", "apply", "mailbot", "--local", "--persist-to", persist], {
-    cwd: ROOT,
+  const migrate = spawnSync(WRANGLER, ["d1", "migrations", "apply", database, "--local", "--persist-to", persist], {
+    cwd,
     env,
     stdio: ["ignore", logFd, logFd],
     timeout: 120_000,
@@ -103,10 +114,10 @@ export async function startLocalWorker({ vars, label = "mailbot", dir: reuseDir 
     );
   }
 
-  const [port, inspectorPort] = [await freePort(), await freePort()];
+  const [port, inspectorPort] = ports ?? [await freePort(), await freePort()];
   const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort)];
   args.push("--persist-to", persist, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]));
-  child = spawn(WRANGLER, args, { cwd: ROOT, env, stdio: ["ignore", logFd, logFd], detached: true });
+  child = spawn(WRANGLER, args, { cwd, env, stdio: ["ignore", logFd, logFd], detached: true });
   closeSync(logFd);
   let spawnError = null;
   child.on("error", (err) => {
@@ -121,11 +132,11 @@ export async function startLocalWorker({ vars, label = "mailbot", dir: reuseDir 
       throw new LocalWorkerError(`wrangler dev exited early (${child.exitCode ?? child.signalCode})`, true);
     }
     try {
-      const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(2000) });
+      const res = await fetch(`${base}${healthPath}`, { signal: AbortSignal.timeout(2000) });
       await res.arrayBuffer();
       if (res.status === 200) return { base, dir, logPath, stop, tail };
     } catch {}
     await sleep(250);
   }
-  throw new LocalWorkerError("the Worker did not answer GET /health with 200 within 60 s", true);
+  throw new LocalWorkerError(`the Worker did not answer GET ${healthPath} with 200 within 60 s`, true);
 }
