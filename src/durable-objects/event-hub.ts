@@ -285,6 +285,26 @@ export class EventHub extends DurableObject<HubEnv> {
     return { connections };
   }
 
+  /**
+   * A producer committed the account's events up to `seq`. With listeners, the hub reads what it
+   * has not dispatched yet from D1 (one reader at a time, so a burst of commits costs a few reads,
+   * not one per event); without, it forgets its position like publish() does.
+   */
+  async committed(accountId: string, seq: number): Promise<{ connections: number }> {
+    const connections = this.sockets.size;
+    if (connections === 0) {
+      if (this.head !== null) this.setHead(null);
+      this.pending.clear();
+      return { connections };
+    }
+    if (this.accountId === null) {
+      this.accountId = accountId;
+      this.ctx.storage.kv.put("account", accountId);
+    }
+    if (this.head !== null && seq > this.head) void this.catchUp();
+    return { connections };
+  }
+
   /** Dispatches head + 1, head + 2, … from the pending set; on a gap, reads the missing ones from D1. */
   private advance(): void {
     if (this.head === null) return; // a joining connection sets it

@@ -1,7 +1,9 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { createDb } from "../../src/db/client";
+import { inboxes } from "../../src/db/schema";
 import { deliverOutbound } from "../../src/features/outbound/delivery.service";
 import { SendMessageInput } from "../../src/features/outbound/outbound.schemas";
 import { sendMessage } from "../../src/features/outbound/outbound.service";
@@ -806,7 +808,7 @@ describe("phishing-style content", () => {
 
   it("the signer and the transport read OUTBOUND_TRANSPORT alike: `smtp ` is signed SMTP", async () => {
     const a = await createAccount("transport-name");
-    const inbox = await createDb(env.DB).query.inboxes.findFirst({ where: (t, { eq }) => eq(t.id, a.inbox.id) });
+    const inbox = await createDb(env.DB).select().from(inboxes).where(eq(inboxes.id, a.inbox.id)).get();
     if (!inbox) throw new Error("no inbox");
     const raw = new TextEncoder().encode(`From: ${a.inbox.address}\r\nSubject: hi\r\n\r\nbody\r\n`);
     const ctxWith = (transport: string | undefined) =>

@@ -1,7 +1,8 @@
+import { waitUntil } from "cloudflare:workers";
 import { and, asc, desc, eq, gt, lte, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { auditHmacKey } from "../../config";
-import type { Db } from "../../db/client";
+import { createDb, type Db } from "../../db/client";
 import { type AuditChainRow, type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Bindings } from "../../env";
@@ -18,7 +19,7 @@ import { log } from "../../lib/log";
  *    D1 runs one transaction at a time), so there is no read-modify-write to race and the chain
  *    order is the commit order. The entry carries `mac`: an HMAC of its own fields, computable
  *    before its position is known.
- * 2. Right after the commit the writer runs `chainAccount`: it reads the account's last link and
+ * 2. Right after the commit the writer starts `chainAccount` in the background: it reads the account's last link and
  *    the entries after it, checks each entry's mac, and appends one `audit_chain` row per entry
  *    (`hash` = HMAC(key, version, account, seq, entry id, mac, previous hash)) with INSERT OR
  *    IGNORE. The step is deterministic, so concurrent chainers write identical rows, and nothing
@@ -192,18 +193,42 @@ export async function chainAccount(
   return linked;
 }
 
-/** Chains after a commit without failing the caller: the change is committed; a sweep finishes the job. */
-export async function chainAfterCommit(db: Db, env: Bindings, upTo: Map<string, number>): Promise<void> {
-  await Promise.all(
-    [...upTo].map(async ([accountId, seq]) => {
-      try {
-        await chainAccount(db, env, accountId, seq);
-      } catch (err) {
-        log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });
-      }
-    }),
-  );
+/**
+ * Chains after a commit, in the background of the invocation (`waitUntil`), without failing the
+ * caller: the change is committed; a sweep finishes the job if the invocation ends first. One
+ * chainer per account per isolate: a writer that finds one running only raises its target, and
+ * the running one goes round again, so a burst of writes on one account costs a few chaining
+ * passes instead of one read, one insert and one anchor call per write.
+ */
+export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void {
+  for (const [accountId, seq] of upTo) {
+    const running = chainers.get(accountId);
+    if (running) {
+      running.target = Math.max(running.target, seq);
+      continue;
+    }
+    const state = { target: seq };
+    chainers.set(accountId, state);
+    waitUntil(
+      (async () => {
+        try {
+          // The binding, not the caller's session: chaining writes, and outlives the request.
+          const db = createDb(env.DB);
+          for (let target = state.target; ; target = state.target) {
+            await chainAccount(db, env, accountId, target);
+            if (state.target === target) break;
+          }
+        } catch (err) {
+          log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });
+        } finally {
+          chainers.delete(accountId);
+        }
+      })(),
+    );
+  }
 }
+
+const chainers = new Map<string, { target: number }>();
 
 /** How far back the sweep looks for unchained entries (a crash between commit and chaining). */
 const SWEEP_WINDOW_MS = 24 * 60 * 60 * 1000;

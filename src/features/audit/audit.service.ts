@@ -92,7 +92,7 @@ export async function commitWithAudit(
       upTo.set(r.accountId, Math.max(upTo.get(r.accountId) ?? 0, r.seq));
     }
   }
-  await chainAfterCommit(ctx.db, ctx.env, upTo);
+  chainAfterCommit(ctx.env, upTo);
 }
 
 export interface AuditFilters {
@@ -174,10 +174,23 @@ export async function verifyAudit(
   ctx: ServiceContext,
 ): Promise<{ ok: boolean; checked: number; first_broken_id: string | null }> {
   const secret = auditHmacKey(ctx.env);
-  await chainBeforeReading(ctx);
-  // Read before the walk: every link the anchor knows was committed before the rows are read.
+  // The anchor first, then the last committed entry: the anchor only ever names linked entries
+  // that were committed, so everything it knows lies within `upTo`. The walk covers the chain up
+  // to `upTo`; writers that commit meanwhile (their entries are linked in the background) are
+  // the next verification's.
   const anchor = auditAnchor(ctx.env, ctx.accountId);
   const anchored = await anchor.head();
+  const last = await ctx.db
+    .select({ seq: sql<number | null>`MAX(${auditLog.seq})` })
+    .from(auditLog)
+    .where(eq(auditLog.accountId, ctx.accountId))
+    .get();
+  const upTo = last?.seq ?? 0;
+  try {
+    await chainAccount(ctx.db, ctx.env, ctx.accountId, upTo);
+  } catch (err) {
+    log.warn("audit chaining before a verification failed", { account_id: ctx.accountId, error: String(err) });
+  }
   let prevHash = GENESIS_HASH;
   let lastId: string | null = null;
   let expectedSeq = 1;
@@ -193,7 +206,7 @@ export async function verifyAudit(
       .select({ entry: auditLog, link: auditChain })
       .from(auditLog)
       .leftJoin(auditChain, and(eq(auditChain.accountId, auditLog.accountId), eq(auditChain.seq, auditLog.seq)))
-      .where(and(eq(auditLog.accountId, ctx.accountId), gt(auditLog.seq, expectedSeq - 1)))
+      .where(and(eq(auditLog.accountId, ctx.accountId), gt(auditLog.seq, expectedSeq - 1), lte(auditLog.seq, upTo)))
       .orderBy(asc(auditLog.seq))
       .limit(VERIFY_PAGE)
       .all();

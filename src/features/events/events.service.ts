@@ -1,7 +1,6 @@
 import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { createDb } from "../../db/client";
-import { eventsByIds } from "../../db/event-log";
 import { type EventRow, events } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { eventHub, type HubConnect, type HubRefusal } from "../../durable-objects/event-hub.client";
@@ -58,34 +57,48 @@ export function eventStatement(
  */
 export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
+  const base = systemContext(env);
+  // One small read serves both: which events still need their webhook fan-out, and how far each
+  // account's log reached (the hub reads the events themselves from D1, and only if it has
+  // listeners, so a producer never reads its payloads back).
+  let heads: EventHead[];
+  try {
+    heads = await base.db
+      .select({
+        id: events.id,
+        accountId: events.accountId,
+        type: events.type,
+        inboxId: events.inboxId,
+        seq: events.seq,
+        dispatchedAt: events.dispatchedAt,
+      })
+      .from(events)
+      .where(inList(events.id, eventIds))
+      .all();
+  } catch (err) {
+    log.error("event publish failed; the sweep retries", { events: eventIds, error: String(err) });
+    return;
+  }
   await Promise.all([
-    fanOut(systemContext(env), eventIds, "inline").catch((err) =>
-      log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) }),
-    ),
-    notifyHubs(env, eventIds).catch((err) =>
+    fanOut(
+      base,
+      eventIds,
+      "inline",
+      heads.filter((h) => h.dispatchedAt === null),
+    ).catch((err) => log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) })),
+    notifyHubs(env, heads).catch((err) =>
       log.warn("event hub notify failed; the hub catches up from D1", { events: eventIds, error: String(err) }),
     ),
   ]);
 }
 
-/** Sends committed events to their accounts' hubs, each account's in commit order. */
-async function notifyHubs(env: Bindings, eventIds: string[]): Promise<void> {
-  const rows = await eventsByIds(createDb(env.DB), eventIds);
-  const byAccount = new Map<string, HubEvent[]>();
-  for (const row of rows) {
-    if (row.seq === null) continue;
-    const list = byAccount.get(row.accountId) ?? [];
-    list.push(toHubEvent(row));
-    byAccount.set(row.accountId, list);
-  }
-  await Promise.all(
-    [...byAccount].map(([accountId, list]) =>
-      eventHub(env, accountId).publish(
-        accountId,
-        list.sort((a, b) => a.seq - b.seq),
-      ),
-    ),
-  );
+type EventHead = Pick<EventRow, "id" | "accountId" | "type" | "inboxId" | "seq" | "dispatchedAt">;
+
+/** Tells each account's hub how far its log now reaches; a hub with listeners reads the new events. */
+async function notifyHubs(env: Bindings, heads: EventHead[]): Promise<void> {
+  const upTo = new Map<string, number>();
+  for (const h of heads) if (h.seq !== null) upTo.set(h.accountId, Math.max(upTo.get(h.accountId) ?? 0, h.seq));
+  await Promise.all([...upTo].map(([accountId, seq]) => eventHub(env, accountId).committed(accountId, seq)));
 }
 
 export interface StreamInput {

@@ -158,10 +158,15 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
 
   const messageId = newId("msg", now);
   const keyOfRaw = rawKey(inbox.accountId, inbox.id, messageId);
-  await env.MAIL_BUCKET.put(keyOfRaw, mail.raw, {
-    httpMetadata: { contentType: "message/rfc822" },
-    customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
-  });
+  // The raw bytes go to R2 while the isolate parses them; nothing is screened or written before
+  // they are stored (parseMail never throws), so no received mail is ever lost.
+  const [parsed] = await Promise.all([
+    parseMail(mail.raw),
+    env.MAIL_BUCKET.put(keyOfRaw, mail.raw, {
+      httpMetadata: { contentType: "message/rfc822" },
+      customMetadata: { envelope_from: mail.envelopeFrom ?? "", envelope_to: mail.envelopeTo, via: mail.via },
+    }),
+  ]);
   const written = [keyOfRaw];
   const ids: StoreIds = {
     messageId,
@@ -173,7 +178,6 @@ export async function receiveMail(base: BaseContext, input: InboundMail): Promis
     quarantine: false,
   };
   try {
-    const parsed = await parseMail(mail.raw);
     // Screened before anything else is written, so the inbox's policy can still refuse it.
     const screened = await screenAndDispose(ctx, inbox, mail, parsed, ids);
     try {
@@ -326,7 +330,8 @@ async function storeParsed(
   const env = ctx.env;
   const now = ctx.now();
 
-  const attachmentRows = await Promise.all(
+  // Attachments, large bodies and the thread lookup all at once: none depends on another.
+  const attachmentRows = Promise.all(
     parsed.attachments.map(async (a) => {
       const id = newId("att", now);
       const key = attachmentKey(inbox.accountId, inbox.id, ids.messageId, id);
@@ -353,18 +358,12 @@ async function storeParsed(
     }),
   );
 
-  const bodyText = await inlineOrR2(
-    env,
-    parsed.bodyText,
-    bodyKey(inbox.accountId, inbox.id, ids.messageId, "txt"),
-    ids.written,
-  );
-  const bodyHtml = await inlineOrR2(
-    env,
-    parsed.bodyHtml,
-    bodyKey(inbox.accountId, inbox.id, ids.messageId, "html"),
-    ids.written,
-  );
+  const [attachmentsStored, bodyText, bodyHtml, thread] = await Promise.all([
+    attachmentRows,
+    inlineOrR2(env, parsed.bodyText, bodyKey(inbox.accountId, inbox.id, ids.messageId, "txt"), ids.written),
+    inlineOrR2(env, parsed.bodyHtml, bodyKey(inbox.accountId, inbox.id, ids.messageId, "html"), ids.written),
+    findThread(ctx, inbox.id, parsed),
+  ]);
 
   const trusted = trustedAuthservIdsFor(env, mail.via);
   const participants = [
@@ -375,10 +374,9 @@ async function storeParsed(
     ...(ids.collidesWith ? [MESSAGE_ID_COLLISION_LABEL] : []),
     ...(ids.quarantine ? ["quarantine"] : []),
   ];
-  const thread = await findThread(ctx, inbox.id, parsed);
   const threadId = thread ?? newId("thr", now);
 
-  const attachmentMeta: AttachmentMeta[] = attachmentRows.map((a) => ({
+  const attachmentMeta: AttachmentMeta[] = attachmentsStored.map((a) => ({
     id: a.id,
     filename: a.filename,
     content_type: a.contentType,
@@ -431,7 +429,7 @@ async function storeParsed(
   });
 
   const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
-  for (const a of attachmentRows) statements.push(ctx.db.insert(attachments).values(a));
+  for (const a of attachmentsStored) statements.push(ctx.db.insert(attachments).values(a));
   statements.push(
     threadStatement(ctx, {
       existing: thread,
@@ -483,7 +481,7 @@ async function storeParsed(
         envelope_to: row.envelopeTo,
         via: mail.via,
         size: row.size,
-        attachments: attachmentRows.length,
+        attachments: attachmentsStored.length,
         attachments_omitted: parsed.attachmentsOmitted,
         rfc_message_id: row.rfcMessageId,
         event_id: event.id,

@@ -79,14 +79,22 @@ const INLINE_ATTEMPTS_MAX = 20;
  * (or been queued), so a Worker that dies in between leaves them to the sweep, which fans them
  * out again through the queue. The sweep itself always queues.
  */
-export async function fanOut(base: BaseContext, eventIds: string[], mode: "queue" | "inline" = "queue"): Promise<void> {
+export async function fanOut(
+  base: BaseContext,
+  eventIds: string[],
+  mode: "queue" | "inline" = "queue",
+  /** These events' rows not yet dispatched, when the caller has just read them (publishEvents). */
+  known?: Pick<EventRow, "id" | "accountId" | "type" | "inboxId">[],
+): Promise<void> {
   const { db, env } = base;
   const now = base.now();
-  const rows = await db
-    .select({ id: events.id, accountId: events.accountId, type: events.type, inboxId: events.inboxId })
-    .from(events)
-    .where(and(inList(events.id, eventIds), isNull(events.dispatchedAt)))
-    .all();
+  const rows =
+    known ??
+    (await db
+      .select({ id: events.id, accountId: events.accountId, type: events.type, inboxId: events.inboxId })
+      .from(events)
+      .where(and(inList(events.id, eventIds), isNull(events.dispatchedAt)))
+      .all());
   if (rows.length === 0) return;
   const accountIds = [...new Set(rows.map((r) => r.accountId))];
   const endpoints = await db
