@@ -7,6 +7,8 @@
 // Usage: npm run bench (runs it after the latency bench), or node bench/inbound.mjs
 //   env BENCH_INBOUND (messages, default 300), BENCH_INBOUND_CONCURRENCY (default 8),
 //   BENCH_SEED (seeded messages, default 100000), BENCH_PARSES (parses timed, default 200)
+//   BENCH_INBOUND_DIRECT_ONLY=1: only the in-workerd figures (bare parse, receiveMail() split into D1 / R2 /
+//   Durable Object waits and the isolate's own work), no wrangler dev: the quick loop while profiling.
 
 import { spawnSync } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
