@@ -10,7 +10,7 @@
 //   default 4)
 
 import { createHmac, randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
 import { startLocalWorker } from "../scripts/local-worker.mjs";
@@ -35,6 +35,59 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
     server?.close();
     process.exit(130);
   });
+}
+
+/**
+ * The Worker isolate's JavaScript heap (MiB used), read through wrangler's inspector (the Chrome
+ * DevTools protocol): RSS alone cannot tell a leak in our code from the local simulators' own
+ * caches (D1's SQLite, R2's files, Durable Object storage), which live in the same process.
+ * Null when the inspector does not answer (Node without a global WebSocket, a wrangler change).
+ */
+async function isolateHeapMiB(inspectorPort) {
+  if (!inspectorPort || typeof WebSocket === "undefined") return null;
+  try {
+    const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
+    const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
+    if (!url) return null;
+    const ws = new WebSocket(url);
+    const result = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), 5000);
+      ws.onerror = () => {
+        clearTimeout(timer);
+        resolve(null);
+      };
+      ws.onopen = () => ws.send(JSON.stringify({ id: 1, method: "Runtime.getHeapUsage" }));
+      ws.onmessage = (m) => {
+        const msg = JSON.parse(String(m.data));
+        if (msg.id !== 1) return;
+        clearTimeout(timer);
+        resolve(msg.result ?? null);
+      };
+    });
+    ws.close();
+    return result ? result.usedSize / 1048576 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Bytes on disk of the local state (D1 databases, R2 objects, Durable Object storage), in MiB. */
+function stateMiB(dir) {
+  let bytes = 0;
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory()) walk(p);
+      else
+        try {
+          bytes += statSync(p).size;
+        } catch {}
+    }
+  };
+  try {
+    walk(`${dir}/state`);
+  } catch {}
+  return bytes / 1048576;
 }
 
 /**
@@ -217,18 +270,25 @@ async function main() {
     },
   ];
 
-  const memory = [{ t_s: 0, workerd_rss_mib: workerdRssMiB(worker.dir) }];
+  const sampleMemory = async (t_s) => ({
+    t_s,
+    workerd_rss_mib: workerdRssMiB(worker.dir),
+    isolate_heap_mib: await isolateHeapMiB(worker.inspectorPort),
+    state_on_disk_mib: stateMiB(worker.dir),
+  });
+  const memory = [await sampleMemory(0)];
   const t0 = Date.now();
   const end = t0 + MINUTES * 60_000;
   let tick = 0;
   console.log(
     `soak: ${MINUTES} min, ${CONCURRENCY} clients in a closed loop, ${SSE_CLIENTS} SSE clients, webhook on 127.0.0.1:${port}`,
   );
-  const sampler = setInterval(() => {
-    const sample = { t_s: Math.round((Date.now() - t0) / 1000), workerd_rss_mib: workerdRssMiB(worker.dir) };
+  const sampler = setInterval(async () => {
+    const sample = await sampleMemory(Math.round((Date.now() - t0) / 1000));
     memory.push(sample);
+    const heap = sample.isolate_heap_mib == null ? "n/a" : sample.isolate_heap_mib.toFixed(1);
     console.log(
-      `t=${String(sample.t_s).padStart(5)} s  workerd RSS ${sample.workerd_rss_mib.toFixed(1)} MiB  ${JSON.stringify(counts)}  errors ${Object.values(errors).reduce((s, v) => s + v, 0)}`,
+      `t=${String(sample.t_s).padStart(5)} s  workerd RSS ${sample.workerd_rss_mib.toFixed(1)} MiB  isolate heap ${heap} MiB  state on disk ${sample.state_on_disk_mib.toFixed(1)} MiB  ${JSON.stringify(counts)}  errors ${Object.values(errors).reduce((s, v) => s + v, 0)}`,
     );
   }, SAMPLE_MS);
   const client = async () => {
@@ -291,6 +351,9 @@ async function main() {
     rss_after_warmup_mib: firstWarm,
     rss_end_mib: lastWarm,
     rss_growth_after_warmup_mib: firstWarm != null && lastWarm != null ? lastWarm - firstWarm : null,
+    isolate_heap_after_warmup_mib: warm[0]?.isolate_heap_mib ?? null,
+    isolate_heap_end_mib: warm.at(-1)?.isolate_heap_mib ?? null,
+    state_on_disk_end_mib: memory.at(-1)?.state_on_disk_mib ?? null,
   };
   const f = (x) => (x == null ? "n/a" : x.toFixed(1));
   console.log(`\nsoak summary (${MINUTES} min, wrangler dev on this machine)`);
@@ -301,6 +364,9 @@ async function main() {
   );
   console.log(
     `workerd RSS: start ${f(memory[0].workerd_rss_mib)} MiB, after 1 min ${f(firstWarm)} MiB, end ${f(lastWarm)} MiB (growth after warm-up ${f(result.rss_growth_after_warmup_mib)} MiB; goal: flat)`,
+  );
+  console.log(
+    `Worker isolate JS heap: after 1 min ${f(result.isolate_heap_after_warmup_mib)} MiB, end ${f(result.isolate_heap_end_mib)} MiB; local state on disk at the end ${f(result.state_on_disk_end_mib)} MiB`,
   );
   const out = process.env.SOAK_RESULTS || fileURLToPath(new URL("./soak-results.json", import.meta.url));
   writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);

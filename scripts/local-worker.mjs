@@ -35,7 +35,7 @@ export const localStatePath = (dir) => join(dir, "state");
 
 /**
  * Starts `wrangler dev` with the given vars (`--var KEY:VALUE`; wrangler splits on the first
- * ":" only, so JSON values are fine). Returns { base, dir, logPath, stop, tail }. `dir` (optional)
+ * ":" only, so JSON values are fine). Returns { base, dir, logPath, stop, tail, inspectorPort }. `dir` (optional)
  * reuses the state of an earlier run stopped with { keepDir: true } instead of a fresh one.
  * `ports` (optional, [port, inspectorPort]) fixes the ports instead of two free ones. `cwd`,
  * `database` and `healthPath` run another Worker the same way (bench/peer-lists.mjs: a peer
@@ -134,7 +134,7 @@ export async function startLocalWorker({
     try {
       const res = await fetch(`${base}${healthPath}`, { signal: AbortSignal.timeout(2000) });
       await res.arrayBuffer();
-      if (res.status === 200) return { base, dir, logPath, stop, tail };
+      if (res.status === 200) return { base, dir, logPath, stop, tail, inspectorPort };
     } catch {}
     await sleep(250);
   }
