@@ -99,6 +99,8 @@ export class EventHub extends DurableObject<HubEnv> {
   private accountId: string | null;
   private head: number | null;
   private readonly pending = new Map<number, HubEvent>();
+  /** The highest seq producers announced (committed()), for a join that raced them. */
+  private committedSeq = 0;
   private catchingUp = false;
   private catchUpAgain = false;
   private readonly sockets = new Map<WebSocket, Conn>();
@@ -256,6 +258,9 @@ export class EventHub extends DurableObject<HubEnv> {
     // instead of reading back from D1 what the hub missed while nobody listened.
     if (this.head === null || this.liveCount() === 1) this.setHead(Math.max(this.head ?? 0, lastSeq));
     this.advance();
+    // A commit announced while this stream was joining (committed() cannot read without a head)
+    // is read now, not on the next commit or the alarm.
+    if (this.head !== null && this.committedSeq > this.head) void this.catchUp();
   }
 
   /**
@@ -301,6 +306,7 @@ export class EventHub extends DurableObject<HubEnv> {
       this.accountId = accountId;
       this.ctx.storage.kv.put("account", accountId);
     }
+    this.committedSeq = Math.max(this.committedSeq, seq);
     if (this.head !== null && seq > this.head) void this.catchUp();
     return { connections };
   }

@@ -390,6 +390,44 @@ export function subjectKey(subject: string | null): string | null {
 }
 
 /**
+ * The domain the trusted DMARC pass speaks for: `header.from=` of a `dmarc=pass` in the topmost
+ * Authentication-Results, when its authserv-id is trusted (the same entry authenticationVerdicts
+ * reads). Null when there is no such pass or it names no domain: a pass that does not say which
+ * From it evaluated cannot vouch for the one this parser read.
+ */
+export function dmarcPassDomain(headers: Record<string, string | string[]>, trusted: string[]): string | null {
+  const v = header(headers, "authentication-results");
+  const value = v === undefined ? undefined : Array.isArray(v) ? v[0] : v;
+  if (value === undefined) return null;
+  const parts = value
+    .replace(/\([^()]*\)/g, " ")
+    .split(";")
+    .map((p) => p.trim());
+  const authservId = parts[0]?.split(/\s+/)[0]?.toLowerCase();
+  if (!authservId || !trusted.includes(authservId)) return null;
+  for (const p of parts.slice(1)) {
+    if (!/^dmarc\s*=/i.test(p)) continue;
+    if (!/^dmarc\s*=\s*pass\b/i.test(p)) return null;
+    const domain = /\bheader\.from\s*=\s*"?([^\s";]+)"?/i.exec(p)?.[1]?.toLowerCase();
+    return domain ?? null;
+  }
+  return null;
+}
+
+/**
+ * Whether the message has exactly one From header naming exactly one mailbox (no group, no list):
+ * with two From headers or several mailboxes, the receiver that evaluated DMARC and this parser
+ * may each have read a different one.
+ */
+export function singleFromMailbox(headers: Record<string, string | string[]>): boolean {
+  const v = header(headers, "from");
+  if (v === undefined || Array.isArray(v)) return false;
+  // Quoted display names and comments may hold any character; what is left is addresses and syntax.
+  const bare = v.replace(/"(?:[^"\\]|\\.)*"/g, '""').replace(/\([^()]*\)/g, " ");
+  return (bare.match(/@/g) ?? []).length === 1 && !/[,:;]/.test(bare);
+}
+
+/**
  * Verdicts from the topmost Authentication-Results header, when a trusted receiver wrote it.
  * Anyone can put such a header in a message, so only the topmost one counts (the one the last hop,
  * our receiver, prepended; a trusted id further down could have been written by the sender), and

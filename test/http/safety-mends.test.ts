@@ -94,6 +94,37 @@ describe("sender allow list needs an authenticated From", () => {
     expect((await newest(a.inbox.id)).labels).toContain("quarantine");
   });
 
+  it("a trusted DMARC pass earns nothing when it speaks for another From: another domain, no domain, a second From header, several mailboxes", async () => {
+    const ar = (v: string) => ({ "Authentication-Results": `mx.cloudflare.net; ${v}` });
+    const cases: [string, Record<string, string>][] = [
+      // The receiver evaluated another domain than the From this parser read.
+      ["ceo@partner.example", ar("dmarc=pass header.from=attacker.example")],
+      // A pass that does not say which From it evaluated.
+      ["ceo@partner.example", ar("dmarc=pass")],
+      // Two From headers: the receiver may have judged the other one.
+      ["ceo@partner.example", { ...TRUSTED_DMARC_PASS, From: "me@attacker.example" }],
+      // A list of mailboxes, or a group.
+      ["ceo@partner.example, me@attacker.example", TRUSTED_DMARC_PASS],
+      ["Team: ceo@partner.example, me@attacker.example;", TRUSTED_DMARC_PASS],
+    ];
+    for (const [i, [from, headers]] of cases.entries()) {
+      await deliver(hostile(from, a.inbox.address, `Invoice d${i}`, headers), a.inbox.address);
+      const m = await newest(a.inbox.id);
+      expect(m.labels, `case ${i}: ${from}`).toContain("quarantine");
+    }
+    // A quoted display name may hold an @ and a comma: still one mailbox, still allowed.
+    await deliver(
+      hostile(
+        '"Ceo, Partner (ceo@partner.example)" <ceo@partner.example>',
+        a.inbox.address,
+        "Invoice d9",
+        TRUSTED_DMARC_PASS,
+      ),
+      a.inbox.address,
+    );
+    expect((await newest(a.inbox.id)).labels).not.toContain("quarantine");
+  });
+
   it("the same mail with a trusted DMARC pass is allowed (stored, not held, still screened)", async () => {
     await deliver(
       hostile("ceo@partner.example", a.inbox.address, "Invoice 4", TRUSTED_DMARC_PASS),

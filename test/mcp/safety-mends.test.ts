@@ -142,3 +142,60 @@ describe("MCP: list tools with bodies stop at the body budget", () => {
     expect(lean.data.items).toHaveLength(4);
   });
 });
+
+describe("MCP: a visible thread does not give away its held reply", () => {
+  it("no held sender in participants, no count, no quarantine label, no label:quarantine listing; release folds it in", async () => {
+    const a = await createAccount("heldreplymcp");
+    const res = await call("PATCH", `/v1/inboxes/${a.inbox.id}`, {
+      key: a.key,
+      body: { screening: { mode: "quarantine" } },
+    });
+    expect(res.status, res.text).toBe(200);
+    const mcp = await connect(a.key);
+    await deliver(
+      mail({ from: "ana@example.org", to: a.inbox.address, subject: "Plans", messageId: "<plans-1@example.org>" }),
+      a.inbox.address,
+    );
+    const first = await newest(a.inbox.id);
+    await deliver(
+      mail({
+        from: "lurker@attacker.example",
+        to: a.inbox.address,
+        subject: "Re: Plans",
+        inReplyTo: "<plans-1@example.org>",
+        contentType: "text/html; charset=utf-8",
+        body: HOSTILE_HTML,
+      }),
+      a.inbox.address,
+    );
+    const reply = await newest(a.inbox.id);
+    expect(reply.threadId).toBe(first.threadId);
+    expect(reply.labels).toContain("quarantine");
+
+    const listed = await tool(mcp, "list_threads", { inbox_id: a.inbox.id });
+    const t = listed.data.items.find((x: { id: string }) => x.id === first.threadId);
+    expect(t.participants).not.toContain("lurker@attacker.example");
+    expect(t.message_count).toBe(1);
+    expect(t.labels).not.toContain("quarantine");
+    expect((await tool(mcp, "list_threads", { inbox_id: a.inbox.id, label: "quarantine" })).data.items).toEqual([]);
+    const got = await tool(mcp, "get_thread", { inbox_id: a.inbox.id, thread_id: first.threadId });
+    expect(got.data.labels).not.toContain("quarantine");
+    expect(got.data.participants).not.toContain("lurker@attacker.example");
+    expect(got.data.message_count).toBe(got.data.messages.length);
+    // Over HTTP the key holder may ask for held mail by label; the thread row itself says no more.
+    const row = await env.DB.prepare("SELECT participants, message_count, labels FROM threads WHERE id = ?")
+      .bind(first.threadId)
+      .first<{ participants: string; message_count: number; labels: string }>();
+    expect(JSON.parse(row?.participants ?? "[]")).not.toContain("lurker@attacker.example");
+    expect(row?.message_count).toBe(1);
+    expect(JSON.parse(row?.labels ?? "[]")).toContain("quarantine");
+
+    const rel = await call("POST", `/v1/inboxes/${a.inbox.id}/messages/${reply.id}/release`, { key: a.key });
+    expect(rel.status, rel.text).toBe(200);
+    const after = await tool(mcp, "get_thread", { inbox_id: a.inbox.id, thread_id: first.threadId });
+    expect(after.data.participants).toContain("lurker@attacker.example");
+    expect(after.data.message_count).toBe(2);
+    expect(after.data.messages.map((m: { id: string }) => m.id)).toEqual([first.id, reply.id]);
+    expect(after.data.labels).not.toContain("quarantine");
+  });
+});

@@ -199,36 +199,51 @@ export async function chainAccount(
  * chainer per account per isolate: a writer that finds one running only raises its target, and
  * the running one goes round again, so a burst of writes on one account costs a few chaining
  * passes instead of one read, one insert and one anchor call per write.
+ *
+ * A chainer's life is bounded (CHAINER_PASSES passes, then it hands over): the runtime cuts
+ * `waitUntil` work off some 30 s after the response, and a cut-off promise never settles, so a
+ * chainer that kept going round under a steady stream of writes could otherwise be left
+ * registered forever, with every later writer only raising its target. A registration older
+ * than CHAINER_STALE_MS is treated as dead and replaced.
  */
 export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void {
+  const now = Date.now();
   for (const [accountId, seq] of upTo) {
     const running = chainers.get(accountId);
-    if (running) {
+    if (running && now - running.startedAt < CHAINER_STALE_MS) {
       running.target = Math.max(running.target, seq);
       continue;
     }
-    const state = { target: seq };
+    const state = { target: Math.max(seq, running?.target ?? 0), startedAt: now };
     chainers.set(accountId, state);
     waitUntil(
       (async () => {
         try {
           // The binding, not the caller's session: chaining writes, and outlives the request.
           const db = createDb(env.DB);
-          for (let target = state.target; ; target = state.target) {
+          for (let pass = 0, target = state.target; pass < CHAINER_PASSES; pass++, target = state.target) {
             await chainAccount(db, env, accountId, target);
-            if (state.target === target) break;
+            if (state.target === target) return;
           }
+          // Still behind after its passes: stand down; the next writer starts a fresh chainer,
+          // and one more pass here covers what was raised meanwhile.
+          if (chainers.get(accountId) === state) chainers.delete(accountId);
+          await chainAccount(db, env, accountId, state.target);
         } catch (err) {
           log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });
         } finally {
-          chainers.delete(accountId);
+          if (chainers.get(accountId) === state) chainers.delete(accountId);
         }
       })(),
     );
   }
 }
 
-const chainers = new Map<string, { target: number }>();
+const chainers = new Map<string, { target: number; startedAt: number }>();
+/** Passes one chainer makes before it hands over (each links everything committed so far). */
+const CHAINER_PASSES = 8;
+/** A chainer registered longer ago than this was cut off with its invocation: replace it. */
+const CHAINER_STALE_MS = 10_000;
 
 /** How far back the sweep looks for unchained entries (a crash between commit and chaining). */
 const SWEEP_WINDOW_MS = 24 * 60 * 60 * 1000;

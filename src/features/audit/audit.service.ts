@@ -2,6 +2,7 @@ import type { z } from "@hono/zod-openapi";
 import { and, asc, desc, eq, gt, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { auditHmacKey } from "../../config";
+import { createDb } from "../../db/client";
 import { type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { auditAnchor } from "../../durable-objects/audit-anchor.client";
@@ -174,20 +175,23 @@ export async function verifyAudit(
   ctx: ServiceContext,
 ): Promise<{ ok: boolean; checked: number; first_broken_id: string | null }> {
   const secret = auditHmacKey(ctx.env);
+  // On the primary, whatever session the request runs in: the anchor (a Durable Object) is
+  // always current, and a lagging read replica would make a sound chain look cut short.
+  const db = createDb(ctx.env.DB);
   // The anchor first, then the last committed entry: the anchor only ever names linked entries
   // that were committed, so everything it knows lies within `upTo`. The walk covers the chain up
   // to `upTo`; writers that commit meanwhile (their entries are linked in the background) are
   // the next verification's.
   const anchor = auditAnchor(ctx.env, ctx.accountId);
   const anchored = await anchor.head();
-  const last = await ctx.db
+  const last = await db
     .select({ seq: sql<number | null>`MAX(${auditLog.seq})` })
     .from(auditLog)
     .where(eq(auditLog.accountId, ctx.accountId))
     .get();
   const upTo = last?.seq ?? 0;
   try {
-    await chainAccount(ctx.db, ctx.env, ctx.accountId, upTo);
+    await chainAccount(db, ctx.env, ctx.accountId, upTo);
   } catch (err) {
     log.warn("audit chaining before a verification failed", { account_id: ctx.accountId, error: String(err) });
   }
@@ -196,13 +200,13 @@ export async function verifyAudit(
   let expectedSeq = 1;
   let checked = 0;
   const linkAt = (seq: number) =>
-    ctx.db
+    db
       .select({ entryId: auditChain.entryId })
       .from(auditChain)
       .where(and(eq(auditChain.accountId, ctx.accountId), eq(auditChain.seq, seq)))
       .get();
   for (;;) {
-    const rows = await ctx.db
+    const rows = await db
       .select({ entry: auditLog, link: auditChain })
       .from(auditLog)
       .leftJoin(auditChain, and(eq(auditChain.accountId, auditLog.accountId), eq(auditChain.seq, auditLog.seq)))
@@ -233,7 +237,7 @@ export async function verifyAudit(
   }
   // Entries cut off the end whose links were left behind (a link whose entry exists was
   // appended by a writer after the walk read its last page: not a break).
-  const beyond = await ctx.db
+  const beyond = await db
     .select({ entryId: auditChain.entryId, present: auditLog.id })
     .from(auditChain)
     .leftJoin(auditLog, eq(auditLog.id, auditChain.entryId))

@@ -1,13 +1,12 @@
 import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { createDb } from "../../db/client";
 import { type EventRow, events } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { eventHub, type HubConnect, type HubRefusal } from "../../durable-objects/event-hub.client";
 import type { Bindings } from "../../env";
 import { type ServiceContext, systemContext } from "../../lib/context";
 import { Gone, NotFound, RateLimited } from "../../lib/errors";
-import { type HubEvent, type Subscription, toHubEvent } from "../../lib/event-stream";
+import type { Subscription } from "../../lib/event-stream";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";

@@ -266,7 +266,7 @@ async function screenAndDispose(
   const policy = policyOf(inbox);
   const sender = parsed.fromAddress ?? mail.envelopeFrom;
   // Only a From header can be authenticated (DMARC speaks for it); an envelope sender standing in never is.
-  const authenticated = parsed.fromAddress !== null && senderAuthenticated(authentication);
+  const authenticated = senderAuthenticated(parsed.fromAddress, parsed.headers, trusted);
   const ignoredAllow = unhonouredAllow(policy, sender, authenticated);
   if (ignoredAllow) {
     // Weightless: it changes no verdict, it tells the reader why the allow rule did not apply.
@@ -331,7 +331,7 @@ async function storeParsed(
   const now = ctx.now();
 
   // Attachments, large bodies and the thread lookup all at once: none depends on another.
-  const attachmentRows = Promise.all(
+  const attachmentRows = allOrFirstError(
     parsed.attachments.map(async (a) => {
       const id = newId("att", now);
       const key = attachmentKey(inbox.accountId, inbox.id, ids.messageId, id);
@@ -358,12 +358,14 @@ async function storeParsed(
     }),
   );
 
-  const [attachmentsStored, bodyText, bodyHtml, thread] = await Promise.all([
+  // Settled, not raced: when one fails, the others' R2 writes have finished (and noted their
+  // keys) before the caller cleans up, so no object is left behind unlisted.
+  const [attachmentsStored, bodyText, bodyHtml, thread] = await allOrFirstError([
     attachmentRows,
     inlineOrR2(env, parsed.bodyText, bodyKey(inbox.accountId, inbox.id, ids.messageId, "txt"), ids.written),
     inlineOrR2(env, parsed.bodyHtml, bodyKey(inbox.accountId, inbox.id, ids.messageId, "html"), ids.written),
     findThread(ctx, inbox.id, parsed),
-  ]);
+  ] as const);
 
   const trusted = trustedAuthservIdsFor(env, mail.via);
   const participants = [
@@ -439,6 +441,7 @@ async function storeParsed(
       participants,
       labels,
       now,
+      held: ids.quarantine,
     }),
   );
 
@@ -524,6 +527,18 @@ async function storeParsed(
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };
+}
+
+/** Like Promise.all, but waits for every promise to settle before throwing the first failure. */
+async function allOrFirstError<T extends readonly unknown[]>(
+  promises: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>;
+  };
 }
 
 /** A body for the event payload, unless its JSON would make the event row too large. */

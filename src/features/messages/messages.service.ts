@@ -8,6 +8,7 @@ import { type Page, pageOf } from "../../lib/pagination";
 import { iso } from "../../lib/time";
 import { commitWithAudit } from "../audit/audit.service";
 import { safeText } from "../screening/screener";
+import { PARTICIPANT_LIMIT, unionCapped } from "../threads/threading";
 import type { MessageListItemWire, MessageWire, PatchMessageInput, WaitMessagesQuery } from "./messages.schemas";
 
 /** Longest time between minting a message id and writing its row (a 25 MiB parse included). */
@@ -373,10 +374,21 @@ export async function releaseMessage(ctx: ServiceContext, inboxId: string, messa
           updatedAt: ctx.now(),
         })
         .where(and(eq(messages.id, messageId), eq(messages.accountId, ctx.accountId))),
+      // Held mail was kept out of its thread's count, activity and participants (threadStatement):
+      // released, it joins them.
       ctx.db
         .update(threads)
         .set({
           labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId})`,
+          messageCount: sql`${threads.messageCount} + 1`,
+          lastMessageAt: sql`max(${threads.lastMessageAt}, ${current.createdAt})`,
+          participants: unionCapped(
+            threads.participants,
+            [
+              ...new Set([current.fromAddress, ...current.to, ...current.cc].filter((a): a is string => Boolean(a))),
+            ].slice(0, PARTICIPANT_LIMIT),
+            PARTICIPANT_LIMIT,
+          ),
           updatedAt: ctx.now(),
         })
         .where(and(eq(threads.id, current.threadId), eq(threads.accountId, ctx.accountId))),

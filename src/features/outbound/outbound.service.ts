@@ -349,10 +349,13 @@ async function acceptDraft(
     );
   }
 
-  // The send-limit slots, the content and sender policy, the reputation gate and the loop check
-  // are independent reads: they run at once (one wait instead of four), and their refusals are
-  // still reported in the documented order (the send limit, then policy and size, then
-  // reputation, then loops). A slot taken for a send refused later is given back.
+  // The send limit first (a caller over it costs no DNS lookup, scoring or counter call); then the
+  // content and sender policy, the reputation gate and the loop check, which are independent
+  // reads, run at once (one wait instead of three), their refusals still reported in the
+  // documented order (policy and size, then reputation, then loops). A slot taken for a send
+  // refused later is given back.
+  const slots = await takeSendSlots(ctx, inbox, account, messageId);
+  if (slots.refused) await refuse(slots.refused);
   const policyInput = {
     inbox,
     from,
@@ -373,8 +376,7 @@ async function acceptDraft(
     raw,
     stage: "accept" as const,
   };
-  const [slotsTaken, policy, reputation, loop] = await Promise.allSettled([
-    takeSendSlots(ctx, inbox, account, messageId),
+  const [policy, reputation, loop] = await Promise.allSettled([
     checkSendPolicy(ctx, policyInput),
     // API.md rule 6: the account's rates over all its inboxes, and the inbox's counter itself (a
     // disable it decided that D1 does not show yet), refuse here, before anything is queued.
@@ -382,9 +384,6 @@ async function acceptDraft(
     // Rule 7: an automatic reply that would feed a mail loop.
     assertNoLoop(ctx, inbox, draft),
   ]);
-  if (slotsTaken.status === "rejected") throw slotsTaken.reason;
-  const slots = slotsTaken.value;
-  if (slots.refused) await refuse(slots.refused);
   let policyStatements: BatchItem<"sqlite">[] = [];
   try {
     if (policy.status === "rejected") throw policy.reason;

@@ -7,7 +7,7 @@ import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { type InboxRow, type InboxScreeningPolicy, messages, type SenderRules } from "../../db/schema";
 import { suppressionAddress } from "../../mail/address";
-import type { AuthVerdicts, ParsedMail } from "../../mail/parse";
+import { type AuthVerdicts, dmarcPassDomain, type ParsedMail, singleFromMailbox } from "../../mail/parse";
 import { type Screening, screenMessage } from "./screener";
 
 export const DEFAULT_AUTO_REPLY_LIMIT = 5;
@@ -60,12 +60,21 @@ export type Disposition =
 
 /**
  * Whether the From domain is proven by the trusted verdicts: a DMARC pass from an authserv-id the
- * ingestion path trusts. DMARC is the one verdict that speaks for the From header's domain (SPF and
- * DKIM alone may pass for any other domain, and the verdicts kept carry no domains to align), so
- * a domain without a DMARC record never earns an allow rule's exemption.
+ * ingestion path trusts, whose `header.from` is the domain of the From this parser read, in a
+ * message with one From header naming one mailbox. DMARC is the one verdict that speaks for the
+ * From header's domain (SPF and DKIM alone may pass for any other domain), so a domain without a
+ * DMARC record never earns an allow rule's exemption; and a pass for another mailbox (a second
+ * From header, a list of mailboxes: the receiver and this parser may read different ones) does
+ * not carry over.
  */
-export function senderAuthenticated(authentication: AuthVerdicts | null): boolean {
-  return authentication?.dmarc === "pass";
+export function senderAuthenticated(
+  fromAddress: string | null,
+  headers: Record<string, string | string[]>,
+  trusted: string[],
+): boolean {
+  if (!fromAddress || !singleFromMailbox(headers)) return false;
+  const domain = fromAddress.slice(fromAddress.lastIndexOf("@") + 1).toLowerCase();
+  return domain !== "" && dmarcPassDomain(headers, trusted) === domain;
 }
 
 /** The allow rule a From matches that is not honoured because nothing authenticates it (null otherwise). */

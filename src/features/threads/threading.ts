@@ -28,8 +28,20 @@ export function threadStatement(
     participants: string[];
     labels: string[];
     now: number;
+    /**
+     * The message is held (quarantined): it does not count in the thread's count, activity or
+     * participants until it is released (releaseMessage folds it in), so a visible thread never
+     * shows who sent held mail. Only its `quarantine` label is noted, for `?label=quarantine`.
+     */
+    held?: boolean;
   },
 ): BatchItem<"sqlite"> {
+  if (t.existing && t.held) {
+    return ctx.db
+      .update(threads)
+      .set({ labels: unionCapped(threads.labels, ["quarantine"], 50), updatedAt: t.now })
+      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+  }
   if (t.existing) {
     return ctx.db
       .update(threads)
@@ -48,17 +60,17 @@ export function threadStatement(
     inboxId: t.inboxId,
     subject: t.subject,
     subjectKey: subjectKey(t.subject),
-    participants: t.participants,
-    messageCount: 1,
+    participants: t.held ? [] : t.participants,
+    messageCount: t.held ? 0 : 1,
     lastMessageAt: t.now,
-    labels: t.labels,
+    labels: t.held ? ["quarantine"] : t.labels,
     createdAt: t.now,
     updatedAt: t.now,
   });
 }
 
 /** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
-function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
+export function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
   return sql`(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(${JSON.stringify(values)})) LIMIT ${limit}))`;
 }
 

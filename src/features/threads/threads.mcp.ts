@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { defineTool } from "../../mcp/define-tool";
 import { InboxParam } from "../messages/messages.schemas";
-import { listedForAgent } from "../messages/messages.service";
+import { listedForAgent, QUARANTINE_LABEL } from "../messages/messages.service";
 import { GetThreadQuery, ListThreadsQuery, ThreadParams } from "./threads.schemas";
 import {
   getThread,
@@ -11,6 +11,11 @@ import {
   toThreadWire,
   toThreadWithMessagesWire,
 } from "./threads.service";
+
+/** A thread's labels as an agent sees them: without `quarantine` (which says held mail is there). */
+function withoutHeldLabel<T extends { labels: string[] }>(thread: T): T {
+  return { ...thread, labels: thread.labels.filter((l) => l !== QUARANTINE_LABEL) };
+}
 
 /** MCP tools of the threads feature: same schemas and service verbs as its routes. */
 export const threadTools = [
@@ -23,10 +28,13 @@ export const threadTools = [
     input: ListThreadsQuery.safeExtend({ inbox_id: InboxParam.shape.inbox_id }),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: async ({ ctx }, q) => {
-      // Agents never see held mail, whatever label they filter by.
+      // Agents never see held mail, whatever label they filter by: not the threads made of it,
+      // not which visible threads hold some (the `quarantine` label), not its senders (held mail
+      // is not counted into a thread until released).
+      if (q.label === QUARANTINE_LABEL) return { items: [], next_cursor: null };
       const rows = await listThreads(ctx, q.inbox_id, { label: q.label, withQuarantined: false }, toThreadPage(q));
       const { items, nextCursor } = threadPageOf(rows, q.limit);
-      return { items: items.map(toThreadWire), next_cursor: nextCursor };
+      return { items: items.map((t) => withoutHeldLabel(toThreadWire(t))), next_cursor: nextCursor };
     },
     summary: (page) =>
       `${page.items.length} thread(s)${page.next_cursor ? " (more: pass next_cursor as cursor)" : ""}${page.items
@@ -47,7 +55,10 @@ export const threadTools = [
     run: async ({ ctx }, { inbox_id, thread_id, include, raw }) => {
       // Quarantined messages are left out (a thread of nothing else is a 404, like get_message's).
       const found = await getThread(ctx, inbox_id, thread_id, include === "body");
-      return { ...toThreadWithMessagesWire(found), messages: found.messages.map((m) => listedForAgent(m, raw)) };
+      return {
+        ...withoutHeldLabel(toThreadWithMessagesWire(found)),
+        messages: found.messages.map((m) => listedForAgent(m, raw)),
+      };
     },
     summary: (t) => `Thread ${t.id} "${t.subject ?? ""}" with ${t.messages.length} message(s).`,
   }),
