@@ -295,7 +295,12 @@ async function main() {
       ADMIN_TOKEN: adminToken,
       REGISTRATIONS_PER_HOUR: "0",
       TIER_LIMITS: JSON.stringify({
-        sandbox: { requests_per_minute: 1_000_000, burst: 1_000_000, stream_connections: 1_000 },
+        sandbox: {
+          requests_per_minute: 1_000_000,
+          burst: 1_000_000,
+          stream_connections: 1_000,
+          stream_connections_per_account: 1_000,
+        },
       }),
     },
   });
