@@ -12,9 +12,13 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startLocalWorker } from "../scripts/local-worker.mjs";
 import { BenchError, call, fail, positiveInt } from "./common.mjs";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 const argMinutes = process.argv.indexOf("--minutes");
 const MINUTES = argMinutes > 0 ? Number(process.argv[argMinutes + 1]) : 10;
@@ -44,12 +48,15 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
  * Null when the inspector does not answer (Node without a global WebSocket, a wrangler change).
  */
 async function isolateHeapMiB(inspectorPort) {
-  if (!inspectorPort || typeof WebSocket === "undefined") return null;
+  if (!inspectorPort) return null;
   try {
+    // The `ws` client miniflare itself uses: wrangler's inspector proxy refuses Node's built-in
+    // WebSocket (its handshake is answered without a 101).
+    const WS = createRequire(join(ROOT, "node_modules/wrangler/package.json"))("ws");
     const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
     const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
     if (!url) return null;
-    const ws = new WebSocket(url);
+    const ws = new WS(url);
     const result = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), 5000);
       ws.onerror = () => {
