@@ -173,7 +173,13 @@ async function main() {
       ADMIN_TOKEN: adminToken,
       REGISTRATIONS_PER_HOUR: "0",
       TIER_LIMITS: JSON.stringify({
-        sandbox: { requests_per_minute: 1_000_000, burst: 1_000_000, sends_per_inbox_per_day: 1_000_000 },
+        // Deliveries over the tier's per-minute cap wait (by design): lifted, so "lost" means lost.
+        sandbox: {
+          requests_per_minute: 1_000_000,
+          burst: 1_000_000,
+          sends_per_inbox_per_day: 1_000_000,
+          webhook_deliveries_per_minute: 1_000_000,
+        },
       }),
       WEBHOOK_ALLOW_LOCAL: "true",
       OUTBOUND_TRANSPORT: "dev",

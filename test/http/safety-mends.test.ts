@@ -352,3 +352,40 @@ describe("inline first webhook attempts are bounded", () => {
     ]);
   });
 });
+
+describe("held mail does not vouch for its sender", () => {
+  it("a look-alike's first message is held, and so is its second (whether the known senders come from the isolate or D1)", async () => {
+    const a = await createAccount("lookalike");
+    await setPolicy(a, { screening: { mode: "quarantine" } });
+    const from = (domain: string) => `Ana Duarte <ana@${domain}>`;
+    await deliver(
+      mail({ from: from("acme-supplies.com"), to: a.inbox.address, body: "Invoice attached." }),
+      a.inbox.address,
+    );
+    expect((await newest(a.inbox.id)).labels).not.toContain("quarantine");
+
+    const lookalike = async (subject: string) => {
+      await deliver(
+        mail({ from: from("acme-suppiies.com"), to: a.inbox.address, subject, body: "New bank details below." }),
+        a.inbox.address,
+      );
+      return newest(a.inbox.id);
+    };
+    const first = await lookalike("Bank details 1");
+    expect(first.screening.signals.map((s) => s.id)).toContain("sender.lookalike_known_domain");
+    expect(first.labels).toContain("quarantine");
+    // Known senders cached in this isolate: the held mail was not added to them.
+    const second = await lookalike("Bank details 2");
+    expect(second.screening.signals.map((s) => s.id)).toContain("sender.lookalike_known_domain");
+    expect(second.labels).toContain("quarantine");
+    // A send drops the cache: the next mail reads its known senders from D1, held mail left out.
+    const sent = await call("POST", `/v1/inboxes/${a.inbox.id}/messages`, {
+      key: a.key,
+      body: { to: ["buyer@example.org"], subject: "Order", body_text: "Please confirm." },
+    });
+    expect(sent.status, sent.text).toBe(202);
+    const third = await lookalike("Bank details 3");
+    expect(third.screening.signals.map((s) => s.id)).toContain("sender.lookalike_known_domain");
+    expect(third.labels).toContain("quarantine");
+  });
+});

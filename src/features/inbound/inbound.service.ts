@@ -38,6 +38,7 @@ import type { Screening } from "../screening/screener";
 import {
   type Disposition,
   dispose,
+  noteKnownSender,
   policyOf,
   screenInbound,
   senderAuthenticated,
@@ -523,6 +524,7 @@ async function storeParsed(
     await releaseClaims(ctx, claims);
     throw err;
   }
+  if (!ids.quarantine) noteKnownSender(inbox.id, row.fromAddress, row.fromName);
   await publishEvents(env, eventIds);
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);

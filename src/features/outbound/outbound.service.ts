@@ -40,7 +40,7 @@ import { publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { assertInboxAllowed, withBodies } from "../messages/messages.service";
 import { assertReputationAllowsSend } from "../reputation/reputation.service";
-import { policyOf } from "../screening/screening.service";
+import { forgetKnownSenders, policyOf } from "../screening/screening.service";
 import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
 import { screenRecipients } from "../suppressions/suppressions.service";
 import { PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
@@ -412,6 +412,8 @@ async function acceptDraft(
       recipients,
       policyStatements,
     });
+    // Its recipients are the inbox's correspondents now (the screener's look-alike check).
+    forgetKnownSenders(inbox.id);
     await enqueue(ctx, row);
     return row;
   } catch (err) {

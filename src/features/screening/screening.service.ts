@@ -3,7 +3,7 @@
  * the trusted authentication verdicts, the inbox's known correspondents) and applies the inbox's
  * policy (mode and sender lists) to the verdict.
  */
-import { and, desc, eq } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { type InboxRow, type InboxScreeningPolicy, messages, type SenderRules } from "../../db/schema";
 import { suppressionAddress } from "../../mail/address";
@@ -111,7 +111,61 @@ export function dispose(
   return { action: "store", quarantine: true, reason: `screening_${screening.verdict}` };
 }
 
-/** Screens a parsed inbound message for this inbox. One read (the known correspondents). */
+type KnownSender = { address: string; name?: string | null };
+
+/**
+ * The inbox's known correspondents (senders of its last 200 messages, recipients of its sends),
+ * for the look-alike check. Held (quarantined) mail is not a correspondent: otherwise a
+ * look-alike's first, held message would vouch for its second. Kept in the isolate for
+ * KNOWN_SENDERS_TTL_MS (a busy inbox otherwise reads up to 200 rows per mail); an inbound mail
+ * stored in this isolate adds its sender at once (noteKnownSender), a send drops the entry
+ * (forgetKnownSenders), so only other isolates' news waits for the TTL.
+ */
+async function knownSendersOf(db: Db, inbox: InboxRow, now: number): Promise<KnownSender[]> {
+  const hit = knownSenders.get(inbox.id);
+  if (hit && hit.accountId === inbox.accountId && now >= hit.at && now - hit.at < KNOWN_SENDERS_TTL_MS) {
+    return hit.senders;
+  }
+  const recent = await db
+    .select({ from: messages.fromAddress, name: messages.fromName, to: messages.to, direction: messages.direction })
+    .from(messages)
+    .where(
+      and(
+        eq(messages.inboxId, inbox.id),
+        eq(messages.accountId, inbox.accountId),
+        sql`NOT EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = 'quarantine')`,
+      ),
+    )
+    .orderBy(desc(messages.id))
+    .limit(KNOWN_SENDERS_WINDOW)
+    .all();
+  const senders: KnownSender[] = [];
+  for (const r of recent) {
+    if (r.direction === "inbound" && r.from) senders.push({ address: r.from, name: r.name });
+    if (r.direction === "outbound") for (const t of r.to.slice(0, 10)) senders.push({ address: t });
+  }
+  if (knownSenders.size >= KNOWN_SENDERS_CACHE_MAX) knownSenders.clear();
+  knownSenders.set(inbox.id, { accountId: inbox.accountId, at: now, senders });
+  return senders;
+}
+
+const knownSenders = new Map<string, { accountId: string; at: number; senders: KnownSender[] }>();
+const KNOWN_SENDERS_TTL_MS = 30_000;
+const KNOWN_SENDERS_CACHE_MAX = 2_000;
+
+/** An inbound mail was stored (not held): its sender is a known correspondent from now on. */
+export function noteKnownSender(inboxId: string, address: string | null, name: string | null): void {
+  const entry = knownSenders.get(inboxId);
+  if (!entry || !address) return;
+  entry.senders = [{ address, name }, ...entry.senders].slice(0, KNOWN_SENDERS_WINDOW * 2);
+}
+
+/** The inbox sent mail: its recipients are correspondents; read them again on the next mail. */
+export function forgetKnownSenders(inboxId: string): void {
+  knownSenders.delete(inboxId);
+}
+
+/** Screens a parsed inbound message for this inbox. At most one read (the known correspondents). */
 export async function screenInbound(
   db: Db,
   inbox: InboxRow,
@@ -119,18 +173,7 @@ export async function screenInbound(
   authentication: AuthVerdicts | null,
   now: number,
 ): Promise<Screening> {
-  const recent = await db
-    .select({ from: messages.fromAddress, name: messages.fromName, to: messages.to, direction: messages.direction })
-    .from(messages)
-    .where(and(eq(messages.inboxId, inbox.id), eq(messages.accountId, inbox.accountId)))
-    .orderBy(desc(messages.id))
-    .limit(KNOWN_SENDERS_WINDOW)
-    .all();
-  const knownSenders: { address: string; name?: string | null }[] = [];
-  for (const r of recent) {
-    if (r.direction === "inbound" && r.from) knownSenders.push({ address: r.from, name: r.name });
-    if (r.direction === "outbound") for (const t of r.to.slice(0, 10)) knownSenders.push({ address: t });
-  }
+  const knownSenders = await knownSendersOf(db, inbox, now);
   const decoder = new TextDecoder("utf-8");
   return screenMessage({
     subject: parsed.subject,
