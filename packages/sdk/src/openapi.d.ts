@@ -5263,7 +5263,7 @@ export interface paths {
         };
         /**
          * List an inbox's messages (newest first)
-         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them.
+         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them, and a page with bodies stops early (fewer than `limit`, with `next_cursor`) once it carries about 1 MiB of them.
          */
         get: {
             parameters: {
@@ -6330,7 +6330,7 @@ export interface paths {
         };
         /**
          * Full-text search over subject, bodies and addresses (every word must match; newest first)
-         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them.
+         * @description Each message carries `preview` instead of its bodies; `?include=body` adds them, and a page with bodies stops early (fewer than `limit`, with `next_cursor`) once it carries about 1 MiB of them.
          */
         get: {
             parameters: {
@@ -6983,7 +6983,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List an inbox's threads (most recently active first) */
+        /**
+         * List an inbox's threads (most recently active first)
+         * @description A thread whose every message is quarantined is left out until one is released, unless `?label=quarantine`.
+         */
         get: {
             parameters: {
                 query?: {
@@ -7143,12 +7146,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get a thread with its messages (oldest first) */
+        /**
+         * Get a thread with its messages (oldest first)
+         * @description Quarantined messages are left out, and a thread with no other message is a 404, until released; `?label=quarantine` returns the thread with its quarantined messages only.
+         */
         get: {
             parameters: {
                 query?: {
                     /** @description `body` adds `body_text`, `body_html` and `body_omitted` to each message; without it a list carries only `preview`. */
                     include?: "body";
+                    /** @description *(new)* `quarantine`: the thread with its quarantined messages only (otherwise they are left out, and a thread of nothing else is a 404). */
+                    label?: "quarantine";
                 };
                 header?: never;
                 path: {
@@ -10847,7 +10855,7 @@ export interface components {
         ThreadWithMessages: components["schemas"]["Thread"] & {
             /** @description Oldest first (at most 200), each with `preview` instead of its bodies (`?include=body` adds them). */
             messages: components["schemas"]["MessageListItem"][];
-            /** @description True when the thread has more than 200 messages: page through `GET …/messages?thread_id=`. */
+            /** @description True when the thread has more messages than it carries (more than 200, or, with `?include=body`, past about 1 MiB of bodies): page through `GET …/messages?thread_id=`. */
             messages_truncated: boolean;
         };
         Usage: {
