@@ -422,9 +422,29 @@ export function dmarcPassDomain(headers: Record<string, string | string[]>, trus
 export function singleFromMailbox(headers: Record<string, string | string[]>): boolean {
   const v = header(headers, "from");
   if (v === undefined || Array.isArray(v)) return false;
-  // Quoted display names and comments may hold any character; what is left is addresses and syntax.
-  const bare = v.replace(/"(?:[^"\\]|\\.)*"/g, '""').replace(/\([^()]*\)/g, " ");
-  return (bare.match(/@/g) ?? []).length === 1 && !/[,:;]/.test(bare);
+  // One pass over the value: quoted strings (with their escapes) and comments (nested, with
+  // escapes; a quote inside a comment is text) may hold any character; what is left is
+  // addresses and syntax, where a second "@", a list's "," or a group's ":"/";" give it away.
+  let ats = 0;
+  let quoted = false;
+  let depth = 0;
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i];
+    if (c === "\\" && (quoted || depth > 0)) {
+      i++;
+      continue;
+    }
+    if (quoted) {
+      if (c === '"') quoted = false;
+    } else if (depth > 0) {
+      if (c === "(") depth++;
+      else if (c === ")") depth--;
+    } else if (c === '"') quoted = true;
+    else if (c === "(") depth = 1;
+    else if (c === "@") ats++;
+    else if (c === "," || c === ":" || c === ";") return false;
+  }
+  return ats === 1 && !quoted && depth === 0;
 }
 
 /**

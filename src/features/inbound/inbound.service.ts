@@ -524,7 +524,7 @@ async function storeParsed(
     await releaseClaims(ctx, claims);
     throw err;
   }
-  if (!ids.quarantine) noteKnownSender(inbox.id, row.fromAddress, row.fromName);
+  if (!ids.quarantine && ids.screening?.verdict === "clean") noteKnownSender(inbox.id, row.fromAddress, row.fromName);
   await publishEvents(env, eventIds);
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);

@@ -3,6 +3,14 @@ import { PageQuery } from "../../lib/pagination";
 import { Timestamp } from "../../lib/wire";
 
 export const Label = z.string().trim().min(1).max(64);
+
+/**
+ * A label a caller may set or remove: any but `quarantine`, which only screening sets and only
+ * `POST …/release` removes (the release is audited and folds the message into its thread).
+ */
+export const SettableLabel = Label.refine((l) => l.toLowerCase() !== "quarantine", {
+  message: "The quarantine label is set by screening; release a held message with POST …/messages/{id}/release.",
+});
 export const IdOf = (prefix: string, example: string) =>
   z
     .string()
@@ -87,9 +95,9 @@ export const ScreeningWire = z
 
 export const PatchMessageInput = z
   .object({
-    labels: z.array(Label).max(50).optional().openapi({ description: "Replaces the labels." }),
-    add_labels: z.array(Label).max(50).optional(),
-    remove_labels: z.array(Label).max(50).optional(),
+    labels: z.array(SettableLabel).max(50).optional().openapi({ description: "Replaces the labels." }),
+    add_labels: z.array(SettableLabel).max(50).optional(),
+    remove_labels: z.array(SettableLabel).max(50).optional(),
   })
   .strict()
   .refine((v) => v.labels !== undefined || v.add_labels !== undefined || v.remove_labels !== undefined, {

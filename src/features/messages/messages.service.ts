@@ -149,7 +149,11 @@ export async function patchMessage(
   const now = ctx.now();
   // Computed in SQL from the row as it is at write time, so two agents adding labels at once
   // both keep theirs (first appearance order, no duplicates, at most 50).
-  const base = patch.labels === undefined ? sql`${messages.labels}` : sql`${JSON.stringify(patch.labels)}`;
+  // Replacing the labels keeps `quarantine` (no caller can set or remove it: only a release does).
+  const base =
+    patch.labels === undefined
+      ? sql`${messages.labels}`
+      : sql`(SELECT json_group_array(value) FROM (SELECT value FROM json_each(${messages.labels}) WHERE value = ${QUARANTINE_LABEL} UNION ALL SELECT value FROM json_each(${JSON.stringify(patch.labels)})))`;
   const next = sql`(SELECT json_group_array(value) FROM (
     SELECT value FROM (
       SELECT value, key AS k FROM json_each(${base})
@@ -380,8 +384,12 @@ export async function releaseMessage(ctx: ServiceContext, inboxId: string, messa
         .update(threads)
         .set({
           labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId})`,
-          messageCount: sql`${threads.messageCount} + 1`,
+          // Counted, not incremented: two releases racing, or a thread written before held mail
+          // stopped counting, still end with the number of visible messages.
+          messageCount: sql`(SELECT COUNT(*) FROM ${messages} m WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId} AND NOT EXISTS (SELECT 1 FROM json_each(m.labels) WHERE value = ${QUARANTINE_LABEL}))`,
           lastMessageAt: sql`max(${threads.lastMessageAt}, ${current.createdAt})`,
+          // A thread started by held mail has no subject until one of its messages is visible.
+          subject: sql`coalesce(${threads.subject}, ${current.subject})`,
           participants: unionCapped(
             threads.participants,
             [

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { CONTROL_CHARS } from "../../mail/address";
 import type { MailAddress } from "../../mail/compose";
-import { MessageParams } from "../messages/messages.schemas";
+import { MessageParams, SettableLabel } from "../messages/messages.schemas";
 
 /** Most recipients (to + cc + bcc) of one message: Cloudflare Email Service's limit too. */
 export const MAX_RECIPIENTS = 50;
@@ -84,7 +84,7 @@ export const AttachmentInput = z
   })
   .strict();
 
-const Labels = z.array(z.string().trim().min(1).max(64)).max(50);
+const Labels = z.array(SettableLabel).max(50);
 
 /** Who wrote the message: an agent's mail carries `Auto-Submitted` (RFC 3834) and counts toward loop protection. */
 const WrittenBy = z.enum(["agent", "human"]).optional().openapi({

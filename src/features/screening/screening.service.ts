@@ -115,8 +115,8 @@ type KnownSender = { address: string; name?: string | null };
 
 /**
  * The inbox's known correspondents (senders of its last 200 messages, recipients of its sends),
- * for the look-alike check. Held (quarantined) mail is not a correspondent: otherwise a
- * look-alike's first, held message would vouch for its second. Kept in the isolate for
+ * for the look-alike check. Held (quarantined) or flagged mail is not a correspondent: otherwise a
+ * look-alike's first message would vouch for its second. Kept in the isolate for
  * KNOWN_SENDERS_TTL_MS (a busy inbox otherwise reads up to 200 rows per mail); an inbound mail
  * stored in this isolate adds its sender at once (noteKnownSender), a send drops the entry
  * (forgetKnownSenders), so only other isolates' news waits for the TTL.
@@ -134,6 +134,9 @@ async function knownSendersOf(db: Db, inbox: InboxRow, now: number): Promise<Kno
         eq(messages.inboxId, inbox.id),
         eq(messages.accountId, inbox.accountId),
         sql`NOT EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = 'quarantine')`,
+        // Only mail that screened clean (or predates screening): a flagged look-alike's first
+        // message must not make its second one "known" either.
+        sql`(${messages.screening} IS NULL OR json_extract(${messages.screening}, '$.verdict') = 'clean')`,
       ),
     )
     .orderBy(desc(messages.id))
@@ -153,7 +156,7 @@ const knownSenders = new Map<string, { accountId: string; at: number; senders: K
 const KNOWN_SENDERS_TTL_MS = 30_000;
 const KNOWN_SENDERS_CACHE_MAX = 2_000;
 
-/** An inbound mail was stored (not held): its sender is a known correspondent from now on. */
+/** An inbound mail was stored, not held and screened clean: its sender is a known correspondent from now on. */
 export function noteKnownSender(inboxId: string, address: string | null, name: string | null): void {
   const entry = knownSenders.get(inboxId);
   if (!entry || !address) return;

@@ -46,6 +46,8 @@ export function threadStatement(
     return ctx.db
       .update(threads)
       .set({
+        // A thread started by held mail shows no subject of it: the first visible message's.
+        subject: sql`CASE WHEN ${threads.messageCount} = 0 THEN ${t.subject} ELSE ${threads.subject} END`,
         messageCount: sql`${threads.messageCount} + 1`,
         lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
         participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
@@ -58,7 +60,8 @@ export function threadStatement(
     id: t.id,
     accountId: ctx.accountId,
     inboxId: t.inboxId,
-    subject: t.subject,
+    // Held: no subject shown (it may be the attack itself); the key still threads replies.
+    subject: t.held ? null : t.subject,
     subjectKey: subjectKey(t.subject),
     participants: t.held ? [] : t.participants,
     messageCount: t.held ? 0 : 1,
