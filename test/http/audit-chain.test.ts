@@ -400,3 +400,20 @@ describe("operator reads", () => {
     ).toBeGreaterThanOrEqual(1);
   });
 });
+
+describe("/verify and a database that fails meanwhile", () => {
+  it("a chaining step that fails for the database answers 503-kind `audit_unavailable`, not a tamper verdict", async () => {
+    const a = await createAccount("verify-flaky");
+    // Reads work, batches fail: chaining (one batch to read the head, one to link) cannot run.
+    const flaky = {
+      prepare: (query: string) => env.DB.prepare(query),
+      batch: async () => {
+        throw new Error("D1_ERROR: Network connection lost.");
+      },
+    } as unknown as D1Database;
+    const ctx = serviceContext(a.account.id, { vars: { DB: flaky } as Partial<Cloudflare.Env> });
+    await expect(verifyAudit(ctx)).rejects.toMatchObject({ kind: "unavailable", code: "audit_unavailable" });
+    // With the database back, the same chain verifies.
+    expect(await verifyAudit(serviceContext(a.account.id))).toMatchObject({ ok: true, first_broken_id: null });
+  });
+});

@@ -7,6 +7,7 @@ import { type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Actor, ServiceContext } from "../../lib/context";
+import { ServiceUnavailable } from "../../lib/errors";
 import { newId } from "../../lib/ids";
 import { log } from "../../lib/log";
 import type { Page } from "../../lib/pagination";
@@ -193,7 +194,15 @@ export async function verifyAudit(
   try {
     await chainAccount(db, ctx.env, ctx.accountId, upTo);
   } catch (err) {
+    // The database failed, not the chain: an entry left unlinked by it would read as tampering.
+    // (A forged entry does not throw: chainAccount stops before it, and the walk names it.)
     log.warn("audit chaining before a verification failed", { account_id: ctx.accountId, error: String(err) });
+    throw new ServiceUnavailable(
+      "audit_unavailable",
+      "The audit chain could not be brought up to date just now; nothing was found wrong with it. Try again in a few seconds.",
+      undefined,
+      5,
+    );
   }
   let prevHash = GENESIS_HASH;
   let lastId: string | null = null;
