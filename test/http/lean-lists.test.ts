@@ -1,11 +1,10 @@
-import { env, exports } from "cloudflare:workers";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { PREVIEW_CHARS, previewOf } from "../../src/features/messages/message-store";
 import { createAccount, type TestAccount } from "../helpers/accounts";
 import { call } from "../helpers/api";
 import { deliver, mail } from "../helpers/mail";
+import { connect, tool } from "../helpers/mcp";
 
 // Issue 17 item 5: lists (messages, search, a thread's messages, the MCP list tools) carry a
 // stored `preview` instead of the bodies; the single GET and `?include=body` carry the bodies.
@@ -103,16 +102,9 @@ describe("message lists carry a preview, not bodies", () => {
   });
 
   it("MCP list_messages, search_messages and get_thread carry previews; include adds bodies", async () => {
-    const client = new Client({ name: "lean-test", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL("http://localhost/mcp"), {
-      fetch: async (url, init) => exports.default.fetch(new Request(url, init)),
-      requestInit: { headers: { Authorization: `Bearer ${a.key}` } },
-    });
-    await client.connect(transport);
+    const client = await connect(a.key);
     try {
-      const data = async (name: string, args: Record<string, unknown>) =>
-        // biome-ignore lint/suspicious/noExplicitAny: tool results are checked field by field below
-        (await client.callTool({ name, arguments: args })).structuredContent as any;
+      const data = async (name: string, args: Record<string, unknown>) => (await tool(client, name, args)).data;
       const list = await data("list_messages", { inbox_id: a.inbox.id });
       expect(list.items[0].preview).toMatch(/^Hello Ana/);
       expect(list.items[0]).not.toHaveProperty("body_text");
