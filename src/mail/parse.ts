@@ -396,20 +396,11 @@ export function subjectKey(subject: string | null): string | null {
  * From it evaluated cannot vouch for the one this parser read.
  */
 export function dmarcPassDomain(headers: Record<string, string | string[]>, trusted: string[]): string | null {
-  const v = header(headers, "authentication-results");
-  const value = v === undefined ? undefined : Array.isArray(v) ? v[0] : v;
-  if (value === undefined) return null;
-  const parts = value
-    .replace(/\([^()]*\)/g, " ")
-    .split(";")
-    .map((p) => p.trim());
-  const authservId = parts[0]?.split(/\s+/)[0]?.toLowerCase();
-  if (!authservId || !trusted.includes(authservId)) return null;
-  for (const p of parts.slice(1)) {
+  const results = trustedResults(headers, trusted);
+  for (const p of results?.methods ?? []) {
     if (!/^dmarc\s*=/i.test(p)) continue;
     if (!/^dmarc\s*=\s*pass\b/i.test(p)) return null;
-    const domain = /\bheader\.from\s*=\s*"?([^\s";]+)"?/i.exec(p)?.[1]?.toLowerCase();
-    return domain ?? null;
+    return /\bheader\.from\s*=\s*"?([^\s";]+)"?/i.exec(p)?.[1]?.toLowerCase() ?? null;
   }
   return null;
 }
@@ -459,24 +450,34 @@ export function authenticationVerdicts(
   headers: Record<string, string | string[]>,
   trusted: string[],
 ): AuthVerdicts | null {
-  const list = (k: string) => {
-    const v = header(headers, k);
-    return v === undefined ? [] : Array.isArray(v) ? v : [v];
+  const results = trustedResults(headers, trusted);
+  if (!results) return null;
+  const verdict = (method: string) => {
+    for (const p of results.methods) {
+      const m = new RegExp(`^${method}\\s*=\\s*([a-z]+)`, "i").exec(p);
+      if (m?.[1]) return m[1].toLowerCase();
+    }
+    return null;
   };
-  const candidates = [list("authentication-results")[0]].filter((v): v is string => v !== undefined);
-  for (const value of candidates) {
-    const clean = value.replace(/\([^()]*\)/g, " ");
-    const parts = clean.split(";").map((p) => p.trim());
-    const authservId = parts[0]?.split(/\s+/)[0]?.toLowerCase();
-    if (!authservId || !trusted.includes(authservId)) continue;
-    const verdict = (method: string) => {
-      for (const p of parts.slice(1)) {
-        const m = new RegExp(`^${method}\\s*=\\s*([a-z]+)`, "i").exec(p);
-        if (m?.[1]) return m[1].toLowerCase();
-      }
-      return null;
-    };
-    return { spf: verdict("spf"), dkim: verdict("dkim"), dmarc: verdict("dmarc"), authserv_id: authservId };
-  }
-  return null;
+  return { spf: verdict("spf"), dkim: verdict("dkim"), dmarc: verdict("dmarc"), authserv_id: results.authservId };
+}
+
+/**
+ * The topmost Authentication-Results header split into its method results (comments dropped),
+ * when its authserv-id is trusted; null otherwise. Why only that one: see authenticationVerdicts.
+ */
+function trustedResults(
+  headers: Record<string, string | string[]>,
+  trusted: string[],
+): { authservId: string; methods: string[] } | null {
+  const v = header(headers, "authentication-results");
+  const value = Array.isArray(v) ? v[0] : v;
+  if (value === undefined) return null;
+  const parts = value
+    .replace(/\([^()]*\)/g, " ")
+    .split(";")
+    .map((p) => p.trim());
+  const authservId = parts[0]?.split(/\s+/)[0]?.toLowerCase();
+  if (!authservId || !trusted.includes(authservId)) return null;
+  return { authservId, methods: parts.slice(1) };
 }

@@ -386,7 +386,7 @@ export async function releaseMessage(ctx: ServiceContext, inboxId: string, messa
           labels: sql`(SELECT json_group_array(DISTINCT j.value) FROM ${messages} m, json_each(m.labels) j WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId})`,
           // Counted, not incremented: two releases racing, or a thread written before held mail
           // stopped counting, still end with the number of visible messages.
-          messageCount: sql`(SELECT COUNT(*) FROM ${messages} m WHERE m.thread_id = ${threads.id} AND m.account_id = ${ctx.accountId} AND NOT EXISTS (SELECT 1 FROM json_each(m.labels) WHERE value = ${QUARANTINE_LABEL}))`,
+          messageCount: sql`(SELECT COUNT(*) FROM ${messages} WHERE ${messages.threadId} = ${threads.id} AND ${messages.accountId} = ${ctx.accountId} AND ${notQuarantined()})`,
           lastMessageAt: sql`max(${threads.lastMessageAt}, ${current.createdAt})`,
           // A thread started by held mail has no subject until one of its messages is visible.
           subject: sql`coalesce(${threads.subject}, ${current.subject})`,

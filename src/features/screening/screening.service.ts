@@ -8,6 +8,7 @@ import type { Db } from "../../db/client";
 import { type InboxRow, type InboxScreeningPolicy, messages, type SenderRules } from "../../db/schema";
 import { suppressionAddress } from "../../mail/address";
 import { type AuthVerdicts, dmarcPassDomain, type ParsedMail, singleFromMailbox } from "../../mail/parse";
+import { notQuarantined } from "../messages/messages.service";
 import { type Screening, screenMessage } from "./screener";
 
 export const DEFAULT_AUTO_REPLY_LIMIT = 5;
@@ -133,7 +134,7 @@ async function knownSendersOf(db: Db, inbox: InboxRow, now: number): Promise<Kno
       and(
         eq(messages.inboxId, inbox.id),
         eq(messages.accountId, inbox.accountId),
-        sql`NOT EXISTS (SELECT 1 FROM json_each(${messages.labels}) WHERE value = 'quarantine')`,
+        notQuarantined(),
         // Only mail that screened clean (or predates screening): a flagged look-alike's first
         // message must not make its second one "known" either.
         sql`(${messages.screening} IS NULL OR json_extract(${messages.screening}, '$.verdict') = 'clean')`,
