@@ -64,7 +64,7 @@ export const MAX_STREAM_MS = 30 * 60_000;
  * key's stream ends within this (API.md: revocation takes effect everywhere within 2 s).
  */
 export const KEY_CHECK_MS = 2_000;
-/** How often a hub with open streams checks D1 for a publish that never came. */
+/** How often a hub with open streams checks D1 for a commit it was never told of. */
 const CATCH_UP_CHECK_MS = 15_000;
 /** Rows per D1 read when replaying or filling a gap. */
 const PAGE = 200;
@@ -72,15 +72,14 @@ const PAGE = 200;
 export const REPLAY_MAX = 10_000;
 /** Events buffered for one stream while it replays; past this it is closed with 1013 (it resumes). */
 export const JOIN_BUFFER_MAX = 2_000;
-/** Published events held waiting for a gap to fill; past this they are dropped and read from D1. */
-const PENDING_MAX = 10_000;
 
 /**
- * One per account: the fan-out point of its event log to open streams. Producers commit an event
- * to D1, then `publish` it here (publishEvents); the hub sends it to every matching connection in
- * commit order (`seq`), so a connection never polls D1. D1 stays the source of truth: a joining
- * connection replays from it after its cursor, and the hub reads it to fill any gap between the
- * last seq it delivered and the seqs it is handed (publishes racing each other, or lost in a crash).
+ * One per account: the fan-out point of its event log to open streams. Producers commit events
+ * to D1, then tell the hub how far the log reaches (`committed`, from publishEvents); a hub with
+ * open streams reads what it has not dispatched from D1 (one reader at a time, so a burst of
+ * commits costs a few reads) and sends each event to every matching connection in commit order
+ * (`seq`), so no connection polls D1. A joining connection replays from D1 after its cursor; a
+ * `committed` call lost in a crash is made up by the alarm's head check.
  *
  * Ordering and no-duplicates: the hub keeps `head`, the seq up to which it has dispatched every
  * event, and dispatches only head + 1 next. Each connection remembers the seq its replay reached
@@ -91,14 +90,13 @@ const PENDING_MAX = 10_000;
  * response, to which the hub sends ready SSE frames. So the hub holds no stream in memory.
  *
  * Bounds: per key and per account connection caps, a replay depth (REPLAY_MAX), the replay buffer
- * (JOIN_BUFFER_MAX) and the pending set (PENDING_MAX); a stream lives MAX_STREAM_MS at most, and
+ * (JOIN_BUFFER_MAX); a stream lives MAX_STREAM_MS at most, and
  * while any is open the alarm re-reads its keys' revocation and suspension every KEY_CHECK_MS
  * (which keeps a hub with open streams awake: the price of revocation within 2 s without a push).
  */
 export class EventHub extends DurableObject<HubEnv> {
   private accountId: string | null;
   private head: number | null;
-  private readonly pending = new Map<number, HubEvent>();
   /** The highest seq producers announced (committed()), for a join that raced them. */
   private committedSeq = 0;
   private catchingUp = false;
@@ -257,49 +255,21 @@ export class EventHub extends DurableObject<HubEnv> {
     // With no other live stream nobody needs the events before lastSeq dispatched: start there,
     // instead of reading back from D1 what the hub missed while nobody listened.
     if (this.head === null || this.liveCount() === 1) this.setHead(Math.max(this.head ?? 0, lastSeq));
-    this.advance();
     // A commit announced while this stream was joining (committed() cannot read without a head)
     // is read now, not on the next commit or the alarm.
     if (this.head !== null && this.committedSeq > this.head) void this.catchUp();
   }
 
   /**
-   * Takes committed events (any order; duplicates and already-delivered ones are ignored) and
-   * dispatches them in seq order. Returns how many connections were open.
-   */
-  async publish(accountId: string, events: HubEvent[]): Promise<{ connections: number }> {
-    const connections = this.sockets.size;
-    if (connections === 0) {
-      // Nobody listens: forget the position, so the next connection starts from D1's head
-      // instead of reading back everything published while the hub was idle.
-      if (this.head !== null) this.setHead(null);
-      this.pending.clear();
-      return { connections };
-    }
-    if (this.accountId === null) {
-      this.accountId = accountId;
-      this.ctx.storage.kv.put("account", accountId);
-    }
-    for (const e of events) if (this.head === null || e.seq > this.head) this.pending.set(e.seq, e);
-    if (this.pending.size > PENDING_MAX) {
-      // A gap that never fills: stop holding events in memory, read them back from D1 instead.
-      this.pending.clear();
-      void this.catchUp();
-    }
-    this.advance();
-    return { connections };
-  }
-
-  /**
    * A producer committed the account's events up to `seq`. With listeners, the hub reads what it
    * has not dispatched yet from D1 (one reader at a time, so a burst of commits costs a few reads,
-   * not one per event); without, it forgets its position like publish() does.
+   * not one per event); without, it forgets its position, so the next connection starts from
+   * D1's head instead of reading back everything committed while the hub was idle.
    */
   async committed(accountId: string, seq: number): Promise<{ connections: number }> {
     const connections = this.sockets.size;
     if (connections === 0) {
       if (this.head !== null) this.setHead(null);
-      this.pending.clear();
       return { connections };
     }
     if (this.accountId === null) {
@@ -309,20 +279,6 @@ export class EventHub extends DurableObject<HubEnv> {
     this.committedSeq = Math.max(this.committedSeq, seq);
     if (this.head !== null && seq > this.head) void this.catchUp();
     return { connections };
-  }
-
-  /** Dispatches head + 1, head + 2, … from the pending set; on a gap, reads the missing ones from D1. */
-  private advance(): void {
-    if (this.head === null) return; // a joining connection sets it
-    let head = this.head;
-    for (let e = this.pending.get(head + 1); e; e = this.pending.get(head + 1)) {
-      this.pending.delete(e.seq);
-      this.dispatch(e);
-      head = e.seq;
-    }
-    for (const seq of this.pending.keys()) if (seq <= head) this.pending.delete(seq);
-    if (head !== this.head) this.setHead(head);
-    if (this.pending.size > 0) void this.catchUp();
   }
 
   /** Reads every committed event after `head` from D1 and dispatches it (one reader at a time). */
@@ -342,19 +298,16 @@ export class EventHub extends DurableObject<HubEnv> {
           const e = toHubEvent(row);
           // Dispatches made while this read was in flight moved head on; never send twice.
           if (this.head === null || e.seq <= this.head) continue;
-          this.pending.delete(e.seq);
           this.dispatch(e);
           this.setHead(e.seq);
         }
         if (rows.length < PAGE && !this.catchUpAgain) break;
       }
     } catch (err) {
-      log.error("event hub catch-up failed; retried on the next publish or alarm", { error: String(err) });
+      log.error("event hub catch-up failed; retried on the next commit or alarm", { error: String(err) });
     } finally {
       this.catchingUp = false;
     }
-    if (this.head !== null) for (const seq of this.pending.keys()) if (seq <= this.head) this.pending.delete(seq);
-    if (this.pending.size > 0) this.advance();
   }
 
   /** Sends one event to every live connection that wants it; joining ones buffer it. */
@@ -409,7 +362,6 @@ export class EventHub extends DurableObject<HubEnv> {
   /** The last stream went away: forget the position (the next one starts from D1's head). */
   private forgetIfIdle(): void {
     if (this.sockets.size > 0) return;
-    this.pending.clear();
     if (this.head !== null) this.setHead(null);
     // Subscriptions of sockets that vanished without a close event.
     for (const [k] of this.ctx.storage.kv.list({ prefix: "sub:" })) this.ctx.storage.kv.delete(k);
@@ -429,7 +381,7 @@ export class EventHub extends DurableObject<HubEnv> {
   /**
    * Runs every KEY_CHECK_MS while any stream is open: ends the streams of keys revoked or accounts
    * suspended since (the backstop for a lost disconnect), ends streams past MAX_STREAM_MS, sends
-   * SSE heartbeats, and checks for events whose publish never arrived.
+   * SSE heartbeats, and checks for events whose commit it was never told of.
    */
   override async alarm(): Promise<void> {
     const now = Date.now();
