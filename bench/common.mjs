@@ -18,8 +18,8 @@ export function fail(message, showLog = false) {
 }
 
 /** One JSON request to the local Worker; `json` is null when the body is not JSON. */
-export async function call(base, method, path, { token, body } = {}) {
-  const headers = {};
+export async function call(base, method, path, { token, body, headers: extra } = {}) {
+  const headers = { ...extra };
   if (token) headers.authorization = `Bearer ${token}`;
   if (body) headers["content-type"] = "application/json";
   const res = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });

@@ -2,7 +2,7 @@
 //  a) throughput of the email() pipeline for a ~50 KB message with two attachments, next to the
 //     time postal-mime alone takes to parse the same bytes in workerd (a separate Worker in
 //     Miniflare, the same workerd build wrangler dev runs), and the ratio of the two;
-//  b) D1 rows read (X-Mailbot-D1-Rows-Read, development only) for the read API on an inbox of
+//  b) D1 rows read (X-Mailbot-D1-Rows-Read, development only, asked for with X-Mailbot-D1-Stats: 1) for the read API on an inbox of
 //     100,000 messages seeded straight into the local D1.
 // Usage: npm run bench (runs it after the latency bench), or node bench/inbound.mjs
 //   env BENCH_INBOUND (messages, default 300), BENCH_INBOUND_CONCURRENCY (default 8),
@@ -499,7 +499,7 @@ async function rowsRead(base, key, path) {
   const samples = [];
   let last = null;
   for (let i = 0; i < REPEATS; i++) {
-    const r = await call(base, "GET", path, { token: key });
+    const r = await call(base, "GET", path, { token: key, headers: { "x-mailbot-d1-stats": "1" } });
     if (r.status !== 200) fail(`GET ${path} answered ${r.status}: ${r.text.slice(0, 300)}`, true);
     const read = r.headers.get("x-mailbot-d1-rows-read");
     if (read === null) fail(`GET ${path} has no X-Mailbot-D1-Rows-Read header (is ENVIRONMENT=development?)`);

@@ -1,7 +1,8 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 
 /**
- * Development-only D1 accounting: with ENVIRONMENT=development every response carries
+ * Development-only D1 accounting: with ENVIRONMENT=development a request that asks for it
+ * (`X-Mailbot-D1-Stats: 1`, http/d1-stats.ts) gets
  * `X-Mailbot-D1-Rows-Read` (sum of `meta.rows_read` over the request's statements) and
  * `X-Mailbot-D1-Queries`. Elsewhere the middleware only calls next() and createDb hands drizzle
  * the plain binding, so production pays one AsyncLocalStorage lookup per createDb.

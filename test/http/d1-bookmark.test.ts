@@ -68,3 +68,23 @@ describe("X-Mailbot-Bookmark", () => {
     expect(res.headers.get("X-Mailbot-Bookmark")).toBeNull();
   });
 });
+
+describe("X-Mailbot-D1-* accounting (development only, opt-in)", () => {
+  it("is added only when the request asks with X-Mailbot-D1-Stats: 1, and then counts the request's statements", async () => {
+    const a = await createAccount("d1-stats");
+    const plain = await call("GET", `/v1/inboxes/${a.inbox.id}`, { key: a.key });
+    expect(plain.status, plain.text).toBe(200);
+    expect(plain.headers.get("X-Mailbot-D1-Queries")).toBeNull();
+    expect(plain.headers.get("X-Mailbot-D1-Rows-Read")).toBeNull();
+
+    const asked = await call("GET", `/v1/inboxes/${a.inbox.id}`, {
+      key: a.key,
+      headers: { "X-Mailbot-D1-Stats": "1" },
+    });
+    expect(asked.status, asked.text).toBe(200);
+    expect(asked.body.data.id).toBe(a.inbox.id);
+    expect(Number(asked.headers.get("X-Mailbot-D1-Queries"))).toBeGreaterThanOrEqual(1);
+    expect(Number(asked.headers.get("X-Mailbot-D1-Rows-Read"))).toBeGreaterThanOrEqual(1);
+    expect(asked.headers.get("X-Mailbot-D1-Rows-Written")).toBe("0");
+  });
+});
