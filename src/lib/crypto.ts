@@ -1,10 +1,15 @@
 const encoder = new TextEncoder();
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 /** Lower-case hex of the bytes. */
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
-  return Array.from(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), (b) =>
-    b.toString(16).padStart(2, "0"),
-  ).join("");
+  // A table and a string built in one loop: Array.from with toString/padStart per byte showed up
+  // in the profile of every authenticated request (the key digest is hashed on each).
+  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  let out = "";
+  for (let i = 0; i < view.length; i++) out += HEX[view[i] as number];
+  return out;
 }
 
 /** SHA-256 of a UTF-8 string (or of bytes), as hex. */

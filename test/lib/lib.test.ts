@@ -1,9 +1,10 @@
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/attempt";
 import { openSecret, sealSecret, signatureHeaders } from "../../src/features/webhooks/signing";
 import { allowLocalWebhooks, checkWebhookUrl, isPublicIpv6, parseIpv6 } from "../../src/features/webhooks/url-guard";
 import { hashSecret, verifySecret } from "../../src/lib/argon2";
+import { sha256Hex, toHex } from "../../src/lib/crypto";
 import { dohResolver, joinTxt, staticResolver } from "../../src/lib/dns";
 import { newId } from "../../src/lib/ids";
 import { DEFAULT_TIERS, tierLimits } from "../../src/lib/tiers";
@@ -235,6 +236,17 @@ describe("docs/webhooks.md", () => {
     const python = (await import("../../examples/webhooks/verify.py?raw")).default;
     expect(doc).toContain(`\`\`\`js\n${node.trimEnd()}\n\`\`\``);
     expect(doc).toContain(`\`\`\`python\n${python.trimEnd()}\n\`\`\``);
+  });
+});
+
+describe("hex", () => {
+  it("toHex is lower-case, two digits per byte, for every byte value; sha256Hex matches Node's", async () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    expect(toHex(all)).toBe(Buffer.from(all).toString("hex"));
+    expect(toHex(all.buffer)).toBe(Buffer.from(all).toString("hex"));
+    expect(toHex(all.subarray(250, 253))).toBe("fafbfc");
+    expect(toHex(new Uint8Array(0))).toBe("");
+    expect(await sha256Hex("mb_key")).toBe(createHash("sha256").update("mb_key").digest("hex"));
   });
 });
 
