@@ -354,7 +354,12 @@ async function pipelineDirect(n) {
     // config() refuses to run without the shared domain (src/config.ts).
     // development: the audit key is derived (production refuses to run without AUDIT_HMAC_KEY).
     bindings: { MAIL_DOMAIN, ENVIRONMENT: "development" },
-    durableObjects: { AUDIT_ANCHOR: "AuditAnchor", EVENT_HUB: "EventHub", INBOX_COUNTER: "InboxCounter" },
+    // SQLite-backed, as wrangler.toml declares them (the hub and the anchor use storage.sql / kv).
+    durableObjects: {
+      AUDIT_ANCHOR: { className: "AuditAnchor", useSQLite: true },
+      EVENT_HUB: { className: "EventHub", useSQLite: true },
+      INBOX_COUNTER: { className: "InboxCounter", useSQLite: true },
+    },
   });
   const dirPath = join(ROOT, "migrations");
   const migrations = readdirSync(dirPath)

@@ -99,4 +99,30 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     await new Promise((r) => setTimeout(r, 500));
     expect((await hook.deliveries()).filter((d) => eventOf(d).id === ev.id)).toHaveLength(1);
   });
+
+  it("an account without a live endpoint commits its events already dispatched (nothing to fan out); an endpoint gets the events committed after it", async () => {
+    const a = await createAccount("born-dispatched");
+    const ctx = serviceContext(a.account.id);
+    const before = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+    await ctx.db.batch([before.statement]);
+    expect(await dispatchedAt(before.id)).not.toBeNull();
+    const q = recordingQueue();
+    await publishEvents(q.env, [before.id]);
+    // The sweep does not pick it up either: no dispatch is ever made for it.
+    await sweepWebhooks(jobContext({ at: Date.now() + 120_000 }));
+
+    const { hook } = await endpointOnReceiver(a.key);
+    const after = eventStatement(ctx, "inbox.disabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+    await ctx.db.batch([after.statement]);
+    expect(await dispatchedAt(after.id)).toBeNull();
+    await publishEvents(env as unknown as Bindings, [after.id]);
+    const got = await hook.waitFor((d) => d.some((x) => eventOf(x).id === after.id));
+    expect(got.filter((x) => eventOf(x).id === after.id)).toHaveLength(1);
+    await vi.waitFor(async () => expect(await dispatchedAt(after.id)).not.toBeNull());
+    const made = await env.DB.prepare("SELECT event_id FROM webhook_dispatches WHERE account_id = ? AND kind = 'event'")
+      .bind(a.account.id)
+      .all<{ event_id: string }>();
+    expect(made.results.map((r) => r.event_id)).toEqual([after.id]);
+    expect(q.sent).toEqual([]);
+  });
 });

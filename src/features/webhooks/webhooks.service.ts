@@ -85,6 +85,7 @@ function testStatements(ctx: ServiceContext, endpoint: { id: string; url: string
       reason,
       message: "This is a test event from mailbot. Verify its signature, then answer 2xx.",
     },
+    { ownDispatches: true },
   );
   const dispatch = ctx.db
     .insert(webhookDispatches)
