@@ -219,6 +219,10 @@ export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void
     waitUntil(
       (async () => {
         try {
+          // A short wait first, so a stream of writes on the account (mail arriving one after
+          // another, an agent's sends) is linked in one pass instead of one read, one insert and
+          // one anchor call per write; the entries written meanwhile only raise the target.
+          await scheduler.wait(CHAIN_COALESCE_MS);
           // The binding, not the caller's session: chaining writes, and outlives the request.
           const db = createDb(env.DB);
           for (let pass = 0, target = state.target; pass < CHAINER_PASSES; pass++, target = state.target) {
@@ -240,6 +244,8 @@ export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void
 }
 
 const chainers = new Map<string, { target: number; startedAt: number }>();
+/** How long a new chainer waits for more writes before its first pass (well inside "seconds"). */
+const CHAIN_COALESCE_MS = 100;
 /** Passes one chainer makes before it hands over (each links everything committed so far). */
 const CHAINER_PASSES = 8;
 /** A chainer registered longer ago than this was cut off with its invocation: replace it. */
