@@ -282,7 +282,7 @@ function wranglerRequire() {
  * Bundles `entry` (bench/*-worker.mjs) with the esbuild wrangler uses and starts it in the
  * Miniflare wrangler uses, so it runs on the same workerd build as `wrangler dev`; state in memory.
  */
-async function startBareWorker(entry, bindings = {}) {
+async function startBareWorker(entry, bindings = {}, inspectorPort = undefined) {
   const req = wranglerRequire();
   const esbuildMod = await import(req.resolve("esbuild"));
   const esbuild = esbuildMod.build ? esbuildMod : esbuildMod.default;
@@ -309,8 +309,132 @@ async function startBareWorker(entry, bindings = {}) {
     compatibilityFlags: ["nodejs_compat"],
     ...bindings,
   };
-  miniflare = new Miniflare(convertV4MiniflareOptions ? convertV4MiniflareOptions(options) : options);
+  const converted = convertV4MiniflareOptions ? convertV4MiniflareOptions(options) : options;
+  miniflare = new Miniflare(inspectorPort ? { ...converted, inspectorPort } : converted);
+  miniflare.bundle = built.outputFiles[0].text;
   return miniflare;
+}
+
+/** A free TCP port on 127.0.0.1 (for the inspector of a bare worker). */
+async function freePort() {
+  const { createServer } = await import("node:net");
+  return new Promise((ok, no) => {
+    const server = createServer();
+    server.once("error", no);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+/**
+ * CPU time of the local workerd processes so far (ms, all threads; Linux /proc), or null. In one
+ * workerd process the Worker, its Durable Objects and the D1 / R2 simulators share one thread,
+ * so this is the whole machine cost of the work, not the isolate's alone.
+ */
+function workerdCpuMs() {
+  try {
+    let total = 0;
+    for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+      let stat;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      } catch {
+        continue;
+      }
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      if (!name.startsWith("workerd")) continue;
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, USER_HZ = 100
+    }
+    return total;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The JavaScript of the worker's own bundle (our code and the libraries it bundles: drizzle,
+ * postal-mime, hono, zod), by the V8 CPU profiler, while `work` runs: self time of samples in the
+ * bundle, outside the bench harness module, split by module. Not counted: the platform's binding
+ * code (cloudflare-internal:*), native calls, GC and idle. Why a profiler: performance.now() in
+ * workerd advances in whole milliseconds, too coarse to take a dozen sub-millisecond I/O waits
+ * out of a ~15 ms message (the figure this bench printed before, "wall minus I/O waits", moved
+ * by a millisecond whenever the number of awaits changed). The profiler itself slows
+ * fine-grained JS down, so only ratios of two profiled runs mean something.
+ */
+async function profileOwnJs(mf, port, harness, work) {
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+  const target = targets.find((t) => /core:user/.test(t.title)) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((ok, no) => {
+    ws.onopen = ok;
+    ws.onerror = no;
+  });
+  let nextId = 0;
+  const waiting = new Map();
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.id && waiting.has(msg.id)) {
+      waiting.get(msg.id)(msg.result);
+      waiting.delete(msg.id);
+    }
+  };
+  const cdp = (method, params = {}) =>
+    new Promise((ok) => {
+      const id = ++nextId;
+      waiting.set(id, ok);
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  await cdp("Profiler.enable");
+  await cdp("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp("Profiler.start");
+  const units = await work();
+  const { profile } = await cdp("Profiler.stop");
+  ws.close();
+  const starts = [];
+  mf.bundle.split("\n").forEach((line, i) => {
+    const m = /^\/\/ (\S+\.(?:m?[jt]s|json))$/.exec(line);
+    if (m) starts.push([i, m[1]]);
+  });
+  const moduleAt = (line) => {
+    let lo = 0;
+    let hi = starts.length - 1;
+    let found = "?";
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid][0] <= line) {
+        found = starts[mid][1];
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
+  };
+  const group = (path) =>
+    path.match(/node_modules\/((?:@[^/]+\/)?[^/]+)/)?.[1] ??
+    path.match(/src\/(durable-objects|features\/[^/]+|mail|db|lib)/)?.[1] ??
+    path;
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const byModule = {};
+  let own = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const frame = nodes.get(profile.samples[i]).callFrame;
+    if (!/^script-\d+/.test(frame.url.split("/").pop() ?? "")) continue;
+    const module = moduleAt(frame.lineNumber);
+    if (module.includes(harness)) continue;
+    const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+    own += ms;
+    const key = group(module);
+    byModule[key] = (byModule[key] ?? 0) + ms;
+  }
+  const perUnit = Object.fromEntries(
+    Object.entries(byModule)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 12)
+      .map(([k, v]) => [k, +(v / units).toFixed(3)]),
+  );
+  return { own_js_ms: own / units, by_module_ms: perUnit, units };
 }
 
 async function stopBareWorker() {
@@ -320,7 +444,8 @@ async function stopBareWorker() {
 
 /** postal-mime (and mailbot's parseMail) parsing `sample` K times in one request, in workerd. */
 async function parseAlone(sample) {
-  const mf = await startBareWorker("bench/parse-worker.mjs");
+  const port = await freePort();
+  const mf = await startBareWorker("bench/parse-worker.mjs", {}, port);
   const run = async (k, mode) => {
     const t0 = performance.now();
     const res = await mf.dispatchFetch(`http://parse.local/?k=${k}&mode=${mode}`, { method: "POST", body: sample });
@@ -334,33 +459,47 @@ async function parseAlone(sample) {
   for (const mode of ["postal-mime", "parseMail"]) {
     await run(Math.max(20, Math.floor(K / 5)), mode); // warm-up (JIT)
     const empty = await run(0, mode);
+    const cpu0 = workerdCpuMs();
     const timed = await run(K, mode);
+    const cpu1 = workerdCpuMs();
     result[mode] = {
       k: K,
       ms_per_parse: timed.ms / K,
       // Cross-check from outside workerd: round trip of k parses minus a round trip of none.
       ms_per_parse_outside: (timed.outside_ms - empty.outside_ms) / K,
+      workerd_cpu_ms_per_parse: cpu0 == null || cpu1 == null ? null : (cpu1 - cpu0) / K,
     };
   }
+  // The same parse under the profiler, one per request like a message (the request's own
+  // dispatch is in the harness, which is not counted).
+  result["postal-mime"].profiled = await profileOwnJs(mf, port, "bench/parse-worker.mjs", async () => {
+    for (let i = 0; i < K; i++) await run(1, "postal-mime");
+    return K;
+  });
   await stopBareWorker();
   return result;
 }
 
 /** receiveMail() called directly in workerd, one message at a time, split into D1 / R2 / the rest. */
 async function pipelineDirect(n) {
-  const mf = await startBareWorker("bench/pipeline-worker.mjs", {
-    d1Databases: ["DB"],
-    r2Buckets: ["MAIL_BUCKET"],
-    // config() refuses to run without the shared domain (src/config.ts).
-    // development: the audit key is derived (production refuses to run without AUDIT_HMAC_KEY).
-    bindings: { MAIL_DOMAIN, ENVIRONMENT: "development" },
-    // SQLite-backed, as wrangler.toml declares them (the hub and the anchor use storage.sql / kv).
-    durableObjects: {
-      AUDIT_ANCHOR: { className: "AuditAnchor", useSQLite: true },
-      EVENT_HUB: { className: "EventHub", useSQLite: true },
-      INBOX_COUNTER: { className: "InboxCounter", useSQLite: true },
+  const port = await freePort();
+  const mf = await startBareWorker(
+    "bench/pipeline-worker.mjs",
+    {
+      d1Databases: ["DB"],
+      r2Buckets: ["MAIL_BUCKET"],
+      // config() refuses to run without the shared domain (src/config.ts).
+      // development: the audit key is derived (production refuses to run without AUDIT_HMAC_KEY).
+      bindings: { MAIL_DOMAIN, ENVIRONMENT: "development" },
+      // SQLite-backed, as wrangler.toml declares them (the hub and the anchor use storage.sql / kv).
+      durableObjects: {
+        AUDIT_ANCHOR: { className: "AuditAnchor", useSQLite: true },
+        EVENT_HUB: { className: "EventHub", useSQLite: true },
+        INBOX_COUNTER: { className: "InboxCounter", useSQLite: true },
+      },
     },
-  });
+    port,
+  );
   const dirPath = join(ROOT, "migrations");
   const migrations = readdirSync(dirPath)
     .filter((f) => /^\d+.*\.sql$/.test(f))
@@ -385,7 +524,16 @@ async function pipelineDirect(n) {
   };
   for (let i = 0; i < WARMUP; i++) await one(i, "direct-warm");
   const runs = [];
+  const cpu0 = workerdCpuMs();
   for (let i = 0; i < n; i++) runs.push(await one(i, "direct"));
+  // The audit chaining of the last messages runs in the background: let it finish in the window.
+  await new Promise((r) => setTimeout(r, 300));
+  const cpu1 = workerdCpuMs();
+  const profiled = await profileOwnJs(mf, port, "bench/pipeline-worker.mjs", async () => {
+    for (let i = 0; i < n; i++) await one(i, "profiled");
+    await new Promise((r) => setTimeout(r, 300));
+    return n;
+  });
   await stopBareWorker();
   const mean = (key) => runs.reduce((s, r) => s + r[key], 0) / runs.length;
   const ms = mean("ms");
@@ -397,11 +545,12 @@ async function pipelineDirect(n) {
     d1_ms: d1,
     r2_ms: r2,
     do_ms: mean("do_ms"),
-    rest_ms: ms - mean("storage_ms"),
     d1_calls: mean("d1_calls"),
     r2_calls: mean("r2_calls"),
     do_calls: mean("do_calls"),
     p50_ms: median(runs.map((r) => r.ms)),
+    workerd_cpu_ms_per_msg: cpu0 == null || cpu1 == null ? null : (cpu1 - cpu0) / n,
+    profiled,
   };
 }
 
@@ -552,7 +701,12 @@ async function main() {
     const parseMs = parse["postal-mime"].ms_per_parse;
     console.log(
       JSON.stringify(
-        { parse, direct, ratio_direct: direct.ms_per_msg / parseMs, ratio_js: direct.rest_ms / parseMs },
+        {
+          parse,
+          direct,
+          ratio_direct: direct.ms_per_msg / parseMs,
+          ratio_own_js: direct.profiled.own_js_ms / parse["postal-mime"].profiled.own_js_ms,
+        },
         null,
         1,
       ),
@@ -658,6 +812,7 @@ async function main() {
   const ratioSingle = single.p50_ms / parseMs;
   const ratioSpread = 1000 / spreadRun.msg_per_s / parseMs;
   const ratioRelay = 1000 / relayed.msg_per_s / parseMs;
+  const ownJsRatio = direct.profiled.own_js_ms / parse["postal-mime"].profiled.own_js_ms;
   const targets = { list: 50, get: 10, thread: 30 };
   const result = {
     mode: "wrangler dev, local",
@@ -673,6 +828,7 @@ async function main() {
     email_harness_floor: floor,
     receive_mail_direct: direct,
     ratio_direct: direct.ms_per_msg / parse["postal-mime"].ms_per_parse,
+    ratio_own_js: ownJsRatio,
     parse,
     ratio_concurrent: ratio,
     ratio_single_stream: ratioSingle,
@@ -728,13 +884,16 @@ async function main() {
     `  mailbot parseMail (postal-mime + header shaping): ${f(parse.parseMail.ms_per_parse, 2)} ms/parse = ${f(1000 / parse.parseMail.ms_per_parse)} msg/s`,
   );
   console.log(
-    `receiveMail() called directly in workerd: ${f(direct.ms_per_msg, 2)} ms/msg = ${f(1000 / direct.ms_per_msg)} msg/s (single stream, ${direct.n} messages, no HTTP / harness / proxy) — D1 ${f(direct.d1_ms, 2)} ms in ${f(direct.d1_calls)} calls, R2 ${f(direct.r2_ms, 2)} ms in ${f(direct.r2_calls)} calls, Durable Objects ${f(direct.do_ms, 2)} ms in ${f(direct.do_calls)} calls, rest on the isolate (parse, hashing, drizzle, JSON) ${f(direct.rest_ms, 2)} ms`,
+    `receiveMail() called directly in workerd: ${f(direct.ms_per_msg, 2)} ms/msg = ${f(1000 / direct.ms_per_msg)} msg/s (single stream, ${direct.n} messages, no HTTP / harness / proxy) — D1 ${f(direct.d1_ms, 2)} ms in ${f(direct.d1_calls)} calls, R2 ${f(direct.r2_ms, 2)} ms in ${f(direct.r2_calls)} calls, Durable Objects ${f(direct.do_ms, 2)} ms in ${f(direct.do_calls)} calls (waits on a 1 ms clock); workerd CPU ${f(direct.workerd_cpu_ms_per_msg, 2)} ms/msg (Worker + simulators, one thread) vs ${f(parse["postal-mime"].workerd_cpu_ms_per_parse, 2)} ms per bare parse`,
+  );
+  console.log(
+    `  own JS (CPU profile, the bundle's code: ours + drizzle, postal-mime, …): ${f(direct.profiled.own_js_ms, 2)} ms/msg vs ${f(parse["postal-mime"].profiled.own_js_ms, 2)} ms per bare parse = ${f(ownJsRatio, 2)}x (target <= 3x); by module: ${JSON.stringify(direct.profiled.by_module_ms)}`,
   );
   console.log(
     `ratio: ${f(ratio)}x (target <= 3x) — pipeline wall time per message at concurrency ${C}, one inbox (1/throughput = ${f(perMessage, 2)} ms) / single-stream postal-mime parse (${f(parseMs, 2)} ms)`,
   );
   console.log(
-    `  single stream: ${f(ratioSingle)}x (p50 latency, incl. HTTP + wrangler's harness) | spread over ${C} accounts: ${f(ratioSpread)}x | relay webhook: ${f(ratioRelay)}x | receiveMail direct: ${f(result.ratio_direct)}x (its JS alone: ${f(direct.rest_ms / parseMs)}x)`,
+    `  single stream: ${f(ratioSingle)}x (p50 latency, incl. HTTP + wrangler's harness) | spread over ${C} accounts: ${f(ratioSpread)}x | relay webhook: ${f(ratioRelay)}x | receiveMail direct: ${f(result.ratio_direct)}x (its own JS: ${f(ownJsRatio)}x)`,
   );
   console.log(
     `seeded ${SEED} messages + ${Math.min(SEED, 11)} threads straight into local D1 in ${f(seedMs / 1000)} s`,

@@ -316,17 +316,19 @@ const FIGURES = [
   ],
   ["rows read: one message", () => get("inbound", "rows_read.get_message.rows_read"), "<= 10", (v) => v <= 10],
   ["inbound: msg/s (~50 KB, 2 attachments)", () => get("inbound", "pipeline_email.msg_per_s"), "report", null],
-  // The pipeline's own isolate work (receiveMail() in workerd minus its D1 and R2 waits) over a
-  // bare postal-mime parse of the same bytes: the "≤ 3×" of issue 17.
+  // The pipeline's own isolate work over a bare postal-mime parse of the same bytes: the "≤ 3×"
+  // of issue 17. Both sides are the CPU profile's time in the bundle's JavaScript (ours and its
+  // libraries), since workerd's 1 ms clock cannot take the I/O waits out of a message.
+  ["inbound: own JS / bare parse (profiled)", () => get("inbound", "ratio_own_js"), "<= 3", (v) => v <= 3],
   [
-    "inbound: isolate work / bare parse",
+    "inbound: workerd CPU per mail / per bare parse",
     () => {
-      const rest = num(get("inbound", "receive_mail_direct.rest_ms"));
-      const parse = num(get("inbound", "parse.postal-mime.ms_per_parse"));
-      return rest != null && parse ? rest / parse : null;
+      const msg = num(get("inbound", "receive_mail_direct.workerd_cpu_ms_per_msg"));
+      const parse = num(get("inbound", "parse.postal-mime.workerd_cpu_ms_per_parse"));
+      return msg != null && parse ? msg / parse : null;
     },
-    "<= 3",
-    (v) => v <= 3,
+    "report",
+    null,
   ],
   ["inbound: receiveMail() wall / bare parse", () => get("inbound", "ratio_direct"), "report", null],
   ["inbound: pipeline / bare parse (concurrent)", () => get("inbound", "ratio_concurrent"), "report", null],
