@@ -6,7 +6,7 @@
  * from here whenever this walk finds the same attachments (same count, same types, same order)
  * as the parser did, and keeps the parser's otherwise.
  */
-import { bytesToLatin1 } from "../lib/crypto";
+import { bytesToLatin1, fromBase64 } from "../lib/crypto";
 
 export interface RawAttachment {
   contentType: string;
@@ -94,10 +94,7 @@ function decodeBase64(text: string): Uint8Array | null {
   const clean = text.replace(/[^A-Za-z0-9+/]/g, "");
   if (clean.length % 4 === 1) return null;
   try {
-    const bin = atob(clean + "=".repeat((4 - (clean.length % 4)) % 4));
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
+    return fromBase64(clean);
   } catch {
     return null;
   }

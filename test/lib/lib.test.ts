@@ -4,7 +4,7 @@ import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/atte
 import { openSecret, sealSecret, signatureHeaders } from "../../src/features/webhooks/signing";
 import { allowLocalWebhooks, checkWebhookUrl, isPublicIpv6, parseIpv6 } from "../../src/features/webhooks/url-guard";
 import { hashSecret, verifySecret } from "../../src/lib/argon2";
-import { sha256Hex, toHex } from "../../src/lib/crypto";
+import { fromBase64, sha256Hex, toBase64, toHex } from "../../src/lib/crypto";
 import { dohResolver, joinTxt, staticResolver } from "../../src/lib/dns";
 import { newId } from "../../src/lib/ids";
 import { DEFAULT_TIERS, tierLimits } from "../../src/lib/tiers";
@@ -247,6 +247,20 @@ describe("hex", () => {
     expect(toHex(all.subarray(250, 253))).toBe("fafbfc");
     expect(toHex(new Uint8Array(0))).toBe("");
     expect(await sha256Hex("mb_key")).toBe(createHash("sha256").update("mb_key").digest("hex"));
+  });
+
+  it("base64 both ways matches Node's, and fromBase64 is as forgiving as atob (whitespace, no padding) and as strict", () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    expect(toBase64(all)).toBe(Buffer.from(all).toString("base64"));
+    expect(toBase64(all.buffer)).toBe(Buffer.from(all).toString("base64"));
+    expect([...fromBase64(Buffer.from(all).toString("base64"))]).toEqual([...all]);
+    for (const text of ["aGk=", "aGk", "aGVsbG8=", "aGVsbG8", "aGVs\r\nbG8=", " aGVs bG8 ", ""]) {
+      expect([...fromBase64(text)], text).toEqual([...Uint8Array.from(atob(text), (c) => c.charCodeAt(0))]);
+    }
+    for (const bad of ["a", "a$bc", "ab=c", "@@@@"]) {
+      expect(() => atob(bad), bad).toThrow();
+      expect(() => fromBase64(bad), bad).toThrow();
+    }
   });
 });
 

@@ -14,7 +14,7 @@ import {
 import type { SlotDecision } from "../../durable-objects/rate-limiter";
 import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { BaseContext, ServiceContext } from "../../lib/context";
-import { toHex } from "../../lib/crypto";
+import { fromBase64, toHex } from "../../lib/crypto";
 import {
   AppError,
   Forbidden,
@@ -840,7 +840,7 @@ function decodeAttachments(list: AttachmentInput[]): ComposeAttachment[] {
   return list.map((a) => ({
     filename: a.filename,
     contentType: a.content_type,
-    content: Uint8Array.from(atob(a.content), (ch) => ch.charCodeAt(0)),
+    content: fromBase64(a.content),
     contentId: a.content_id ? a.content_id.replace(/^<|>$/g, "") : null,
     disposition: a.content_id ? "inline" : "attachment",
   }));
