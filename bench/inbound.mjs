@@ -150,7 +150,13 @@ function viaRelay(base, to) {
     const sig = `sha256=${createHmac("sha256", inboundSecret).update(`${ts}.`).update(raw).digest("hex")}`;
     return fetch(`${base}/webhooks/inbound/raw?to=${encodeURIComponent(to)}&from=ada%40sender.example.org`, {
       method: "POST",
-      headers: { "content-type": "message/rfc822", "x-mailbot-timestamp": ts, "x-mailbot-signature": sig },
+      headers: {
+        "content-type": "message/rfc822",
+        "x-mailbot-timestamp": ts,
+        "x-mailbot-signature": sig,
+        // Development only: the relay's answer then carries the D1 statements it ran.
+        "x-mailbot-d1-stats": "1",
+      },
       body: raw,
     });
   };
