@@ -404,6 +404,15 @@ export class Mailbot {
     this.suppressions = new SuppressionsResource(this.http);
   }
 
+  /**
+   * The newest D1 bookmark this client was answered with (sent back on every request unless
+   * `readYourWrites: false`). Hand it to another client (`new Mailbot({ bookmark })`) or process
+   * so it, too, reads what this one wrote.
+   */
+  get bookmark(): string | undefined {
+    return this.http.bookmark;
+  }
+
   /** GET /v1/info (public). */
   info(o?: CallOptions): Promise<DataOf<"/v1/info", "get">> {
     return this.http.request<DataOf<"/v1/info", "get">>("GET", "/v1/info", { signal: o?.signal }).then((r) => r.data);

@@ -19,7 +19,21 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Extra headers on every request. */
   headers?: Record<string, string>;
+  /**
+   * Read your own writes on a deployment with D1 read replicas (default true): the client keeps
+   * the newest `X-Mailbot-Bookmark` it was answered with and sends it back on every request, so
+   * a read after a write is served by a replica that already has the write. Set false to let
+   * each read go to the nearest replica whatever it has seen.
+   */
+  readYourWrites?: boolean;
+  /** A bookmark to start from (`client.bookmark` of another client or process, say). */
+  bookmark?: string;
 }
+
+/** The header the API returns its D1 bookmark in and accepts it back (API.md "Scale"). */
+export const BOOKMARK_HEADER = "x-mailbot-bookmark";
+/** D1 bookmarks: dash-separated hex, fixed width, so newer ones sort after older ones. */
+const BOOKMARK = /^[0-9a-f]{1,16}(?:-[0-9a-f]{1,64}){1,8}$/i;
 
 export type QueryValue = string | number | boolean | null | undefined | readonly (string | number)[];
 
@@ -96,6 +110,9 @@ export class HttpClient {
   readonly retryBaseMs: number;
   readonly maxRetryDelayMs: number;
   readonly headers: Record<string, string>;
+  readonly readYourWrites: boolean;
+  /** The newest D1 bookmark seen (see ClientOptions.readYourWrites), or undefined. */
+  bookmark: string | undefined;
   private readonly fetchImpl: typeof fetch;
 
   constructor(options: ClientOptions = {}) {
@@ -106,6 +123,8 @@ export class HttpClient {
     this.retryBaseMs = options.retryBaseMs ?? 500;
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
     this.headers = options.headers ?? {};
+    this.readYourWrites = options.readYourWrites ?? true;
+    this.bookmark = options.bookmark && BOOKMARK.test(options.bookmark) ? options.bookmark : undefined;
     // Called through a wrapper: some runtimes refuse a `fetch` invoked with another `this`.
     const f = options.fetch ?? globalThis.fetch;
     this.fetchImpl = (input, init) => f(input, init);
@@ -121,7 +140,15 @@ export class HttpClient {
   authHeaders(): Record<string, string> {
     const h: Record<string, string> = { ...this.headers };
     if (this.apiKey) h.authorization = `Bearer ${this.apiKey}`;
+    if (this.readYourWrites && this.bookmark) h[BOOKMARK_HEADER] = this.bookmark;
     return h;
+  }
+
+  /** Keeps a response's bookmark when it is newer than the one held (answers may arrive out of order). */
+  noteBookmark(res: Response): void {
+    const value = res.headers.get(BOOKMARK_HEADER)?.trim();
+    if (!value || !BOOKMARK.test(value)) return;
+    if (this.bookmark === undefined || value > this.bookmark) this.bookmark = value;
   }
 
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<Envelope<T>> {
@@ -136,6 +163,8 @@ export class HttpClient {
     const retrySafe = opts.retrySafe ?? (method !== "POST" || opts.idempotencyKey !== undefined);
 
     for (let attempt = 0; ; attempt++) {
+      // The newest bookmark on each attempt (another call may have written meanwhile).
+      if (this.readYourWrites && this.bookmark) headers[BOOKMARK_HEADER] = this.bookmark;
       const timeout = AbortSignal.timeout(this.timeoutMs + (opts.extraTimeoutMs ?? 0));
       const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
       let res: Response;
@@ -156,6 +185,7 @@ export class HttpClient {
         }
         throw err;
       }
+      this.noteBookmark(res);
       if (res.ok) {
         if (opts.raw) return { data: undefined as T, response: res };
         const json = (await res.json()) as { data: T; meta?: Envelope<T>["meta"] };

@@ -238,6 +238,43 @@ describe("resources, happy paths", () => {
   });
 });
 
+describe("read your writes (X-Mailbot-Bookmark)", () => {
+  test("the newest bookmark of an answer goes back on the next request; readYourWrites: false sends none", async () => {
+    const proxy = await startProxy(worker.base);
+    try {
+      const client = new Mailbot({ apiKey: reg.api_key, baseUrl: proxy.url });
+      assert.equal(client.bookmark, undefined);
+      const created = await client.inboxes.create({ username: `bm${Date.now()}` });
+      const afterWrite = client.bookmark;
+      assert.match(afterWrite ?? "", /^[0-9a-f]+(-[0-9a-f]+)+$/i);
+      assert.equal(proxy.requests.at(-1).headers["x-mailbot-bookmark"], undefined);
+      const read = await client.inboxes.retrieve(created.id);
+      assert.equal(read.id, created.id);
+      assert.equal(proxy.requests.at(-1).headers["x-mailbot-bookmark"], afterWrite);
+      assert.ok(client.bookmark >= afterWrite);
+      // Handed to another client, it starts from there.
+      const other = new Mailbot({ apiKey: reg.api_key, baseUrl: proxy.url, bookmark: client.bookmark });
+      await other.inboxes.retrieve(created.id);
+      assert.equal(proxy.requests.at(-1).headers["x-mailbot-bookmark"], client.bookmark);
+      // An older bookmark in a later answer does not move it back.
+      const held = client.bookmark;
+      proxy.script = (req) =>
+        req.method === "GET"
+          ? { status: 200, headers: { "x-mailbot-bookmark": "00000000-00000000" }, body: { data: read } }
+          : undefined;
+      await client.inboxes.retrieve(created.id);
+      assert.equal(client.bookmark, held);
+      proxy.script = () => undefined;
+      const plain = new Mailbot({ apiKey: reg.api_key, baseUrl: proxy.url, readYourWrites: false });
+      await plain.inboxes.create({ username: `bmoff${Date.now()}` });
+      await plain.inboxes.retrieve(created.id);
+      assert.equal(proxy.requests.at(-1).headers["x-mailbot-bookmark"], undefined);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe("retries", () => {
   let proxy;
   let client;
