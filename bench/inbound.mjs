@@ -737,6 +737,8 @@ async function main() {
   const spreadRun = await deliverMany(spread.map(email), "spread", N, C);
   const relaySingle = await deliverMany([relayTo(relay)], "relay1", SINGLE, 1);
   const relayed = await deliverMany([relayTo(relay)], "relay", N, C);
+  if (!relayed.d1_per_msg)
+    fail("the relay's answers carried no X-Mailbot-D1-* headers (asked with X-Mailbot-D1-Stats)");
   const nobody = { address: `nobody@${MAIL_DOMAIN}` };
   const floor = await deliverMany([email(nobody)], "reject", N, C, (s) => s === 400);
   await worker.stop({ keepDir: true });

@@ -257,15 +257,20 @@ describe("webhook endpoints", () => {
     expect(disabled).toMatchObject({ actor_type: "system", target_id: webhook.id });
     expect(disabled?.metadata).toMatchObject({ reason: "gone", status_code: 410 });
 
-    // Disabled: new events create no dispatch for it.
+    // Disabled: new events create no dispatch for it. A second, live endpoint on the account makes
+    // the fan-out run (with none live, events are committed already dispatched and it never would).
+    const live = await endpointOnReceiver(a.key);
     await deliver(mail({ to: a.inbox.address, subject: "while gone" }), a.inbox.address);
+    await live.hook.waitFor((d) => d.some((x) => eventOf(x).data.subject === "while gone"));
     const before = (await hook.deliveries()).length;
-    const n = await env.DB.prepare(
-      "SELECT COUNT(*) AS n FROM webhook_dispatches WHERE endpoint_id = ? AND kind = 'event'",
-    )
-      .bind(webhook.id)
-      .first<{ n: number }>();
-    expect(n?.n).toBe(0);
+    const dispatches = async (endpointId: string) =>
+      (
+        await env.DB.prepare("SELECT COUNT(*) AS n FROM webhook_dispatches WHERE endpoint_id = ? AND kind = 'event'")
+          .bind(endpointId)
+          .first<{ n: number }>()
+      )?.n;
+    expect(await dispatches(webhook.id)).toBe(0);
+    expect(await dispatches(live.webhook.id)).toBe(1);
 
     const enabled = await call("POST", `/v1/webhooks/${webhook.id}/enable`, { key: a.key });
     expect(enabled.body.data).toMatchObject({ enabled: true, disabled_reason: null });

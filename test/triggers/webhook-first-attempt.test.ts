@@ -125,4 +125,22 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     expect(made.results.map((r) => r.event_id)).toEqual([after.id]);
     expect(q.sent).toEqual([]);
   });
+
+  it("an account whose only endpoint is disabled, then deleted, commits its events already dispatched", async () => {
+    const a = await createAccount("born-dispatched-off");
+    const { webhook } = await endpointOnReceiver(a.key);
+    const ctx = serviceContext(a.account.id);
+    const commit = async () => {
+      const ev = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+      await ctx.db.batch([ev.statement]);
+      return dispatchedAt(ev.id);
+    };
+    expect(await commit()).toBeNull();
+    await env.DB.prepare("UPDATE webhook_endpoints SET enabled = 0 WHERE id = ?").bind(webhook.id).run();
+    expect(await commit()).not.toBeNull();
+    await env.DB.prepare("UPDATE webhook_endpoints SET enabled = 1, deleted_at = ? WHERE id = ?")
+      .bind(Date.now(), webhook.id)
+      .run();
+    expect(await commit()).not.toBeNull();
+  });
 });

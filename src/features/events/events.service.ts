@@ -48,7 +48,9 @@ export function eventStatement(
     // An account with no live webhook endpoint at commit has nothing to fan out: its event is born
     // dispatched, so publishing it costs no endpoint read, no dispatch read and no update (three
     // D1 round trips per inbound mail). Decided inside the commit's transaction, so an endpoint
-    // gets exactly the events committed after it: one created a moment later finds them marked.
+    // gets every event committed while it is live; it may also get a few from just before it was
+    // created or re-enabled when another endpoint of the account was live then (the fan-out
+    // reads the endpoints after the commit). docs/webhooks.md says so.
     dispatchedAt: options.ownDispatches
       ? null
       : sql`(CASE WHEN EXISTS (SELECT 1 FROM ${webhookEndpoints} WHERE ${webhookEndpoints.accountId} = ${ctx.accountId} AND ${webhookEndpoints.enabled} = 1 AND ${webhookEndpoints.deletedAt} IS NULL) THEN NULL ELSE ${ctx.now()} END)`,
