@@ -1,10 +1,19 @@
 import type { MiddlewareHandler } from "hono";
+import { generateCookie, getCookie } from "hono/cookie";
+import { partialConfig } from "../config";
 import type { AppEnv } from "./app-env";
 
 /** The header a response carries its D1 bookmark in, and a request hands it back in (API.md "Scale"). */
 export const BOOKMARK_HEADER = "X-Mailbot-Bookmark";
 /** D1 bookmarks are dash-separated hex (`00000000-00000005-00000000-…`); anything else is ignored. */
 const BOOKMARK = /^[0-9a-f]{1,16}(?:-[0-9a-f]{1,64}){1,8}$/i;
+/**
+ * The web console's bookmark travels in a cookie (a browser does not hand a response header back
+ * on its next request): a form post answers with a redirect, and the page it leads to must show
+ * what the post wrote, whichever replica serves it.
+ */
+export const BOOKMARK_COOKIE = "mb_bookmark";
+const DASHBOARD = /^\/dashboard(?:\/|$)/;
 
 /**
  * D1 read replication (Sessions API). Every request runs its queries in one session:
@@ -16,7 +25,8 @@ const BOOKMARK = /^[0-9a-f]{1,16}(?:-[0-9a-f]{1,64}){1,8}$/i;
  * what the client asked for. The response carries the session's bookmark after its last query.
  */
 export const d1Session: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const offered = c.req.header(BOOKMARK_HEADER)?.trim();
+  const console_ = DASHBOARD.test(c.req.path);
+  const offered = (c.req.header(BOOKMARK_HEADER) ?? (console_ ? getCookie(c, BOOKMARK_COOKIE) : undefined))?.trim();
   const read = c.req.method === "GET" || c.req.method === "HEAD";
   // A write always starts on the primary, whatever bookmark it carries: a client-chosen (or
   // forged, arbitrarily old) bookmark must not move a write's checks onto a lagging replica, and
@@ -34,6 +44,28 @@ export const d1Session: MiddlewareHandler<AppEnv> = async (c, next) => {
     await next();
   } finally {
     const bookmark = session.getBookmark();
-    if (bookmark) c.res.headers.set(BOOKMARK_HEADER, bookmark);
+    if (bookmark) {
+      c.res.headers.set(BOOKMARK_HEADER, bookmark);
+      if (console_ && bookmark !== offered) {
+        c.res.headers.append(
+          "Set-Cookie",
+          generateCookie(BOOKMARK_COOKIE, bookmark, {
+            path: "/dashboard",
+            httpOnly: true,
+            sameSite: "Strict",
+            // Secure everywhere but local development (wrangler dev serves plain http).
+            secure: !safeIsDevelopment(c.env),
+          }),
+        );
+      }
+    }
   }
 };
+
+function safeIsDevelopment(env: AppEnv["Bindings"]): boolean {
+  try {
+    return partialConfig(env).isDevelopment;
+  } catch {
+    return env.ENVIRONMENT === "development";
+  }
+}

@@ -597,3 +597,52 @@ describe("events page stream", () => {
     expect((await dash("/dashboard/events/stream", { cookie: op.cookie })).status).toBe(303);
   });
 });
+
+describe("read your writes in the console (the D1 bookmark cookie)", () => {
+  const cookieOf = (res: Response, name: string) =>
+    res.headers
+      .getSetCookie()
+      .find((c) => c.startsWith(`${name}=`))
+      ?.split(";")[0]
+      ?.slice(name.length + 1);
+
+  it("a form post answers with the write's bookmark in an HttpOnly cookie; the next page hands it back and reads at least that", async () => {
+    const a = await createAccount("dash-bookmark");
+    await createDb(env.DB)
+      .insert(suppressions)
+      .values({
+        id: newId("sup"),
+        accountId: a.account.id,
+        address: "gone@example.org",
+        reason: "hard_bounce",
+        source: "report",
+        createdAt: Date.now(),
+      });
+    const { cookie } = await signIn(a.key);
+    const lift = await dash(`/dashboard/suppressions/${encodeURIComponent("gone@example.org")}/lift`, {
+      cookie,
+      form: {},
+    });
+    expect(lift.status).toBe(303);
+    const set = lift.headers.getSetCookie().find((c) => c.startsWith("mb_bookmark=")) ?? "";
+    expect(set).toMatch(/HttpOnly/i);
+    expect(set).toMatch(/SameSite=Strict/i);
+    expect(set).toMatch(/Path=\/dashboard/);
+    const written = cookieOf(lift, "mb_bookmark") ?? "";
+    expect(written).toMatch(/^[0-9a-f]+(-[0-9a-f]+)+$/i);
+    expect(written).toBe(lift.headers.get("X-Mailbot-Bookmark"));
+
+    const page = await dash(lift.headers.get("Location") ?? "/dashboard/suppressions", {
+      cookie: `${cookie}; mb_bookmark=${written}`,
+    });
+    expect(page.status).toBe(200);
+    expect(await page.text()).not.toContain("gone@example.org");
+    expect((page.headers.get("X-Mailbot-Bookmark") ?? "").localeCompare(written)).toBeGreaterThanOrEqual(0);
+
+    // A junk cookie is ignored (served from the primary), never an error; the API never sets it.
+    const junk = await dash("/dashboard/overview", { cookie: `${cookie}; mb_bookmark=%27%3B%20DROP` });
+    expect(junk.status).toBe(200);
+    const api = await call("GET", "/v1/inboxes", { key: a.key });
+    expect(api.headers.getSetCookie?.() ?? []).toEqual([]);
+  });
+});
