@@ -318,7 +318,8 @@ const FIGURES = [
   ["inbound: msg/s (~50 KB, 2 attachments)", () => get("inbound", "pipeline_email.msg_per_s"), "report", null],
   // The pipeline's own isolate work over a bare postal-mime parse of the same bytes: the "≤ 3×"
   // of issue 17. Both sides are the CPU profile's time in the bundle's JavaScript (ours and its
-  // libraries), since workerd's 1 ms clock cannot take the I/O waits out of a message.
+  // libraries) and in the native code it calls, GC apart, since workerd's 1 ms clock cannot take
+  // the I/O waits out of a message.
   ["inbound: own JS / bare parse (profiled)", () => get("inbound", "ratio_own_js"), "<= 3", (v) => v <= 3],
   [
     "inbound: workerd CPU per mail / per bare parse",

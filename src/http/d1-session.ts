@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { generateCookie, getCookie } from "hono/cookie";
 import { partialConfig } from "../config";
 import type { AppEnv } from "./app-env";
@@ -44,23 +44,39 @@ export const d1Session: MiddlewareHandler<AppEnv> = async (c, next) => {
     await next();
   } finally {
     const bookmark = session.getBookmark();
-    if (bookmark) {
-      c.res.headers.set(BOOKMARK_HEADER, bookmark);
-      if (console_ && bookmark !== offered) {
-        c.res.headers.append(
-          "Set-Cookie",
-          generateCookie(BOOKMARK_COOKIE, bookmark, {
-            path: "/dashboard",
-            httpOnly: true,
-            sameSite: "Strict",
-            // Secure everywhere but local development (wrangler dev serves plain http).
-            secure: !safeIsDevelopment(c.env),
-          }),
-        );
-      }
-    }
+    if (bookmark) c.res.headers.set(BOOKMARK_HEADER, bookmark);
+    if (console_) consoleCookie(c, offered, bookmark, !c.req.header(BOOKMARK_HEADER));
   }
 };
+
+/**
+ * The console's cookie moves forward only (two tabs must not set an older bookmark over a newer
+ * one), and is dropped when a request that read it failed: a planted, well-formed but bogus
+ * value must not keep every console page failing for the rest of the browser session.
+ */
+function consoleCookie(c: Context<AppEnv>, offered: string | undefined, bookmark: string | null, fromCookie: boolean) {
+  const options = {
+    path: "/dashboard",
+    httpOnly: true,
+    sameSite: "Strict" as const,
+    // Secure everywhere but local development (wrangler dev serves plain http).
+    secure: !safeIsDevelopment(c.env),
+  };
+  let value: string | null = null;
+  if (fromCookie && offered && c.res.status >= 500) {
+    value = generateCookie(BOOKMARK_COOKIE, "", { ...options, maxAge: 0 });
+  } else if (bookmark && (!offered || !BOOKMARK.test(offered) || bookmark.toLowerCase() > offered.toLowerCase())) {
+    value = generateCookie(BOOKMARK_COOKIE, bookmark, options);
+  }
+  if (!value) return;
+  try {
+    c.res.headers.append("Set-Cookie", value);
+  } catch {
+    // A response with immutable headers (one passed through from a fetch): copy it once.
+    c.res = new Response(c.res.body, c.res);
+    c.res.headers.append("Set-Cookie", value);
+  }
+}
 
 function safeIsDevelopment(env: AppEnv["Bindings"]): boolean {
   try {

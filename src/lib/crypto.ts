@@ -21,10 +21,19 @@ const hasNativeBase64 = typeof (new Uint8Array(0) as NativeCodecs).toBase64 === 
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   if (hasNativeHex) return (view as NativeCodecs).toHex?.() as string;
-  let out = "";
-  for (let i = 0; i < view.length; i++) out += HEX[view[i] as number];
-  return out;
+  return fallbackCodecs.toHex(view);
 }
+
+/** The JavaScript codecs used where the runtime has no native ones (exported for their tests). */
+export const fallbackCodecs = {
+  toHex(view: Uint8Array): string {
+    let out = "";
+    for (let i = 0; i < view.length; i++) out += HEX[view[i] as number];
+    return out;
+  },
+  toBase64: (view: Uint8Array): string => btoa(bytesToLatin1(view)),
+  fromBase64: (text: string): Uint8Array => latin1ToBytes(atob(text)),
+};
 
 /** SHA-256 of a UTF-8 string (or of bytes), as hex. */
 export async function sha256Hex(input: string | Uint8Array): Promise<string> {
@@ -76,7 +85,7 @@ export function latin1ToBytes(text: string): Uint8Array {
 export function toBase64(bytes: ArrayBuffer | Uint8Array): string {
   const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   if (hasNativeBase64) return (view as NativeCodecs).toBase64?.() as string;
-  return btoa(bytesToLatin1(view));
+  return fallbackCodecs.toBase64(view);
 }
 
 /**
@@ -85,7 +94,7 @@ export function toBase64(bytes: ArrayBuffer | Uint8Array): string {
  */
 export function fromBase64(text: string): Uint8Array {
   if (native.fromBase64) return native.fromBase64(text);
-  return latin1ToBytes(atob(text));
+  return fallbackCodecs.fromBase64(text);
 }
 
 /** The parts one after another (strings as UTF-8). */

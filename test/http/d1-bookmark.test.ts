@@ -1,4 +1,7 @@
+import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
+import type { AppEnv } from "../../src/http/app-env";
+import { d1Session } from "../../src/http/d1-session";
 import { createAccount } from "../helpers/accounts";
 import { call } from "../helpers/api";
 
@@ -86,5 +89,71 @@ describe("X-Mailbot-D1-* accounting (development only, opt-in)", () => {
     expect(Number(asked.headers.get("X-Mailbot-D1-Queries"))).toBeGreaterThanOrEqual(1);
     expect(Number(asked.headers.get("X-Mailbot-D1-Rows-Read"))).toBeGreaterThanOrEqual(1);
     expect(asked.headers.get("X-Mailbot-D1-Rows-Written")).toBe("0");
+  });
+});
+
+describe("d1Session with the console's bookmark cookie (a recording D1 stub)", () => {
+  async function run(
+    method: string,
+    path: string,
+    opts: { cookie?: string; header?: string; answer?: string | null; fail?: boolean } = {},
+  ) {
+    const constraints: string[] = [];
+    const DB = {
+      withSession(constraint: string) {
+        constraints.push(constraint);
+        return { getBookmark: () => opts.answer ?? null };
+      },
+    };
+    const app = new Hono<AppEnv>();
+    app.use("*", d1Session);
+    app.all("*", (c) => {
+      if (opts.fail) throw new Error("the replica refused the bookmark");
+      return c.text("ok");
+    });
+    app.onError((_err, c) => c.text("failed", 500));
+    const headers: Record<string, string> = {};
+    if (opts.cookie) headers.Cookie = opts.cookie;
+    if (opts.header) headers["X-Mailbot-Bookmark"] = opts.header;
+    const res = await app.request(path, { method, headers }, { DB, ENVIRONMENT: "production" } as never);
+    return { res, constraints, cookies: res.headers.getSetCookie().filter((c) => c.startsWith("mb_bookmark=")) };
+  }
+
+  it("reads the cookie on console GETs only; writes start on the primary; junk is ignored", async () => {
+    expect((await run("GET", "/dashboard/x", { cookie: "mb_bookmark=00000000-00000005" })).constraints).toEqual([
+      "00000000-00000005",
+    ]);
+    expect((await run("GET", "/dashboard/x", { cookie: "mb_bookmark=nope" })).constraints).toEqual(["first-primary"]);
+    expect((await run("GET", "/dashboard/x")).constraints).toEqual(["first-unconstrained"]);
+    expect((await run("POST", "/dashboard/x", { cookie: "mb_bookmark=00000000-00000005" })).constraints).toEqual([
+      "first-primary",
+    ]);
+    // The API never reads or sets it.
+    const api = await run("GET", "/v1/inboxes", {
+      cookie: "mb_bookmark=00000000-00000005",
+      answer: "00000000-00000009",
+    });
+    expect(api.constraints).toEqual(["first-unconstrained"]);
+    expect(api.cookies).toEqual([]);
+  });
+
+  it("moves the cookie forward only, Secure outside development, and drops it when a request that used it failed", async () => {
+    const forward = await run("GET", "/dashboard/x", {
+      cookie: "mb_bookmark=00000000-00000005",
+      answer: "00000000-00000009",
+    });
+    expect(forward.cookies).toHaveLength(1);
+    expect(forward.cookies[0]).toMatch(/^mb_bookmark=00000000-00000009;/);
+    expect(forward.cookies[0]).toMatch(/Secure/);
+    expect(forward.cookies[0]).toMatch(/HttpOnly/);
+    const older = await run("GET", "/dashboard/x", {
+      cookie: "mb_bookmark=00000000-00000009",
+      answer: "00000000-00000005",
+    });
+    expect(older.cookies).toEqual([]);
+    const failed = await run("GET", "/dashboard/x", { cookie: "mb_bookmark=00000000-00000009", fail: true });
+    expect(failed.res.status).toBe(500);
+    expect(failed.cookies).toHaveLength(1);
+    expect(failed.cookies[0]).toMatch(/^mb_bookmark=;.*Max-Age=0/);
   });
 });

@@ -159,6 +159,20 @@ const ROWS: Row[] = [
     code: "validation_error",
   },
   {
+    name: "attachment with padding that ends no group (was a 500)",
+    endpoint: "send",
+    run: send({ ...ok, attachments: [{ filename: "a.bin", content: "abcde=" }] }),
+    status: 422,
+    code: "validation_error",
+  },
+  {
+    name: "attachment in the URL-safe alphabet",
+    endpoint: "send",
+    run: send({ ...ok, attachments: [{ filename: "a.bin", content: "-_-_" }] }),
+    status: 422,
+    code: "validation_error",
+  },
+  {
     name: "to as a string, not a list",
     endpoint: "send",
     run: send({ ...ok, to: "ana@example.org" }),

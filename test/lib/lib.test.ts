@@ -4,7 +4,7 @@ import { parseRetryAfter, retrySchedule } from "../../src/features/webhooks/atte
 import { openSecret, sealSecret, signatureHeaders } from "../../src/features/webhooks/signing";
 import { allowLocalWebhooks, checkWebhookUrl, isPublicIpv6, parseIpv6 } from "../../src/features/webhooks/url-guard";
 import { hashSecret, verifySecret } from "../../src/lib/argon2";
-import { fromBase64, sha256Hex, toBase64, toHex } from "../../src/lib/crypto";
+import { fallbackCodecs, fromBase64, sha256Hex, toBase64, toHex } from "../../src/lib/crypto";
 import { dohResolver, joinTxt, staticResolver } from "../../src/lib/dns";
 import { newId } from "../../src/lib/ids";
 import { DEFAULT_TIERS, tierLimits } from "../../src/lib/tiers";
@@ -257,10 +257,25 @@ describe("hex", () => {
     for (const text of ["aGk=", "aGk", "aGVsbG8=", "aGVsbG8", "aGVs\r\nbG8=", " aGVs bG8 ", ""]) {
       expect([...fromBase64(text)], text).toEqual([...Uint8Array.from(atob(text), (c) => c.charCodeAt(0))]);
     }
-    for (const bad of ["a", "a$bc", "ab=c", "@@@@"]) {
+    for (const bad of ["a", "a$bc", "ab=c", "@@@@", "-_-_", "abc==", "ab==cd"]) {
       expect(() => atob(bad), bad).toThrow();
       expect(() => fromBase64(bad), bad).toThrow();
+      expect(() => fallbackCodecs.fromBase64(bad), bad).toThrow();
     }
+    // Non-zero padding bits are ignored by both, like atob.
+    expect([...fromBase64("YR==")]).toEqual([...Uint8Array.from(atob("YR=="), (c) => c.charCodeAt(0))]);
+    // Views cover their own bytes only.
+    const view = all.subarray(10, 13);
+    expect(toHex(view)).toBe("0a0b0c");
+    expect(toBase64(view)).toBe(Buffer.from([10, 11, 12]).toString("base64"));
+  });
+
+  it("the JavaScript fallbacks agree with the native codecs", () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    expect(fallbackCodecs.toHex(all)).toBe(toHex(all));
+    expect(fallbackCodecs.toBase64(all)).toBe(toBase64(all));
+    expect([...fallbackCodecs.fromBase64(" aGVs\nbG8 ")]).toEqual([...fromBase64(" aGVs\nbG8 ")]);
+    expect(fallbackCodecs.toHex(all.subarray(250, 253))).toBe("fafbfc");
   });
 });
 

@@ -148,7 +148,7 @@ export class HttpClient {
   noteBookmark(res: Response): void {
     const value = res.headers.get(BOOKMARK_HEADER)?.trim();
     if (!value || !BOOKMARK.test(value)) return;
-    if (this.bookmark === undefined || value > this.bookmark) this.bookmark = value;
+    if (this.bookmark === undefined || value.toLowerCase() > this.bookmark.toLowerCase()) this.bookmark = value;
   }
 
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<Envelope<T>> {

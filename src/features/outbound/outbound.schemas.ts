@@ -54,7 +54,12 @@ const AddressList = z.array(Address).max(MAX_RECIPIENTS);
 const Base64 = z
   .string()
   .transform((v) => v.replace(/[\r\n\t ]/g, ""))
-  .refine((v) => /^[A-Za-z0-9+/]*={0,2}$/.test(v) && v.length % 4 !== 1, "Must be standard base64")
+  // Padding, when present, must complete a 4-character group ("ab=" and "abcde=" decode to
+  // nothing a decoder agrees on: they were a 500 at send time instead of a 422 here).
+  .refine(
+    (v) => /^[A-Za-z0-9+/]*={0,2}$/.test(v) && v.length % 4 !== 1 && (v.length % 4 === 0 || !v.includes("=")),
+    "Must be standard base64",
+  )
   .openapi({ type: "string", format: "byte" });
 
 export const AttachmentInput = z
