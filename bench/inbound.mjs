@@ -531,10 +531,19 @@ async function parseAlone(sample) {
   }
   // The same parse under the profiler, one per request like a message (the request's own
   // dispatch is in the harness, which is not counted).
-  result["postal-mime"].profiled = await profileOwnJs(mf, port, "bench/parse-worker.mjs", async () => {
-    for (let i = 0; i < K; i++) await run(1, "postal-mime");
-    return K;
-  });
+  // Three profiled windows, the median kept: a single window of a sub-millisecond parse moved by
+  // a third between runs (a GC or a recompilation landing in it).
+  const windows = [];
+  for (let w = 0; w < 3; w++) {
+    windows.push(
+      await profileOwnJs(mf, port, "bench/parse-worker.mjs", async () => {
+        for (let i = 0; i < K; i++) await run(1, "postal-mime");
+        return K;
+      }),
+    );
+  }
+  windows.sort((a, b) => a.own_js_ms - b.own_js_ms);
+  result["postal-mime"].profiled = { ...windows[1], windows: windows.map((x) => +x.own_js_ms.toFixed(3)) };
   await stopBareWorker();
   return result;
 }
