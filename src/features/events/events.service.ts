@@ -89,11 +89,15 @@ export async function publishEvents(env: Bindings, eventIds: string[]): Promise<
     log.error("event publish failed; the sweep retries", { events: eventIds, error: String(err) });
     return;
   }
-  const undispatched = heads.filter((h) => h.dispatchedAt === null);
   await Promise.all([
-    (undispatched.length > 0 ? fanOut(base, eventIds, "inline", undispatched) : Promise.resolve()).catch((err) =>
-      log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) }),
-    ),
+    // Events born dispatched (no live endpoint at commit) are not in `known`: with none left,
+    // fanOut returns before any query.
+    fanOut(
+      base,
+      eventIds,
+      "inline",
+      heads.filter((h) => h.dispatchedAt === null),
+    ).catch((err) => log.error("event fan-out failed; the sweep retries", { events: eventIds, error: String(err) })),
     notifyHubs(env, heads).catch((err) =>
       log.warn("event hub notify failed; the hub catches up from D1", { events: eventIds, error: String(err) }),
     ),

@@ -121,13 +121,6 @@ export async function fanOut(
   }
   if (inserts.length > 0) await db.batch(inserts as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
   const ids = rows.map((r) => r.id);
-  const markDispatched = async () => {
-    await db
-      .update(events)
-      .set({ dispatchedAt: now })
-      .where(and(inList(events.id, ids), isNull(events.dispatchedAt)))
-      .run();
-  };
   const pending = await db
     .select({ id: webhookDispatches.id })
     .from(webhookDispatches)
@@ -139,6 +132,13 @@ export async function fanOut(
       ),
     )
     .all();
+  const markDispatched = async () => {
+    await db
+      .update(events)
+      .set({ dispatchedAt: now })
+      .where(and(inList(events.id, ids), isNull(events.dispatchedAt)))
+      .run();
+  };
   if (mode === "inline" && pending.length > 0) {
     const inline = pending.slice(0, INLINE_ATTEMPTS_MAX).map((p) => p.id);
     const queued = pending.slice(INLINE_ATTEMPTS_MAX).map((p) => p.id);
