@@ -237,6 +237,24 @@ async function deliverMany(targets, tag, n, c, ok = (s) => s >= 200 && s < 300) 
   };
 }
 
+/** Every process of this machine (Linux /proc): name, parent, group, CPU ms so far (user + system). */
+function processes() {
+  const out = new Map();
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      out.set(pid, {
+        comm: text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")),
+        ppid: f[1],
+        pgrp: f[2],
+        ms: (Number(f[11]) + Number(f[12])) * 10, // USER_HZ is 100 on Linux
+      });
+    } catch {}
+  }
+  return out;
+}
+
 /**
  * CPU time (user + system, ms) used so far by the running `wrangler dev` (node) and its workerd,
  * found by the state directory on wrangler's command line (it leads its own process group), as
@@ -245,31 +263,22 @@ async function deliverMany(targets, tag, n, c, ok = (s) => s >= 200 && s < 300) 
 function serverCpuMs() {
   if (!worker) return null;
   try {
-    const stat = (pid) => {
-      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-      const comm = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
-      return { comm, pgrp: f[2], ms: (Number(f[11]) + Number(f[12])) * 10 }; // USER_HZ is 100 on Linux
-    };
-    const pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+    const procs = processes();
     const state = localStatePath(worker.dir);
     let group = null;
-    for (const pid of pids) {
+    for (const [pid, p] of procs) {
       try {
         const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-        if (cmd.includes(state) && cmd.includes("\0dev\0")) group = stat(pid).pgrp;
+        if (cmd.includes(state) && cmd.includes("\0dev\0")) group = p.pgrp;
       } catch {}
     }
     if (!group) return null;
     const cpu = { total: 0, node: 0, workerd: 0 };
-    for (const pid of pids) {
-      try {
-        const s = stat(pid);
-        if (s.pgrp !== group) continue;
-        cpu.total += s.ms;
-        if (s.comm.startsWith("workerd")) cpu.workerd += s.ms;
-        else cpu.node += s.ms;
-      } catch {}
+    for (const p of procs.values()) {
+      if (p.pgrp !== group) continue;
+      cpu.total += p.ms;
+      if (p.comm.startsWith("workerd")) cpu.workerd += p.ms;
+      else cpu.node += p.ms;
     }
     return cpu;
   } catch {
@@ -343,18 +352,7 @@ async function freePort() {
  */
 function workerdCpuMs() {
   try {
-    const procs = new Map();
-    for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-      try {
-        const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-        const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-        procs.set(pid, {
-          comm: text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")),
-          ppid: f[1],
-          ms: ((Number(f[11]) + Number(f[12])) * 1000) / 100, // utime + stime, USER_HZ = 100
-        });
-      } catch {}
-    }
+    const procs = processes();
     const ours = (pid) => {
       for (let p = pid, hops = 0; p && p !== "0" && hops < 64; p = procs.get(p)?.ppid, hops++) {
         if (p === String(process.pid)) return true;
