@@ -44,3 +44,28 @@ export function createDb(d1: D1Handle) {
 }
 
 export type Db = ReturnType<typeof createDb>;
+
+/**
+ * A query built once per handle and run many times with placeholders (drizzle's `.prepare()`).
+ * Building a drizzle query costs CPU on every call (the builder walks every selected column, with
+ * an `instanceof`-and-prototype check each), and the inbound path runs the same few reads for
+ * every mail: resolving the recipient alone (two whole rows) cost ~1 ms of CPU per mail, more
+ * than parsing the message. The email() handler, queue consumers and Durable Objects use the
+ * binding's handle, which lives as long as the isolate, so each query is built once per isolate;
+ * a request's D1 session gets its own handle and builds them at most once per request.
+ */
+const preparedByHandle = new WeakMap<Db, Map<string, unknown>>();
+
+export function prepared<T>(db: Db, name: string, build: (db: Db) => T): T {
+  let byName = preparedByHandle.get(db);
+  if (!byName) {
+    byName = new Map();
+    preparedByHandle.set(db, byName);
+  }
+  let query = byName.get(name) as T | undefined;
+  if (query === undefined) {
+    query = build(db);
+    byName.set(name, query);
+  }
+  return query;
+}

@@ -11,6 +11,11 @@ export function inList(column: SQLiteColumn | SQL, ids: string[]): SQL {
   return sql`${column} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`;
 }
 
+/** `inList` for a prepared query: the placeholder `name` is given the list as JSON when it runs. */
+export function inListOf(column: SQLiteColumn | SQL, name: string): SQL {
+  return sql`${column} IN (SELECT value FROM json_each(${sql.placeholder(name)}))`;
+}
+
 /**
  * A batch statement that aborts its whole batch (error `limit_reached`, see isLimitReached) when
  * `count` is above `limit`. Put it after the insert it guards: D1 runs one batch at a time, so

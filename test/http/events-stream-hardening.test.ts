@@ -1,6 +1,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { runBatch } from "../../src/db/compiled";
 import { type EventHub, JOIN_BUFFER_MAX, REPLAY_MAX } from "../../src/durable-objects/event-hub";
 import { eventHub, type HubConnect } from "../../src/durable-objects/event-hub.client";
 import { type EventType, eventStatement, publishEvents } from "../../src/features/events/events.service";
@@ -112,7 +113,7 @@ async function socket(key: string, query = "") {
 async function produce(owner: TestAccount, type: EventType, inboxId: string | null): Promise<string> {
   const ctx = forAccount(systemContext(env), owner.account.id);
   const event = eventStatement(ctx, type, { inboxId }, { inbox_id: inboxId });
-  await ctx.db.batch([event.statement]);
+  await runBatch(ctx.db, [event.statement]);
   await publishEvents(env, [event.id]);
   return event.id;
 }

@@ -2,6 +2,7 @@ import { env, exports } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client";
+import { runBatch } from "../../src/db/compiled";
 import { accounts } from "../../src/db/schema";
 import { eventHub } from "../../src/durable-objects/event-hub.client";
 import { type EventType, eventStatement, publishEvents } from "../../src/features/events/events.service";
@@ -130,7 +131,7 @@ async function produce(
 ): Promise<string> {
   const ctx = forAccount(systemContext(env), owner.account.id);
   const event = eventStatement(ctx, type, { inboxId }, opts.data ?? { inbox_id: inboxId });
-  await ctx.db.batch([event.statement]);
+  await runBatch(ctx.db, [event.statement]);
   if (opts.publish !== false) await publishEvents(env, [event.id]);
   return event.id;
 }

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { runBatch } from "../../src/db/compiled";
 import { eventStatement } from "../../src/features/events/events.service";
 import { createAccount, createKey } from "../helpers/accounts";
 import { ADMIN_TOKEN, call, expectError } from "../helpers/api";
@@ -271,7 +272,7 @@ describe("the event log", () => {
     // A change that began earlier (its event id is older) but committed later is still "after".
     const ctx = serviceContext(a.account.id, { now: () => Date.now() - 60_000 });
     const late = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([late.statement]);
+    await runBatch(ctx.db, [late.statement]);
     const last = forward.data.at(-1) as Wire;
     expect(late.id < last.id).toBe(true);
     const next = await list(a.key, `?after=${last.id}`);

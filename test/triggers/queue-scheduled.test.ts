@@ -8,6 +8,7 @@ import {
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client";
+import { runBatch } from "../../src/db/compiled";
 import { webhookDispatches } from "../../src/db/schema";
 import { eventStatement } from "../../src/features/events/events.service";
 import { backoffSeconds, deliverOutbound } from "../../src/features/outbound/delivery.service";
@@ -218,7 +219,7 @@ describe("the webhook queue consumer", () => {
     // An event committed with no publishEvents call after it (the producer died right there).
     const ctx = serviceContext(a.account.id);
     const orphan = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([orphan.statement]);
+    await runBatch(ctx.db, [orphan.statement]);
     await new Promise((r) => setTimeout(r, 300));
     expect((await hook.deliveries()).some((d) => d.headers["webhook-id"] === orphan.id)).toBe(false);
 

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
+import { runBatch } from "../../src/db/compiled";
 import { webhookDispatches } from "../../src/db/schema";
 import type { Bindings } from "../../src/env";
 import { eventStatement, publishEvents } from "../../src/features/events/events.service";
@@ -35,7 +36,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     const { hook } = await endpointOnReceiver(a.key);
     const ctx = serviceContext(a.account.id);
     const ev = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([ev.statement]);
+    await runBatch(ctx.db, [ev.statement]);
     const q = recordingQueue();
     await publishEvents(q.env, [ev.id]);
     const got = await hook.waitFor((d) => d.some((x) => eventOf(x).id === ev.id));
@@ -57,7 +58,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     await hook.configure({ steps: [{ status: 500 }] });
     const ctx = serviceContext(a.account.id);
     const ev = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([ev.statement]);
+    await runBatch(ctx.db, [ev.statement]);
     const q = recordingQueue();
     await publishEvents(q.env, [ev.id]);
     await vi.waitFor(() => expect(q.sent).toHaveLength(1), { timeout: 10_000 });
@@ -73,7 +74,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     const { hook, webhook } = await endpointOnReceiver(a.key);
     const ctx = serviceContext(a.account.id);
     const ev = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([ev.statement]);
+    await runBatch(ctx.db, [ev.statement]);
     // The fan-out got as far as its dispatch row, then the Worker died before the attempt: the
     // event is not marked dispatched and no queue message exists.
     const row = newDispatch(
@@ -104,7 +105,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     const a = await createAccount("born-dispatched");
     const ctx = serviceContext(a.account.id);
     const before = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([before.statement]);
+    await runBatch(ctx.db, [before.statement]);
     expect(await dispatchedAt(before.id)).not.toBeNull();
     const q = recordingQueue();
     await publishEvents(q.env, [before.id]);
@@ -113,7 +114,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
 
     const { hook } = await endpointOnReceiver(a.key);
     const after = eventStatement(ctx, "inbox.disabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-    await ctx.db.batch([after.statement]);
+    await runBatch(ctx.db, [after.statement]);
     expect(await dispatchedAt(after.id)).toBeNull();
     await publishEvents(env as unknown as Bindings, [after.id]);
     const got = await hook.waitFor((d) => d.some((x) => eventOf(x).id === after.id));
@@ -132,7 +133,7 @@ describe("issue 17 item 3: the first webhook attempt starts right after the comm
     const ctx = serviceContext(a.account.id);
     const commit = async () => {
       const ev = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
-      await ctx.db.batch([ev.statement]);
+      await runBatch(ctx.db, [ev.statement]);
       return dispatchedAt(ev.id);
     };
     expect(await commit()).toBeNull();

@@ -1,8 +1,8 @@
 import type { z } from "@hono/zod-openapi";
-import { and, asc, desc, eq, gt, gte, lt, lte, type SQL, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
+import { and, asc, desc, eq, getTableName, gt, gte, lt, lte, type SQL, sql } from "drizzle-orm";
 import { auditHmacKey } from "../../config";
 import { createDb } from "../../db/client";
+import { insertRow, runBatch, type Statement } from "../../db/compiled";
 import { type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { auditAnchor } from "../../durable-objects/audit-anchor.client";
@@ -35,7 +35,8 @@ export interface AuditEntry {
   actor?: Actor;
 }
 
-type Statement = BatchItem<"sqlite">;
+/** The next position in an account's chain (bound: the account id), computed inside the insert. */
+const NEXT_AUDIT_SEQ = `(SELECT COALESCE(MAX("${auditLog.seq.name}"), 0) + 1 FROM "${getTableName(auditLog)}" WHERE "${auditLog.accountId.name}" = ?)`;
 
 /**
  * Runs `statements` and appends the audit entries in ONE `db.batch` (one transaction), so a
@@ -72,26 +73,24 @@ export async function commitWithAudit(
     };
     const mac = await entryMac(secret, fields);
     inserts.push(
-      ctx.db
-        .insert(auditLog)
-        .values({
-          ...fields,
+      insertRow(
+        auditLog,
+        { ...fields, seq: 0, prevHash: "", hash: "", mac },
+        {
           // Evaluated inside the batch's transaction: no read-modify-write, no lost race.
-          seq: sql`(SELECT COALESCE(MAX(${auditLog.seq}), 0) + 1 FROM ${auditLog} WHERE ${auditLog.accountId} = ${accountId})`,
-          prevHash: "",
-          hash: "",
-          mac,
-        })
-        .returning({ accountId: auditLog.accountId, seq: auditLog.seq }),
+          computed: { seq: { sql: NEXT_AUDIT_SEQ, params: [accountId] } },
+          returning: [auditLog.accountId.name, auditLog.seq.name],
+        },
+      ),
     );
   }
   const all = [...statements, ...inserts];
   if (all.length === 0) return;
-  const results = (await ctx.db.batch(all as [Statement, ...Statement[]])) as unknown[];
+  const results = await runBatch(ctx.db, all);
   const upTo = new Map<string, number>();
   for (const result of results.slice(statements.length)) {
-    for (const r of result as { accountId: string; seq: number }[]) {
-      upTo.set(r.accountId, Math.max(upTo.get(r.accountId) ?? 0, r.seq));
+    for (const r of result as { account_id: string; seq: number }[]) {
+      upTo.set(r.account_id, Math.max(upTo.get(r.account_id) ?? 0, r.seq));
     }
   }
   chainAfterCommit(ctx.env, upTo);

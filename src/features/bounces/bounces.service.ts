@@ -1,7 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, desc, eq, inArray, lt, type SQL } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
+import type { Statement } from "../../db/compiled";
 import { type DeliveryReportRow, deliveryReports, type InboxRow, type MessageRow, messages } from "../../db/schema";
 import { inList } from "../../db/sql";
 import type { CounterSignal } from "../../durable-objects/inbox-counter";
@@ -45,7 +45,7 @@ export interface FindingCarrier {
 
 /** What a batch of findings writes, and what it feeds to the reputation counters once committed. */
 export interface FindingWrites {
-  statements: BatchItem<"sqlite">[];
+  statements: Statement[];
   audit: AuditEntry[];
   eventIds: string[];
   signals: ReputationSignal[];
@@ -212,7 +212,7 @@ async function findingStatements(
   carrier: FindingCarrier,
   unverified: Unverified[] = [],
 ): Promise<FindingWrites> {
-  const statements: BatchItem<"sqlite">[] = [];
+  const statements: Statement[] = [];
   for (const u of unverified) {
     // Kept and shown, never linked: no status, counter, suppression, event.
     statements.push(

@@ -1,7 +1,8 @@
-import { and, asc, desc, eq, gt, isNotNull, lt, type SQL, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
+import { and, asc, desc, eq, getTableName, gt, isNotNull, lt, type SQL } from "drizzle-orm";
+import { prepared } from "../../db/client";
+import { insertRow, type Statement } from "../../db/compiled";
 import { type EventRow, events, webhookEndpoints } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { inList, inListOf } from "../../db/sql";
 import { eventHub, type HubConnect, type HubRefusal } from "../../durable-objects/event-hub.client";
 import type { Bindings } from "../../env";
 import { type ServiceContext, systemContext } from "../../lib/context";
@@ -21,6 +22,10 @@ export interface EventRefs {
   messageId?: string | null;
 }
 
+const NEXT_EVENT_SEQ = `(SELECT coalesce(max("${events.seq.name}"), 0) + 1 FROM "${getTableName(events)}" WHERE "${events.accountId.name}" = ?)`;
+/** Bound: the account id, then the commit time. */
+const BORN_DISPATCHED = `(CASE WHEN EXISTS (SELECT 1 FROM "${getTableName(webhookEndpoints)}" WHERE "${webhookEndpoints.accountId.name}" = ? AND "${webhookEndpoints.enabled.name}" = 1 AND "${webhookEndpoints.deletedAt.name}" IS NULL) THEN NULL ELSE ? END)`;
+
 /**
  * The insert of one event, to go in the same `db.batch` as the change it reports, so an event
  * exists exactly when its change does. Delivery (webhooks, long-poll) reads the log later.
@@ -32,29 +37,36 @@ export function eventStatement(
   data: Record<string, unknown>,
   /** The caller's batch also inserts this event's dispatches (webhook.test): always fan it out. */
   options: { ownDispatches?: boolean } = {},
-): { id: string; statement: BatchItem<"sqlite"> } {
+): { id: string; statement: Statement } {
   const id = newId("evt", ctx.now());
-  const statement = ctx.db.insert(events).values({
-    id,
-    accountId: ctx.accountId,
-    type,
-    inboxId: refs.inboxId ?? null,
-    threadId: refs.threadId ?? null,
-    messageId: refs.messageId ?? null,
-    data,
-    createdAt: ctx.now(),
-    // Computed inside the insert: D1 runs writes one at a time, so this is the commit order.
-    seq: sql`(SELECT coalesce(max(${events.seq}), 0) + 1 FROM ${events} WHERE ${events.accountId} = ${ctx.accountId})`,
-    // An account with no live webhook endpoint at commit has nothing to fan out: its event is born
-    // dispatched, so publishing it costs no endpoint read, no dispatch read and no update (three
-    // D1 round trips per inbound mail). Decided inside the commit's transaction, so an endpoint
-    // gets every event committed while it is live; it may also get a few from just before it was
-    // created or re-enabled when another endpoint of the account was live then (the fan-out
-    // reads the endpoints after the commit). docs/webhooks.md says so.
-    dispatchedAt: options.ownDispatches
-      ? null
-      : sql`(CASE WHEN EXISTS (SELECT 1 FROM ${webhookEndpoints} WHERE ${webhookEndpoints.accountId} = ${ctx.accountId} AND ${webhookEndpoints.enabled} = 1 AND ${webhookEndpoints.deletedAt} IS NULL) THEN NULL ELSE ${ctx.now()} END)`,
-  });
+  const statement = insertRow(
+    events,
+    {
+      id,
+      accountId: ctx.accountId,
+      type,
+      inboxId: refs.inboxId ?? null,
+      threadId: refs.threadId ?? null,
+      messageId: refs.messageId ?? null,
+      data,
+      createdAt: ctx.now(),
+    },
+    {
+      computed: {
+        // Computed inside the insert: D1 runs writes one at a time, so this is the commit order.
+        seq: { sql: NEXT_EVENT_SEQ, params: [ctx.accountId] },
+        // An account with no live webhook endpoint at commit has nothing to fan out: its event is born
+        // dispatched, so publishing it costs no endpoint read, no dispatch read and no update (three
+        // D1 round trips per inbound mail). Decided inside the commit's transaction, so an endpoint
+        // gets every event committed while it is live; it may also get a few from just before it was
+        // created or re-enabled when another endpoint of the account was live then (the fan-out
+        // reads the endpoints after the commit). docs/webhooks.md says so.
+        ...(options.ownDispatches
+          ? {}
+          : { dispatchedAt: { sql: BORN_DISPATCHED, params: [ctx.accountId, ctx.now()] } }),
+      },
+    },
+  );
   return { id, statement };
 }
 
@@ -73,18 +85,20 @@ export async function publishEvents(env: Bindings, eventIds: string[]): Promise<
   // listeners, so a producer never reads its payloads back).
   let heads: EventHead[];
   try {
-    heads = await base.db
-      .select({
-        id: events.id,
-        accountId: events.accountId,
-        type: events.type,
-        inboxId: events.inboxId,
-        seq: events.seq,
-        dispatchedAt: events.dispatchedAt,
-      })
-      .from(events)
-      .where(inList(events.id, eventIds))
-      .all();
+    heads = await prepared(base.db, "events.heads", (db) =>
+      db
+        .select({
+          id: events.id,
+          accountId: events.accountId,
+          type: events.type,
+          inboxId: events.inboxId,
+          seq: events.seq,
+          dispatchedAt: events.dispatchedAt,
+        })
+        .from(events)
+        .where(inListOf(events.id, "ids"))
+        .prepare(),
+    ).all({ ids: JSON.stringify(eventIds) });
   } catch (err) {
     log.error("event publish failed; the sweep retries", { events: eventIds, error: String(err) });
     return;

@@ -1,7 +1,7 @@
-import { and, eq } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
+import { and, eq, sql } from "drizzle-orm";
 import { config } from "../../config";
-import type { Db } from "../../db/client";
+import { type Db, prepared } from "../../db/client";
+import { insertRow, type Statement } from "../../db/compiled";
 import { isUniqueViolation } from "../../db/errors";
 import {
   type AccountRow,
@@ -86,12 +86,14 @@ export async function resolveRecipient(
   opts: { disabled?: boolean } = {},
 ): Promise<{ inbox: InboxRow; account: AccountRow }> {
   const { address } = canonicalRecipient(envelopeTo);
-  const row = await db
-    .select({ inbox: inboxes, account: accounts })
-    .from(inboxes)
-    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
-    .where(eq(inboxes.address, address))
-    .get();
+  const row = await prepared(db, "inbound.recipient", (d) =>
+    d
+      .select({ inbox: inboxes, account: accounts })
+      .from(inboxes)
+      .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
+      .where(eq(inboxes.address, sql.placeholder("address")))
+      .prepare(),
+  ).get({ address });
   if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
   if (row.account.status !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
   if (row.inbox.status !== "active" && !opts.disabled) {
@@ -216,11 +218,15 @@ async function findByDedupe(
   inboxId: string,
   dedupeKey: string,
 ): Promise<{ id: string; rawKey: string | null } | null> {
-  const row = await db
-    .select({ id: messages.id, rawKey: messages.rawKey })
-    .from(messages)
-    .where(and(eq(messages.inboxId, inboxId), eq(messages.dedupeKey, dedupeKey)))
-    .get();
+  const row = await prepared(db, "inbound.dedupe", (d) =>
+    d
+      .select({ id: messages.id, rawKey: messages.rawKey })
+      .from(messages)
+      .where(
+        and(eq(messages.inboxId, sql.placeholder("inboxId")), eq(messages.dedupeKey, sql.placeholder("dedupeKey"))),
+      )
+      .prepare(),
+  ).get({ inboxId, dedupeKey });
   return row ?? null;
 }
 
@@ -337,11 +343,13 @@ async function storeParsed(
       const id = newId("att", now);
       const key = attachmentKey(inbox.accountId, inbox.id, ids.messageId, id);
       ids.written.push(key);
+      // Hashed before the put: after it, the same digest cost ~0.3 ms of CPU per attachment
+      // (CPU profile of receiveMail in workerd) against ~0.02 ms here.
+      const digest = toHex(await crypto.subtle.digest("SHA-256", a.content));
       await env.MAIL_BUCKET.put(key, a.content, {
         httpMetadata: { contentType: a.contentType },
         customMetadata: { filename: a.filename ?? "" },
       });
-      const digest = toHex(await crypto.subtle.digest("SHA-256", a.content));
       return {
         id,
         accountId: inbox.accountId,
@@ -431,8 +439,8 @@ async function storeParsed(
     receivedAt: writtenAt,
   });
 
-  const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row)];
-  for (const a of attachmentsStored) statements.push(ctx.db.insert(attachments).values(a));
+  const statements: Statement[] = [insertRow(messages, row)];
+  for (const a of attachmentsStored) statements.push(insertRow(attachments, a));
   statements.push(
     threadStatement(ctx, {
       existing: thread,

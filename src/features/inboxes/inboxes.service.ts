@@ -1,7 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, type SQL, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
+import type { Statement } from "../../db/compiled";
 import { isLimitReached, isUniqueViolation } from "../../db/errors";
 import { type AccountRow, type InboxRow, inboxes } from "../../db/schema";
 import { abortIfOver, inList } from "../../db/sql";
@@ -79,7 +79,7 @@ export function inboxEvent(
   ctx: ServiceContext,
   type: "inbox.created" | "inbox.enabled" | "inbox.disabled",
   row: InboxRow,
-): { id: string; statement: BatchItem<"sqlite"> } {
+): { id: string; statement: Statement } {
   return eventStatement(
     ctx,
     type,

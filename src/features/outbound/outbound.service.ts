@@ -1,6 +1,6 @@
 import { and, desc, eq, gte, lt } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
+import type { Statement } from "../../db/compiled";
 import {
   type AccountRow,
   accounts,
@@ -384,7 +384,7 @@ async function acceptDraft(
     // Rule 7: an automatic reply that would feed a mail loop.
     assertNoLoop(ctx, inbox, draft),
   ]);
-  let policyStatements: BatchItem<"sqlite">[] = [];
+  let policyStatements: Statement[] = [];
   try {
     if (policy.status === "rejected") throw policy.reason;
     policyStatements = policy.value.statements;
@@ -531,7 +531,7 @@ interface Composed {
   raw: Uint8Array;
   recipients: string[];
   /** Writes the send policy left for the acceptance batch (the spray fingerprint). */
-  policyStatements?: BatchItem<"sqlite">[];
+  policyStatements?: Statement[];
 }
 
 /** Raw bytes and attachments to R2, then message + thread + audit in one batch. */
@@ -634,7 +634,7 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       createdAt: now,
     });
     const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);
-    const statements: BatchItem<"sqlite">[] = [ctx.db.insert(messages).values(row), ...(c.policyStatements ?? [])];
+    const statements: Statement[] = [ctx.db.insert(messages).values(row), ...(c.policyStatements ?? [])];
     for (const a of attachmentMeta) {
       statements.push(
         ctx.db.insert(attachmentsTable).values({

@@ -1,5 +1,5 @@
 import { and, asc, eq, lt, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
+import type { Statement } from "../../db/compiled";
 import { inboxes, reputationPending, suppressions } from "../../db/schema";
 import {
   type CounterSignal,
@@ -64,7 +64,7 @@ export function signalOf(
 }
 
 /** Suppresses the recipient of a hard bounce or a complaint for the account (kept if already there). */
-export function suppressionStatement(ctx: ServiceContext, signal: ReputationSignal): BatchItem<"sqlite"> | null {
+export function suppressionStatement(ctx: ServiceContext, signal: ReputationSignal): Statement | null {
   if (!signal.recipient) return null;
   if (signal.kind === "bounce" && signal.bounceType !== "hard") return null;
   return ctx.db

@@ -1,7 +1,7 @@
 import { and, eq, gte, lt, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
 import type { Db } from "../../db/client";
+import type { Statement } from "../../db/compiled";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { benchHooks } from "../../lib/bench";
@@ -105,7 +105,7 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
 
 /** What a passed policy check leaves to write: statements for the acceptance batch. */
 export interface PolicyOutcome {
-  statements: BatchItem<"sqlite">[];
+  statements: Statement[];
 }
 
 /** Drops send fingerprints older than the spray window (the 5-minute cron; created_at index). */
@@ -195,7 +195,7 @@ export function blockedEvent(
     details: unknown;
     stage: "accept" | "deliver";
   },
-): { id: string; statement: BatchItem<"sqlite"> } {
+): { id: string; statement: Statement } {
   const details = (m.details ?? {}) as Record<string, unknown>;
   return eventStatement(
     ctx,

@@ -1,8 +1,9 @@
 import { and, desc, eq, gte, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import { prepared } from "../../db/client";
+import type { Statement } from "../../db/compiled";
 import { messages, threads } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { inListOf } from "../../db/sql";
 import type { ServiceContext } from "../../lib/context";
 import { DAY_MS } from "../../lib/time";
 import { type ParsedMail, subjectKey } from "../../mail/parse";
@@ -35,7 +36,7 @@ export function threadStatement(
      */
     held?: boolean;
   },
-): BatchItem<"sqlite"> {
+): Statement {
   if (t.existing && t.held) {
     return ctx.db
       .update(threads)
@@ -85,13 +86,19 @@ export async function findThread(ctx: ServiceContext, inboxId: string, parsed: P
   const wanted = [parsed.inReplyTo, ...[...parsed.references].reverse()].filter((x): x is string => Boolean(x));
   if (wanted.length > 0) {
     const ids = [...new Set(wanted)].slice(0, 100);
-    const found = await ctx.db
-      .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
-      .from(messages)
-      .where(
-        and(eq(messages.accountId, ctx.accountId), eq(messages.inboxId, inboxId), inList(messages.rfcMessageId, ids)),
-      )
-      .all();
+    const found = await prepared(ctx.db, "threads.byReference", (db) =>
+      db
+        .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
+        .from(messages)
+        .where(
+          and(
+            eq(messages.accountId, sql.placeholder("accountId")),
+            eq(messages.inboxId, sql.placeholder("inboxId")),
+            inListOf(messages.rfcMessageId, "ids"),
+          ),
+        )
+        .prepare(),
+    ).all({ accountId: ctx.accountId, inboxId, ids: JSON.stringify(ids) });
     const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
     for (const id of ids) {
       const hit = byRfc.get(id);
@@ -100,19 +107,21 @@ export async function findThread(ctx: ServiceContext, inboxId: string, parsed: P
   }
   const key = subjectKey(parsed.subject);
   if (!key) return null;
-  const recent = await ctx.db
-    .select({ id: threads.id })
-    .from(threads)
-    .where(
-      and(
-        eq(threads.accountId, ctx.accountId),
-        eq(threads.inboxId, inboxId),
-        eq(threads.subjectKey, key),
-        gte(threads.lastMessageAt, ctx.now() - SUBJECT_THREAD_WINDOW_MS),
-      ),
-    )
-    .orderBy(desc(threads.lastMessageAt))
-    .limit(1)
-    .get();
+  const recent = await prepared(ctx.db, "threads.bySubject", (db) =>
+    db
+      .select({ id: threads.id })
+      .from(threads)
+      .where(
+        and(
+          eq(threads.accountId, sql.placeholder("accountId")),
+          eq(threads.inboxId, sql.placeholder("inboxId")),
+          eq(threads.subjectKey, sql.placeholder("key")),
+          gte(threads.lastMessageAt, sql.placeholder("since")),
+        ),
+      )
+      .orderBy(desc(threads.lastMessageAt))
+      .limit(1)
+      .prepare(),
+  ).get({ accountId: ctx.accountId, inboxId, key, since: ctx.now() - SUBJECT_THREAD_WINDOW_MS });
   return recent?.id ?? null;
 }

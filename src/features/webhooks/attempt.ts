@@ -1,6 +1,6 @@
 import { and, eq, isNull, lt, or } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config, partialConfig } from "../../config";
+import { runBatch, type Statement } from "../../db/compiled";
 import { accounts, events, webhookDeliveries, webhookDispatches, webhookEndpoints } from "../../db/schema";
 import { rateLimiter } from "../../durable-objects/rate-limiter.client";
 import type { Bindings } from "../../env";
@@ -144,7 +144,7 @@ export async function attemptDispatch(
   const nextAttemptAt = delaySeconds === null ? null : finishedAt + delaySeconds * 1000;
   const outcome = succeeded ? "succeeded" : final ? "failed" : "retrying";
 
-  const statements: BatchItem<"sqlite">[] = [
+  const statements: Statement[] = [
     db
       .insert(webhookDeliveries)
       .values({
@@ -196,7 +196,7 @@ export async function attemptDispatch(
       },
     ]);
   } else {
-    await db.batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    await runBatch(db, statements);
   }
   return delaySeconds === null ? { done: true } : { done: false, retryInSeconds: delaySeconds };
 }

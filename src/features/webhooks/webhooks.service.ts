@@ -1,7 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import { and, count, desc, eq, isNull, lt, type SQL, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { config } from "../../config";
+import { runBatch, type Statement } from "../../db/compiled";
 import { isLimitReached } from "../../db/errors";
 import {
   accounts,
@@ -92,7 +92,7 @@ function testStatements(ctx: ServiceContext, endpoint: { id: string; url: string
     .values(
       newDispatch({ accountId: ctx.accountId, endpointId: endpoint.id, eventId: event.id, kind: "test" }, ctx.now()),
     );
-  return { eventId: event.id, statements: [event.statement, dispatch] as BatchItem<"sqlite">[] };
+  return { eventId: event.id, statements: [event.statement, dispatch] as Statement[] };
 }
 
 /** Creates an endpoint and sends it a `webhook.test` event; the secret is returned only here. */
@@ -324,7 +324,7 @@ export async function rotateSecret(
 export async function sendTestEvent(ctx: ServiceContext, webhookId: string): Promise<z.infer<typeof WebhookTestWire>> {
   const endpoint = await getWebhook(ctx, webhookId);
   const test = testStatements(ctx, endpoint, "requested");
-  await ctx.db.batch(test.statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+  await runBatch(ctx.db, test.statements);
   await publishEvents(ctx.env, [test.eventId]);
   return { webhook_id: endpoint.id, event_id: test.eventId, status: "queued" };
 }
