@@ -13,8 +13,9 @@ import type { Db } from "./client";
  * alone (V8 profile of receiveMail in workerd), about a third of parsing the mail. The statement
  * here is the same one drizzle makes: every insertable column in table order, each value through
  * its column's own `mapToDriverValue` (JSON, booleans, timestamps), `null` bound as NULL, an
- * omitted value given the column's drizzle-side default or NULL, as drizzle's buildInsertQuery
- * does. The schema stays drizzle's: only the string building is skipped.
+ * omitted value given the column's drizzle-side default or a literal NULL, as drizzle's
+ * buildInsertQuery does (a test compares the two for the tables written here). The schema
+ * stays drizzle's: only the string building is skipped.
  */
 export interface Compiled {
   readonly sql: string;
@@ -87,9 +88,13 @@ export function insertRow<T extends SQLiteTable>(
       params.push(...expression.params);
       continue;
     }
-    // Omitted: the column's drizzle-side default, else NULL (never SQL's own DEFAULT: drizzle
-    // names every column too).
-    const value = values[key] === undefined ? (column.default ?? null) : values[key];
+    // Omitted: the column's drizzle-side default, else a literal NULL (never SQL's own DEFAULT:
+    // drizzle names every column too, and writes `null` for these).
+    const value = values[key] === undefined ? (column.default ?? undefined) : values[key];
+    if (value === undefined) {
+      slots.push("null");
+      continue;
+    }
     slots.push("?");
     params.push(value === null ? null : column.mapToDriverValue(value));
   }

@@ -138,3 +138,43 @@ describe("byte-exact attachments", () => {
     expect(empty.subject).toBe("");
   });
 });
+
+describe("base64 parts, well-formed or not", () => {
+  // raw-parts decodes well-formed base64 as it is and falls back to stripping stray characters:
+  // both must give the same bytes the forgiving decode always gave.
+  const payload = Uint8Array.from({ length: 700 }, (_, i) => (i * 131 + 7) % 256);
+  const wrapped = b64(payload).replace(/.{1,76}/g, "$&\r\n");
+  const cases: [string, string][] = [
+    ["folded at 76 with CRLF", wrapped],
+    ["folded with bare LF and trailing blanks", wrapped.replace(/\r\n/g, " \n")],
+    ["a stray character inside", `${wrapped.slice(0, 40)}!${wrapped.slice(40)}`],
+    ["padding missing", b64(payload).replace(/=+$/, "")],
+  ];
+  for (const [name, body] of cases) {
+    it(`decodes an attachment ${name}`, async () => {
+      const raw = bytes(
+        [
+          "From: a@example.org",
+          "Subject: b64",
+          'Content-Type: multipart/mixed; boundary="b"',
+          "",
+          "--b",
+          "Content-Type: text/plain",
+          "",
+          "Body.",
+          "--b",
+          'Content-Type: application/octet-stream; name="p.bin"',
+          'Content-Disposition: attachment; filename="p.bin"',
+          "Content-Transfer-Encoding: base64",
+          "",
+          body,
+          "--b--",
+          "",
+        ].join("\r\n"),
+      );
+      const parsed = await parseMail(raw);
+      expect(parsed.attachments).toHaveLength(1);
+      expect(Array.from(parsed.attachments[0]?.content ?? [])).toEqual(Array.from(payload));
+    });
+  }
+});

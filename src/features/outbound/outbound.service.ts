@@ -1,6 +1,6 @@
 import { and, desc, eq, gte, lt } from "drizzle-orm";
 import { config } from "../../config";
-import type { Statement } from "../../db/compiled";
+import { insertRow, type Statement } from "../../db/compiled";
 import {
   type AccountRow,
   accounts,
@@ -634,10 +634,10 @@ async function storeOutbound(ctx: ServiceContext, inbox: InboxRow, draft: Draft,
       createdAt: now,
     });
     const participants = unique([c.from.address, ...c.recipients]).slice(0, PARTICIPANT_LIMIT);
-    const statements: Statement[] = [ctx.db.insert(messages).values(row), ...(c.policyStatements ?? [])];
+    const statements: Statement[] = [insertRow(messages, row), ...(c.policyStatements ?? [])];
     for (const a of attachmentMeta) {
       statements.push(
-        ctx.db.insert(attachmentsTable).values({
+        insertRow(attachmentsTable, {
           id: a.meta.id,
           accountId: inbox.accountId,
           inboxId: inbox.id,

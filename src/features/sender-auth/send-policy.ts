@@ -1,7 +1,7 @@
 import { and, eq, gte, lt, sql } from "drizzle-orm";
 import { config } from "../../config";
 import type { Db } from "../../db/client";
-import type { Statement } from "../../db/compiled";
+import { insertRow, type Statement } from "../../db/compiled";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
 import { inList } from "../../db/sql";
 import { benchHooks } from "../../lib/bench";
@@ -92,7 +92,7 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
   // message (no write of its own). Rows past the window are swept by scheduled().
   return {
     statements: [
-      ctx.db.insert(sendFingerprints).values({
+      insertRow(sendFingerprints, {
         id: newId("sfp", ctx.now()),
         accountId: ctx.accountId,
         bodyHash,
