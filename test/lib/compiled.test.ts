@@ -93,13 +93,11 @@ describe("insertRow makes drizzle's own insert", () => {
       ],
     ] as const;
     for (const [table, values] of cases) {
-      // biome-ignore lint/suspicious/noExplicitAny: each case pairs a table with its own row type
-      const ours = insertRow(table as any, values as any);
-      // biome-ignore lint/suspicious/noExplicitAny: as above
-      const theirs = builder
-        .insert(table as any)
-        .values(values as any)
-        .toSQL();
+      // Each case pairs a table with its own row type; seen as one table type for the call.
+      const t = table as typeof messages;
+      const v = values as typeof messages.$inferInsert;
+      const ours = insertRow(t, v);
+      const theirs = builder.insert(t).values(v).toSQL();
       expect(ours.sql).toBe(theirs.sql);
       expect(ours.params).toEqual(theirs.params);
     }
