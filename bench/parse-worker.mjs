@@ -2,16 +2,7 @@
 // how long that took, so postal-mime's own cost is measured in the same runtime as the pipeline.
 // POST /?k=200&mode=postal-mime|parseMail   body: the raw message
 import PostalMime from "postal-mime";
-import { parseMail } from "../src/mail/parse.ts";
-
-// The options src/mail/parse.ts passes (kept in step by hand; parseMail mode uses the real ones).
-const PARSE_OPTIONS = {
-  attachmentEncoding: "arraybuffer",
-  rfc822Attachments: true,
-  maxNestingDepth: 128,
-  maxHeadersSize: 2 * 1024 * 1024,
-  maxRfc822NestingDepth: 5,
-};
+import { PARSE_OPTIONS, parseMail } from "../src/mail/parse.ts";
 
 export default {
   async fetch(request) {

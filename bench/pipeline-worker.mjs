@@ -4,8 +4,12 @@
 // isolate: parse, hashing, drizzle, JSON). Single stream, so nothing else shares the isolate.
 // POST /init   {"migrations": ["<sql>", …], "address": "…"}   → creates the schema, an account, an inbox
 // POST /receive?to=<address>   body: the raw message  → { ms, d1_ms, r2_ms, do_ms, storage_ms, d1_calls, r2_calls, do_calls }
+// POST /parse   body: the raw message  → a bare postal-mime parse with parseMail's options, in the
+//   same isolate as the pipeline (the ratio's denominator), → { attachments }
+import PostalMime from "postal-mime";
 import { receiveMail } from "../src/features/inbound/inbound.service.ts";
 import { systemContext } from "../src/lib/context.ts";
+import { PARSE_OPTIONS } from "../src/mail/parse.ts";
 
 // The Durable Objects receiveMail reaches (the audit anchor, the account's event hub, the inbox
 // counters), so their calls cost here what they cost in wrangler dev.
@@ -133,6 +137,10 @@ export default {
       return Response.json({ ok: true });
     }
     const raw = new Uint8Array(await request.arrayBuffer());
+    if (url.pathname === "/parse") {
+      const email = await PostalMime.parse(raw, PARSE_OPTIONS);
+      return Response.json({ attachments: email.attachments.length });
+    }
     reset();
     const t0 = performance.now();
     const result = await receiveMail(systemContext(timedEnv(env)), {

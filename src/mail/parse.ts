@@ -51,7 +51,7 @@ export interface ParsedMail {
 }
 
 /** postal-mime's own limits are generous; these keep a hostile message from exhausting the isolate. */
-const PARSE_OPTIONS = {
+export const PARSE_OPTIONS = {
   attachmentEncoding: "arraybuffer",
   rfc822Attachments: true,
   maxNestingDepth: 128,

@@ -1,12 +1,14 @@
 import { env } from "cloudflare:workers";
-import { eq, sql } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 import { describe, expect, it } from "vitest";
 import { createDb, prepared } from "../../src/db/client";
 import { insertRow, runBatch } from "../../src/db/compiled";
-import { attachments, auditLog, events, inboxes, messages, sendFingerprints } from "../../src/db/schema";
+import { attachments, auditLog, events, inboxes, messages, sendFingerprints, threads } from "../../src/db/schema";
 import { newMessageRow } from "../../src/features/messages/message-store";
+import { PARTICIPANT_LIMIT, threadStatement, unionCapped } from "../../src/features/threads/threading";
+import { forAccount, systemContext } from "../../src/lib/context";
 import { newId } from "../../src/lib/ids";
 import { createAccount } from "../helpers/accounts";
 
@@ -232,5 +234,132 @@ describe("prepared", () => {
         .prepare();
     }).get({ address: a.inbox.address });
     expect(built).toBe(2);
+  });
+});
+
+describe("threadStatement's SQL", () => {
+  // The thread write as drizzle built it before it was made once (the reference), against the
+  // statement threadStatement makes now: applied to twin threads, they must leave equal rows.
+  function reference(ctx: { accountId: string; db: ReturnType<typeof createDb> }, t: ThreadInput) {
+    if (t.held) {
+      return ctx.db
+        .update(threads)
+        .set({ labels: unionCapped(threads.labels, ["quarantine"], 50), updatedAt: t.now })
+        .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+    }
+    return ctx.db
+      .update(threads)
+      .set({
+        subject: sql`CASE WHEN ${threads.messageCount} = 0 THEN ${t.subject} ELSE ${threads.subject} END`,
+        messageCount: sql`${threads.messageCount} + 1`,
+        lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
+        participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
+        labels: unionCapped(threads.labels, t.labels, 50),
+        updatedAt: t.now,
+      })
+      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+  }
+  interface ThreadInput {
+    existing: string;
+    subject: string | null;
+    participants: string[];
+    labels: string[];
+    now: number;
+    held: boolean;
+  }
+
+  const starts = [
+    { name: "a thread of visible mail", count: 3, subject: "Old subject", participants: ["a@x.org", "b@x.org"] },
+    { name: "a thread started by held mail", count: 0, subject: null, participants: [] },
+    {
+      name: "a thread at the participant limit",
+      count: 60,
+      subject: "Busy",
+      participants: Array.from({ length: PARTICIPANT_LIMIT }, (_, i) => `p${i}@x.org`),
+    },
+  ];
+  for (const start of starts) {
+    for (const held of [false, true]) {
+      it(`${held ? "held" : "visible"} mail into ${start.name}`, async () => {
+        const a = await createAccount(`thread-sql-${start.count}-${held}`);
+        const db = createDb(env.DB);
+        const ctx = { ...forAccount(systemContext(env), a.account.id), db };
+        const seed = (id: string) =>
+          insertRow(threads, {
+            id,
+            accountId: a.account.id,
+            inboxId: a.inbox.id,
+            subject: start.subject,
+            subjectKey: start.subject?.toLowerCase() ?? null,
+            participants: start.participants,
+            messageCount: start.count,
+            lastMessageAt: 5_000,
+            labels: ["unread", "x"],
+            createdAt: 1,
+            updatedAt: 1,
+          });
+        const ours = newId("thr");
+        const theirs = newId("thr");
+        await runBatch(db, [seed(ours), seed(theirs)]);
+        const input = {
+          subject: "New subject",
+          participants: ["z@x.org", "a@x.org"],
+          labels: ["unread", "quarantine"],
+          now: 4_000,
+          held,
+        };
+        await runBatch(db, [
+          threadStatement(ctx, { ...input, existing: ours, id: ours, inboxId: a.inbox.id }),
+          reference(ctx, { ...input, existing: theirs }),
+        ]);
+        const rows = await db
+          .select()
+          .from(threads)
+          .where(inArray(threads.id, [ours, theirs]))
+          .all();
+        const one = rows.find((r) => r.id === ours);
+        const other = rows.find((r) => r.id === theirs);
+        expect(one).toBeDefined();
+        expect({ ...one, id: "" }).toEqual({ ...other, id: "" });
+        // And the update did something: the reference is not a no-op either.
+        expect(one?.updatedAt).toBe(4_000);
+      });
+    }
+  }
+
+  it("another account's thread is left alone", async () => {
+    const a = await createAccount("thread-sql-owner");
+    const b = await createAccount("thread-sql-other");
+    const db = createDb(env.DB);
+    const id = newId("thr");
+    await runBatch(db, [
+      insertRow(threads, {
+        id,
+        accountId: a.account.id,
+        inboxId: a.inbox.id,
+        subject: "s",
+        subjectKey: "s",
+        participants: [],
+        messageCount: 1,
+        lastMessageAt: 1,
+        labels: [],
+        createdAt: 1,
+        updatedAt: 1,
+      }),
+    ]);
+    const ctx = { ...forAccount(systemContext(env), b.account.id), db };
+    await runBatch(db, [
+      threadStatement(ctx, {
+        existing: id,
+        id,
+        inboxId: a.inbox.id,
+        subject: "hijack",
+        participants: ["evil@x.org"],
+        labels: [],
+        now: 9,
+      }),
+    ]);
+    const row = await db.select().from(threads).where(eq(threads.id, id)).get();
+    expect(row).toMatchObject({ subject: "s", messageCount: 1, participants: [], updatedAt: 1 });
   });
 });

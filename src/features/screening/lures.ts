@@ -75,3 +75,26 @@ export function scriptedAttachment(a: { filename: string | null; contentType: st
     body,
   );
 }
+
+/** The first match not negated just before it ("never share your …", "we will not ask for …"). */
+export function affirmative(re: RegExp, text: string): string | null {
+  const g = globalOf(re);
+  g.lastIndex = 0;
+  let n = 0;
+  for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
+    const before = text.slice(Math.max(0, m.index - 40), m.index);
+    if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
+  }
+  return null;
+}
+
+/** A global copy of a lure pattern, made once (affirmative runs several on every mail). */
+function globalOf(re: RegExp): RegExp {
+  let g = globalCopies.get(re);
+  if (!g) {
+    g = new RegExp(re.source, re.flags.includes("g") ? re.flags : `${re.flags}g`);
+    globalCopies.set(re, g);
+  }
+  return g;
+}
+const globalCopies = new WeakMap<RegExp, RegExp>();

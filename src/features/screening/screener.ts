@@ -12,6 +12,7 @@
 import { decodeEntities } from "../../mail/html-text.ts";
 import { BRANDS, hostOf, lookalikeBrand, registrable, skeleton } from "../sender-auth/phishing.ts";
 import {
+  affirmative,
   FEE_LURE,
   MONEY_REQUEST,
   PAYMENT_REQUEST,
@@ -644,17 +645,6 @@ export function screenMessage(input: ScreenInput): Screening {
     screened_at: new Date(input.now).toISOString(),
     version: SCREENING_VERSION,
   };
-}
-
-/** The first match not negated just before it ("never share your …", "we will not ask for …"). */
-function affirmative(re: RegExp, text: string): string | null {
-  const g = new RegExp(re.source, re.flags.includes("g") ? re.flags : `${re.flags}g`);
-  let n = 0;
-  for (let m = g.exec(text); m !== null && n < 20; m = g.exec(text), n++) {
-    const before = text.slice(Math.max(0, m.index - 40), m.index);
-    if (!/\b(never|not|don'?t|won'?t|no\s+one|nobody|nor)\b[^.!?\n]{0,30}$/i.test(before)) return m[0];
-  }
-  return null;
 }
 
 /** The first run of at least `min` base64 characters: one linear scan (a regex retries inside each run). */

@@ -1,7 +1,7 @@
-import { and, desc, eq, gte, sql } from "drizzle-orm";
+import { and, desc, eq, getTableName, gte, sql } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { prepared } from "../../db/client";
-import type { Statement } from "../../db/compiled";
+import { insertRow, type Statement } from "../../db/compiled";
 import { messages, threads } from "../../db/schema";
 import { inListOf } from "../../db/sql";
 import type { ServiceContext } from "../../lib/context";
@@ -38,26 +38,25 @@ export function threadStatement(
   },
 ): Statement {
   if (t.existing && t.held) {
-    return ctx.db
-      .update(threads)
-      .set({ labels: unionCapped(threads.labels, ["quarantine"], 50), updatedAt: t.now })
-      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+    return { sql: HELD_INTO_THREAD, params: [JSON.stringify(["quarantine"]), 50, t.now, t.existing, ctx.accountId] };
   }
   if (t.existing) {
-    return ctx.db
-      .update(threads)
-      .set({
-        // A thread started by held mail shows no subject of it: the first visible message's.
-        subject: sql`CASE WHEN ${threads.messageCount} = 0 THEN ${t.subject} ELSE ${threads.subject} END`,
-        messageCount: sql`${threads.messageCount} + 1`,
-        lastMessageAt: sql`max(${threads.lastMessageAt}, ${t.now})`,
-        participants: unionCapped(threads.participants, t.participants, PARTICIPANT_LIMIT),
-        labels: unionCapped(threads.labels, t.labels, 50),
-        updatedAt: t.now,
-      })
-      .where(and(eq(threads.id, t.existing), eq(threads.accountId, ctx.accountId)));
+    return {
+      sql: INTO_THREAD,
+      params: [
+        t.subject,
+        t.now,
+        JSON.stringify(t.participants),
+        PARTICIPANT_LIMIT,
+        JSON.stringify(t.labels),
+        50,
+        t.now,
+        t.existing,
+        ctx.accountId,
+      ],
+    };
   }
-  return ctx.db.insert(threads).values({
+  return insertRow(threads, {
     id: t.id,
     accountId: ctx.accountId,
     inboxId: t.inboxId,
@@ -72,6 +71,32 @@ export function threadStatement(
     updatedAt: t.now,
   });
 }
+
+// The two thread updates as SQL made once (every inbound mail and every send makes one; drizzle's
+// builder made them anew each time: see db/compiled.ts). Written in SQLite's terms; on the right of
+// each SET, columns are the row's values before the update.
+const T = {
+  table: `"${getTableName(threads)}"`,
+  id: `"${threads.id.name}"`,
+  account: `"${threads.accountId.name}"`,
+  subject: `"${threads.subject.name}"`,
+  count: `"${threads.messageCount.name}"`,
+  last: `"${threads.lastMessageAt.name}"`,
+  participants: `"${threads.participants.name}"`,
+  labels: `"${threads.labels.name}"`,
+  updated: `"${threads.updatedAt.name}"`,
+};
+/** `column` merged with a JSON array (bound) in SQL, at most `limit` (bound) values: unionCapped's SQL. */
+const unionCappedSql = (column: string) =>
+  `(SELECT json_group_array(value) FROM (SELECT value FROM (SELECT value FROM json_each(${column}) UNION SELECT value FROM json_each(?)) LIMIT ?))`;
+/** Bound: labels JSON, label limit, now, thread id, account id. */
+const HELD_INTO_THREAD = `update ${T.table} set ${T.labels} = ${unionCappedSql(T.labels)}, ${T.updated} = ? where ${T.id} = ? and ${T.account} = ?`;
+/**
+ * Bound: subject, now, participants JSON, participant limit, labels JSON, label limit, now,
+ * thread id, account id. A thread started by held mail shows no subject of it: the first
+ * visible message's.
+ */
+const INTO_THREAD = `update ${T.table} set ${T.subject} = CASE WHEN ${T.count} = 0 THEN ? ELSE ${T.subject} END, ${T.count} = ${T.count} + 1, ${T.last} = max(${T.last}, ?), ${T.participants} = ${unionCappedSql(T.participants)}, ${T.labels} = ${unionCappedSql(T.labels)}, ${T.updated} = ? where ${T.id} = ? and ${T.account} = ?`;
 
 /** A JSON array column merged with new values in SQL (race-free), keeping at most `limit`. */
 export function unionCapped(column: SQLiteColumn, values: string[], limit: number) {
