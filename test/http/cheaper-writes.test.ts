@@ -1,7 +1,11 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { commitWithAudit } from "../../src/features/audit/audit.service";
+import { eventStatement, headsOf, publishEvents } from "../../src/features/events/events.service";
+import { forAccount, systemContext } from "../../src/lib/context";
 import { createAccount } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
+import { endpointOnReceiver } from "../helpers/webhooks";
 
 // Issue 17 item 4: the send policy writes nothing of its own. Its spray fingerprint joins the
 // batch that stores the accepted message, so a send refused after the policy (size, recipients,
@@ -38,5 +42,67 @@ describe("send acceptance writes the policy's fingerprint with the message", () 
     });
     expectError(tooMany, 422, "too_many_recipients");
     expect(await fingerprints(a.account.id)).toEqual([]);
+  });
+});
+
+describe("a commit hands its events' heads to publishing", () => {
+  // eventStatement's insert returns the event's head (seq, dispatched_at…), so a producer that
+  // passes headsOf(its commit's results) to publishEvents saves the read of those heads.
+  const headsReads = (sqls: string[]) => sqls.filter((s) => /from "events" where "events"\."id" IN/i.test(s)).length;
+  function recordingEnv() {
+    const sqls: string[] = [];
+    const db = env.DB;
+    const DB = {
+      prepare: (sql: string) => {
+        sqls.push(sql);
+        return db.prepare(sql);
+      },
+      batch: (statements: D1PreparedStatement[]) => db.batch(statements),
+      withSession: (c?: string) => db.withSession(c),
+      exec: (q: string) => db.exec(q),
+      dump: () => db.dump(),
+    } as unknown as D1Database;
+    return { env: { ...env, DB }, sqls };
+  }
+
+  it("publishes from the commit's heads without reading them, and still fans out", async () => {
+    const a = await createAccount("heads-commit");
+    const { webhook } = await endpointOnReceiver(a.key);
+    const ctx = forAccount(systemContext(env), a.account.id);
+    const event = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+    const results = await commitWithAudit(ctx, [event.statement], []);
+    const heads = headsOf(results);
+    expect(heads).toEqual([
+      {
+        id: event.id,
+        accountId: a.account.id,
+        type: "inbox.enabled",
+        inboxId: a.inbox.id,
+        seq: expect.any(Number),
+        // A live endpoint: the event waits for its fan-out.
+        dispatchedAt: null,
+      },
+    ]);
+    const recorded = recordingEnv();
+    await publishEvents(recorded.env as typeof env, [event.id], heads);
+    expect(headsReads(recorded.sqls)).toBe(0);
+    const dispatch = await env.DB.prepare("SELECT endpoint_id FROM webhook_dispatches WHERE event_id = ?")
+      .bind(event.id)
+      .first<{ endpoint_id: string }>();
+    expect(dispatch?.endpoint_id).toBe(webhook.id);
+  });
+
+  it("reads the heads when the caller has none (or not all of them)", async () => {
+    const a = await createAccount("heads-read");
+    const ctx = forAccount(systemContext(env), a.account.id);
+    const one = eventStatement(ctx, "inbox.enabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+    const two = eventStatement(ctx, "inbox.disabled", { inboxId: a.inbox.id }, { inbox_id: a.inbox.id });
+    const results = await commitWithAudit(ctx, [one.statement, two.statement], []);
+    const recorded = recordingEnv();
+    await publishEvents(recorded.env as typeof env, [one.id, two.id], headsOf(results).slice(0, 1));
+    expect(headsReads(recorded.sqls)).toBe(1);
+    const again = recordingEnv();
+    await publishEvents(again.env as typeof env, [one.id]);
+    expect(headsReads(again.sqls)).toBe(1);
   });
 });

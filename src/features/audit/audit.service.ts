@@ -45,12 +45,13 @@ const NEXT_AUDIT_SEQ = `(SELECT COALESCE(MAX("${auditLog.seq.name}"), 0) + 1 FRO
  * collide and the chain order is the commit order; then the new entries are linked into the
  * account's keyed chain (see audit-chain.ts). A chaining failure does not fail the caller: the
  * change is committed, and the next writer, the audit list, `/verify` or the sweep links it.
+ * Returns each of `statements`' results, in order (see runBatch).
  */
 export async function commitWithAudit(
   ctx: ServiceContext,
   statements: Statement[],
   entries: AuditEntry[],
-): Promise<void> {
+): Promise<unknown[]> {
   // Outside development a missing key refuses the write here, before anything is committed.
   const secret = entries.length > 0 ? auditHmacKey(ctx.env) : "";
   const inserts: Statement[] = [];
@@ -85,7 +86,7 @@ export async function commitWithAudit(
     );
   }
   const all = [...statements, ...inserts];
-  if (all.length === 0) return;
+  if (all.length === 0) return [];
   const results = await runBatch(ctx.db, all);
   const upTo = new Map<string, number>();
   for (const result of results.slice(statements.length)) {
@@ -94,6 +95,7 @@ export async function commitWithAudit(
     }
   }
   chainAfterCommit(ctx.env, upTo);
+  return results.slice(0, statements.length);
 }
 
 export interface AuditFilters {

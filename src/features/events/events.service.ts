@@ -65,9 +65,43 @@ export function eventStatement(
           ? {}
           : { dispatchedAt: { sql: BORN_DISPATCHED, params: [ctx.accountId, ctx.now()] } }),
       },
+      // What publishing needs, read back by the commit itself (headsOf): no read after it.
+      returning: HEAD_COLUMNS,
     },
   );
   return { id, statement };
+}
+
+const HEAD_COLUMNS = [
+  events.id.name,
+  events.accountId.name,
+  events.type.name,
+  events.inboxId.name,
+  events.seq.name,
+  events.dispatchedAt.name,
+];
+
+/** The heads of the events among a commit's results (commitWithAudit's return). */
+export function headsOf(results: unknown[]): EventHead[] {
+  return results.map(eventHeadOf).filter((h): h is EventHead => h !== null);
+}
+
+/**
+ * The head of a committed event from its statement's result in the batch (the RETURNING row of
+ * eventStatement's insert), or null when the result is not one.
+ */
+function eventHeadOf(result: unknown): EventHead | null {
+  const row = Array.isArray(result) ? (result[0] as Record<string, unknown> | undefined) : undefined;
+  if (!row || typeof row.id !== "string" || typeof row.account_id !== "string" || !("dispatched_at" in row))
+    return null;
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    type: row.type as string,
+    inboxId: (row.inbox_id as string | null) ?? null,
+    seq: (row.seq as number | null) ?? null,
+    dispatchedAt: (row.dispatched_at as number | null) ?? null,
+  };
 }
 
 /**
@@ -77,28 +111,32 @@ export function eventStatement(
  * (a crash, a queue outage) are picked up by the cron sweep, and a hub that misses a publish
  * reads the gap from D1 on the next one (or on its own periodic check).
  */
-export async function publishEvents(env: Bindings, eventIds: string[]): Promise<void> {
+export async function publishEvents(env: Bindings, eventIds: string[], committed: EventHead[] = []): Promise<void> {
   if (eventIds.length === 0) return;
   const base = systemContext(env);
   // One small read serves both: which events still need their webhook fan-out, and how far each
   // account's log reached (the hub reads the events themselves from D1, and only if it has
-  // listeners, so a producer never reads its payloads back).
+  // listeners, so a producer never reads its payloads back). A producer that has every head from
+  // its commit's RETURNING rows (`committed`, see headsOf) saves that read.
+  const known = new Set(committed.map((h) => h.id));
   let heads: EventHead[];
   try {
-    heads = await prepared(base.db, "events.heads", (db) =>
-      db
-        .select({
-          id: events.id,
-          accountId: events.accountId,
-          type: events.type,
-          inboxId: events.inboxId,
-          seq: events.seq,
-          dispatchedAt: events.dispatchedAt,
-        })
-        .from(events)
-        .where(inListOf(events.id, "ids"))
-        .prepare(),
-    ).all({ ids: JSON.stringify(eventIds) });
+    heads = eventIds.every((id) => known.has(id))
+      ? committed.filter((h) => eventIds.includes(h.id))
+      : await prepared(base.db, "events.heads", (db) =>
+          db
+            .select({
+              id: events.id,
+              accountId: events.accountId,
+              type: events.type,
+              inboxId: events.inboxId,
+              seq: events.seq,
+              dispatchedAt: events.dispatchedAt,
+            })
+            .from(events)
+            .where(inListOf(events.id, "ids"))
+            .prepare(),
+        ).all({ ids: JSON.stringify(eventIds) });
   } catch (err) {
     log.error("event publish failed; the sweep retries", { events: eventIds, error: String(err) });
     return;
@@ -118,7 +156,7 @@ export async function publishEvents(env: Bindings, eventIds: string[]): Promise<
   ]);
 }
 
-type EventHead = Pick<EventRow, "id" | "accountId" | "type" | "inboxId" | "seq" | "dispatchedAt">;
+export type EventHead = Pick<EventRow, "id" | "accountId" | "type" | "inboxId" | "seq" | "dispatchedAt">;
 
 /** Tells each account's hub how far its log now reaches; a hub with listeners reads the new events. */
 async function notifyHubs(env: Bindings, heads: EventHead[]): Promise<void> {

@@ -3,15 +3,7 @@ import { config } from "../../config";
 import { type Db, prepared } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import { isUniqueViolation } from "../../db/errors";
-import {
-  type AccountRow,
-  type AttachmentMeta,
-  accounts,
-  attachments,
-  type InboxRow,
-  inboxes,
-  messages,
-} from "../../db/schema";
+import { type AttachmentMeta, accounts, attachments, type InboxRow, inboxes, messages } from "../../db/schema";
 import { type BaseContext, forAccount, type ServiceContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
 import { AppError, ContentRejected, MessageTooLarge, RecipientRejected } from "../../lib/errors";
@@ -31,7 +23,7 @@ import {
 import { type AuditEntry, commitWithAudit } from "../audit/audit.service";
 import { parseBounceTag } from "../bounces/bounce-address";
 import { releaseClaims, reportStatements } from "../bounces/bounces.service";
-import { eventStatement, publishEvents } from "../events/events.service";
+import { eventStatement, headsOf, publishEvents } from "../events/events.service";
 import { attachmentKey, bodyKey, inlineOrR2, newMessageRow, rawKey } from "../messages/message-store";
 import { applySignals, type ReputationSignal } from "../reputation/reputation.service";
 import type { Screening } from "../screening/screener";
@@ -84,22 +76,22 @@ export async function resolveRecipient(
   db: Db,
   envelopeTo: string,
   opts: { disabled?: boolean } = {},
-): Promise<{ inbox: InboxRow; account: AccountRow }> {
+): Promise<{ inbox: InboxRow }> {
   const { address } = canonicalRecipient(envelopeTo);
   const row = await prepared(db, "inbound.recipient", (d) =>
     d
-      .select({ inbox: inboxes, account: accounts })
+      .select({ inbox: inboxes, accountStatus: accounts.status })
       .from(inboxes)
       .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
       .where(eq(inboxes.address, sql.placeholder("address")))
       .prepare(),
   ).get({ address });
   if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
-  if (row.account.status !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
+  if (row.accountStatus !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
   if (row.inbox.status !== "active" && !opts.disabled) {
     throw new RecipientRejected(`The mailbox ${address} is disabled.`);
   }
-  return row;
+  return { inbox: row.inbox };
 }
 
 /**
@@ -525,15 +517,16 @@ async function storeParsed(
     claims.push(...fromReport.claims);
   }
 
+  let results: unknown[];
   try {
-    await commitWithAudit(ctx, statements, audit);
+    results = await commitWithAudit(ctx, statements, audit);
   } catch (err) {
     // The findings' claims were written ahead of the batch: a redelivery must find them free.
     await releaseClaims(ctx, claims);
     throw err;
   }
   if (!ids.quarantine && ids.screening?.verdict === "clean") noteKnownSender(inbox.id, row.fromAddress, row.fromName);
-  await publishEvents(env, eventIds);
+  await publishEvents(env, eventIds, headsOf(results));
   // After the commit: the counters (and a disable they decide) follow only what D1 recorded.
   await applySignals(ctx, signals);
   return { outcome: "stored", messageId: row.id, inboxId: inbox.id, accountId: inbox.accountId };

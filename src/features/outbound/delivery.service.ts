@@ -12,7 +12,7 @@ import { normalizeMessageId } from "../../mail/parse";
 import { commitWithAudit } from "../audit/audit.service";
 import { bounceAddress } from "../bounces/bounce-address";
 import { recordFindings } from "../bounces/bounces.service";
-import { eventStatement, publishEvents } from "../events/events.service";
+import { eventStatement, headsOf, publishEvents } from "../events/events.service";
 import { receiveMail } from "../inbound/inbound.service";
 import { attachmentKey } from "../messages/message-store";
 import { withBodies } from "../messages/messages.service";
@@ -497,7 +497,7 @@ async function markSent(
       rejected: result.rejected.map((r) => ({ recipient: r.recipient, code: r.code, message: r.message })),
     },
   );
-  await commitWithAudit(
+  const results = await commitWithAudit(
     ctx,
     [
       ctx.db
@@ -531,7 +531,7 @@ async function markSent(
       },
     ],
   );
-  await publishEvents(ctx.env, [event.id]);
+  await publishEvents(ctx.env, [event.id], headsOf(results));
 }
 
 async function fail(
