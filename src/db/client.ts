@@ -1,3 +1,4 @@
+import { fillPlaceholders } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { currentD1Stats, meteredD1 } from "./metering";
 
@@ -45,27 +46,54 @@ export function createDb(d1: D1Handle) {
 
 export type Db = ReturnType<typeof createDb>;
 
-/**
- * A query built once per handle and run many times with placeholders (drizzle's `.prepare()`).
- * Building a drizzle query costs CPU on every call (the builder walks every selected column, with
- * an `instanceof`-and-prototype check each), and the inbound path runs the same few reads for
- * every mail: resolving the recipient alone (two whole rows) cost ~1 ms of CPU per mail, more
- * than parsing the message. The email() handler, queue consumers and Durable Objects use the
- * binding's handle, which lives as long as the isolate, so each query is built once per isolate;
- * a request's D1 session gets its own handle and builds them at most once per request.
- */
-const preparedByHandle = new WeakMap<Db, Map<string, unknown>>();
+/** What `once` needs of a drizzle prepared query (drizzle's own batch uses the same methods). */
+interface PreparedSelect {
+  getQuery(): { sql: string; params: unknown[] };
+  mapAllResult(rows: unknown): unknown;
+  mapGetResult(row: unknown): unknown;
+  all(...args: never[]): Promise<unknown>;
+  get(...args: never[]): Promise<unknown>;
+}
 
-export function prepared<T>(db: Db, name: string, build: (db: Db) => T): T {
-  let byName = preparedByHandle.get(db);
-  if (!byName) {
-    byName = new Map();
-    preparedByHandle.set(db, byName);
-  }
-  let query = byName.get(name) as T | undefined;
-  if (query === undefined) {
-    query = build(db);
-    byName.set(name, query);
-  }
-  return query;
+/** Builds nothing but SQL: `once` runs the statements on the caller's own handle. */
+const template = drizzle({ prepare: () => null } as unknown as D1Database);
+
+/**
+ * A select built by drizzle ONCE, with placeholders, and run on any handle: the binding's, a
+ * request's D1 session, development's metered one. Building a drizzle query costs CPU on every
+ * call (the builder walks every selected column, with an `instanceof`-and-prototype check each),
+ * and the hot paths run the same few reads for every mail and every send: resolving an inbound
+ * recipient alone (two whole rows) cost ~1 ms of CPU per mail, more than parsing the message.
+ * drizzle's own `.prepare()` ties a query to one handle, and every API request has its own D1
+ * session, so the statement is kept as drizzle made it (its SQL, its parameters with their
+ * placeholders, its row mapping) and bound to the caller's handle at run time, the way drizzle's
+ * batch runs prepared queries.
+ */
+export function once<Q extends PreparedSelect>(build: (db: Db) => Q) {
+  let query: Q | undefined;
+  const run = async (db: Db, values: Record<string, unknown>): Promise<{ query: Q; rows: unknown[] }> => {
+    query ??= build(template);
+    const { sql, params } = query.getQuery();
+    const rows = await (db.$client as D1Database)
+      .prepare(sql)
+      .bind(...fillPlaceholders(params, values))
+      .raw();
+    return { query, rows };
+  };
+  return {
+    /** The statement as it would run with `values` (for EXPLAIN QUERY PLAN in tests). */
+    statement(values: Record<string, unknown> = {}): { sql: string; params: unknown[] } {
+      query ??= build(template);
+      const { sql, params } = query.getQuery();
+      return { sql, params: fillPlaceholders(params, values) };
+    },
+    async get(db: Db, values: Record<string, unknown> = {}): Promise<Awaited<ReturnType<Q["get"]>>> {
+      const { query, rows } = await run(db, values);
+      return (rows[0] === undefined ? undefined : query.mapGetResult(rows[0])) as Awaited<ReturnType<Q["get"]>>;
+    },
+    async all(db: Db, values: Record<string, unknown> = {}): Promise<Awaited<ReturnType<Q["all"]>>> {
+      const { query, rows } = await run(db, values);
+      return query.mapAllResult(rows) as Awaited<ReturnType<Q["all"]>>;
+    },
+  };
 }

@@ -10,7 +10,7 @@ import { sendMessage } from "../../src/features/outbound/outbound.service";
 import { selectTransport, transportName } from "../../src/features/outbound/transports";
 import { enforceSenderAuth } from "../../src/features/sender-auth/compliance.service";
 import { sharedDomainKey } from "../../src/features/sender-auth/dkim-keys";
-import { knownSendersQuery, signOutbound } from "../../src/features/sender-auth/send-policy";
+import { KNOWN_SENDERS, signOutbound } from "../../src/features/sender-auth/send-policy";
 import { type DnsType, dohResolver, setDnsResolver, staticResolver } from "../../src/lib/dns";
 import { createAccount } from "../helpers/accounts";
 import { call, expectError } from "../helpers/api";
@@ -751,7 +751,10 @@ describe("phishing-style content", () => {
 
   it("the known-sender lookup of every send uses the partial index on lower(from_address)", async () => {
     const a = await createAccount("plan");
-    const query = knownSendersQuery(createDb(env.DB), a.account.id, ["x@example.net", "y@example.net"]).toSQL();
+    const query = KNOWN_SENDERS.statement({
+      accountId: a.account.id,
+      addresses: JSON.stringify(["x@example.net", "y@example.net"]),
+    });
     const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
       .bind(...query.params)
       .all<{ detail: string }>();
@@ -764,10 +767,10 @@ describe("phishing-style content", () => {
       a.inbox.address,
       "Known@Example.net",
     );
-    const rows = await knownSendersQuery(createDb(env.DB), a.account.id, [
-      "known@example.net",
-      "new@example.net",
-    ]).all();
+    const rows = await KNOWN_SENDERS.all(createDb(env.DB), {
+      accountId: a.account.id,
+      addresses: JSON.stringify(["known@example.net", "new@example.net"]),
+    });
     expect(rows.map((r) => r.a)).toEqual(["known@example.net"]);
   });
 

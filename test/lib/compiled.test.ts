@@ -3,9 +3,18 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 import { describe, expect, it } from "vitest";
-import { createDb, prepared } from "../../src/db/client";
+import { createDb, once } from "../../src/db/client";
 import { insertRow, runBatch } from "../../src/db/compiled";
-import { attachments, auditLog, events, inboxes, messages, sendFingerprints, threads } from "../../src/db/schema";
+import {
+  accounts,
+  attachments,
+  auditLog,
+  events,
+  inboxes,
+  messages,
+  sendFingerprints,
+  threads,
+} from "../../src/db/schema";
 import { newMessageRow } from "../../src/features/messages/message-store";
 import { PARTICIPANT_LIMIT, threadStatement, unionCapped } from "../../src/features/threads/threading";
 import { forAccount, systemContext } from "../../src/lib/context";
@@ -204,36 +213,35 @@ describe("runBatch", () => {
   });
 });
 
-describe("prepared", () => {
-  it("builds a query once per handle and runs it with each call's values", async () => {
-    const a = await createAccount("prepared-one");
-    const b = await createAccount("prepared-two");
-    const db = createDb(env.DB);
+describe("once", () => {
+  it("builds a select once and runs it on any handle with each call's values", async () => {
+    const a = await createAccount("once-one");
+    const b = await createAccount("once-two");
     let built = 0;
-    const byAddress = (address: string) =>
-      prepared(db, "test.inboxByAddress", (d) => {
-        built++;
-        return d
-          .select({ id: inboxes.id })
-          .from(inboxes)
-          .where(eq(inboxes.address, sql.placeholder("address")))
-          .prepare();
-      }).get({ address });
-    expect(await byAddress(a.inbox.address)).toEqual({ id: a.inbox.id });
-    expect(await byAddress(b.inbox.address)).toEqual({ id: b.inbox.id });
-    expect(await byAddress("nobody@mailbot.test")).toBeUndefined();
-    expect(built).toBe(1);
-    // Another handle (a request's D1 session) builds its own: a prepared statement belongs to its client.
-    const session = createDb(env.DB.withSession("first-primary"));
-    await prepared(session, "test.inboxByAddress", (d) => {
+    const byAddress = once((d) => {
       built++;
       return d
-        .select({ id: inboxes.id })
+        .select({ inbox: inboxes, status: accounts.status })
         .from(inboxes)
+        .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
         .where(eq(inboxes.address, sql.placeholder("address")))
         .prepare();
-    }).get({ address: a.inbox.address });
-    expect(built).toBe(2);
+    });
+    const db = createDb(env.DB);
+    const one = await byAddress.get(db, { address: a.inbox.address });
+    // The row mapped as drizzle maps it: nested, typed (JSON parsed, booleans).
+    expect(one).toEqual({
+      inbox: await db.select().from(inboxes).where(eq(inboxes.id, a.inbox.id)).get(),
+      status: "active",
+    });
+    // A request's D1 session and development's metering are other handles: same statement.
+    const session = createDb(env.DB.withSession("first-primary"));
+    expect((await byAddress.get(session, { address: b.inbox.address }))?.inbox.id).toBe(b.inbox.id);
+    expect(await byAddress.get(db, { address: "nobody@mailbot.test" })).toBeUndefined();
+    expect(await byAddress.all(db, { address: a.inbox.address })).toHaveLength(1);
+    expect(built).toBe(1);
+    // A missing value is refused, not bound as undefined.
+    await expect(byAddress.get(db, {})).rejects.toThrow(/address/);
   });
 });
 

@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, getTableName, gt, isNotNull, lt, type SQL } from "drizzle-orm";
-import { prepared } from "../../db/client";
+import { once } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import { type EventRow, events, webhookEndpoints } from "../../db/schema";
 import { inList, inListOf } from "../../db/sql";
@@ -123,20 +123,7 @@ export async function publishEvents(env: Bindings, eventIds: string[], committed
   try {
     heads = eventIds.every((id) => known.has(id))
       ? committed.filter((h) => eventIds.includes(h.id))
-      : await prepared(base.db, "events.heads", (db) =>
-          db
-            .select({
-              id: events.id,
-              accountId: events.accountId,
-              type: events.type,
-              inboxId: events.inboxId,
-              seq: events.seq,
-              dispatchedAt: events.dispatchedAt,
-            })
-            .from(events)
-            .where(inListOf(events.id, "ids"))
-            .prepare(),
-        ).all({ ids: JSON.stringify(eventIds) });
+      : await EVENT_HEADS.all(base.db, { ids: JSON.stringify(eventIds) });
   } catch (err) {
     log.error("event publish failed; the sweep retries", { events: eventIds, error: String(err) });
     return;
@@ -364,3 +351,18 @@ export async function waitForEvents(
 }
 
 export { toEventWire } from "./event-wire";
+
+const EVENT_HEADS = once((db) =>
+  db
+    .select({
+      id: events.id,
+      accountId: events.accountId,
+      type: events.type,
+      inboxId: events.inboxId,
+      seq: events.seq,
+      dispatchedAt: events.dispatchedAt,
+    })
+    .from(events)
+    .where(inListOf(events.id, "ids"))
+    .prepare(),
+);

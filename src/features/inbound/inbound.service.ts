@@ -1,6 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import { config } from "../../config";
-import { type Db, prepared } from "../../db/client";
+import { type Db, once } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import { isUniqueViolation } from "../../db/errors";
 import { type AttachmentMeta, accounts, attachments, type InboxRow, inboxes, messages } from "../../db/schema";
@@ -78,14 +78,7 @@ export async function resolveRecipient(
   opts: { disabled?: boolean } = {},
 ): Promise<{ inbox: InboxRow }> {
   const { address } = canonicalRecipient(envelopeTo);
-  const row = await prepared(db, "inbound.recipient", (d) =>
-    d
-      .select({ inbox: inboxes, accountStatus: accounts.status })
-      .from(inboxes)
-      .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
-      .where(eq(inboxes.address, sql.placeholder("address")))
-      .prepare(),
-  ).get({ address });
+  const row = await RECIPIENT.get(db, { address });
   if (!row) throw new RecipientRejected(`No mailbox here is called ${address}.`);
   if (row.accountStatus !== "active") throw new RecipientRejected(`The mailbox ${address} is not accepting mail.`);
   if (row.inbox.status !== "active" && !opts.disabled) {
@@ -210,15 +203,7 @@ async function findByDedupe(
   inboxId: string,
   dedupeKey: string,
 ): Promise<{ id: string; rawKey: string | null } | null> {
-  const row = await prepared(db, "inbound.dedupe", (d) =>
-    d
-      .select({ id: messages.id, rawKey: messages.rawKey })
-      .from(messages)
-      .where(
-        and(eq(messages.inboxId, sql.placeholder("inboxId")), eq(messages.dedupeKey, sql.placeholder("dedupeKey"))),
-      )
-      .prepare(),
-  ).get({ inboxId, dedupeKey });
+  const row = await BY_DEDUPE_KEY.get(db, { inboxId, dedupeKey });
   return row ?? null;
 }
 
@@ -558,3 +543,20 @@ function trustedAuthservIdsFor(env: ServiceContext["env"], via: InboundMail["via
   const cfg = config(env);
   return via === "email_routing" ? cfg.trustedAuthservIds : via === "inbound_webhook" ? cfg.relayAuthservIds : [];
 }
+
+const RECIPIENT = once((d) =>
+  d
+    .select({ inbox: inboxes, accountStatus: accounts.status })
+    .from(inboxes)
+    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
+    .where(eq(inboxes.address, sql.placeholder("address")))
+    .prepare(),
+);
+
+const BY_DEDUPE_KEY = once((d) =>
+  d
+    .select({ id: messages.id, rawKey: messages.rawKey })
+    .from(messages)
+    .where(and(eq(messages.inboxId, sql.placeholder("inboxId")), eq(messages.dedupeKey, sql.placeholder("dedupeKey"))))
+    .prepare(),
+);

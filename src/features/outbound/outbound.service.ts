@@ -1,5 +1,6 @@
-import { and, desc, eq, gte, lt } from "drizzle-orm";
+import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import { config } from "../../config";
+import { once } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import {
   type AccountRow,
@@ -800,15 +801,19 @@ function sendLimitError(
 /** The caller's inbox and its account, in one query. */
 async function loadInbox(ctx: ServiceContext, inboxId: string): Promise<{ inbox: InboxRow; account: AccountRow }> {
   assertInboxAllowed(ctx, inboxId);
-  const row = await ctx.db
-    .select({ inbox: inboxes, account: accounts })
-    .from(inboxes)
-    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
-    .where(and(eq(inboxes.id, inboxId), eq(inboxes.accountId, ctx.accountId)))
-    .get();
+  const row = await INBOX_AND_ACCOUNT.get(ctx.db, { inboxId, accountId: ctx.accountId });
   if (!row) throw new NotFound("Inbox");
   return row;
 }
+
+const INBOX_AND_ACCOUNT = once((db) =>
+  db
+    .select({ inbox: inboxes, account: accounts })
+    .from(inboxes)
+    .innerJoin(accounts, eq(accounts.id, inboxes.accountId))
+    .where(and(eq(inboxes.id, sql.placeholder("inboxId")), eq(inboxes.accountId, sql.placeholder("accountId"))))
+    .prepare(),
+);
 
 async function loadMessage(ctx: ServiceContext, messageId: string): Promise<MessageRow> {
   const row = await ctx.db

@@ -1,9 +1,9 @@
 import { and, eq, gte, lt, sql } from "drizzle-orm";
 import { config } from "../../config";
-import type { Db } from "../../db/client";
+import { once } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import { domains, type InboxRow, messages, sendFingerprints } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { inListOf } from "../../db/sql";
 import { benchHooks } from "../../lib/bench";
 import type { BaseContext, ServiceContext } from "../../lib/context";
 import { sha256Hex } from "../../lib/crypto";
@@ -58,17 +58,7 @@ export async function checkSendPolicy(ctx: ServiceContext, input: PolicyInput): 
   const [, fresh, earlier] = await Promise.all([
     enforceSenderAuth(ctx, input.inbox),
     newRecipients(ctx, input.recipients),
-    ctx.db
-      .select({ r: sendFingerprints.newRecipients })
-      .from(sendFingerprints)
-      .where(
-        and(
-          eq(sendFingerprints.accountId, ctx.accountId),
-          eq(sendFingerprints.bodyHash, bodyHash),
-          gte(sendFingerprints.createdAt, since),
-        ),
-      )
-      .all(),
+    EARLIER_FINGERPRINTS.all(ctx.db, { accountId: ctx.accountId, bodyHash, since }),
   ]);
   const spray = fresh.length > 0 ? new Set([...earlier.flatMap((e) => e.r), ...fresh]).size : 0;
   const verdict = scorePhishing({
@@ -127,30 +117,47 @@ function normaliseBody(text: string): string {
 async function newRecipients(ctx: ServiceContext, recipients: string[]): Promise<string[]> {
   const all = [...new Set(recipients.map((r) => r.toLowerCase()))];
   if (all.length === 0) return [];
-  const known = await knownSendersQuery(ctx.db, ctx.accountId, all).all();
+  const known = await KNOWN_SENDERS.all(ctx.db, { accountId: ctx.accountId, addresses: JSON.stringify(all) });
   const seen = new Set(known.map((k) => k.a));
   return all.filter((r) => !seen.has(r));
 }
 
 /**
- * Which of `addresses` (lower-case) have written to the account. Shaped for the partial index
- * messages_account_inbound_from_idx: the same `lower(from_address)` expression and the literal
- * `direction = 'inbound'` (so the planner proves the index's WHERE from the SQL text alone,
- * without relying on re-preparing with bound values). Tested with EXPLAIN QUERY PLAN.
+ * Which of the JSON list `addresses` (lower-case) have written to the account `accountId`. Shaped
+ * for the partial index messages_account_inbound_from_idx: the same `lower(from_address)`
+ * expression and the literal `direction = 'inbound'` (so the planner proves the index's WHERE
+ * from the SQL text alone, without relying on re-preparing with bound values). Tested with
+ * EXPLAIN QUERY PLAN.
  */
-export function knownSendersQuery(db: Db, accountId: string, addresses: string[]) {
-  return db
+export const KNOWN_SENDERS = once((db) =>
+  db
     .selectDistinct({ a: sql<string>`lower(${messages.fromAddress})` })
     .from(messages)
     .where(
       and(
-        eq(messages.accountId, accountId),
+        eq(messages.accountId, sql.placeholder("accountId")),
         sql`${messages.direction} = 'inbound'`,
         // One JSON parameter, whatever the number of recipients (D1 binds at most 100).
-        inList(sql`lower(${messages.fromAddress})`, addresses),
+        inListOf(sql`lower(${messages.fromAddress})`, "addresses"),
       ),
-    );
-}
+    )
+    .prepare(),
+);
+
+/** The recipients of earlier sends of the same body in the spray window. */
+const EARLIER_FINGERPRINTS = once((db) =>
+  db
+    .select({ r: sendFingerprints.newRecipients })
+    .from(sendFingerprints)
+    .where(
+      and(
+        eq(sendFingerprints.accountId, sql.placeholder("accountId")),
+        eq(sendFingerprints.bodyHash, sql.placeholder("bodyHash")),
+        gte(sendFingerprints.createdAt, sql.placeholder("since")),
+      ),
+    )
+    .prepare(),
+);
 
 /**
  * DKIM-signs the bytes about to leave through the SMTP transport (rsa-sha256, relaxed/relaxed,

@@ -1,6 +1,7 @@
-import { and, desc, eq, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, lt, type SQL, sql } from "drizzle-orm";
+import { once } from "../../db/client";
 import { type SuppressionRow, suppressions } from "../../db/schema";
-import { inList } from "../../db/sql";
+import { inListOf } from "../../db/sql";
 import type { ServiceContext } from "../../lib/context";
 import { Forbidden, NotFound } from "../../lib/errors";
 import type { Page } from "../../lib/pagination";
@@ -22,13 +23,17 @@ import type { SuppressionWire } from "./suppressions.schemas";
 export async function suppressedAmong(ctx: ServiceContext, addresses: string[]): Promise<Map<string, string>> {
   const keys = [...new Set(addresses.map(suppressionAddress))];
   if (keys.length === 0) return new Map();
-  const rows = await ctx.db
-    .select({ address: suppressions.address, reason: suppressions.reason })
-    .from(suppressions)
-    .where(and(eq(suppressions.accountId, ctx.accountId), inList(suppressions.address, keys)))
-    .all();
+  const rows = await SUPPRESSED.all(ctx.db, { accountId: ctx.accountId, keys: JSON.stringify(keys) });
   return new Map(rows.map((r) => [r.address, r.reason]));
 }
+
+const SUPPRESSED = once((db) =>
+  db
+    .select({ address: suppressions.address, reason: suppressions.reason })
+    .from(suppressions)
+    .where(and(eq(suppressions.accountId, sql.placeholder("accountId")), inListOf(suppressions.address, "keys")))
+    .prepare(),
+);
 
 /** Newest-first page of the account's suppressions. */
 export async function listSuppressions(

@@ -1,6 +1,6 @@
 import { and, desc, eq, getTableName, gte, sql } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
-import { prepared } from "../../db/client";
+import { once } from "../../db/client";
 import { insertRow, type Statement } from "../../db/compiled";
 import { messages, threads } from "../../db/schema";
 import { inListOf } from "../../db/sql";
@@ -111,19 +111,7 @@ export async function findThread(ctx: ServiceContext, inboxId: string, parsed: P
   const wanted = [parsed.inReplyTo, ...[...parsed.references].reverse()].filter((x): x is string => Boolean(x));
   if (wanted.length > 0) {
     const ids = [...new Set(wanted)].slice(0, 100);
-    const found = await prepared(ctx.db, "threads.byReference", (db) =>
-      db
-        .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
-        .from(messages)
-        .where(
-          and(
-            eq(messages.accountId, sql.placeholder("accountId")),
-            eq(messages.inboxId, sql.placeholder("inboxId")),
-            inListOf(messages.rfcMessageId, "ids"),
-          ),
-        )
-        .prepare(),
-    ).all({ accountId: ctx.accountId, inboxId, ids: JSON.stringify(ids) });
+    const found = await BY_REFERENCE.all(ctx.db, { accountId: ctx.accountId, inboxId, ids: JSON.stringify(ids) });
     const byRfc = new Map(found.map((f) => [f.rfc, f.threadId]));
     for (const id of ids) {
       const hit = byRfc.get(id);
@@ -132,21 +120,42 @@ export async function findThread(ctx: ServiceContext, inboxId: string, parsed: P
   }
   const key = subjectKey(parsed.subject);
   if (!key) return null;
-  const recent = await prepared(ctx.db, "threads.bySubject", (db) =>
-    db
-      .select({ id: threads.id })
-      .from(threads)
-      .where(
-        and(
-          eq(threads.accountId, sql.placeholder("accountId")),
-          eq(threads.inboxId, sql.placeholder("inboxId")),
-          eq(threads.subjectKey, sql.placeholder("key")),
-          gte(threads.lastMessageAt, sql.placeholder("since")),
-        ),
-      )
-      .orderBy(desc(threads.lastMessageAt))
-      .limit(1)
-      .prepare(),
-  ).get({ accountId: ctx.accountId, inboxId, key, since: ctx.now() - SUBJECT_THREAD_WINDOW_MS });
+  const recent = await BY_SUBJECT.get(ctx.db, {
+    accountId: ctx.accountId,
+    inboxId,
+    key,
+    since: ctx.now() - SUBJECT_THREAD_WINDOW_MS,
+  });
   return recent?.id ?? null;
 }
+
+const BY_REFERENCE = once((db) =>
+  db
+    .select({ rfc: messages.rfcMessageId, threadId: messages.threadId })
+    .from(messages)
+    .where(
+      and(
+        eq(messages.accountId, sql.placeholder("accountId")),
+        eq(messages.inboxId, sql.placeholder("inboxId")),
+        inListOf(messages.rfcMessageId, "ids"),
+      ),
+    )
+    .prepare(),
+);
+
+const BY_SUBJECT = once((db) =>
+  db
+    .select({ id: threads.id })
+    .from(threads)
+    .where(
+      and(
+        eq(threads.accountId, sql.placeholder("accountId")),
+        eq(threads.inboxId, sql.placeholder("inboxId")),
+        eq(threads.subjectKey, sql.placeholder("key")),
+        gte(threads.lastMessageAt, sql.placeholder("since")),
+      ),
+    )
+    .orderBy(desc(threads.lastMessageAt))
+    .limit(1)
+    .prepare(),
+);
