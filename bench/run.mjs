@@ -316,10 +316,11 @@ const FIGURES = [
   ],
   ["rows read: one message", () => get("inbound", "rows_read.get_message.rows_read"), "<= 10", (v) => v <= 10],
   ["inbound: msg/s (~50 KB, 2 attachments)", () => get("inbound", "pipeline_email.msg_per_s"), "report", null],
-  // The pipeline's own isolate work over a bare postal-mime parse of the same bytes: the "≤ 3×"
-  // of issue 17. Both sides are the CPU profile's time in the bundle's JavaScript (ours and its
-  // libraries) and in the native code it calls, GC apart, since workerd's 1 ms clock cannot take
-  // the I/O waits out of a message.
+  // The pipeline's own isolate work over a bare postal-mime parse of the same kind of message: the
+  // "≤ 3×" of issue 17. Both sides are CPU-profile samples (times the sampling period) in the
+  // bundle's JavaScript (ours and its libraries) and in the native code it calls, GC apart, taken
+  // in the same isolate in alternating windows (workerd's 1 ms clock cannot take the I/O waits
+  // out of a message; bench/inbound.mjs says why samples, not time deltas).
   ["inbound: own JS / bare parse (profiled)", () => get("inbound", "ratio_own_js"), "<= 3", (v) => v <= 3],
   [
     "inbound: workerd CPU per mail / per bare parse",
