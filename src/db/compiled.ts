@@ -114,10 +114,14 @@ function isCompiled(statement: Statement): statement is Compiled {
  * a compiled insert that asked for them (objects keyed by SQL column name), else the raw D1 result.
  */
 export async function runBatch(db: Db, statements: Statement[]): Promise<unknown[]> {
+  if (statements.length === 0) return [];
   const client = db.$client as D1Database;
   const bound = statements.map((s) => {
     if (isCompiled(s)) return client.prepare(s.sql).bind(...s.params);
-    const query = (s as unknown as { toSQL(): { sql: string; params: unknown[] } }).toSQL();
+    // Every drizzle query builder has toSQL(); a raw `db.run(sql…)` does not: refused loudly.
+    const built = s as unknown as { toSQL?: () => { sql: string; params: unknown[] } };
+    if (typeof built.toSQL !== "function") throw new Error("runBatch: a statement without toSQL()");
+    const query = built.toSQL();
     return client.prepare(query.sql).bind(...query.params);
   });
   const results = await client.batch(bound);

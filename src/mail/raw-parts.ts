@@ -90,7 +90,7 @@ function splitMultipart(s: string, start: number, end: number, boundary: string)
   return parts;
 }
 
-function decodeBase64(text: string): Uint8Array | null {
+export function decodeBase64(text: string): Uint8Array | null {
   // Well-formed base64 (line breaks skipped, padding only at the end) decodes as it is: the same
   // bytes the stripped text gives, without copying a whole attachment through a regex first (that
   // copy was most of this walk's cost). Anything else is decoded forgivingly, stray characters

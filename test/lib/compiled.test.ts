@@ -5,6 +5,7 @@ import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 import { describe, expect, it } from "vitest";
 import { createDb, once } from "../../src/db/client";
 import { insertRow, runBatch } from "../../src/db/compiled";
+import { withD1Stats } from "../../src/db/metering";
 import {
   accounts,
   attachments,
@@ -96,6 +97,22 @@ describe("insertRow makes drizzle's own insert", () => {
           prevHash: "",
           hash: "",
           mac: "m",
+        },
+      ],
+      [
+        threads,
+        {
+          id: "thr_1",
+          accountId: "acct_x",
+          inboxId: "inbox_x",
+          subject: null,
+          subjectKey: "s",
+          participants: ["a@example.org"],
+          messageCount: 1,
+          lastMessageAt: 2,
+          labels: [],
+          createdAt: 2,
+          updatedAt: 2,
         },
       ],
       [
@@ -240,6 +257,12 @@ describe("once", () => {
     expect(await byAddress.get(db, { address: "nobody@mailbot.test" })).toBeUndefined();
     expect(await byAddress.all(db, { address: a.inbox.address })).toHaveLength(1);
     expect(built).toBe(1);
+    // Development's metering (X-Mailbot-D1-Stats) runs it as `select * from (…)` and rebuilds
+    // the rows from objects: the join's columns that share a name (id, status…) must survive.
+    const metered = await withD1Stats(() => byAddress.get(createDb(env.DB), { address: a.inbox.address }));
+    expect(metered.result).toEqual(one);
+    expect(metered.stats).toMatchObject({ queries: 1, unmetered: 0 });
+    expect(metered.stats.rowsRead).toBeGreaterThan(0);
     // A missing value is refused, not bound as undefined.
     await expect(byAddress.get(db, {})).rejects.toThrow(/address/);
   });

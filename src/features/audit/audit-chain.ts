@@ -36,7 +36,7 @@ export const CURRENT_KEY_VERSION = 1;
 /** Entries chained per read-and-insert round. */
 const CHAIN_PAGE = 200;
 
-type Statement = BatchItem<"sqlite">;
+type ChainStatement = BatchItem<"sqlite">;
 
 const encoder = new TextEncoder();
 const keys = new Map<string, Promise<CryptoKey>>();
@@ -181,8 +181,8 @@ export async function chainAccount(
       prev = { seq: row.seq, hash };
     }
     if (links.length > 0) {
-      const inserts: Statement[] = links.map((l) => db.insert(auditChain).values(l).onConflictDoNothing());
-      await db.batch(inserts as [Statement, ...Statement[]]);
+      const inserts: ChainStatement[] = links.map((l) => db.insert(auditChain).values(l).onConflictDoNothing());
+      await db.batch(inserts as [ChainStatement, ...ChainStatement[]]);
       linked += links.length;
       // The head leaves D1 too, so a tail cut off later (entries and links) is still noticed.
       const last = links[links.length - 1] as AuditChainRow;

@@ -45,7 +45,10 @@ const NEXT_AUDIT_SEQ = `(SELECT COALESCE(MAX("${auditLog.seq.name}"), 0) + 1 FRO
  * collide and the chain order is the commit order; then the new entries are linked into the
  * account's keyed chain (see audit-chain.ts). A chaining failure does not fail the caller: the
  * change is committed, and the next writer, the audit list, `/verify` or the sweep links it.
- * Returns each of `statements`' results, in order (see runBatch).
+ * Returns each of `statements`' results, in order, as runBatch gives them: the RETURNING rows of
+ * a compiled insert that asked for them (keyed by SQL column name, e.g. event heads: headsOf),
+ * and for a drizzle statement the raw D1Result, NOT drizzle's mapping of it (a drizzle
+ * `.returning()` comes back as `{ results: [...] }` with SQL names).
  */
 export async function commitWithAudit(
   ctx: ServiceContext,

@@ -92,7 +92,15 @@ export function headsOf(results: unknown[]): EventHead[] {
  */
 function eventHeadOf(result: unknown): EventHead | null {
   const row = Array.isArray(result) ? (result[0] as Record<string, unknown> | undefined) : undefined;
-  if (!row || typeof row.id !== "string" || typeof row.account_id !== "string" || !("dispatched_at" in row))
+  // Recognised by its id (events' own prefix) and the columns only eventStatement returns.
+  if (
+    !row ||
+    typeof row.id !== "string" ||
+    !row.id.startsWith("evt_") ||
+    typeof row.account_id !== "string" ||
+    !("dispatched_at" in row) ||
+    !("seq" in row)
+  )
     return null;
   return {
     id: row.id,
@@ -129,8 +137,8 @@ export async function publishEvents(env: Bindings, eventIds: string[], committed
     return;
   }
   await Promise.all([
-    // Events born dispatched (no live endpoint at commit) are not in `known`: with none left,
-    // fanOut returns before any query.
+    // Events born dispatched (no live endpoint at commit) are filtered out here (dispatchedAt
+    // set): with none left, fanOut returns before any query.
     fanOut(
       base,
       eventIds,
