@@ -216,34 +216,44 @@ export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void
     }
     const state = { target: Math.max(seq, running?.target ?? 0), startedAt: now };
     chainers.set(accountId, state);
-    waitUntil(
-      (async () => {
-        try {
-          // A short wait first, so a stream of writes on the account (mail arriving one after
-          // another, an agent's sends) is linked in one pass instead of one read, one insert and
-          // one anchor call per write; the entries written meanwhile only raise the target.
-          await scheduler.wait(CHAIN_COALESCE_MS);
-          // The binding, not the caller's session: chaining writes, and outlives the request.
-          const db = createDb(env.DB);
-          for (let pass = 0, target = state.target; pass < CHAINER_PASSES; pass++, target = state.target) {
-            await chainAccount(db, env, accountId, target);
-            if (state.target === target) return;
-          }
-          // Still behind after its passes: stand down; the next writer starts a fresh chainer,
-          // and one more pass here covers what was raised meanwhile.
-          if (chainers.get(accountId) === state) chainers.delete(accountId);
-          await chainAccount(db, env, accountId, state.target);
-        } catch (err) {
-          log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });
-        } finally {
-          if (chainers.get(accountId) === state) chainers.delete(accountId);
+    const chaining = (async () => {
+      try {
+        // A short wait first, so a stream of writes on the account (mail arriving one after
+        // another, an agent's sends) is linked in one pass instead of one read, one insert and
+        // one anchor call per write; the entries written meanwhile only raise the target.
+        await scheduler.wait(CHAIN_COALESCE_MS);
+        // The binding, not the caller's session: chaining writes, and outlives the request.
+        const db = createDb(env.DB);
+        for (let pass = 0, target = state.target; pass < CHAINER_PASSES; pass++, target = state.target) {
+          await chainAccount(db, env, accountId, target);
+          if (state.target === target) return;
         }
-      })(),
-    );
+        // Still behind after its passes: stand down; the next writer starts a fresh chainer,
+        // and one more pass here covers what was raised meanwhile.
+        if (chainers.get(accountId) === state) chainers.delete(accountId);
+        await chainAccount(db, env, accountId, state.target);
+      } catch (err) {
+        log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });
+      } finally {
+        if (chainers.get(accountId) === state) chainers.delete(accountId);
+      }
+    })();
+    inFlight.add(chaining);
+    waitUntil(chaining.finally(() => inFlight.delete(chaining)));
   }
 }
 
 const chainers = new Map<string, { target: number; startedAt: number }>();
+const inFlight = new Set<Promise<void>>();
+
+/**
+ * Resolves once no chainer of this isolate is running. For the test suite: a file's storage is
+ * torn down when its last test ends, and a chainer still in its 100 ms wait then logs into a
+ * closed test runner (an unhandled teardown error that fails the run).
+ */
+export async function chainingSettled(): Promise<void> {
+  while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+}
 /** How long a new chainer waits for more writes before its first pass (well inside "seconds"). */
 const CHAIN_COALESCE_MS = 100;
 /** Passes one chainer makes before it hands over (each links everything committed so far). */
