@@ -72,14 +72,16 @@ export function eventStatement(
   return { id, statement };
 }
 
-const HEAD_COLUMNS = [
-  events.id.name,
-  events.accountId.name,
-  events.type.name,
-  events.inboxId.name,
-  events.seq.name,
-  events.dispatchedAt.name,
-];
+/** What publishing needs of an event: its head (read back by the commit, or read after it). */
+const HEAD_FIELDS = {
+  id: events.id,
+  accountId: events.accountId,
+  type: events.type,
+  inboxId: events.inboxId,
+  seq: events.seq,
+  dispatchedAt: events.dispatchedAt,
+};
+const HEAD_COLUMNS = Object.values(HEAD_FIELDS).map((column) => column.name);
 
 /** The heads of the events among a commit's results (commitWithAudit's return). */
 export function headsOf(results: unknown[]): EventHead[] {
@@ -102,14 +104,9 @@ function eventHeadOf(result: unknown): EventHead | null {
     !("seq" in row)
   )
     return null;
-  return {
-    id: row.id,
-    accountId: row.account_id,
-    type: row.type as string,
-    inboxId: (row.inbox_id as string | null) ?? null,
-    seq: (row.seq as number | null) ?? null,
-    dispatchedAt: (row.dispatched_at as number | null) ?? null,
-  };
+  return Object.fromEntries(
+    Object.entries(HEAD_FIELDS).map(([key, column]) => [key, row[column.name] ?? null]),
+  ) as EventHead;
 }
 
 /**
@@ -360,17 +357,4 @@ export async function waitForEvents(
 
 export { toEventWire } from "./event-wire";
 
-const EVENT_HEADS = once((db) =>
-  db
-    .select({
-      id: events.id,
-      accountId: events.accountId,
-      type: events.type,
-      inboxId: events.inboxId,
-      seq: events.seq,
-      dispatchedAt: events.dispatchedAt,
-    })
-    .from(events)
-    .where(inListOf(events.id, "ids"))
-    .prepare(),
-);
+const EVENT_HEADS = once((db) => db.select(HEAD_FIELDS).from(events).where(inListOf(events.id, "ids")).prepare());
