@@ -4,12 +4,12 @@ import { commitWithAudit, verifyAudit } from "../../src/features/audit/audit.ser
 import {
   CURRENT_KEY_VERSION,
   chainerPasses,
-  chainingSettled,
   entryMac,
   GENESIS_HASH,
   legacyEntryHash,
   sweepAuditChains,
 } from "../../src/features/audit/audit-chain";
+import { backgroundSettled } from "../../src/lib/background";
 import { newId } from "../../src/lib/ids";
 import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
@@ -148,7 +148,7 @@ describe("audit chain: appends without a lock", () => {
 
   it("a steady stream of writes on one account is linked in a few passes, not one pass per write", async () => {
     const a = await createAccount("stream");
-    await chainingSettled();
+    await backgroundSettled();
     const before = chainerPasses.count;
     const started = performance.now();
     // One write after another, each committed before the next starts: the pattern of an agent
@@ -159,7 +159,7 @@ describe("audit chain: appends without a lock", () => {
       await scheduler.wait(5);
     }
     const elapsed = performance.now() - started;
-    await chainingSettled();
+    await backgroundSettled();
     const passes = chainerPasses.count - before;
     // A pass at most every 100 ms, plus the one after the last write (and a handover).
     expect(passes).toBeGreaterThan(0);

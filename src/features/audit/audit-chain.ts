@@ -6,6 +6,7 @@ import { insertRow, runBatch } from "../../db/compiled";
 import { type AuditChainRow, type AuditRow, auditChain, auditLog } from "../../db/schema";
 import { auditAnchor } from "../../durable-objects/audit-anchor.client";
 import type { Bindings } from "../../env";
+import { track } from "../../lib/background";
 import type { BaseContext } from "../../lib/context";
 import { sha256Hex, toHex } from "../../lib/crypto";
 import { newId } from "../../lib/ids";
@@ -243,25 +244,14 @@ export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void
         if (chainers.get(accountId) === state) chainers.delete(accountId);
       }
     })();
-    inFlight.add(chaining);
-    waitUntil(chaining.finally(() => inFlight.delete(chaining)));
+    waitUntil(track(chaining));
   }
 }
 
 const chainers = new Map<string, { target: number; startedAt: number }>();
 /** Passes the background chainers of this isolate have made (read by the tests, never reset here). */
 export const chainerPasses = { count: 0 };
-const inFlight = new Set<Promise<void>>();
-
-/**
- * Resolves once no chainer of this isolate is running. For the test suite: a file's storage is
- * torn down when its last test ends, and a chainer still in its 100 ms wait then logs into a
- * closed test runner (an unhandled teardown error that fails the run).
- */
-export async function chainingSettled(): Promise<void> {
-  while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
-}
-/** How long a new chainer waits for more writes before its first pass (well inside "seconds"). */
+/** How long a chainer waits for more writes before each pass (well inside "seconds"). */
 const CHAIN_COALESCE_MS = 100;
 /** Passes one chainer makes before it hands over (each links everything committed so far). */
 const CHAINER_PASSES = 8;
