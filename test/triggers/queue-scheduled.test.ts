@@ -156,6 +156,32 @@ describe("queue consumer", () => {
     expect(await messageRow(queued.id)).toMatchObject({ status: "sent", attempts: 1 });
   });
 
+  it("a message another consumer holds waits for its lease; an expired lease (a consumer that died) is taken over", async () => {
+    const a = await createAccount("lease");
+    const ctxA = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });
+    const to = unique("lease");
+    const queued = await sendMessage(
+      ctxA,
+      a.inbox.id,
+      SendMessageInput.parse({ to: [to], subject: "lease", body_text: "x" }),
+    );
+    const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
+    const now = Date.now();
+    // A first attempt claimed it a moment ago and is still sending.
+    await env.DB.prepare("UPDATE messages SET status = 'sending', attempts = 1, lease_until = ? WHERE id = ?")
+      .bind(now + 60_000, queued.id)
+      .run();
+    const held = await deliverOutbound(jobContext({ at: now }), job);
+    expect(held).toMatchObject({ kind: "retry", reason: "leased" });
+    expect(held.kind === "retry" && held.delaySeconds).toBeGreaterThanOrEqual(60);
+    expect(await messageRow(queued.id)).toMatchObject({ status: "sending", attempts: 1 });
+    expect(await smtpReceived(to)).toHaveLength(0);
+    // That consumer died: once its lease has run out the next attempt takes the message over.
+    expect(await deliverOutbound(jobContext({ at: now + 61_000 }), job)).toEqual({ kind: "done", status: "sent" });
+    expect(await messageRow(queued.id)).toMatchObject({ status: "sent", attempts: 2 });
+    expect(await smtpReceived(to)).toHaveLength(1);
+  });
+
   it("the dead-letter consumer marks what the queue gave up on as failed", async () => {
     const a = await createAccount("dlq");
     const ctxA = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });

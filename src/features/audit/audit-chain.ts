@@ -237,6 +237,7 @@ export function chainAfterCommit(env: Bindings, upTo: Map<string, number>): void
         // Still behind after its passes: stand down; the next writer starts a fresh chainer,
         // and one more pass here covers what was raised meanwhile.
         if (chainers.get(accountId) === state) chainers.delete(accountId);
+        chainerPasses.count++;
         await chainAccount(db, env, accountId, state.target);
       } catch (err) {
         log.warn("audit chaining deferred to the sweep", { account_id: accountId, error: String(err) });

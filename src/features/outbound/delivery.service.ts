@@ -88,7 +88,8 @@ export async function deliverOutbound(base: BaseContext, job: OutboundJob): Prom
 
   // The inbox and its account's status in one read (the send path's statement, built once).
   const both = await INBOX_AND_ACCOUNT.get(db, { inboxId: message.inboxId, accountId: message.accountId });
-  // Suspending (or closing) an account must stop its queued mail too, not only new sends.
+  // Suspending (or closing) an account must stop its queued mail too, not only new sends. No
+  // row at all (nothing deletes inboxes or accounts today) is taken as a closed account.
   if (both?.account.status !== "active") {
     const status = both?.account.status ?? "deleted";
     return fail(

@@ -109,7 +109,11 @@ export async function sendMessage(ctx: ServiceContext, inboxId: string, input: S
     recipientsOf(draft).length <= MAX_RECIPIENTS
       ? screenRecipients(ctx, { to: draft.to, cc: draft.cc, bcc: draft.bcc })
       : undefined;
-  const [{ inbox, account }] = await Promise.all([loadInbox(ctx, inboxId), screening]);
+  // Settled, not Promise.all: the inbox's answer (a 404 for an inbox the caller may not use)
+  // comes first even when the suppression read fails; that failure surfaces in acceptDraft.
+  const [loaded] = await Promise.allSettled([loadInbox(ctx, inboxId), screening]);
+  if (loaded.status === "rejected") throw loaded.reason;
+  const { inbox, account } = loaded.value;
   return acceptDraft(ctx, inbox, account, draft, screening);
 }
 
