@@ -74,7 +74,12 @@ function quote(name: string): string {
 export function insertRow<T extends SQLiteTable>(
   table: T,
   row: T["$inferInsert"],
-  options: { computed?: Partial<Record<keyof T["$inferInsert"] & string, Expression>>; returning?: string[] } = {},
+  options: {
+    computed?: Partial<Record<keyof T["$inferInsert"] & string, Expression>>;
+    returning?: string[];
+    /** "ignore": `on conflict do nothing`, as drizzle's `onConflictDoNothing()` writes it. */
+    onConflict?: "ignore";
+  } = {},
 ): Compiled {
   const plan = planOf(table);
   const values = row as Record<string, unknown>;
@@ -99,7 +104,8 @@ export function insertRow<T extends SQLiteTable>(
     params.push(value === null ? null : column.mapToDriverValue(value));
   }
   const returning = options.returning;
-  const tail = returning?.length ? `) returning ${returning.map(quote).join(", ")}` : ")";
+  const conflict = options.onConflict === "ignore" ? " on conflict do nothing" : "";
+  const tail = returning?.length ? `)${conflict} returning ${returning.map(quote).join(", ")}` : `)${conflict}`;
   return { sql: plan.head + slots.join(", ") + tail, params, ...(returning ? { returning } : {}) };
 }
 

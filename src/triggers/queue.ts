@@ -1,6 +1,7 @@
 import type { Bindings } from "../env";
 import { deadLettered, deliverOutbound } from "../features/outbound/delivery.service";
 import { attemptDispatch } from "../features/webhooks/attempt";
+import { track } from "../lib/background";
 import { systemContext } from "../lib/context";
 import { OutboundJob, QUEUES, WebhookJob } from "../lib/jobs";
 import { log } from "../lib/log";
@@ -9,7 +10,11 @@ import { log } from "../lib/log";
  * The `queue()` trigger. Every message is validated (a queue is a trust boundary too), handled
  * on its own and acknowledged or retried on its own, so one bad message never fails the batch.
  */
-export async function handleQueue(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
+export function handleQueue(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
+  return track(consume(batch, env));
+}
+
+async function consume(batch: MessageBatch<unknown>, env: Bindings): Promise<void> {
   if (batch.queue.startsWith(QUEUES.webhooks)) return consumeWebhooks(batch, env);
   if (batch.queue === QUEUES.outbound) return consumeOutbound(batch, env);
   if (batch.queue === QUEUES.outboundDeadLetters) return consumeOutboundDeadLetters(batch, env);

@@ -3,11 +3,13 @@ import { describe, expect, it, vi } from "vitest";
 import { commitWithAudit, verifyAudit } from "../../src/features/audit/audit.service";
 import {
   CURRENT_KEY_VERSION,
+  chainerPasses,
   entryMac,
   GENESIS_HASH,
   legacyEntryHash,
   sweepAuditChains,
 } from "../../src/features/audit/audit-chain";
+import { backgroundSettled } from "../../src/lib/background";
 import { newId } from "../../src/lib/ids";
 import { createAccount } from "../helpers/accounts";
 import { ADMIN_TOKEN, call } from "../helpers/api";
@@ -142,6 +144,33 @@ describe("audit chain: appends without a lock", () => {
     expect(done.every((r) => r.status === 201)).toBe(true);
     for (const c of checks) expect(c).toMatchObject({ ok: true, first_broken_id: null });
     expect(await verify(a.key)).toEqual({ ok: true, checked: 34, first_broken_id: null });
+  });
+
+  it("a steady stream of writes on one account is linked in a few passes, not one pass per write", async () => {
+    const a = await createAccount("stream");
+    await backgroundSettled();
+    const before = chainerPasses.count;
+    const started = performance.now();
+    // One write after another, each committed before the next starts: the pattern of an agent
+    // sending, or mail arriving one message at a time. Without a wait between passes the
+    // chainer went round for nearly every write (each pass found the one committed meanwhile).
+    for (let i = 0; i < 60; i++) {
+      await commitWithAudit(serviceContext(a.account.id), [], [{ action: "test.stream", metadata: { i } }]);
+      await scheduler.wait(5);
+    }
+    const elapsed = performance.now() - started;
+    await backgroundSettled();
+    const passes = chainerPasses.count - before;
+    // The chainer's rate, not a time: at most a pass per 100 ms of writes, plus the one after
+    // the last write and a handover. (Were each write slower than a pass, the old chainer would
+    // stay under it too; here each write is a few milliseconds, and it made 13–14 passes.)
+    expect(passes).toBeGreaterThan(0);
+    expect(passes).toBeLessThanOrEqual(Math.ceil(elapsed / 100) + 3);
+    expect(passes).toBeLessThan(60);
+    expect(await verify(a.key)).toMatchObject({ ok: true, first_broken_id: null });
+    expect(await countRows("SELECT COUNT(*) AS n FROM audit_chain WHERE account_id = ?", a.account.id)).toBe(
+      await countRows("SELECT COUNT(*) AS n FROM audit_log WHERE account_id = ?", a.account.id),
+    );
   });
 
   it("listed entries carry their links: prev_hash is the previous entry's hash", async () => {

@@ -9,6 +9,7 @@ import { withD1Stats } from "../../src/db/metering";
 import {
   accounts,
   attachments,
+  auditChain,
   auditLog,
   events,
   inboxes,
@@ -148,6 +149,13 @@ describe("insertRow makes drizzle's own insert", () => {
     };
     const ours = insertRow(auditLog, row);
     const theirs = builder.insert(auditLog).values(row).toSQL();
+    expect(ours).toEqual({ sql: theirs.sql, params: theirs.params });
+  });
+
+  it("onConflict ignore is drizzle's onConflictDoNothing() (the audit chain's links)", () => {
+    const link = { accountId: "acct_x", seq: 7, entryId: "aud_7", prevHash: "a".repeat(64), hash: "b".repeat(64) };
+    const ours = insertRow(auditChain, link, { onConflict: "ignore" });
+    const theirs = builder.insert(auditChain).values(link).onConflictDoNothing().toSQL();
     expect(ours).toEqual({ sql: theirs.sql, params: theirs.params });
   });
 

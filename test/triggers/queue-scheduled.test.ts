@@ -19,6 +19,7 @@ import { handleQueue } from "../../src/triggers/queue";
 import { createAccount } from "../helpers/accounts";
 import { call } from "../helpers/api";
 import { auditEntries, jobContext, messageRow, serviceContext, settledMessage, unique, worker } from "../helpers/db";
+import { deliver, mail } from "../helpers/mail";
 import { smtpReceived } from "../helpers/outbound";
 import { endpointOnReceiver, receiver } from "../helpers/webhooks";
 
@@ -119,6 +120,66 @@ describe("queue consumer", () => {
     ]);
     expect(outcomes.map((o) => o.kind).sort()).toEqual(["done", "retry"]);
     expect(await smtpReceived(to2)).toHaveLength(1);
+  });
+
+  it("a job whose message is not a claimable send says why, and changes nothing", async () => {
+    const a = await createAccount("claim");
+    const b = await createAccount("claim-other");
+    const ctxA = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });
+    const queued = await sendMessage(
+      ctxA,
+      a.inbox.id,
+      SendMessageInput.parse({ to: [unique("claim")], subject: "claim", body_text: "x" }),
+    );
+    // Another account's job naming this message: it is not there for that account.
+    expect(await deliverOutbound(jobContext(), { v: 1, message_id: queued.id, account_id: b.account.id })).toEqual({
+      kind: "done",
+      status: "missing",
+    });
+    expect(await messageRow(queued.id)).toMatchObject({ status: "queued", attempts: 0 });
+    // An inbound message is never sent.
+    await deliver(mail({ to: a.inbox.address, subject: "in" }), a.inbox.address);
+    const inbound = await env.DB.prepare("SELECT id FROM messages WHERE inbox_id = ? AND direction = 'inbound'")
+      .bind(a.inbox.id)
+      .first<{ id: string }>();
+    expect(inbound).not.toBeNull();
+    expect(
+      await deliverOutbound(jobContext(), { v: 1, message_id: inbound?.id ?? "", account_id: a.account.id }),
+    ).toEqual({
+      kind: "done",
+      status: "missing",
+    });
+    // Sent once; a redelivered job finds it terminal and sends nothing more.
+    const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
+    expect(await deliverOutbound(jobContext(), job)).toEqual({ kind: "done", status: "sent" });
+    expect(await deliverOutbound(jobContext(), job)).toEqual({ kind: "done", status: "sent" });
+    expect(await messageRow(queued.id)).toMatchObject({ status: "sent", attempts: 1 });
+  });
+
+  it("a message another consumer holds waits for its lease; an expired lease (a consumer that died) is taken over", async () => {
+    const a = await createAccount("lease");
+    const ctxA = serviceContext(a.account.id, { actor: { type: "api_key", id: null }, unqueued: true });
+    const to = unique("lease");
+    const queued = await sendMessage(
+      ctxA,
+      a.inbox.id,
+      SendMessageInput.parse({ to: [to], subject: "lease", body_text: "x" }),
+    );
+    const job = { v: 1 as const, message_id: queued.id, account_id: a.account.id };
+    const now = Date.now();
+    // A first attempt claimed it a moment ago and is still sending.
+    await env.DB.prepare("UPDATE messages SET status = 'sending', attempts = 1, lease_until = ? WHERE id = ?")
+      .bind(now + 60_000, queued.id)
+      .run();
+    const held = await deliverOutbound(jobContext({ at: now }), job);
+    expect(held).toMatchObject({ kind: "retry", reason: "leased" });
+    expect(held.kind === "retry" && held.delaySeconds).toBeGreaterThanOrEqual(60);
+    expect(await messageRow(queued.id)).toMatchObject({ status: "sending", attempts: 1 });
+    expect(await smtpReceived(to)).toHaveLength(0);
+    // That consumer died: once its lease has run out the next attempt takes the message over.
+    expect(await deliverOutbound(jobContext({ at: now + 61_000 }), job)).toEqual({ kind: "done", status: "sent" });
+    expect(await messageRow(queued.id)).toMatchObject({ status: "sent", attempts: 2 });
+    expect(await smtpReceived(to)).toHaveLength(1);
   });
 
   it("the dead-letter consumer marks what the queue gave up on as failed", async () => {

@@ -43,7 +43,7 @@ import { assertInboxAllowed, withBodies } from "../messages/messages.service";
 import { assertReputationAllowsSend } from "../reputation/reputation.service";
 import { forgetKnownSenders, policyOf } from "../screening/screening.service";
 import { blockedEvent, checkSendPolicy } from "../sender-auth/send-policy";
-import { screenRecipients } from "../suppressions/suppressions.service";
+import { type Screened, screenRecipients } from "../suppressions/suppressions.service";
 import { PARTICIPANT_LIMIT, threadStatement } from "../threads/threading";
 import {
   type AttachmentInput,
@@ -84,8 +84,7 @@ interface Draft {
 
 /** `POST /v1/inboxes/:inbox_id/messages`: accepts a new message for sending (status `queued`). */
 export async function sendMessage(ctx: ServiceContext, inboxId: string, input: SendMessageInput): Promise<MessageRow> {
-  const { inbox, account } = await loadInbox(ctx, inboxId);
-  return acceptDraft(ctx, inbox, account, {
+  const draft: Draft = {
     kind: "send",
     to: input.to,
     cc: input.cc,
@@ -102,7 +101,20 @@ export async function sendMessage(ctx: ServiceContext, inboxId: string, input: S
     threadId: null,
     parentId: null,
     writtenBy: input.written_by,
-  });
+  };
+  // The inbox and the recipients' suppressions are independent reads: one wait instead of two
+  // (in production each is a round trip to the primary). Only under the recipient cap, which is
+  // what bounds the suppression query; over it, acceptDraft refuses before any query over them.
+  const screening =
+    recipientsOf(draft).length <= MAX_RECIPIENTS
+      ? screenRecipients(ctx, { to: draft.to, cc: draft.cc, bcc: draft.bcc })
+      : undefined;
+  // Settled, not Promise.all: the inbox's answer (a 404 for an inbox the caller may not use)
+  // comes first even when the suppression read fails; that failure surfaces in acceptDraft.
+  const [loaded] = await Promise.allSettled([loadInbox(ctx, inboxId), screening]);
+  if (loaded.status === "rejected") throw loaded.reason;
+  const { inbox, account } = loaded.value;
+  return acceptDraft(ctx, inbox, account, draft, screening);
 }
 
 /** `POST /v1/messages/:id/reply`: answers a message in its thread (`In-Reply-To`, `References`, one `Re:`). */
@@ -257,10 +269,12 @@ async function acceptDraft(
   inbox: InboxRow,
   account: AccountRow,
   given: Draft,
+  /** The suppression read of the draft's recipients, when the caller started it already. */
+  screening?: Promise<Screened<MailAddress>>,
 ): Promise<MessageRow> {
   const input = withAutoSubmitted(given);
   // The recipient cap comes before any query over the recipients: it is what bounds them.
-  const requested = unique([...input.to, ...input.cc, ...input.bcc].map((a) => a.address));
+  const requested = recipientsOf(input);
   if (requested.length > MAX_RECIPIENTS) {
     const err = new Unprocessable(
       "too_many_recipients",
@@ -271,7 +285,7 @@ async function acceptDraft(
   }
   // Suppressed recipients (hard bounces, complaints) are left out before the message is composed;
   // when none remain the send is refused, after the inbox check (API.md's order).
-  const screened = await screenRecipients(ctx, { to: input.to, cc: input.cc, bcc: input.bcc });
+  const screened = await (screening ?? screenRecipients(ctx, { to: input.to, cc: input.cc, bcc: input.bcc }));
   const allSuppressed = screened.dropped.length > 0 && screened.remaining === 0;
   const draft: Draft =
     screened.dropped.length > 0 && !allSuppressed ? { ...input, ...screened.kept, dropped: screened.dropped } : input;
@@ -421,6 +435,11 @@ async function acceptDraft(
     await slots.release();
     throw err;
   }
+}
+
+/** Every recipient address of a draft (to, cc and bcc), once each. */
+function recipientsOf(draft: Draft): string[] {
+  return unique([...draft.to, ...draft.cc, ...draft.bcc].map((a) => a.address));
 }
 
 /** The draft's `Auto-Submitted` value, from its headers (null: written by a person). */
@@ -806,7 +825,8 @@ async function loadInbox(ctx: ServiceContext, inboxId: string): Promise<{ inbox:
   return row;
 }
 
-const INBOX_AND_ACCOUNT = once((db) =>
+/** An inbox and its account, scoped by account (the send path and the delivery consumer). */
+export const INBOX_AND_ACCOUNT = once((db) =>
   db
     .select({ inbox: inboxes, account: accounts })
     .from(inboxes)

@@ -99,15 +99,18 @@ export function toSuppressionWire(row: SuppressionRow, visible: string[] | null 
   };
 }
 
+/** What screenRecipients answers. */
+export interface Screened<A extends { address: string }> {
+  kept: { to: A[]; cc: A[]; bcc: A[] };
+  dropped: { address: string; reason: string }[];
+  remaining: number;
+}
+
 /** A send's recipient lists with the suppressed addresses taken out, and those left out with why. */
 export async function screenRecipients<A extends { address: string }>(
   ctx: ServiceContext,
   lists: { to: A[]; cc: A[]; bcc: A[] },
-): Promise<{
-  kept: { to: A[]; cc: A[]; bcc: A[] };
-  dropped: { address: string; reason: string }[];
-  remaining: number;
-}> {
+): Promise<Screened<A>> {
   const all = [...lists.to, ...lists.cc, ...lists.bcc].map((a) => a.address.toLowerCase());
   const suppressed = await suppressedAmong(ctx, all);
   if (suppressed.size === 0) return { kept: lists, dropped: [], remaining: all.length };
