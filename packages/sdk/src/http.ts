@@ -26,7 +26,11 @@ export interface ClientOptions {
    * each read go to the nearest replica whatever it has seen.
    */
   readYourWrites?: boolean;
-  /** A bookmark to start from (`client.bookmark` of another client or process, say). */
+  /**
+   * A bookmark to start from (`client.bookmark` of another client or process, say). A value that
+   * is not a D1 bookmark is a TypeError here: dropped quietly, the client would read from any
+   * replica and the caller would believe it reads its own writes.
+   */
   bookmark?: string;
 }
 
@@ -124,7 +128,12 @@ export class HttpClient {
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
     this.headers = options.headers ?? {};
     this.readYourWrites = options.readYourWrites ?? true;
-    this.bookmark = options.bookmark && BOOKMARK.test(options.bookmark) ? options.bookmark : undefined;
+    if (options.bookmark && !BOOKMARK.test(options.bookmark)) {
+      throw new TypeError(
+        `bookmark: ${JSON.stringify(options.bookmark.slice(0, 40))} is not a D1 bookmark (pass client.bookmark, or an ${BOOKMARK_HEADER} header value)`,
+      );
+    }
+    this.bookmark = options.bookmark || undefined;
     // Called through a wrapper: some runtimes refuse a `fetch` invoked with another `this`.
     const f = options.fetch ?? globalThis.fetch;
     this.fetchImpl = (input, init) => f(input, init);
