@@ -16,20 +16,24 @@ try {
     ["generate", "--dialect", "sqlite", "--schema", "./src/db/schema.ts", "--out", `./${relative(ROOT, scratch)}`],
     { cwd: ROOT, encoding: "utf8", timeout: 120_000 },
   );
-  if (run.status !== 0) {
-    console.error(run.stdout, run.stderr);
-    throw new Error(`drizzle-kit generate failed (${run.error?.message ?? `exit ${run.status}`})`);
-  }
+  const output = `${run.stdout}${run.stderr}`;
   const written = readdirSync(scratch).filter((f) => f.endsWith(".sql"));
-  if (written.length > 0) {
-    console.error(readFileSync(join(scratch, written[0]), "utf8"));
+  // Only drizzle-kit's own "nothing to do" passes: it also exits 0 without writing anything when
+  // it cannot go on (a rename it would ask about on a terminal, colliding snapshots, a malformed
+  // one), and those must fail here too.
+  if (run.status === 0 && written.length === 0 && output.includes("No schema changes, nothing to migrate")) {
+    console.log("db:check: the last drizzle snapshot matches src/db/schema.ts");
+  } else {
+    console.error(output);
+    if (written.length > 0) console.error(readFileSync(join(scratch, written[0]), "utf8"));
     console.error(
-      "db:check: src/db/schema.ts has changes that no drizzle snapshot records (above: what `npm run db:generate` would write).\n" +
-        "Run `npm run db:generate`, review the SQL (or replace it with your hand-written migration of the same change), and commit the snapshot and journal with it.",
+      "db:check: drizzle-kit does not find src/db/schema.ts and its last snapshot in step (above: what it said, and the SQL `npm run db:generate` would write, if any).\n" +
+        "Run `npm run db:generate` in a terminal, review the SQL (or replace it with your hand-written migration of the same change), and commit the snapshot and journal with it.",
     );
-    process.exit(1);
+    if (run.error) console.error(`drizzle-kit did not run: ${run.error.message}`);
+    // exitCode, not exit(): the scratch folder is removed below either way.
+    process.exitCode = 1;
   }
-  console.log("db:check: the last drizzle snapshot matches src/db/schema.ts");
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }

@@ -128,12 +128,14 @@ export class HttpClient {
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
     this.headers = options.headers ?? {};
     this.readYourWrites = options.readYourWrites ?? true;
-    if (options.bookmark && !BOOKMARK.test(options.bookmark)) {
+    // Trimmed as the server trims the header (a value read from a file or a variable may end in a newline).
+    const bookmark = options.bookmark?.trim();
+    if (bookmark && !BOOKMARK.test(bookmark)) {
       throw new TypeError(
-        `bookmark: ${JSON.stringify(options.bookmark.slice(0, 40))} is not a D1 bookmark (pass client.bookmark, or an ${BOOKMARK_HEADER} header value)`,
+        `bookmark: ${JSON.stringify(bookmark.slice(0, 40))} is not a D1 bookmark (pass client.bookmark, or an ${BOOKMARK_HEADER} header value)`,
       );
     }
-    this.bookmark = options.bookmark || undefined;
+    this.bookmark = bookmark || undefined;
     // Called through a wrapper: some runtimes refuse a `fetch` invoked with another `this`.
     const f = options.fetch ?? globalThis.fetch;
     this.fetchImpl = (input, init) => f(input, init);

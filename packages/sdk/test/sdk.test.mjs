@@ -278,10 +278,12 @@ describe("read your writes (X-Mailbot-Bookmark)", () => {
     for (const bad of ["not-a-bookmark", "00000000-zz", "x".repeat(500), "1-2; drop table"]) {
       assert.throws(() => new Mailbot({ apiKey: reg.api_key, baseUrl: worker.base, bookmark: bad }), TypeError);
     }
-    // None given (or an empty one) is none; a real one is kept as given.
+    // None given (or an empty one) is none; a real one is kept.
     assert.equal(new Mailbot({ apiKey: reg.api_key, baseUrl: worker.base, bookmark: "" }).bookmark, undefined);
     const good = "00000000-00000005-00004f3a-8c1f0e2d3b4a59687766554433221100";
     assert.equal(new Mailbot({ apiKey: reg.api_key, baseUrl: worker.base, bookmark: good }).bookmark, good);
+    // Read from a file or a variable with its newline: trimmed, as the server trims the header.
+    assert.equal(new Mailbot({ apiKey: reg.api_key, baseUrl: worker.base, bookmark: ` ${good}\n` }).bookmark, good);
   });
 });
 
